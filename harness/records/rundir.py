@@ -1,0 +1,169 @@
+"""The run directory: everything a report needs, written as the run goes, readable alone.
+
+Layout::
+
+    RUN_DIR/
+      manifest.json        run id, versions, host, GPU/driver, scenario (secrets never), status
+      scenario.yaml        the scenario as given
+      requests.parquet     RequestRecord rows (appended in row groups while the run goes)
+      gpu_samples.parquet  GpuSample rows
+      windows.parquet      CellWindow rows (warmup / measure / cooldown boundaries per cell)
+      histograms/CELL.json merged HDR histograms (ttft/itl/tpot/e2e, microseconds) per cell
+      summary.json, report.html, cells.csv   written by analysis/report
+
+Parquet files are written in row groups of at most ``flush_rows`` rows so a run never holds all
+its records in memory; a crash loses at most one unflushed group, and ``close()`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA, WINDOW_SCHEMA
+
+
+def new_run_id(name: str) -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{name}-{stamp}-{os.getpid() % 10000:04d}"
+
+
+class ParquetAppender:
+    """Append dataclass rows to one Parquet file in bounded row groups; thread-safe."""
+
+    def __init__(self, path: Path, schema: pa.Schema, flush_rows: int = 4096):
+        self.path = path
+        self.schema = schema
+        self.flush_rows = flush_rows
+        self._rows: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def append(self, row: Any) -> None:
+        d = row if isinstance(row, dict) else asdict(row)
+        with self._lock:
+            self._rows.append(d)
+            self.count += 1
+            if len(self._rows) >= self.flush_rows:
+                self._flush_locked()
+
+    def extend(self, rows: Iterable[Any]) -> None:
+        for r in rows:
+            self.append(r)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_table(table)
+        self._rows = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush_locked()
+            if self._writer is None:  # an empty run still has a readable, typed file
+                self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+            self._writer.close()
+            self._writer = None
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("slm-harness", "locust", "aiohttp", "pydantic", "influxdb-client", "nvidia-ml-py",
+                 "pyarrow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    import harness
+
+    out.setdefault("slm-harness", harness.__version__)
+    return out
+
+
+class RunDir:
+    """Writer for one run's directory. Use as a context manager; ``close`` marks it complete."""
+
+    def __init__(self, path: str | os.PathLike, run_id: str, *, flush_rows: int = 4096):
+        self.path = Path(path)
+        self.run_id = run_id
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "histograms").mkdir(exist_ok=True)
+        self.requests = ParquetAppender(self.path / "requests.parquet", REQUEST_SCHEMA, flush_rows)
+        self.gpu_samples = ParquetAppender(self.path / "gpu_samples.parquet", GPU_SCHEMA, flush_rows)
+        self.windows = ParquetAppender(self.path / "windows.parquet", WINDOW_SCHEMA, 256)
+        self.manifest: dict[str, Any] = {
+            "run_id": run_id,
+            "status": "running",
+            "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "versions": _versions(),
+        }
+        self.write_manifest()
+
+    @classmethod
+    def create(cls, results_dir: str | os.PathLike, name: str, **kw) -> "RunDir":
+        run_id = new_run_id(name)
+        return cls(Path(results_dir) / run_id, run_id, **kw)
+
+    def write_manifest(self, **updates: Any) -> None:
+        self.manifest.update(updates)
+        tmp = self.path / "manifest.json.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
+        tmp.replace(self.path / "manifest.json")
+
+    def write_scenario(self, text: str) -> None:
+        (self.path / "scenario.yaml").write_text(text)
+
+    def write_histograms(self, cell: str, encoded: dict[str, str]) -> None:
+        (self.path / "histograms" / f"{cell}.json").write_text(json.dumps(encoded))
+
+    def flush(self) -> None:
+        for a in (self.requests, self.gpu_samples, self.windows):
+            a.flush()
+
+    def close(self, status: str = "complete") -> None:
+        for a in (self.requests, self.gpu_samples, self.windows):
+            a.close()
+        self.write_manifest(status=status,
+                            finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+                            counts={"requests": self.requests.count,
+                                    "gpu_samples": self.gpu_samples.count,
+                                    "windows": self.windows.count})
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("complete" if exc_type is None else "interrupted")
+
+
+def read_table(run_dir: str | os.PathLike, name: str):
+    """Read one of the run's Parquet files as a pandas DataFrame (empty, typed, when absent)."""
+    import pandas as pd
+
+    p = Path(run_dir) / f"{name}.parquet"
+    if not p.exists():
+        schema = {"requests": REQUEST_SCHEMA, "gpu_samples": GPU_SCHEMA, "windows": WINDOW_SCHEMA}[name]
+        return schema.empty_table().to_pandas()
+    return pd.read_parquet(p)

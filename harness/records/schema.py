@@ -1,0 +1,114 @@
+"""The records every part exchanges: one per request, one per GPU sample, one per cell window.
+
+Absolute times are wall-clock nanoseconds (``time.time_ns()``) so that request records and GPU
+samples from different processes join on one axis; durations are float seconds (``*_s``).
+A failed request is a record with ``error_class`` set, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import pyarrow as pa
+
+Phase = Literal["warmup", "measure", "cooldown", "ramp"]
+
+# Error classes, shared by the load generator (which assigns them) and analysis (which counts them).
+ERROR_CLASSES = (
+    "connect",          # connection refused / DNS / connect timeout
+    "reset",            # connection reset or closed mid-stream
+    "timeout",          # no byte within the request timeout
+    "http_4xx",         # 4xx other than 429
+    "http_429",         # overloaded (TGI max_concurrent_requests)
+    "http_5xx",         # 5xx, including TGI's 424 generation error mapped here
+    "sse_error",        # an SSE event carrying {"error": ...}
+    "malformed",        # an event that is not valid JSON / not the protocol's shape
+    "incomplete",       # the stream ended without the final event
+    "other",
+)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    run_id: str
+    cell: str                    # e.g. "r2-c64" (replicas 2, concurrency 64) or "r1-q8.0" (rate)
+    replicas: int
+    level: float
+    phase: str                   # Phase
+    replica: str                 # the replica's base URL (per-replica attribution)
+    worker: str                  # host:pid of the generating process
+    request_id: int
+    intended_ns: int             # when the schedule wanted it sent (open loop: coordinated-omission safe)
+    start_ns: int                # when it was actually sent
+    end_ns: int
+    first_token_ns: int | None = None
+    ttft_s: float | None = None  # from intended_ns in open loop, from start_ns in closed loop
+    e2e_s: float | None = None
+    tpot_s: float | None = None  # (e2e - ttft) / (output_tokens - 1)
+    itl_mean_s: float | None = None
+    itl_p50_s: float | None = None
+    itl_p99_s: float | None = None
+    itl_max_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int = 0
+    finish_reason: str | None = None
+    status: int | None = None    # HTTP status; None when no response
+    error_class: str | None = None
+    error: str | None = None     # short message, never secrets
+    protocol: str = "tgi"
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class GpuSample:
+    ts_ns: int
+    gpu: int
+    source: str                  # "nvml-instant" | "nvml-power" | "emulated"
+    power_w: float | None = None
+    energy_j: float | None = None  # hardware counter (since driver load) when read at this sample
+    gpu_util_pct: float | None = None
+    mem_util_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    mem_used_bytes: int | None = None
+    temperature_c: float | None = None
+    throttle_reasons: int | None = None
+    host: str = ""
+    run_id: str = ""
+
+
+@dataclass(slots=True)
+class CellWindow:
+    """One phase of one cell: the boundaries analysis windows its metrics and energy on."""
+
+    run_id: str
+    cell: str
+    replicas: int
+    level: float
+    level_kind: str              # "concurrency" | "rate"
+    phase: str
+    start_ns: int
+    end_ns: int
+    energy_j: float | None = None        # hardware counter delta over the window, when read
+    energy_source: str | None = None     # "nvml-counter" | None
+    note: str = ""
+
+
+def arrow_schema(cls) -> pa.Schema:
+    """pyarrow schema from a record dataclass, so Parquet columns keep their types when all-null."""
+    mapping = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
+               "str | None": pa.string(), "int | None": pa.int64(), "float | None": pa.float64(),
+               "bool": pa.bool_()}
+    return pa.schema([pa.field(f.name, mapping[str(f.type)]) for f in fields(cls)])
+
+
+REQUEST_SCHEMA = arrow_schema(RequestRecord)
+GPU_SCHEMA = arrow_schema(GpuSample)
+WINDOW_SCHEMA = arrow_schema(CellWindow)

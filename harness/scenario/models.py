@@ -1,0 +1,251 @@
+"""The scenario file's schema: what to load, how hard, against which replicas, judged by which SLO.
+
+Every model forbids unknown keys so that a typo is an error naming its line, not a silent default.
+Times are seconds (``_s``), rates are per second, token counts are tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+Protocol = Literal["tgi", "openai-completions", "openai-chat"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------
+# target: where the load goes and how the replicas come up
+# --------------------------------------------------------------------------------------------
+class EmulatorLauncher(Strict):
+    """Replicas served by the built-in TGI emulator (the embedded default)."""
+
+    kind: Literal["emulator"] = "emulator"
+    profile: str = Field("cpu-demo", description="Emulator profile name or path to a profile YAML.")
+    host: str = "127.0.0.1"
+    base_port: int = Field(0, ge=0, le=65535, description="First replica port; 0 picks free ports.")
+    in_process: bool = Field(False, description="Serve from the harness process instead of a child process.")
+
+
+class EndpointsLauncher(Strict):
+    """Replicas that are already running; the harness only checks their health."""
+
+    kind: Literal["endpoints"] = "endpoints"
+    urls: list[str] = Field(min_length=1)
+    health_path: str = "/health"
+
+
+class ProcessesLauncher(Strict):
+    """Replicas started as local processes from an argument template (never through a shell).
+
+    ``{port}``, ``{replica}``, ``{model}``, ``{fraction}`` (0.9/N) are substituted in each argument.
+    """
+
+    kind: Literal["processes"] = "processes"
+    command: list[str] = Field(min_length=1)
+    host: str = "127.0.0.1"
+    base_port: int = Field(8080, ge=1, le=65535)
+    health_path: str = "/health"
+    startup_timeout_s: PositiveFloat = 300.0
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ComposeLauncher(Strict):
+    """Replicas brought up by ``docker compose`` (see ``slm-harness stack``)."""
+
+    kind: Literal["compose"] = "compose"
+    project_dir: str = "."
+    profile: Literal["gpu", "emulator"] = "gpu"
+    base_port: int = Field(8081, ge=1, le=65535)
+    health_path: str = "/health"
+    startup_timeout_s: PositiveFloat = 900.0
+
+
+Launcher = Annotated[
+    Union[EmulatorLauncher, EndpointsLauncher, ProcessesLauncher, ComposeLauncher],
+    Field(discriminator="kind"),
+]
+
+
+class Target(Strict):
+    protocol: Protocol = "tgi"
+    model: str = "smollm2-135m"
+    launcher: Launcher = Field(default_factory=EmulatorLauncher)
+    balance: Literal["round-robin", "least-outstanding"] = Field(
+        "least-outstanding", description="Client-side choice of replica for each request.")
+    request_timeout_s: PositiveFloat = 120.0
+    connect_timeout_s: PositiveFloat = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# workload: what each request asks for
+# --------------------------------------------------------------------------------------------
+class Fixed(Strict):
+    dist: Literal["fixed"] = "fixed"
+    value: PositiveInt
+
+
+class Uniform(Strict):
+    dist: Literal["uniform"]
+    min: PositiveInt
+    max: PositiveInt
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
+
+
+class Normal(Strict):
+    dist: Literal["normal"]
+    mean: PositiveFloat
+    std: float = Field(ge=0)
+    min: PositiveInt = 1
+    max: PositiveInt | None = None
+
+
+class LogNormal(Strict):
+    dist: Literal["lognormal"]
+    median: PositiveFloat = Field(description="exp(mu): the median length in tokens")
+    sigma: float = Field(ge=0)
+    min: PositiveInt = 1
+    max: PositiveInt | None = None
+
+
+LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discriminator="dist")]
+
+
+class Dataset(Strict):
+    """Prompts (and optionally output lengths) from a JSONL file, one object per line."""
+
+    path: str
+    prompt_field: str = "prompt"
+    output_tokens_field: str | None = None
+    shuffle: bool = True
+
+
+class Sampling(Strict):
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: PositiveInt | None = None
+    repetition_penalty: PositiveFloat | None = None
+    ignore_eos: bool = Field(True, description="Ask for exactly the output length (TGI/OpenAI servers that support it).")
+    stop: list[str] = Field(default_factory=list)
+
+
+class Workload(Strict):
+    seed: int = 0
+    prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
+    output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
+    dataset: Dataset | None = None
+    system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
+    sampling: Sampling = Field(default_factory=Sampling)
+
+
+# --------------------------------------------------------------------------------------------
+# load: how hard, for how long
+# --------------------------------------------------------------------------------------------
+class Stage(Strict):
+    """One ramp stage: reach ``target`` (users or req/s) linearly over ``duration_s``."""
+
+    duration_s: PositiveFloat
+    target: PositiveFloat
+
+
+class Load(Strict):
+    mode: Literal["concurrency", "rate"] = Field(
+        "concurrency", description="concurrency: closed loop with N streams; rate: open loop at N req/s.")
+    arrival: Literal["constant", "poisson"] = Field("poisson", description="Open loop only.")
+    levels: list[PositiveFloat] | Literal["auto"] = Field(
+        default_factory=lambda: [8.0], description="Concurrency or rate per level, run back to back; 'auto' searches for the knee.")
+    replicas: list[PositiveInt] = Field(default_factory=lambda: [1])
+    duration_s: PositiveFloat = Field(30.0, description="Measured window per level.")
+    warmup_s: float = Field(5.0, ge=0)
+    cooldown_s: float = Field(2.0, ge=0)
+    stages: list[Stage] = Field(default_factory=list, description="Optional ramp before each level's warm-up.")
+    max_requests: PositiveInt | None = None
+    auto_max_level: PositiveFloat = 1024
+    auto_max_cells: PositiveInt = 8
+
+    @field_validator("levels")
+    @classmethod
+    def _not_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("levels must not be empty")
+        return v
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas_not_empty(cls, v):
+        if not v:
+            raise ValueError("replicas must not be empty")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# slo, telemetry, store
+# --------------------------------------------------------------------------------------------
+class Percentiles(Strict):
+    """Upper bounds in seconds for named percentiles."""
+
+    p50: PositiveFloat | None = None
+    p90: PositiveFloat | None = None
+    p95: PositiveFloat | None = None
+    p99: PositiveFloat | None = None
+    p999: PositiveFloat | None = None
+
+    def items(self) -> list[tuple[float, float]]:
+        q = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+        return [(q[k], v) for k, v in self.model_dump().items() if v is not None]
+
+
+class Slo(Strict):
+    ttft_s: Percentiles | None = None
+    itl_s: Percentiles | None = None
+    tpot_s: Percentiles | None = None
+    e2e_s: Percentiles | None = None
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+    min_output_tokens_per_s: PositiveFloat | None = None
+
+
+class Telemetry(Strict):
+    enabled: bool = True
+    source: Literal["auto", "nvml", "emulated", "none"] = Field(
+        "auto", description="auto: NVML when present, else the emulator's modeled power, else none.")
+    rate_hz: float = Field(20.0, gt=0, le=100)
+    gpus: list[int] | None = None
+
+
+class InfluxDB(Strict):
+    url: str
+    api: Literal["v2", "v1"] = "v2"
+    org: str | None = None
+    bucket: str | None = None
+    database: str | None = Field(None, description="InfluxQL database (v1 API, or the DBRP mapping on 2.x).")
+    token_env: str = "INFLUXDB_TOKEN"
+    token_file: str | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    spool_dir: str | None = None
+    batch_size: PositiveInt = 5000
+    flush_interval_s: PositiveFloat = 1.0
+
+
+class Store(Strict):
+    results_dir: str = "results"
+    influxdb: InfluxDB | None = None
+
+
+class Scenario(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    target: Target = Field(default_factory=Target)
+    workload: Workload = Field(default_factory=Workload)
+    load: Load = Field(default_factory=Load)
+    slo: Slo = Field(default_factory=Slo)
+    telemetry: Telemetry = Field(default_factory=Telemetry)
+    store: Store = Field(default_factory=Store)
