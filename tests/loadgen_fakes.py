@@ -139,3 +139,30 @@ if __name__ == "__main__":
     ap.add_argument("--ttft-ms", type=float, default=20)
     ap.add_argument("--itl-ms", type=float, default=5)
     asyncio.run(main_async(ap.parse_args()))
+
+
+# ------------------------------------------------------------------------------------------------
+# test helper: start the server above as a child process and stop it by PID
+# ------------------------------------------------------------------------------------------------
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+@contextlib.contextmanager
+def fake_server(ttft_ms: float = 20, itl_ms: float = 5):
+    """Yield the base URL of a fresh fake server on a free loopback port."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--ttft-ms", str(ttft_ms),
+                             "--itl-ms", str(itl_ms)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), f"fake server did not start: {line!r}"
+        yield f"http://127.0.0.1:{int(line.split()[1])}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
