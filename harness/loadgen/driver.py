@@ -152,7 +152,7 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
         if env.web_ui is not None:
             env.web_ui.stop()
     rundir.requests.flush()
-    return _results(plan, collector, windows, scenario, rundir, run_id, max(processes, 1))
+    return results_for(plan, collector, windows, scenario, rundir, run_id, max(processes, 1))
 
 
 def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0_pc: int,
@@ -208,19 +208,16 @@ def _drain(env, runner, collector, master, processes: int, timeout_s: float) -> 
     if processes > 0:
         while len(master.drained) < processes and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        runner.stop()
-        fin_deadline = time.monotonic() + 15.0
-        while len(master.finals) < processes and time.monotonic() < fin_deadline:
-            gevent.sleep(0.05)
-        if len(master.finals) < processes:
+        if not master.flush(processes):
             log.warning("only %d of %d workers sent their final results", len(master.finals), processes)
+        runner.stop()
     else:
         while collector.inflight > 0 and time.monotonic() < deadline:
             gevent.sleep(0.02)
         runner.stop()
 
 
-def _results(plan: Plan, collector: Collector, windows: list[CellWindow], scenario, rundir, run_id: str,
+def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], scenario, rundir, run_id: str,
              workers: int) -> list[CellResult]:
     out = []
     for cell, level in plan.cells():
