@@ -32,7 +32,8 @@ def _fmt_s(v: float | None) -> str:
 def _numbers(c: CellMetrics, latency_key: str) -> str:
     parts = [f"{c.output_tokens_per_s:,.0f} output tok/s", f"{c.request_throughput_rps:.2f} req/s",
              f"goodput {c.goodput_rps:.2f} req/s"]
-    lat_name = latency_key[:-2].replace("_", " ").upper().replace("E2E", "e2e")
+    metric, q = latency_key[:-2].split("_")
+    lat_name = f"{'e2e' if metric == 'e2e' else metric.upper()} {q}"
     parts.append(f"{lat_name} {_fmt_s(c.get(latency_key))}")
     if c.j_per_token is not None:
         parts.append(f"{c.j_per_token:.3g} J/token ({c.energy_source})")

@@ -146,7 +146,7 @@ def analyze(run: RunData | str | Path, *, latency_key: str | None = None, slo: S
         c.frontier = fr.status[c.cell]
         c.dominated_by = fr.dominated_by[c.cell]
     rec = recommend(cells, slo, key)
-    notes = []
+    notes = list(run.notes)
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
     if not cells:
