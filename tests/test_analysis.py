@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -321,3 +322,26 @@ def test_knee_respects_max_level_and_rates():
     levels = _drive(KneeSearch(start=0.5, max_level=3, integer=False), lambda c: (c * 10, True))
     assert levels == [0.5, 1.0, 2.0, 3.0]
     assert math.isclose(max(levels), 3.0)
+
+
+def test_open_loop_late_send_counts_by_intended_time_and_itl_from_histogram(tmp_path):
+    from hdrh.histogram import HdrHistogram
+
+    c = ("r1-q2", 1, 2.0)
+    late = request(*c, start_s=10.5, ttft_s=0.4, e2e_s=1.0, tokens=4, request_id=1)
+    late.intended_ns = ns(9.9)    # the schedule wanted it before the window: not this window's
+    late2 = request(*c, start_s=20.5, ttft_s=0.2, e2e_s=1.0, tokens=4, request_id=2)
+    late2.intended_ns = ns(19.9)  # wanted inside the window, sent after it: this window's
+    path = write_run(tmp_path / "run", requests=[late, late2], windows=[window(*c, 10, 20, kind="rate")])
+    h = HdrHistogram(1, 3_600_000_000, 3)
+    for v in [10_000] * 90 + [50_000] * 10:  # ITL 10 ms x90, 50 ms x10
+        h.record_value(v)
+    enc = h.encode()
+    (path / "histograms" / "r1-q2.json").write_text(
+        json.dumps({"itl": enc.decode() if isinstance(enc, bytes) else enc}))
+    cell = analyze(path).cells[0]
+    assert cell.requests_started == 1 and cell.ttft_p50_s == pytest.approx(0.2)
+    assert cell.level_label == "2 req/s"
+    assert cell.itl_source == "hdr-histogram"
+    assert cell.itl_p50_s == pytest.approx(0.010, rel=1e-3)
+    assert cell.itl_p99_s == pytest.approx(0.050, rel=1e-3)

@@ -1,9 +1,10 @@
 """Per-cell and per-replica metrics from the measured window of each cell.
 
 Which requests count (say it once, use it everywhere):
-- Distributions (TTFT, ITL, TPOT, e2e) and the error rate: requests of the cell whose
-  ``start_ns`` falls in the measured window ``[start_ns, end_ns)``; latencies from the
-  successful ones. A request started in the window and finished in the cool-down is included.
+- Distributions (TTFT, ITL, TPOT, e2e) and the error rate: requests of the cell whose intended
+  send time (``intended_ns``; ``start_ns`` where missing) falls in the measured window
+  ``[start_ns, end_ns)`` (the load generator's own phase rule); latencies from the successful
+  ones. A request sent in the window and finished in the cool-down is included.
 - Rates (request throughput, goodput): successful (resp. good) requests whose ``end_ns`` falls
   in the window, divided by the window's length: completions per second inside the window.
 - Output tokens/s: tokens that arrived in the window (see :mod:`harness.analysis.tokens`) per
@@ -164,6 +165,13 @@ def _measure_windows(run: RunData) -> dict[str, dict]:
     return out
 
 
+def _sent_ns(df: pd.DataFrame) -> pd.Series:
+    """When a request was meant to go (the schedule's time), falling back to when it went."""
+    if df.empty:
+        return pd.Series([], dtype="int64")
+    return df["intended_ns"].fillna(df["start_ns"]) if "intended_ns" in df else df["start_ns"]
+
+
 def _lat(df: pd.DataFrame, col: str, q: float) -> float | None:
     return percentile(pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float), q)
 
@@ -179,7 +187,8 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
         m.notes.append(str(win["note"]))
     req = run.requests
     cell_req = req[req["cell"] == m.cell] if not req.empty else req
-    started = cell_req[(cell_req["start_ns"] >= a) & (cell_req["start_ns"] < b)]
+    sent = _sent_ns(cell_req)
+    started = cell_req[(sent >= a) & (sent < b)]
     ok_started = started[started["error_class"].isna()]
     m.requests_started = int(len(started))
     m.requests_ok = int(len(ok_started))
@@ -259,7 +268,7 @@ def _per_replica(cell_req: pd.DataFrame, started: pd.DataFrame, a: int, b: int, 
     out = []
     for rep in sorted(set(cell_req["replica"].dropna().astype(str))):
         all_r = cell_req[cell_req["replica"] == rep]
-        st = started[started["replica"] == rep]
+        st = started[started["replica"] == rep]  # started: sent in the window (see _sent_ns)
         ok = st[st["error_class"].isna()]
         ended = all_r[(all_r["end_ns"] >= a) & (all_r["end_ns"] < b)]
         toks = tokens_in_window(all_r, a, b)

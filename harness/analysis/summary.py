@@ -118,13 +118,14 @@ def _json_default(o):
 
 
 DEFINITIONS = {
-    "distributions": "TTFT/ITL/TPOT/e2e percentiles (linear interpolation) over successful requests "
-                     "whose start_ns is in the measured window",
+    "distributions": "TTFT/TPOT/e2e percentiles (linear interpolation) over successful requests "
+                     "whose intended send time is in the measured window; ITL from the load "
+                     "generator's per-token HDR histogram of that window when stored",
     "request_throughput_rps": "successful requests whose end_ns is in the measured window / window length",
     "goodput_rps": "requests meeting every per-request SLO bound whose end_ns is in the window / window length",
     "output_tokens_per_s": "output tokens that arrived in the window (first token at first_token_ns, "
                            "the rest spread evenly until end_ns) / window length",
-    "error_rate": "failed / started, over requests started in the window",
+    "error_rate": "failed / sent, over requests whose intended send time is in the window",
     "energy_j": "window-counter > sample-counter > power-integral over the measured window; source named",
     "j_per_token": "energy_j / output tokens that arrived in the same window",
 }
