@@ -67,7 +67,7 @@ def test_power_integral_hand_computed():
 def test_window_counter_wins_over_samples():
     g = _samples([(0, 100), (1, 100), (2, 100)])
     e = window_energy(g, ns(0), ns(2), counter_j=400.0, counter_source="nvml-counter")
-    assert (e.energy_j, e.source, e.mean_power_w) == (400.0, "window-counter:nvml-counter", 200.0)
+    assert (e.energy_j, e.source, e.mean_power_w) == (400.0, "window:nvml-counter", 200.0)
 
 
 def test_sample_counter_interpolated_at_edges():
@@ -169,7 +169,7 @@ def test_cell_metrics_hand_computed(tmp_path):
 def test_cell_energy_counter_and_missing(tmp_path):
     a = analyze(_cell_run(tmp_path, counter=1234.0))
     assert a.cells[0].energy_j == 1234.0
-    assert a.cells[0].energy_source == "window-counter:nvml-counter"
+    assert a.cells[0].energy_source == "window:nvml-counter"
     b = analyze(_cell_run(tmp_path / "b", with_power=False))
     c = b.cells[0]
     assert c.energy_j is None and c.j_per_token is None and c.mean_power_w is None

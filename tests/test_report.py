@@ -121,7 +121,7 @@ def test_compare_cli(run_dir, tmp_path):
     c = next(x for x in d["cells"] if x["cell"] == "r1-c16")
     va, vb = a.cell("r1-c16").output_tokens_per_s, b.cell("r1-c16").output_tokens_per_s
     assert c["values"]["output_tokens_per_s"]["change"] == pytest.approx((vb - va) / va)
-    assert b.cell("r4-c16").energy_source == "window-counter:nvml-counter"
+    assert b.cell("r4-c16").energy_source == "window:nvml-counter"
 
 
 def test_report_without_energy_or_cells(tmp_path):

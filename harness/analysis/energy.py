@@ -1,8 +1,10 @@
 """Energy, mean power and GPU utilisation over one window.
 
 Sources, best first (the one used is named beside the number):
-1. ``window-counter``: the hardware energy counter delta the telemetry sampler stored on the
-   CellWindow (``CellWindow.energy_j``), read at the window's own edges;
+1. ``window:<source>``: the energy the telemetry sampler measured at the window's own edges and
+   stored on the CellWindow (``CellWindow.energy_j``): the hardware (or emulated) energy
+   counter's delta (``nvml-counter``, ``emulated-counter``), or the sampler's own power integral
+   pinned at the edges (``integral:<power source>``);
 2. ``sample-counter``: the counter values carried on GPU samples (``GpuSample.energy_j``),
    linearly interpolated to the window edges, per GPU, summed over GPUs;
 3. ``power-integral``: the trapezoidal integral of ``power_w`` samples, linearly interpolated at
@@ -24,7 +26,7 @@ import pandas as pd
 @dataclass
 class EnergyResult:
     energy_j: float | None
-    source: str | None           # "window-counter:<what>" | "sample-counter" | "power-integral" | None
+    source: str | None           # "window:<what>" | "sample-counter" | "power-integral" | None
     coverage: float              # fraction of the window with samples (1.0 for a window counter)
     mean_power_w: float | None   # energy / duration where energy is known
     gpu_util_pct: float | None   # mean of the samples inside the window, averaged over GPUs
@@ -89,7 +91,7 @@ def window_energy(gpu: pd.DataFrame, a_ns: int, b_ns: int, *, counter_j: float |
     if dur <= 0:
         return EnergyResult(None, None, 0.0, None, note="empty window", **base)
     if counter_j is not None and np.isfinite(counter_j) and counter_j >= 0:
-        src = "window-counter" + (f":{counter_source}" if counter_source else "")
+        src = "window" + (f":{counter_source}" if counter_source else "")
         return EnergyResult(float(counter_j), src, 1.0, float(counter_j) / dur, **base)
     if gpu.empty:
         return EnergyResult(None, None, 0.0, None, note="no GPU samples", **base)

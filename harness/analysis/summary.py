@@ -126,7 +126,7 @@ DEFINITIONS = {
     "output_tokens_per_s": "output tokens that arrived in the window (first token at first_token_ns, "
                            "the rest spread evenly until end_ns) / window length",
     "error_rate": "failed / sent, over requests whose intended send time is in the window",
-    "energy_j": "window-counter > sample-counter > power-integral over the measured window; source named",
+    "energy_j": "window (sampler at the edges) > sample-counter > power-integral over the measured window; source named",
     "j_per_token": "energy_j / output tokens that arrived in the same window",
 }
 

@@ -28,9 +28,9 @@ def yes_no(v: bool | None) -> str:
 
 
 def energy_source_short(src: str | None) -> str:
-    """'window-counter:nvml-counter' -> 'counter', 'sample-counter' -> 'sample ctr', ..."""
+    """'window:nvml-counter' -> 'counter', 'sample-counter' -> 'sample ctr', ..."""
     if not src:
         return "–"
-    if src.startswith("window-counter"):
-        return "counter"
+    if src.startswith("window:"):
+        return "integral" if "integral" in src else "counter"
     return {"sample-counter": "sample ctr", "power-integral": "integral"}.get(src, src)
