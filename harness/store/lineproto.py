@@ -27,12 +27,14 @@ from typing import Any, Iterable
 from harness.records.schema import CellWindow, GpuSample, RequestRecord
 from harness.telemetry.records import GpuGap, GpuProcessSample
 
-_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+# Line protocol has no newline inside a tag or a field (InfluxDB 1.x): it becomes a space.
+_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " "})
+_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
+_FSTR = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": " ", "\r": " "})
 
 
 def _fstr(v: str) -> str:
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + v.translate(_FSTR) + '"'
 
 
 def field_value(v: Any) -> str | None:
@@ -163,7 +165,10 @@ def gpu_sample(s) -> str | None:
 
 
 def gpu_process(p) -> str | None:
-    return _PROC(p)
+    head, fs, ts = _PROC.parts(p)
+    if not fs:   # memory hidden by the driver: the process is still there
+        fs.append("present=true")
+    return f"{head} {','.join(fs)} {ts}"
 
 
 def gpu_gap(g) -> str | None:

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 Listener = Callable[[list[GpuSample]], None]
 
 
+def total_power(batch: list[GpuSample]) -> tuple[float | None, int, str]:
+    """(watts summed over the tick's GPUs, its time, the source) for a live display: a listener
+    for the Locust web UI's tab is ``lambda b: report_power(env, *total_power(b))``."""
+    ws = [s.power_w for s in batch if s.power_w is not None]
+    return (sum(ws) if ws else None), batch[0].ts_ns, batch[0].source
+
+
 class _Edge:
     __slots__ = ("ts_ns", "counter_j", "integral_j", "samples")
 
