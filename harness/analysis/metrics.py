@@ -150,6 +150,9 @@ def _measure_windows(run: RunData) -> dict[str, dict]:
         w = w[w["phase"] == "measure"].sort_values("start_ns")
         for row in w.to_dict("records"):
             out[row["cell"]] = row
+    done = run.manifest.get("cells_done")
+    if isinstance(done, list):  # a sweep: a cell counts once the sweep recorded it finished
+        out = {c: row for c, row in out.items() if c in set(done)}
     if out or run.requests.empty:
         return out
     # No windows stored: derive one per cell from records marked 'measure'.

@@ -150,6 +150,11 @@ def analyze(run: RunData | str | Path, *, latency_key: str | None = None, slo: S
     notes = list(run.notes)
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
+    done = run.manifest.get("cells_done")
+    if isinstance(done, list) and not run.windows.empty:
+        partial = sorted(set(run.windows["cell"].astype(str)) - set(done))
+        if partial:
+            notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:
         notes.append("no measured window in this run")
     return RunAnalysis(run=run, cells=cells, frontier=fr, recommendation=rec, latency_key=key,
