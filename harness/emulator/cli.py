@@ -1,0 +1,31 @@
+"""``slm-harness emulate``: N TGI-compatible replicas sharing one simulated GPU."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.emulator.profile import available_profiles, load_profile
+from harness.errors import InputError
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    if args.replicas < 1:
+        raise InputError("must be at least 1", field="--replicas")
+    if not 0 <= args.port <= 65535:
+        raise InputError("must be 0..65535", field="--port")
+    profile = load_profile(args.profile)
+    from harness.emulator.server import serve
+    serve(profile, args.replicas, args.host, args.port, args.port_file)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("emulate", help="serve N emulated TGI replicas sharing one simulated GPU",
+                       description="TGI 3.x- and OpenAI-compatible replicas of a modeled small LLM on one "
+                                   "modeled GPU. Built-in profiles: " + ", ".join(available_profiles()))
+    p.add_argument("--replicas", "-n", type=int, default=1)
+    p.add_argument("--profile", "-p", default="cpu-demo", help="profile name or path to a profile YAML")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
+    p.add_argument("--port-file", help="write {pid, host, ports, urls} as JSON here once listening")
+    p.set_defaults(func=_emulate)

@@ -1,0 +1,285 @@
+"""Per-replica scheduling: continuous batching with a step-time model, or a fixed schedule.
+
+Time is whatever the timer says (real monotonic ns when serving, virtual ns in
+:mod:`harness.emulator.simulate`), so the same code serves HTTP and runs calibration offline.
+A step starts where the previous one ended (never at "now"), so late writes show up as lateness
+in the ground truth instead of slowing the model down.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Protocol
+
+from harness.emulator.gpu import SharedGpu
+from harness.emulator.profile import FixedTiming, Profile, RooflineTiming
+
+
+class Sink(Protocol):
+    def token(self, seq: "Seq", due_ns: int, last: bool) -> None: ...
+
+
+class Timer(Protocol):
+    def at(self, due_ns: int, fn: Callable, arg) -> None: ...
+    def now_ns(self) -> int: ...
+
+
+class Seq:
+    """One request inside a replica."""
+
+    __slots__ = ("rid", "input_tokens", "max_new", "generated", "prefill_left", "sink",
+                 "received_ns", "queued_ns", "started_ns", "cancelled", "finished", "replica")
+
+    def __init__(self, rid: int, input_tokens: int, max_new: int, sink: Sink, received_ns: int):
+        self.rid = rid
+        self.input_tokens = input_tokens
+        self.max_new = max_new
+        self.generated = 0
+        self.prefill_left = input_tokens
+        self.sink = sink
+        self.received_ns = received_ns
+        self.queued_ns = received_ns
+        self.started_ns = 0
+        self.cancelled = False
+        self.finished = False
+        self.replica = -1
+
+    @property
+    def reserved_tokens(self) -> int:
+        return self.input_tokens + self.max_new
+
+
+class NullStats:
+    """Metric hooks the engine calls; :class:`harness.emulator.metrics.TgiMetrics` implements them."""
+
+    def queue(self, size: int) -> None: ...
+    def batch(self, size: int, max_tokens: int) -> None: ...
+    def step(self, method: str, duration_s: float, size: int) -> None: ...
+    def finished(self, seq: Seq, now_ns: int) -> None: ...
+
+
+class StepModel:
+    """Step time of one replica: host part + GPU part stretched by the other replicas' use."""
+
+    def __init__(self, profile: Profile):
+        t = profile.timing
+        assert isinstance(t, RooflineTiming)
+        self.t = t
+        m, g = profile.model, profile.gpu
+        bw = g.mem_bandwidth_gb_s * 1e9
+        self.weights_ms = m.weight_bytes / bw * 1e3
+        self.kv_ms_per_token = m.kv_bytes_per_token / bw * 1e3
+        self.prefill_ms_per_token = 2.0 * m.params / (g.peak_tflops * 1e12 * g.mfu) * 1e3
+
+    def host_ms(self, batch: int, prefill_tokens: int) -> float:
+        t = self.t
+        return t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_prefill_token_ms * prefill_tokens
+
+    def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int) -> float:
+        t = self.t
+        roofline = self.weights_ms + self.kv_ms_per_token * ctx_tokens + self.prefill_ms_per_token * prefill_tokens
+        return t.gpu_step_ms + t.gpu_per_seq_ms * batch + t.gpu_per_prefill_token_ms * prefill_tokens + roofline
+
+    def step_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int,
+                others_util: float, others_busy: int) -> tuple[float, float]:
+        """(step duration, un-stretched GPU work) in ms."""
+        host = self.host_ms(batch, prefill_tokens)
+        gpu = self.gpu_ms(batch, prefill_tokens, ctx_tokens)
+        stretch = 1.0 / (1.0 - min(others_util, self.t.contention_cap))
+        stretch *= 1.0 + self.t.switch_overhead * others_busy
+        return host + gpu * stretch, gpu
+
+
+class BatchingReplica:
+    """TGI-style router queue and continuous batcher for one replica."""
+
+    def __init__(self, index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
+        self.index = index
+        self.limits = profile.limits
+        self.gpu = gpu
+        self.timer = timer
+        self.stats = stats or NullStats()
+        self.model = StepModel(profile)
+        self.queue: deque[Seq] = deque()
+        self.prefilling: list[Seq] = []
+        self.running: list[Seq] = []
+        self.reserved = 0
+        self.stepping = False
+        self._emit: list[Seq] = []
+        self._completing: list[Seq] = []
+        self._step_method = "decode"
+        self._step_started = 0
+        self.steps = 0
+        self.last_step_ms = 0.0
+        self.last_batch = 0
+
+    def active(self) -> int:
+        return len(self.queue) + len(self.prefilling) + len(self.running)
+
+    def submit(self, seq: Seq, now_ns: int) -> None:
+        seq.replica = self.index
+        seq.queued_ns = now_ns
+        self.queue.append(seq)
+        self.stats.queue(len(self.queue))
+        if not self.stepping:
+            self._start_step(now_ns)
+
+    def _admit(self, now_ns: int) -> None:
+        lim = self.limits
+        max_size = lim.max_batch_size or 1 << 30
+        q = self.queue
+        while q:
+            s = q[0]
+            if s.cancelled:
+                q.popleft()
+                continue
+            if len(self.prefilling) + len(self.running) >= max_size:
+                break
+            if self.reserved + s.reserved_tokens > lim.max_batch_total_tokens:
+                break
+            q.popleft()
+            s.started_ns = now_ns
+            self.reserved += s.reserved_tokens
+            self.prefilling.append(s)
+        self.stats.queue(len(q))
+
+    def _release(self, s: Seq) -> None:
+        self.reserved -= s.reserved_tokens
+
+    def _start_step(self, t_ns: int) -> None:
+        if any(s.cancelled for s in self.running):
+            for s in self.running:
+                if s.cancelled:
+                    self._release(s)
+            self.running = [s for s in self.running if not s.cancelled]
+        if any(s.cancelled for s in self.prefilling):
+            for s in self.prefilling:
+                if s.cancelled:
+                    self._release(s)
+            self.prefilling = [s for s in self.prefilling if not s.cancelled]
+        self._admit(t_ns)
+        budget = self.limits.max_batch_prefill_tokens
+        prefill_tokens = 0
+        completing: list[Seq] = []
+        for s in self.prefilling:
+            if budget <= 0:
+                break
+            chunk = min(s.prefill_left, budget)
+            s.prefill_left -= chunk
+            budget -= chunk
+            prefill_tokens += chunk
+            if s.prefill_left == 0:
+                completing.append(s)
+        batch = len(self.running)
+        if batch == 0 and prefill_tokens == 0:
+            self.stepping = False
+            self.gpu.set_rate(self.index, 0.0, t_ns)
+            self.gpu.kv_tokens[self.index] = 0
+            self.stats.batch(0, 0)
+            return
+        ctx = 0
+        for s in self.running:
+            ctx += s.input_tokens + s.generated
+        self.gpu.kv_tokens[self.index] = ctx + sum(s.input_tokens - s.prefill_left for s in self.prefilling)
+        others, busy = self.gpu.others(self.index)
+        dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy)
+        self.gpu.set_rate(self.index, min(1.0, gpu_ms / dur_ms), t_ns)
+        self.stepping = True
+        self._emit = self.running
+        self._completing = completing
+        self._step_method = "prefill" if prefill_tokens else "decode"
+        self._step_started = t_ns
+        self.last_step_ms = dur_ms
+        self.last_batch = batch + len(completing)
+        self.stats.batch(batch + len(self.prefilling), self.reserved)
+        self.timer.at(t_ns + int(dur_ms * 1e6), self._end_step, None)
+
+    def _end_step(self, _arg, due_ns: int) -> None:
+        self.steps += 1
+        finished = False
+        for s in self._emit:
+            if s.cancelled:
+                continue
+            s.generated += 1
+            last = s.generated >= s.max_new
+            if last:
+                s.finished = True
+                finished = True
+                self._release(s)
+                self.stats.finished(s, due_ns)
+            s.sink.token(s, due_ns, last)
+        if finished:
+            self.running = [s for s in self.running if not s.finished]
+        if self._completing:
+            done = set(map(id, self._completing))
+            self.prefilling = [s for s in self.prefilling if id(s) not in done]
+            for s in self._completing:
+                if s.cancelled:
+                    self._release(s)
+                    continue
+                s.generated = 1
+                if s.max_new <= 1:
+                    s.finished = True
+                    self._release(s)
+                    self.stats.finished(s, due_ns)
+                    s.sink.token(s, due_ns, True)
+                else:
+                    self.running.append(s)
+                    s.sink.token(s, due_ns, False)
+        self.stats.step(self._step_method, (due_ns - self._step_started) / 1e9, self.last_batch)
+        self._start_step(due_ns)
+
+
+class FixedReplica:
+    """Fixed schedule: TTFT then a token every ITL for every stream, independent of load."""
+
+    def __init__(self, index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
+        t = profile.timing
+        assert isinstance(t, FixedTiming)
+        self.index = index
+        self.gpu = gpu
+        self.timer = timer
+        self.stats = stats or NullStats()
+        self.ttft_ns = int(t.ttft_ms * 1e6)
+        self.itl_ns = int(t.itl_ms * 1e6)
+        self.util_streams = t.util_streams
+        self.n_active = 0
+        self.queue: deque[Seq] = deque()   # always empty; the same shape as BatchingReplica
+        self.steps = 0
+        self.last_step_ms = t.itl_ms
+        self.last_batch = 0
+
+    def active(self) -> int:
+        return self.n_active
+
+    def _set_active(self, n: int, now_ns: int) -> None:
+        self.n_active = n
+        self.last_batch = n
+        self.gpu.set_rate(self.index, min(1.0, n / self.util_streams), now_ns)
+        self.stats.batch(n, 0)
+
+    def submit(self, seq: Seq, now_ns: int) -> None:
+        seq.replica = self.index
+        seq.queued_ns = seq.started_ns = now_ns
+        self._set_active(self.n_active + 1, now_ns)
+        self.timer.at(now_ns + self.ttft_ns, self._tick, seq)
+
+    def _tick(self, s: Seq, due_ns: int) -> None:
+        if s.cancelled:
+            self._set_active(self.n_active - 1, due_ns)
+            return
+        s.generated += 1
+        last = s.generated >= s.max_new
+        if last:
+            s.finished = True
+            self._set_active(self.n_active - 1, due_ns)
+            self.stats.finished(s, due_ns)
+        else:
+            self.timer.at(due_ns + self.itl_ns, self._tick, s)
+        s.sink.token(s, due_ns, last)
+
+
+def make_replica(index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
+    if isinstance(profile.timing, FixedTiming):
+        return FixedReplica(index, profile, gpu, timer, stats)
+    return BatchingReplica(index, profile, gpu, timer, stats)

@@ -1,0 +1,167 @@
+"""Emulator profiles: what one replica's model, engine and the shared GPU look like.
+
+A profile is a YAML file (``harness/emulator/profiles/NAME.yaml`` or any path) validated by the
+pydantic models below; a bad profile is an :class:`InputError` naming file, line and field, like a
+bad scenario. The numbers are documented in ``docs/emulator.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
+
+from harness.errors import InputError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """The served model: its name in ``/info`` and the sizes the roofline terms need."""
+
+    id: str
+    params: PositiveInt = Field(description="parameter count (prefill FLOPs = 2 * params * tokens)")
+    weight_bytes: PositiveInt = Field(description="bytes read from GPU memory per decode step")
+    layers: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    dtype_bytes: PositiveInt = 2
+    vocab_size: PositiveInt = 32000
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+
+class GpuSpec(_Strict):
+    """The one simulated GPU all replicas share, with its modeled power draw."""
+
+    name: str
+    memory_bytes: PositiveInt
+    mem_bandwidth_gb_s: PositiveFloat = Field(description="HBM bandwidth, GB/s (1e9 bytes)")
+    peak_tflops: PositiveFloat = Field(description="dense bf16 TFLOP/s")
+    mfu: PositiveFloat = Field(0.4, le=1, description="fraction of peak reached by prefill")
+    idle_w: NonNegativeFloat
+    active_w: NonNegativeFloat = Field(description="power added at 100% utilisation")
+    power_exponent: PositiveFloat = Field(1.0, description="power = idle + active * util**exponent")
+    power_limit_w: PositiveFloat
+    sm_clock_mhz: PositiveFloat
+    temp_idle_c: float = 33.0
+    temp_per_w: float = Field(0.08, description="degrees C per watt above idle (steady state)")
+    replica_overhead_bytes: int = Field(0, ge=0, description="memory each replica holds besides weights and KV")
+
+
+class Limits(_Strict):
+    """TGI router limits (same names as TGI's launcher flags)."""
+
+    max_concurrent_requests: PositiveInt = 128
+    max_input_tokens: PositiveInt = 1024
+    max_total_tokens: PositiveInt = 2048
+    max_batch_total_tokens: PositiveInt = 100_000
+    max_batch_prefill_tokens: PositiveInt = 4096
+    max_batch_size: PositiveInt | None = None
+    max_best_of: PositiveInt = 2
+    max_stop_sequences: PositiveInt = 4
+    max_client_batch_size: PositiveInt = 4
+
+
+class RooflineTiming(_Strict):
+    """Step time = host part (parallel across replicas) + GPU part (shared, contended).
+
+    host_ms = host_step_ms + host_per_seq_ms * batch + host_per_prefill_token_ms * prefill_tokens
+    gpu_ms  = gpu_step_ms + gpu_per_seq_ms * batch + (weights + KV read) / bandwidth
+              + 2 * params * prefill_tokens / (peak * mfu)
+    The GPU part is stretched by processor sharing: 1 / (1 - utilisation of the other replicas)
+    (capped by ``contention_cap``), plus ``switch_overhead`` per other busy replica.
+    """
+
+    mode: Literal["roofline"] = "roofline"
+    host_step_ms: NonNegativeFloat = 0.0
+    host_per_seq_ms: NonNegativeFloat = 0.0
+    host_per_prefill_token_ms: NonNegativeFloat = 0.0
+    gpu_step_ms: NonNegativeFloat = 0.0
+    gpu_per_seq_ms: NonNegativeFloat = 0.0
+    gpu_per_prefill_token_ms: NonNegativeFloat = 0.0
+    contention_cap: float = Field(0.95, ge=0, lt=1)
+    switch_overhead: NonNegativeFloat = 0.0
+
+
+class FixedTiming(_Strict):
+    """Every stream gets exactly ``ttft_ms`` then one token every ``itl_ms``, whatever the load.
+
+    For the load generator's fidelity benchmark and the emulator's own speed benchmark: the
+    schedule is known in advance, so any deviation measured by a client is the client's.
+    """
+
+    mode: Literal["fixed"]
+    ttft_ms: NonNegativeFloat
+    itl_ms: PositiveFloat
+    util_streams: PositiveInt = Field(256, description="streams at which modeled GPU util reaches 100%")
+
+
+Timing = Annotated[Union[RooflineTiming, FixedTiming], Field(discriminator="mode")]
+
+
+class Tokenizer(_Strict):
+    """The emulator's tokenizer: whitespace-separated words are tokens."""
+
+    chat_tokens_per_message: int = Field(4, ge=0, description="template tokens around each chat message")
+    chat_tokens_generation_prompt: int = Field(3, ge=0, description="template tokens opening the reply")
+
+
+class Profile(_Strict):
+    name: str
+    description: str = ""
+    model: ModelSpec
+    gpu: GpuSpec
+    limits: Limits = Field(default_factory=Limits)
+    timing: Timing = Field(default_factory=RooflineTiming)
+    tokenizer: Tokenizer = Field(default_factory=Tokenizer)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name, or a profile YAML by path; InputError on any problem."""
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") or "/" in name_or_path):
+        p = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not p.is_file():
+            raise InputError(f"unknown emulator profile {name_or_path!r} "
+                             f"(built in: {', '.join(available_profiles())}; or give a path to a YAML file)",
+                             field="profile")
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(f"cannot read profile: {e.__class__.__name__}", file=str(p)) from None
+    return parse_profile(text, file=str(p))
+
+
+def parse_profile(text: str, file: str = "<profile>") -> Profile:
+    from harness.scenario.loader import _Loader, _field_path, _locate, _message
+
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except InputError as e:
+        raise InputError(e.message, file=file, line=e.line, field=e.field) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=file,
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError("a profile must be a mapping (name, model, gpu, limits, timing)", file=file, line=1)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        err = max(e.errors(), key=lambda x: len(x["loc"]))
+        line, loc = _locate(root, tuple(p for p in err["loc"] if p not in ("roofline", "fixed")))
+        raise InputError(_message(err), file=file, line=line, field=_field_path(loc)) from None

@@ -1,0 +1,115 @@
+"""N emulated replicas in one process, on one event loop, sharing one simulated GPU and one timer.
+
+One process is what makes interference possible: every replica's step sees the others' GPU use
+at the moment it starts. Each replica listens on its own port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from harness.emulator.app import ReplicaApp
+from harness.emulator.engine import make_replica
+from harness.emulator.gpu import SharedGpu
+from harness.emulator.groundtruth import GroundTruth, merge_summaries
+from harness.emulator.http import Connection
+from harness.emulator.metrics import TgiMetrics
+from harness.emulator.profile import Profile
+from harness.emulator.timer import TimerWheel
+
+log = logging.getLogger(__name__)
+
+
+class Emulator:
+    def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None):
+        self.profile = profile
+        self.n = replicas
+        self.loop = loop or asyncio.get_event_loop()
+        self.timer = TimerWheel(self.loop)
+        self.gpu = SharedGpu(profile, replicas)
+        lim = profile.limits
+        self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
+                        for _ in range(replicas)]
+        self.ground_truth = [GroundTruth(i) for i in range(replicas)]
+        self.engines = [make_replica(i, profile, self.gpu, self.timer, self.metrics[i]) for i in range(replicas)]
+        self.apps = [ReplicaApp(self, i) for i in range(replicas)]
+        self.servers: list[asyncio.base_events.Server] = []
+        self.ports: list[int] = []
+
+    async def start(self, host: str = "127.0.0.1", base_port: int = 0) -> list[int]:
+        for i, app in enumerate(self.apps):
+            port = base_port + i if base_port else 0
+            srv = await self.loop.create_server(
+                lambda app=app: Connection(app.handle, self.timer.now_ns, self.loop),
+                host, port, reuse_address=True, backlog=4096)
+            self.servers.append(srv)
+            self.ports.append(srv.sockets[0].getsockname()[1])
+        return self.ports
+
+    def urls(self, host: str = "127.0.0.1") -> list[str]:
+        return [f"http://{host}:{p}" for p in self.ports]
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            s.close()
+        for s in self.servers:
+            await s.wait_closed()
+        self.timer.close()
+
+    def ground_truth_summary(self, replica: int) -> dict:
+        return {"emulated": True, "replica": replica, "replicas": self.n,
+                "timer": "timerfd" if self.timer.precise else "asyncio",
+                "total": merge_summaries(self.ground_truth),
+                "per_replica": [g.summary() for g in self.ground_truth]}
+
+    def state(self) -> dict:
+        out = []
+        for e in self.engines:
+            out.append({"replica": e.index, "active": e.active(), "queue": len(e.queue),
+                        "batch": e.last_batch, "steps": e.steps, "last_step_ms": round(e.last_step_ms, 3)})
+        return {"emulated": True, "profile": self.profile.name, "gpu_util_pct": round(100 * self.gpu.util, 2),
+                "replicas": out}
+
+
+def write_port_file(path: str | Path, host: str, ports: list[int]) -> None:
+    """Atomically: the launcher polls for this file to learn the ports."""
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "ports": ports,
+                               "urls": [f"http://{host}:{q}" for q in ports]}))
+    tmp.replace(p)
+
+
+def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    em = Emulator(profile, replicas, loop)
+    try:
+        ports = loop.run_until_complete(em.start(host, base_port))
+    except OSError as e:
+        raise SystemExit(f"slm-harness emulate: cannot listen on {host}:{base_port}: {e.strerror}") from None
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if port_file:
+        write_port_file(port_file, host, ports)
+    print(f"emulating {replicas} replica(s) of profile {profile.name} (emulated GPU: {profile.gpu.name}) "
+          f"timer={'timerfd' if em.timer.precise else 'asyncio'}", flush=True)
+    for u in em.urls(host):
+        print(f"  {u}", flush=True)
+    loop.run_until_complete(stop.wait())
+    loop.run_until_complete(em.stop())
+    loop.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,165 @@
+"""Where a replica's tokens go: straight onto the client's socket, stamped for the ground truth.
+
+A sink is called by the engine at the token's scheduled time (from the timer callback); it writes
+the event and records actual-vs-scheduled lateness, TTFT and ITL as written. Fault injection
+(``faults.py``) is applied here, on the token the request asked for.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from harness.emulator import wire
+from harness.emulator.faults import Fault
+from harness.emulator.groundtruth import GroundTruth
+from harness.emulator.http import Connection
+
+_now = time.monotonic_ns
+
+
+class StreamSink:
+    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer")
+
+    def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
+        self.conn = conn
+        self.enc = enc
+        self.gt = gt
+        self.fault = fault
+        self.last_ns = 0
+        self.dead = False
+        self.held: list[bytes] | None = None
+        self.seq = None
+        self.timer = timer
+
+    def token(self, seq, due_ns: int, last: bool) -> None:
+        if self.dead:
+            return
+        k = seq.generated
+        f = self.fault
+        if f is not None and k > f.after:
+            if self._fault(seq, k, last):
+                return
+        data = self.enc.token(k, last, k)
+        conn = self.conn
+        if conn.closed:
+            return
+        if self.held is not None:
+            self.held.append(data)
+            if last:
+                self.held.append(b"")
+            return
+        if last:
+            conn.end_stream(data)
+        else:
+            conn.write_chunk(data)
+        now = _now()
+        gt = self.gt
+        gt.tokens_sent += 1
+        gt.lateness_us.record((now - due_ns) // 1000)
+        if k == 1:
+            gt.ttft_us.record((now - seq.received_ns) // 1000)
+            gt.ttft_scheduled_us.record((due_ns - seq.received_ns) // 1000)
+        else:
+            gt.itl_us.record((now - self.last_ns) // 1000)
+        self.last_ns = now
+        if last:
+            gt.requests_completed += 1
+            gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    # -- faults (slow path) -------------------------------------------------------------------
+    def _fault(self, seq, k: int, last: bool) -> bool:
+        """Apply the fault at token k; True when the token must not be written normally."""
+        f = self.fault
+        kind = f.kind
+        conn = self.conn
+        if kind == "delay":
+            if self.held is None:
+                self.held = []
+                self.timer.at(_now() + int(f.ms * 1e6), self._release, None)
+            return False
+        self.dead = True
+        seq.cancelled = True
+        self.gt.requests_faulted += 1
+        if kind == "reset":
+            conn.reset()
+        elif kind == "close":
+            conn.close()
+        elif kind == "sse_error":
+            conn.end_stream(self.enc.error("Request failed during generation: emulated fault", "generation")
+                            + self.enc.error_tail)
+        elif kind == "malformed":
+            conn.end_stream(b'data:{"index":%d,"token":{"id":1,"text":"x",' % k + b"\n\n")
+        elif kind == "truncate":
+            conn.end_stream()
+        # stall: write nothing more; the connection stays open until the client leaves
+        return True
+
+    def _release(self, _arg, due_ns: int) -> None:
+        held, self.held = self.held, None
+        self.fault = None
+        if self.conn.closed or not held:
+            return
+        final = held and held[-1] == b""
+        body = [h for h in held if h]
+        for i, data in enumerate(body):
+            if final and i == len(body) - 1:
+                self.conn.end_stream(data)
+            else:
+                self.conn.write_chunk(data)
+        self.gt.tokens_sent += len(body)
+        if final:
+            self.gt.requests_completed += 1
+
+
+class WholeSink:
+    """Non-streaming routes: one JSON body when the last token is due."""
+
+    __slots__ = ("conn", "build", "gt", "fault", "extra", "dead")
+
+    def __init__(self, conn: Connection, build, gt: GroundTruth, fault: Fault | None, extra):
+        self.conn = conn
+        self.build = build          # callable(n_tokens) -> dict
+        self.gt = gt
+        self.fault = fault
+        self.extra = extra
+        self.dead = False
+
+    def token(self, seq, due_ns: int, last: bool) -> None:
+        if not last or self.dead or self.conn.closed:
+            return
+        f = self.fault
+        if f is not None:
+            self.gt.requests_faulted += 1
+            if f.kind == "reset":
+                self.conn.reset()
+            elif f.kind == "close":
+                self.conn.close()
+            elif f.kind == "malformed":
+                self.conn.respond(200, b'{"generated_text": "x", "details": {')
+            elif f.kind == "truncate":
+                self.conn.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                          b"content-length: 1000\r\n\r\n{\"generated_text\"")
+                self.conn.close()
+            elif f.kind == "sse_error":
+                self.conn.respond(424, wire.error_body(
+                    "Request failed during generation: emulated fault", "generation"))
+            elif f.kind == "delay":
+                self.fault = None
+                self.timer_release(seq, due_ns, f.ms)
+            return
+        body = orjson.dumps(self.build(seq.generated))
+        extra = self.extra + [(b"x-generated-tokens", b"%d" % seq.generated),
+                              (b"x-prompt-tokens", b"%d" % seq.input_tokens)]
+        self.conn.respond(200, body, b"application/json", extra)
+        now = _now()
+        gt = self.gt
+        gt.tokens_sent += seq.generated
+        gt.requests_completed += 1
+        gt.lateness_us.record((now - due_ns) // 1000)
+        gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    def timer_release(self, seq, due_ns, ms):
+        import asyncio
+        asyncio.get_event_loop().call_later(ms / 1000.0, self.token, seq, due_ns, True)

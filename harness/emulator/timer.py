@@ -1,0 +1,122 @@
+"""One timer for the whole emulator: a heap of due callbacks woken by a Linux timerfd.
+
+asyncio's own timers wake through ``epoll_wait`` whose timeout is whole milliseconds (rounded up),
+so every token would be up to 1 ms late. A timerfd armed at the next due time (absolute
+CLOCK_MONOTONIC, nanoseconds) makes the event loop wake within microseconds; the callback then
+runs every entry that is due, writing all due tokens in one pass. Elsewhere (no timerfd) it falls
+back to ``loop.call_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import heapq
+import itertools
+import os
+import sys
+import time
+from typing import Callable
+
+_CLOCK_MONOTONIC = 1
+_TFD_TIMER_ABSTIME = 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _timerfd():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fd = libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    return libc, fd
+
+
+class TimerWheel:
+    """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns``."""
+
+    # Longest stretch spent writing due tokens before letting the loop read new requests.
+    SLICE_NS = 2_000_000
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True):
+        self.loop = loop
+        self._heap: list = []
+        self._seq = itertools.count()
+        self._armed: int | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        tfd = _timerfd() if use_timerfd else None
+        self._libc, self._fd = tfd if tfd else (None, -1)
+        self._spec = _Itimerspec()
+        if self._fd >= 0:
+            loop.add_reader(self._fd, self._on_fd)
+        self.fires = 0
+
+    @property
+    def precise(self) -> bool:
+        return self._fd >= 0
+
+    @staticmethod
+    def now_ns() -> int:
+        return time.monotonic_ns()
+
+    def at(self, due_ns: int, fn: Callable, arg) -> None:
+        heapq.heappush(self._heap, (due_ns, next(self._seq), fn, arg))
+        if self._armed is None or due_ns < self._armed:
+            self._arm(due_ns)
+
+    def _arm(self, due_ns: int) -> None:
+        self._armed = due_ns
+        if self._fd >= 0:
+            due_ns = max(due_ns, 1)
+            v = self._spec.it_value
+            v.tv_sec, v.tv_nsec = divmod(due_ns, 1_000_000_000)
+            self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None)
+        else:
+            if self._handle is not None:
+                self._handle.cancel()
+            delay = (due_ns - time.monotonic_ns()) / 1e9
+            self._handle = self.loop.call_at(self.loop.time() + max(0.0, delay), self._run)
+
+    def _on_fd(self) -> None:
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            pass
+        self._run()
+
+    def _run(self) -> None:
+        self.fires += 1
+        self._armed = None
+        h = self._heap
+        pop = heapq.heappop
+        now = time.monotonic_ns()
+        stop = now + self.SLICE_NS
+        while h:
+            if h[0][0] > now:
+                now = time.monotonic_ns()
+                if h[0][0] > now or now > stop:
+                    break
+            due, _, fn, arg = pop(h)
+            fn(arg, due)
+        if h:
+            self._arm(h[0][0])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if self._handle is not None:
+            self._handle.cancel()
