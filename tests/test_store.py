@@ -236,3 +236,51 @@ def test_target_needs_a_database_or_bucket():
     assert e.value.field == "store.influxdb.database"
     with pytest.raises(InputError):
         InfluxTarget(url="http://127.0.0.1:1", api="v2")
+
+
+def test_escaping_round_trips_tags_and_string_fields(influxdb, tmp_path):
+    t = v1(influxdb)
+    w = InfluxWriter(t, tmp_path / "spool", create_db=True)
+    odd_replica = "http://h:1/a b,c=d"
+    odd_error = 'line1\nline2 "quoted" back\\slash'
+    w.write_requests([request(0, replica=odd_replica, error_class="sse_error", error=odd_error)])
+    assert w.close()["acked"] == 1
+    df = InfluxQLReader(t).query("SELECT * FROM request")
+    assert df.iloc[0]["replica"] == odd_replica
+    assert df.iloc[0]["error"] == odd_error.replace("\n", " ")   # no newline in line protocol
+
+
+def _write_run(target, spool):
+    w = InfluxWriter(target, spool, create_db=target.api == "v1")
+    w.write_gpu_samples(gpu_samples(200, run_id="run-q", gpu=0) + gpu_samples(200, run_id="run-q", gpu=1))
+    w.write_gpu_samples(gpu_samples(50, run_id="", gpu=0, start=T0 + 10**10))   # sidecar, no run id
+    w.write_gpu_samples(gpu_samples(70, run_id="other", gpu=0, start=T0 + 10**6))
+    w.write_gpu_samples(gpu_samples(30, run_id="run-q", gpu=0, start=T0 + 10**12))  # outside window
+    assert w.close()["acked"] == 550
+
+
+def _check_frame(df, resolution_ns=1):
+    from harness.records.schema import GPU_SCHEMA
+
+    assert list(df.columns) == GPU_SCHEMA.names
+    assert len(df) == 450 and (df["run_id"] == "run-q").all()
+    assert df["ts_ns"].min() == T0 // resolution_ns * resolution_ns and set(df["gpu"]) == {0, 1}
+    first = df[(df["gpu"] == 1)].iloc[0]
+    assert first["power_w"] == 100.0 and first["source"] == "nvml-instant" and first["host"] == "node-a"
+
+
+def test_read_gpu_samples_from_influxdb(influxdb, tmp_path):
+    from harness.store import read_gpu_samples
+
+    t = v1(influxdb)
+    _write_run(t, tmp_path / "spool")
+    _check_frame(read_gpu_samples(t, run_id="run-q", start_ns=T0, end_ns=T0 + 10**11))
+
+
+def test_read_gpu_samples_from_victoria_metrics(victoria, tmp_path):
+    from harness.store import read_gpu_samples
+
+    t = InfluxTarget(url=victoria.url, api="v2", bucket="harness")
+    _write_run(t, tmp_path / "spool")
+    VictoriaMetricsReader(victoria.url).force_flush()
+    _check_frame(read_gpu_samples(t, run_id="run-q", start_ns=T0, end_ns=T0 + 10**11), 10**6)

@@ -109,5 +109,7 @@ class LoadContext:
         finally:
             col.inflight -= 1
             self.picker.release(url)
+        if res.error_class == "connect":
+            self.picker.mark_down(url)
         info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, seg.phase)
         return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc)

@@ -51,7 +51,9 @@ class ClosedLoopUser(_LLMUser):
             if seg is None:
                 gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
                 continue
-            ctx.one_request(factory, seg)
+            rec = ctx.one_request(factory, seg)
+            if rec.error_class == "connect":
+                gevent.sleep(0.05)   # no replica answers: do not spin on refusals
 
 
 class OpenLoopUser(_LLMUser):

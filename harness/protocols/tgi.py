@@ -30,8 +30,10 @@ class TgiProtocol(WireProtocol):
         self._params = params
 
     def body(self, spec: RequestSpec) -> bytes:
-        return orjson.dumps({"inputs": spec.prompt,
-                             "parameters": {**self._params, "max_new_tokens": spec.max_tokens}})
+        body = {"inputs": spec.prompt, "parameters": {**self._params, "max_new_tokens": spec.max_tokens}}
+        if spec.extra_body:
+            body.update(spec.extra_body)
+        return orjson.dumps(body)
 
     def event(self, data: bytes):
         # Hot path: a token event that is not the last is recognised without a JSON parse (it

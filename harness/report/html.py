@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 
+from harness.analysis.metrics import STEADY_TOLERANCE
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.report import plots
 from harness.report.fmt import energy_source_short, ms, num, pct, yes_no
@@ -39,7 +40,9 @@ def _img(b64: str | None, alt: str) -> str:
 
 def _cells_table(a: RunAnalysis) -> str:
     lat = a.latency_key
-    head = ["cell", "replicas", "level", "out tok/s", "req/s", "goodput req/s", "TTFT p50 ms",
+    kinds = {c.level_kind for c in a.cells}
+    level_head = "streams" if kinds == {"concurrency"} else "req/s in" if kinds == {"rate"} else "level"
+    head = ["cell", level_head, "out tok/s", "req/s", "goodput req/s", "TTFT p50 ms",
             "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms", "e2e p99 ms", "errors",
             "power W", "energy J", "source", "J/token", "tok/J", "GPU util %", "SLO", "frontier"]
     rows = []
@@ -48,8 +51,11 @@ def _cells_table(a: RunAnalysis) -> str:
         slo = "–" if c.slo_ok is None else ('<span class="yes">yes</span>' if c.slo_ok
                                              else f'<span class="no" title="{_e("; ".join(c.slo_failures))}">NO</span>')
         fr = c.frontier + (f" (by {', '.join(c.dominated_by)})" if c.dominated_by else "")
-        vals = [f'<td class="l">{_e(c.cell)}</td>', f"<td>{c.replicas}</td>", f"<td>{_e(c.level_label)}</td>",
-                f"<td>{num(c.output_tokens_per_s, 4)}</td>", f"<td>{num(c.request_throughput_rps)}</td>",
+        unsteady = c.steadiness is not None and abs(c.steadiness) > STEADY_TOLERANCE
+        flag = (f' <span class="no" title="tokens/s changed {c.steadiness:+.0%} within the window">~</span>'
+                if unsteady else "")
+        vals = [f'<td class="l">{_e(c.cell)}</td>', f"<td>{c.level:g}</td>",
+                f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>", f"<td>{num(c.request_throughput_rps)}</td>",
                 f"<td>{num(c.goodput_rps)}</td>", f"<td>{ms(c.ttft_p50_s)}</td>", f"<td>{ms(c.ttft_p99_s)}</td>",
                 f"<td>{ms(c.itl_p50_s)}</td>", f"<td>{ms(c.itl_p99_s)}</td>", f"<td>{ms(c.tpot_p50_s)}</td>",
                 f"<td>{ms(c.e2e_p99_s)}</td>", f"<td>{pct(c.error_rate)}</td>", f"<td>{num(c.mean_power_w)}</td>",
@@ -61,7 +67,8 @@ def _cells_table(a: RunAnalysis) -> str:
     ths = "".join(f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head)
     return (f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
-            f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended.</p>')
+            f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
+            f'~ after tokens/s: not steady within the window (see notes).</p>')
 
 
 def _errors_table(a: RunAnalysis) -> str:
