@@ -108,6 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         (results / "latest").unlink(missing_ok=True)
         os.symlink(Path(run_dir).name, results / "latest")
         (Path(run_dir) / "locust-summary.json").write_text(json.dumps(data, indent=2))
+        try:
+            from harness.launch.storesync import sync_run_to_store
+
+            st = sync_run_to_store(run_dir)
+            if st["status"] == "written":
+                print(f"stack master: {st['requests']} request records and {st['windows']} "
+                      f"windows written to InfluxDB after the run (acked {st['acked']}, "
+                      f"spooled {st['spooled']})", flush=True)
+        except Exception as e:  # noqa: BLE001 - the run's files are intact; say why, go on
+            print(f"stack master: records not written to InfluxDB: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
         if not args.no_report:
             r = subprocess.run([sys.executable, "-m", "harness", "report", run_dir, "-q"])
             if r.returncode not in (0, 1):
