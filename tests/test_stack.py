@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -450,4 +451,66 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
         for svc in SERVICES:
             subprocess.run(["docker", "logs", container(project, svc)], capture_output=True)
         compose(*dc, "down", "-v", "--remove-orphans", env=env, files=files, check=False)
+    assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def compose_project(tmp_path: Path, images: dict, base_port: int, **extra) -> Path:
+    """A copy of the compose project with a .env that points at the local images."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "docker-compose.yml", proj)
+    shutil.copytree(ROOT / "deploy", proj / "deploy")
+    env = {**SECRETS, "HARNESS_IMAGE": images["HARNESS_IMAGE"], "REPLICA_BASE_PORT": base_port,
+           "EMULATOR_PROFILE": "fixed-50ms-10ms", **extra}
+    (proj / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return proj
+
+
+def test_compose_launcher_brings_replicas_up_and_removes_them(engine_and_images, tmp_path,
+                                                              monkeypatch):
+    from harness.launch.base import launcher_for
+    from harness.scenario.models import Target
+
+    base = free_port_block(2)
+    proj = compose_project(tmp_path, engine_and_images, base)
+    project = f"slmlaunch{os.getpid()}"
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", project)
+    target = Target.model_validate({"launcher": {
+        "kind": "compose", "project_dir": str(proj), "profile": "emulator", "base_port": base,
+        "startup_timeout_s": 120}})
+    try:
+        with launcher_for(target, 2, tmp_path / "logs") as reps:
+            assert reps.kind == "compose" and reps.emulated and len(reps) == 2
+            assert reps.urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+            for u in reps.urls:
+                out = http_json(u + "/generate", json.dumps(
+                    {"inputs": "hi", "parameters": {"max_new_tokens": 3}}).encode())
+                assert out["generated_text"]
+            names = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter",
+                                    f"label=com.docker.compose.project={project}"],
+                                   capture_output=True, text=True).stdout.split()
+            assert sorted(names) == [f"{project}_emulator-1_1", f"{project}_emulator-2_1"]
+            # `slm-harness stack status` sees both replicas healthy
+            r = subprocess.run([sys.executable, "-m", "harness", "stack", "status", "--project-dir",
+                                str(proj), "--replicas", "2"], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert re.findall(r"replica \d: (\S+) healthy", r.stdout) == reps.urls
+        assert (tmp_path / "logs" / "replica-1.log").read_text().strip()
+        # containers and network gone; named volumes (the model cache) are kept for the next cell
+        left = project_leftovers(project)
+        assert left["containers"] == [] and left["networks"] == []
+        assert set(left["volumes"]) <= {f"{project}_{v}" for v in raw_compose()["volumes"]}
+        # a replica container that exits at once: LaunchError naming it, nothing left behind
+        (proj / ".env").write_text((proj / ".env").read_text() + "EMULATOR_PROFILE=no-such-profile\n")
+        from harness.errors import LaunchError
+        with pytest.raises(LaunchError, match=r"replica 0 \(emulator-1\) exited with code 2"):
+            with launcher_for(target, 1, tmp_path / "logs2"):
+                pass
+        assert "no-such-profile" in (tmp_path / "logs2" / "replica-0.log").read_text()
+        left = project_leftovers(project)
+        assert left["containers"] == [] and left["networks"] == []
+    finally:
+        compose("-p", project, "--profile", "emulator", "down", "-v",
+                files=[proj / "docker-compose.yml"], check=False)
     assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
