@@ -40,7 +40,7 @@ class StreamSink:
         if self.fault is not None and k > self.fault.after and self._fault(seq, k, last):
             return
         conn = self.conn
-        if conn.closed:
+        if conn.closed or conn.transport.is_closing():
             return
         data = self.enc.token(k, last, k)
         if self.held is not None:
