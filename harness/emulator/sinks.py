@@ -14,6 +14,7 @@ import orjson
 from harness.emulator import wire
 from harness.emulator.faults import Fault
 from harness.emulator.groundtruth import GroundTruth
+from harness.emulator.histogram import LINEAR
 from harness.emulator.http import Connection
 
 _now = time.monotonic_ns
@@ -55,12 +56,20 @@ class StreamSink:
         now = _now()
         gt = self.gt
         gt.tokens_sent += 1
-        gt.lateness_us.record((now - due_ns) // 1000)
+        v = (now - due_ns) // 1000
+        if 0 <= v < LINEAR:
+            gt.lateness_us.counts[v] += 1
+        else:
+            gt.lateness_us.record(v)
         if k == 1:
             gt.ttft_us.record((now - seq.received_ns) // 1000)
             gt.ttft_scheduled_us.record((due_ns - seq.received_ns) // 1000)
         else:
-            gt.itl_us.record((now - self.last_ns) // 1000)
+            v = (now - self.last_ns) // 1000
+            if 0 <= v < LINEAR:
+                gt.itl_us.counts[v] += 1
+            else:
+                gt.itl_us.record(v)
         self.last_ns = now
         if last:
             gt.requests_completed += 1
