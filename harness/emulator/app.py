@@ -41,6 +41,7 @@ class ReplicaApp:
         self.metrics = emulator.metrics[index]
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
+        self.streams: set = set()     # open SSE streams, for keep-alive comments
         self.routes = {
             ("GET", "/health"): self._health,
             ("GET", "/info"): self._get_info,
@@ -78,6 +79,11 @@ class ReplicaApp:
             fn(req, conn)
         except BadRequest as e:
             conn.respond(e.status, e.body, e.ctype)
+
+    def keep_alive(self, now_ns: int, every_ns: int) -> None:
+        """TGI (axum ``KeepAlive::default``) sends ``:`` comments on streams silent for 15 s."""
+        done = [s for s in self.streams if not s.keep_alive(now_ns, every_ns)]
+        self.streams.difference_update(done)
 
     # -- plain routes ---------------------------------------------------------------------------
     def _health(self, req, conn):
@@ -208,6 +214,7 @@ class ReplicaApp:
             return
         if stream:
             sink = StreamSink(conn, enc_factory(rid, input_tokens), gt, fault, self.em.timer)
+            self.streams.add(sink)
             extra.append((b"cache-control", b"no-cache"))
             extra.append((b"x-accel-buffering", b"no"))
             conn.start_stream(200, SSE, extra)

@@ -21,9 +21,10 @@ _now = time.monotonic_ns
 
 
 class StreamSink:
-    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer")
+    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer", "ka_ns")
 
     def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
+        self.ka_ns = _now()         # last write of any kind (SSE keep-alive comments too)
         self.conn = conn
         self.enc = enc
         self.gt = gt
@@ -71,9 +72,21 @@ class StreamSink:
             else:
                 gt.itl_us.record(v)
         self.last_ns = now
+        self.ka_ns = now
         if last:
+            self.dead = True
             gt.requests_completed += 1
             gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    def keep_alive(self, now_ns: int, every_ns: int) -> bool:
+        """Send axum's SSE keep-alive comment after ``every_ns`` of silence; False once finished."""
+        conn = self.conn
+        if self.dead or conn.closed or conn.transport.is_closing():
+            return False
+        if self.held is None and now_ns - self.ka_ns >= every_ns:
+            conn.transport.write(b"3\r\n:\n\n\r\n")
+            self.ka_ns = now_ns
+        return True
 
     # -- faults (slow path) -------------------------------------------------------------------
     def _fault(self, seq, k: int, last: bool) -> bool:
@@ -117,6 +130,7 @@ class StreamSink:
                 self.conn.write_chunk(data)
         self.gt.tokens_sent += len(body)
         if final:
+            self.dead = True
             self.gt.requests_completed += 1
 
 
