@@ -16,8 +16,11 @@ import heapq
 import itertools
 import os
 import sys
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
@@ -103,7 +106,7 @@ class TimerWheel:
 
     def _run(self) -> None:
         self.fires += 1
-        self._armed = None
+        self._armed = -1          # while running, at() never re-arms: the end of the run does
         h = self._heap
         pop = heapq.heappop
         now = time.monotonic_ns()
@@ -114,9 +117,14 @@ class TimerWheel:
                 if h[0][0] > now or now > stop:
                     break
             due, _, fn, arg = pop(h)
-            fn(arg, due)
+            try:
+                fn(arg, due)
+            except Exception:  # one broken stream must not stop every other stream's clock
+                log.exception("emulator timer callback failed")
         if h:
             self._arm(h[0][0])
+        else:
+            self._armed = None
 
     def close(self) -> None:
         if self._fd >= 0:
