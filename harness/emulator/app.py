@@ -143,6 +143,15 @@ class ReplicaApp:
 
     def _validate(self, input_tokens: int, max_new, params: dict) -> int:
         lim = self.profile.limits
+        best_of = params.get("best_of")
+        if best_of is not None and best_of != 1:
+            if params.get("_stream"):
+                raise Invalid("`best_of` != 1 is not supported when streaming tokens")
+            if not 0 < best_of <= lim.max_best_of:
+                raise Invalid(f"`best_of` must be > 0 and <= {lim.max_best_of}. Given: {best_of}")
+            raise Invalid("the emulator does not serve `best_of` > 1")
+        if params.get("_stream") and params.get("decoder_input_details"):
+            raise Invalid("`decoder_input_details` == true is not supported when streaming tokens")
         t = params.get("temperature")
         if t is not None and t <= 0:
             raise Invalid("`temperature` must be strictly positive")
@@ -244,8 +253,7 @@ class ReplicaApp:
         seed = params.get("seed")
         prompt = inputs if params.get("return_full_text") else None
         n_in = count_tokens(inputs)
-        if stream and params.get("best_of") not in (None, 1):
-            params = dict(params, temperature=params.get("temperature"))
+        params = dict(params, _stream=stream)
         self._run(req, conn, stream=stream, fault=fault, input_tokens=n_in,
                   max_new=params.get("max_new_tokens"), params=params,
                   enc_factory=lambda rid, n_in: wire.TgiStream(rid, n_in, details, seed, prompt),
