@@ -117,8 +117,10 @@ class Sampler:
         last_procs = 0
         while not self._stop.is_set():
             deadline = ticker.next_deadline()
-            wait_ns = deadline - time.perf_counter_ns()
-            if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+            # plain sleep (cheaper per wake than Event.wait), in slices so stop() is prompt
+            while (wait_ns := deadline - time.perf_counter_ns()) > 0 and not self._stop.is_set():
+                time.sleep(min(wait_ns, 100_000_000) / 1e9)
+            if self._stop.is_set():
                 break
             ticker.woke(deadline)
             c0 = time.thread_time_ns()
