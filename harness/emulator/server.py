@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class Emulator:
-    def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
+                 tick_us: float = 100.0):
         self.profile = profile
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
-        self.timer = TimerWheel(self.loop)
+        self.timer = TimerWheel(self.loop, tick_ns=int(tick_us * 1000))
         self.gpu = SharedGpu(profile, replicas)
         lim = profile.limits
         self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
@@ -86,11 +87,12 @@ def write_port_file(path: str | Path, host: str, ports: list[int]) -> None:
     tmp.replace(p)
 
 
-def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None) -> None:
+def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
+          tick_us: float = 100.0) -> None:
     """Run until SIGINT/SIGTERM."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop)
+    em = Emulator(profile, replicas, loop, tick_us)
     try:
         ports = loop.run_until_complete(em.start(host, base_port))
     except OSError as e:

@@ -37,14 +37,12 @@ class StreamSink:
         if self.dead:
             return
         k = seq.generated
-        f = self.fault
-        if f is not None and k > f.after:
-            if self._fault(seq, k, last):
-                return
-        data = self.enc.token(k, last, k)
-        conn = self.conn
-        if conn.closed:
+        if self.fault is not None and k > self.fault.after and self._fault(seq, k, last):
             return
+        conn = self.conn
+        if conn.closed or conn.transport.is_closing():
+            return
+        data = self.enc.token(k, last, k)
         if self.held is not None:
             self.held.append(data)
             if last:
@@ -53,7 +51,7 @@ class StreamSink:
         if last:
             conn.end_stream(data)
         else:
-            conn.write_chunk(data)
+            conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         now = _now()
         gt = self.gt
         gt.tokens_sent += 1

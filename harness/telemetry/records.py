@@ -58,6 +58,7 @@ class WindowEnergy:
     source: str | None
     per_gpu: dict[int, tuple[float | None, str | None]] = field(default_factory=dict)
     samples: int = 0                 # power samples inside the window (all GPUs)
+    integral_j: float | None = None  # trapezoid of power over the window, beside the counter
 
     @property
     def mean_power_w(self) -> float | None:
@@ -70,4 +71,6 @@ class WindowEnergy:
         return dataclasses.replace(window, energy_j=self.energy_j, energy_source=self.source)
 
 
-PROCESS_SCHEMA = arrow_schema(GpuProcessSample)
+def process_schema():
+    """Arrow schema of ``gpu_processes.parquet`` (pyarrow loads only here)."""
+    return arrow_schema(GpuProcessSample)

@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 Listener = Callable[[list[GpuSample]], None]
 
 
+def total_power(batch: list[GpuSample]) -> tuple[float | None, int, str]:
+    """(watts summed over the tick's GPUs, its time, the source) for a live display: a listener
+    for the Locust web UI's tab is ``lambda b: report_power(env, *total_power(b))``."""
+    ws = [s.power_w for s in batch if s.power_w is not None]
+    return (sum(ws) if ws else None), batch[0].ts_ns, batch[0].source
+
+
 class _Edge:
     __slots__ = ("ts_ns", "counter_j", "integral_j", "samples")
 
@@ -247,6 +254,8 @@ class Sampler:
                 per_gpu[g] = (e.integral_j - b.integral_j, "integral:" + self.source.power_source(g))
             else:
                 per_gpu[g] = (None, None)
+        integrals = [end[g].integral_j - b.integral_j for g, b in begin.items()
+                     if b.integral_j is not None and end[g].integral_j is not None]
         known = [v for v, _ in per_gpu.values() if v is not None]
         sources = sorted({s for _, s in per_gpu.values() if s})
         total = sum(known) if known and len(known) == len(per_gpu) else None
@@ -254,7 +263,8 @@ class Sampler:
         stop = max((e.ts_ns for e in end.values()), default=ts_ns or 0)
         return WindowEnergy(name=name, start_ns=start, end_ns=stop, energy_j=total,
                             source="+".join(sources) if total is not None else None,
-                            per_gpu=per_gpu, samples=samples)
+                            per_gpu=per_gpu, samples=samples,
+                            integral_j=sum(integrals) if len(integrals) == len(begin) else None)
 
     # -- reporting --------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.telemetry.records import WindowEnergy
-from harness.telemetry.sampler import Sampler
+from harness.telemetry.sampler import Sampler, total_power
 from harness.telemetry.select import Selected, open_source
 from harness.telemetry.sinks import RunDirSink, StoreSink
 
@@ -44,6 +44,7 @@ class SidecarConfig:
     influx: Any = None                    # harness.scenario.models.InfluxDB or None
     listen: tuple[str, int] | None = None
     process_interval_s: float = 1.0
+    post_power_to: str | None = None      # e.g. http://locust-master:8089/llm/power
 
 
 def window_json(w) -> dict:
@@ -64,6 +65,7 @@ class Sidecar:
         self.http: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._no_gpu_windows: dict[str, int] = {}
+        self.poster: PowerPoster | None = None
 
     @property
     def url(self) -> str | None:
@@ -96,6 +98,9 @@ class Sidecar:
         if self.selected.source is not None:
             self.sampler = Sampler(self.selected.source, sinks, rate_hz=cfg.rate_hz,
                                    run_id=cfg.run_id, process_interval_s=cfg.process_interval_s)
+            if cfg.post_power_to:
+                self.poster = PowerPoster(cfg.post_power_to)
+                self.sampler.add_listener(self.poster)
             self.sampler.start()
         if cfg.listen is not None:
             self.http = ThreadingHTTPServer(cfg.listen, _handler(self))
@@ -144,6 +149,8 @@ class Sidecar:
             self.http.server_close()
         if self.sampler:
             summary = self.sampler.stop()
+        if self.poster:
+            summary["power_posts"] = self.poster.close()
         if self.selected and self.selected.source:
             self.selected.source.close()
         if self.writer:
@@ -200,6 +207,57 @@ def _handler(sc: Sidecar):
             self._send(404, {"error": f"no route {path}"})
 
     return Handler
+
+
+class PowerPoster:
+    """A listener that POSTs ``{"power_w", "ts_ns", "source"}`` (total over the GPUs) to a URL at
+    most once per ``interval_s``, from its own thread: a slow or absent receiver never delays
+    sampling. Failures are counted, not raised."""
+
+    def __init__(self, url: str, interval_s: float = 1.0, timeout_s: float = 2.0):
+        self.url = url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._latest: tuple | None = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self.counts = {"posted": 0, "failed": 0}
+        self._thread = threading.Thread(target=self._loop, name="power-poster", daemon=True)
+        self._thread.start()
+
+    def __call__(self, batch) -> None:
+        with self._cv:
+            self._latest = total_power(batch)
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        import urllib.request
+
+        while True:
+            with self._cv:
+                while self._latest is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                (power, ts, source), self._latest = self._latest, None
+            body = json.dumps({"power_w": power, "ts_ns": ts, "source": source}).encode()
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                    r.read()
+                self.counts["posted"] += 1
+            except OSError:
+                self.counts["failed"] += 1
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop, timeout=self.interval_s)
+
+    def close(self) -> dict:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(5)
+        return dict(self.counts)
 
 
 class RemoteSampler:
