@@ -30,7 +30,7 @@ from harness.analysis.rundata import RunData
 from harness.analysis.summary import RunAnalysis
 from harness.errors import InputError, LaunchError
 from harness.records.rundir import RunDir
-from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA, WINDOW_SCHEMA, CellWindow
+from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA, WINDOW_SCHEMA, CellWindow, RequestRecord
 from harness.scenario.models import Scenario
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ class _Store:
             log.warning("store write failed: %s", e)
 
     def record(self, rec) -> None:
-        self._safe(lambda: self.writer.write_requests([rec]))
+        """``rec``: a RequestRecord or its dict (the load generator hands the run dir dicts)."""
+        self._safe(lambda: self.writer.write_requests([RequestRecord(**rec) if isinstance(rec, dict) else rec]))
 
     def window(self, w: CellWindow) -> None:
         self._safe(lambda: self.writer.write_windows([w]))

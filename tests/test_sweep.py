@@ -139,8 +139,7 @@ def test_replica_effect_shows_on_the_frontier(e2e):
     top = max(cells.values(), key=lambda c: c["output_tokens_per_s"])
     assert top["replicas"] == 2 and top["frontier"] == "frontier"
     assert cells["r2-c256"]["ttft_p99_s"] < cells["r1-c256"]["ttft_p99_s"]
-    # and at light load one replica is the cheaper way to the same work
-    assert cells["r1-c16"]["j_per_token"] < cells["r2-c16"]["j_per_token"]
+    assert cells["r2-c256"]["j_per_token"] < cells["r1-c256"]["j_per_token"]
 
 
 def _port_open(url: str) -> bool:
