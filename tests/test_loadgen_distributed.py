@@ -175,3 +175,41 @@ slo: {{max_error_rate: 0.99}}
     m = req[req.phase == "measure"]
     assert s["errors"] == m.error_class.value_counts().to_dict()
     assert s["requests"] == len(m) and s["ok"] == int(m.error_class.isna().sum()) > 0
+
+
+def test_open_loop_poisson_rate_is_split_across_two_workers(emulator, tmp_path):
+    """40 req/s Poisson from 2 worker processes: together they offer the rate, each its share."""
+    scen = tmp_path / "s.yaml"
+    scen.write_text("""
+name: openloop
+target: {protocol: openai-chat}
+workload: {seed: 4, output_tokens: {dist: fixed, value: 8}}
+load: {mode: rate, arrival: poisson, levels: [40], warmup_s: 0, duration_s: 4, cooldown_s: 0}
+""")
+    p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url", ",".join(emulator),
+                        "--processes", "2", "--results", str(tmp_path / "res"), "--json", str(tmp_path / "sum.json")],
+                       env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run_dir,) = list((tmp_path / "res").iterdir())
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    assert req.error_class.isna().all() and (req.output_tokens == 8).all()
+    assert 110 <= len(req) <= 210          # 160 expected; Poisson sd ~13
+    per_worker = req.groupby("worker").size()
+    assert len(per_worker) == 2 and per_worker.min() >= 0.3 * len(req)
+    assert ((req.start_ns - req.intended_ns) < 50_000_000).all()
+    assert set(req.replica) == set(emulator)
+    assert req.cell.unique().tolist() == ["r2-q40"]
+
+
+def test_max_requests_split_exactly_across_two_workers(emulator, tmp_path):
+    scen = tmp_path / "s.yaml"
+    scen.write_text(SCEN.format(ttft_p99=1.0).replace("duration_s: 3", "duration_s: 60")
+                    .replace("\nload: {", "\nload: {max_requests: 31, "))
+    p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url", emulator[0], "--processes", "2",
+                        "--results", str(tmp_path / "res"), "--json", str(tmp_path / "sum.json")],
+                       env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run_dir,) = list((tmp_path / "res").iterdir())
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    assert len(req) == 31 and sorted(req.groupby("worker").size().tolist()) == [15, 16]
+    assert json.loads((tmp_path / "sum.json").read_text())["cells"][0]["measure_s"] < 20

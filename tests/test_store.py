@@ -284,3 +284,45 @@ def test_read_gpu_samples_from_victoria_metrics(victoria, tmp_path):
     _write_run(t, tmp_path / "spool")
     VictoriaMetricsReader(victoria.url).force_flush()
     _check_frame(read_gpu_samples(t, run_id="run-q", start_ns=T0, end_ns=T0 + 10**11), 10**6)
+
+
+GEVENT_WRITER = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, time
+from harness.records.schema import GpuSample
+from harness.store import InfluxTarget, InfluxWriter
+api, url, spool = sys.argv[1], sys.argv[2], sys.argv[3]
+t = (InfluxTarget(url=url, api="v1", database="harness") if api == "v1"
+     else InfluxTarget(url=url, api="v2", bucket="harness"))
+w = InfluxWriter(t, spool, batch_size=1000, flush_interval_s=0.2, create_db=api == "v1")
+t0 = time.time_ns() - 10**12
+for k in range(50):
+    w.write_gpu_samples([GpuSample(ts_ns=t0 + (k * 100 + i) * 10**6, gpu=0, source="emulated",
+                                   power_w=float(i), run_id="gevent", host="h") for i in range(100)])
+    time.sleep(0.01)
+print(json.dumps(w.close(timeout_s=60)))
+"""
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_writer_works_under_gevent_monkey_patching(api, influxdb, victoria, tmp_path):
+    """Locust's process is gevent-patched: the writer's threads (and WriteApi's) are greenlets."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    srv = influxdb if api == "v1" else victoria
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", GEVENT_WRITER, api, srv.url, str(tmp_path / "sp")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    st = json.loads(out.stdout.strip().splitlines()[-1])
+    assert st["acked"] == st["submitted"] == 5000
+    if api == "v1":
+        assert InfluxQLReader(v1(influxdb)).count("gpu", "power_w", "run_id='gevent'") == 5000
+    else:
+        vm = VictoriaMetricsReader(victoria.url)
+        vm.force_flush()
+        assert len(vm.export('{__name__="gpu_power_w",run_id="gevent"}')) == 5000

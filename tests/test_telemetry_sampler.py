@@ -241,3 +241,21 @@ def test_sampler_runs_under_gevent_monkey_patching():
     assert r["same_native_thread"] is True      # a greenlet, not a native thread
     assert 40 <= r["n"] <= 80, r                # ~75 ticks at 50 Hz over 1.5 s, shared with load
     assert r["busy"] > 100 and r["source"] == "nvml-counter" and r["energy"] > 0
+
+
+def test_a_gap_inside_a_window_is_not_guessed_over():
+    """GPU 1 (no counter) fails mid-window: its energy is left unknown (analysis then integrates
+    the samples with coverage) instead of silently missing the gap; GPU 0's counter still counts."""
+    fk = _fake(gpus=[FakeGpu(), FakeGpu(counter=False, fail_between=(0.5, 0.8))])
+    s = Sampler(NvmlSource(binding=fk), rate_hz=50)
+    s.start()
+    s.begin_window("w")
+    time.sleep(1.2)
+    w = s.end_window("w")
+    s.begin_window("after")
+    time.sleep(0.4)
+    after = s.end_window("after")
+    s.stop()
+    assert w.per_gpu[1] == (None, None) and w.per_gpu[0][1] == "nvml-counter"
+    assert w.energy_j is None and w.integral_j is None
+    assert after.per_gpu[1][1] == "integral:nvml-instant" and after.energy_j is not None

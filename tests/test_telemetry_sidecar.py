@@ -108,3 +108,43 @@ def test_sidecar_cli_bad_input_exits_2_naming_the_flag(argv, field):
     out = subprocess.run([sys.executable, "-m", "harness", "sidecar", *argv], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and field in out.stderr and "Traceback" not in out.stderr
+
+
+LOCUST_UI_SCRIPT = r"""
+import json, socket, time, urllib.request
+import gevent
+from locust.env import Environment
+from harness.loadgen.webui import install_llm_tab
+from harness.telemetry.fakenvml import FakeGpu, FakeNvml, square_wave
+from harness.telemetry.sidecar import Sidecar, SidecarConfig
+
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+env = Environment()
+env.create_web_ui("127.0.0.1", port)
+install_llm_tab(env, None)
+gevent.sleep(0.5)
+fk = FakeNvml([FakeGpu(power_w=square_wave(250, 250)), FakeGpu(power_w=square_wave(100, 100))],
+              counter_cost_s=0)
+sc = Sidecar(SidecarConfig(rate_hz=20, post_power_to=f"http://127.0.0.1:{port}/llm/power"),
+             binding=fk).start()
+for _ in range(60):
+    gevent.sleep(0.1)
+    if env.slm_ui.power_w is not None:
+        break
+summary = sc.stop()
+env.web_ui.stop()
+print(json.dumps({"power_w": env.slm_ui.power_w, "source": env.slm_ui.power_source,
+                  "posts": summary["power_posts"]}))
+"""
+
+
+def test_sidecar_posts_live_power_to_the_locust_web_ui_tab():
+    """The real Locust web UI with the LLM tab (gevent-patched process) receives total power."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", LOCUST_UI_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["power_w"] == 350.0 and r["source"] == "nvml-instant"   # both GPUs summed
+    assert r["posts"]["posted"] >= 1 and r["posts"]["failed"] == 0

@@ -401,34 +401,40 @@ class _Body:
                     size = -1
                 if size > 0 and len(raw) == nl + size + 4 and raw[-2:] == b"\r\n":
                     return raw[nl + 2:nl + 2 + size]   # exactly one whole chunk: the usual case
+        if self.raw:
+            raw = self.raw + raw
+            self.raw = b""
         out = []
         pos = 0
         n = len(raw)
-        if self.raw:
-            raw = self.raw + raw
-            n = len(raw)
-            self.raw = b""
+        left = self.chunk_left
+        need_crlf = self.need_crlf
+        find = raw.find
         while pos < n:
-            if self.chunk_left:
-                take = min(self.chunk_left, n - pos)
-                out.append(raw[pos:pos + take])
-                pos += take
-                self.chunk_left -= take
-                if not self.chunk_left:
-                    self.need_crlf = True
-                continue
-            if self.need_crlf:
+            if left:
+                end = pos + left
+                if end >= n:
+                    out.append(raw[pos:])
+                    left = end - n
+                    pos = n
+                    if left == 0:
+                        need_crlf = True
+                    break
+                out.append(raw[pos:end])
+                pos = end
+                left = 0
+                need_crlf = True
+            if need_crlf:
                 if n - pos < 2:
                     break
                 pos += 2
-                self.need_crlf = False
+                need_crlf = False
                 continue
-            nl = raw.find(b"\r\n", pos)
+            nl = find(b"\r\n", pos)
             if nl < 0:
                 break
-            size_field = raw[pos:nl].split(b";", 1)[0].strip()
             try:
-                size = int(size_field, 16)
+                size = int(raw[pos:nl].split(b";", 1)[0], 16)
             except ValueError:
                 size = 0
             pos = nl + 2
@@ -437,7 +443,9 @@ class _Body:
                 self.tail = max(0, 2 - (n - pos))
                 pos = n
                 break
-            self.chunk_left = size
+            left = size
+        self.chunk_left = left
+        self.need_crlf = need_crlf
         if pos < n:
             self.raw = raw[pos:]
         return out[0] if len(out) == 1 else b"".join(out)

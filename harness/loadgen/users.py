@@ -52,7 +52,9 @@ class ClosedLoopUser(_LLMUser):
                 gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
                 continue
             rec = ctx.one_request(factory, seg)
-            if rec.error_class == "connect":
+            if rec is None:
+                gevent.sleep(0.05)   # this cell's max_requests are sent: wait for the next cell
+            elif rec.error_class == "connect":
                 gevent.sleep(0.05)   # no replica answers: do not spin on refusals
 
 
@@ -83,7 +85,8 @@ class OpenLoopUser(_LLMUser):
             delay = (next_pc - perf_counter_ns()) / 1e9
             if delay > 0:
                 gevent.sleep(delay)
-            group.spawn(ctx.one_request, factory, seg, next_pc)
+            if seg.cell not in ctx.exhausted:
+                group.spawn(ctx.one_request, factory, seg, next_pc)
             next_pc += int(arr.gap_s(rate) * 1e9)
         group.join()
         while True:

@@ -37,10 +37,11 @@ def total_power(batch: list[GpuSample]) -> tuple[float | None, int, str]:
 
 
 class _Edge:
-    __slots__ = ("ts_ns", "counter_j", "integral_j", "samples")
+    __slots__ = ("ts_ns", "counter_j", "integral_j", "samples", "gaps")
 
-    def __init__(self, ts_ns, counter_j, integral_j, samples):
-        self.ts_ns, self.counter_j, self.integral_j, self.samples = ts_ns, counter_j, integral_j, samples
+    def __init__(self, ts_ns, counter_j, integral_j, samples, gaps):
+        self.ts_ns, self.counter_j, self.integral_j = ts_ns, counter_j, integral_j
+        self.samples, self.gaps = samples, gaps
 
 
 class Sampler:
@@ -117,8 +118,10 @@ class Sampler:
         last_procs = 0
         while not self._stop.is_set():
             deadline = ticker.next_deadline()
-            wait_ns = deadline - time.perf_counter_ns()
-            if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+            # plain sleep (cheaper per wake than Event.wait), in slices so stop() is prompt
+            while (wait_ns := deadline - time.perf_counter_ns()) > 0 and not self._stop.is_set():
+                time.sleep(min(wait_ns, 100_000_000) / 1e9)
+            if self._stop.is_set():
                 break
             ticker.woke(deadline)
             c0 = time.thread_time_ns()
@@ -230,7 +233,7 @@ class Sampler:
                     pass
             ts = stamp if ts_ns is None else ts_ns
             integral, n = self._integrals[g].at(ts)
-            edges[g] = _Edge(ts, counter, integral, n)
+            edges[g] = _Edge(ts, counter, integral, n, self._integrals[g].gaps + (g in self._open_gaps))
         return edges
 
     def begin_window(self, name: str, ts_ns: int | None = None) -> int:
@@ -250,12 +253,14 @@ class Sampler:
             samples += e.samples - b.samples
             if b.counter_j is not None and e.counter_j is not None and e.counter_j >= b.counter_j:
                 per_gpu[g] = (e.counter_j - b.counter_j, self.source.counter_source(g))
-            elif b.integral_j is not None and e.integral_j is not None and e.samples > b.samples:
+            elif (b.integral_j is not None and e.integral_j is not None and e.samples > b.samples
+                  and e.gaps == b.gaps):   # a gap inside: no guess; analysis integrates with coverage
                 per_gpu[g] = (e.integral_j - b.integral_j, "integral:" + self.source.power_source(g))
             else:
                 per_gpu[g] = (None, None)
         integrals = [end[g].integral_j - b.integral_j for g, b in begin.items()
-                     if b.integral_j is not None and end[g].integral_j is not None]
+                     if b.integral_j is not None and end[g].integral_j is not None
+                     and end[g].gaps == b.gaps]
         known = [v for v, _ in per_gpu.values() if v is not None]
         sources = sorted({s for _, s in per_gpu.values() if s})
         total = sum(known) if known and len(known) == len(per_gpu) else None
