@@ -359,6 +359,14 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
                     pytest.fail(f"no live token figures in the LLM tab:\n{browser.text()[:1500]}"
                                 f"\nmaster log:\n{(logs.stdout + logs.stderr)[-3000:]}")
             print(f"web UI LLM tab: {live} output tokens/s")
+            # the sidecar posts the (emulated) power to the tab: W and J/token appear live
+            deadline = time.monotonic() + 30
+            while not re.search(r"GPU power \(W\)\s+[\d.]+", browser.text()):
+                assert time.monotonic() < deadline, f"no power in the LLM tab:\n{browser.text()}"
+                time.sleep(1.0)
+            m = re.search(r"Energy per output token \(J/token\)\s+([\d.]+)", browser.text())
+            print("web UI power:", re.search(r"GPU power \(W\)\s+[\d.]+", browser.text())[0],
+                  m and m[0])
 
         # --- kill one replica mid-run ---------------------------------------------------------
         gt = http_json(urls[KILLED - 1] + "/emulator/ground_truth")
