@@ -147,16 +147,21 @@ else
   log "InfluxDB 1.x image $INFLUXDB_V1_IMAGE reused"
 fi
 
-# Older builds of these images (other input hashes) and the dangling build stages they left.
+# Builds of these images from other inputs, more than 2 hours old (a younger one may belong to
+# a checkout beside this one, about to be used), and the dangling build stages left behind.
+cutoff=$(( $(date +%s) - 7200 ))
 for repo in slm-harness slm-harness-influxdb1 slm-harness-base; do
   docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | while read -r ref; do
     case "$ref" in
-      "$HARNESS_IMAGE"|"$INFLUXDB_V1_IMAGE"|"$BASE_IMAGE"|slm-harness:local) ;;
-      *) docker image rm "$ref" >/dev/null 2>&1 && log "removed old image $ref" || true ;;
+      "$HARNESS_IMAGE"|"$INFLUXDB_V1_IMAGE"|"$BASE_IMAGE"|slm-harness:local) continue ;;
     esac
+    created=$(date -d "$(docker image inspect -f '{{.Created}}' "$ref")" +%s 2>/dev/null || echo "$cutoff")
+    if [ "$created" -lt "$cutoff" ]; then
+      docker image rm "$ref" >/dev/null 2>&1 && log "removed old image $ref" || true
+    fi
   done
 done
-docker image prune -f >/dev/null 2>&1 || true
+docker image prune -f --filter until=2h >/dev/null 2>&1 || true
 
 {
   echo "BASE_IMAGE=$BASE_IMAGE"
