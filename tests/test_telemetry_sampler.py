@@ -173,7 +173,8 @@ def test_a_failing_sink_or_listener_does_not_stop_sampling():
     time.sleep(0.5)
     summary = s.stop()
     assert len(sink.got) >= 10 and len(latest) == len(sink.got)
-    assert summary["counts"]["sink_errors"] == len(sink.got)
+    # sinks get batches (every 0.25 s and at stop): one failure counted per batch refused
+    assert 2 <= summary["counts"]["sink_errors"] <= 4
     assert summary["counts"]["listener_errors"] == len(sink.got)
     assert s.latest()[0].power_w == latest[-1]
 
