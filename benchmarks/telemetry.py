@@ -51,7 +51,7 @@ class NullSource:
     def counter_source(self, gpu):
         return None
 
-    def read(self, gpu):
+    def read(self, gpu, detail=True):
         from dataclasses import replace
 
         return replace(self._s, ts_ns=time.time_ns())

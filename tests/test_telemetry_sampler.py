@@ -102,6 +102,9 @@ def test_sampling_rate_timestamps_processes_and_counter_reads_only_at_edges():
     ts = [x.ts_ns for x in sink.got]
     assert ts == sorted(ts) and len(set(ts)) == n
     assert all(x.run_id == "run-a" and x.host == "hostA" and x.gpu == 0 for x in sink.got)
+    assert all(x.power_w is not None for x in sink.got)
+    detailed = [x for x in sink.got if x.sm_clock_mhz is not None]   # every 5th tick at 100 Hz
+    assert abs(len(detailed) - n / 5) <= 2 and all(x.temperature_c == 41.0 for x in detailed)
     assert abs(ts[0] - time.time_ns()) < 5e9     # wall clock ns, the request records' clock
     assert {p.pid for p in sink.procs} == {4242, 4343} and len(sink.procs) >= 6
     assert {p.used_bytes for p in sink.procs} == {3 << 30, 1 << 30}

@@ -47,7 +47,7 @@ class _Edge:
 class Sampler:
     def __init__(self, source: GpuSource, sinks: list[Sink] | None = None, *, rate_hz: float = 20.0,
                  run_id: str = "", host: str | None = None, process_interval_s: float = 1.0,
-                 deliver_interval_s: float = 0.25):
+                 deliver_interval_s: float = 0.25, detail_hz: float = 20.0):
         if not 0 < rate_hz <= 100:
             raise ValueError(f"telemetry rate_hz must be in (0, 100], got {rate_hz}")
         self.source = source
@@ -59,6 +59,9 @@ class Sampler:
         # sinks get samples in batches (fewer, larger writes: at 100 Hz the per-wake work is
         # what costs CPU); listeners still see every tick
         self.deliver_interval_ns = int(deliver_interval_s * 1e9)
+        # power every tick; utilisation, clocks, memory, temperature and throttle reasons (NVML
+        # averages or slow-moving values) on every k-th tick, at most detail_hz
+        self.detail_every = max(1, round(rate_hz / detail_hz)) if detail_hz else 1
         self._pending: list[GpuSample] = []
         self._last_deliver_ns = 0
         self._listeners: list[Listener] = []
@@ -141,10 +144,11 @@ class Sampler:
 
     def _tick(self) -> None:
         self.counts["ticks"] += 1
+        detail = (self.counts["ticks"] - 1) % self.detail_every == 0
         batch: list[GpuSample] = []
         for g in self.source.gpus:
             try:
-                s = self.source.read(g)
+                s = self.source.read(g, detail)
             except SourceError as e:
                 self._read_failed(g, str(e))
                 continue
@@ -241,7 +245,7 @@ class Sampler:
                 stamp = time.time_ns()
             if g not in self._open_gaps:
                 try:  # a fresh power reading pins the integral at the edge (cheap: microseconds)
-                    s = self.source.read(g)
+                    s = self.source.read(g, False)
                     if s.power_w is not None:
                         self._integrals[g].add(s.ts_ns, s.power_w)
                 except Exception:  # noqa: BLE001 - the sampler's own tick will record the failure
