@@ -45,17 +45,17 @@ def _pin(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def start_emulator(cpu: int | None, replicas: int, tmp: Path) -> tuple[subprocess.Popen, list[str]]:
-    port_file = tmp / "emulator.json"
+def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tuple[subprocess.Popen, list[str]]:
+    port_file = tmp / f"emulator{k}.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([*_pin(cpu), sys.executable, "-m", "harness", "emulate", "--replicas",
                              str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
                              "--port-file", str(port_file)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "emulator.log", "wb"))
+                            stderr=open(tmp / f"emulator{k}.log", "wb"))
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"emulator did not start; see {tmp / 'emulator.log'}")
+            raise SystemExit(f"emulator did not start; see {tmp / f'emulator{k}.log'}")
         time.sleep(0.05)
     return proc, json.loads(port_file.read_text())["urls"]
 
@@ -68,8 +68,45 @@ load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: 
 """
 
 
+def _gt_total(gt_urls: list[str]) -> dict:
+    """Ground truth of every emulator process: counts added, percentiles weighted by count."""
+    parts = [_get(u + "/emulator/ground_truth")["total"] for u in gt_urls]
+    out = {}
+    for key in ("ttft_us", "itl_us", "lateness_us"):
+        n = sum(p[key].get("count", 0) for p in parts) or 1
+        out[key] = {q: sum(p[key].get(q, 0) * p[key].get("count", 0) for p in parts) / n
+                    for q in ("mean", "p50", "p99")}
+    out["tokens_sent"] = sum(p["tokens_sent"] for p in parts)
+    return out
+
+
+def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
+    """Output tokens that arrived inside the measured window (tokens spread evenly from the first
+    token to the last of each request), and the window's length: closed-loop streams start in
+    waves, so counting whole requests that *started* in the window would quantise throughput."""
+    import pandas as pd
+
+    win = pd.read_parquet(run_dir / "windows.parquet")
+    w = win[win.phase == "measure"].iloc[0]
+    ws, we = int(w.start_ns), int(w.end_ns)
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    req = req[req.error_class.isna() & req.first_token_ns.notna()]
+    total = 0.0
+    for first, end, n in zip(req.first_token_ns.astype("int64"), req.end_ns.astype("int64"), req.output_tokens):
+        if n <= 1 or end <= first:
+            total += n if ws <= first < we else 0
+            continue
+        lo, hi = max(first, ws), min(end, we)
+        if hi > lo:
+            total += (n - 1) * (hi - lo) / (end - first)
+        if ws <= first < we:
+            total += 1
+    return total, (we - ws) / 1e9
+
+
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
-              tmp: Path) -> dict:
+              tmp: Path, gt_urls: list[str] | None = None) -> dict:
+    gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
     out = tmp / f"r{streams}.json"
@@ -102,18 +139,20 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
                     _post(u + "/emulator/ground_truth/reset")
             if cpu0 is not None and cpu_measure is None and now >= measure_end:
                 cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
-                gt = _get(urls[0] + "/emulator/ground_truth")["total"]
+                gt = _gt_total(gt_urls)
         except psutil.NoSuchProcess:
             break
         time.sleep(0.2)
     if gt is None:
-        gt = _get(urls[0] + "/emulator/ground_truth")["total"]
-    res = json.loads(out.read_text())["cells"][0]
+        gt = _gt_total(gt_urls)
+    summary = json.loads(out.read_text())
+    res = summary["cells"][0]
+    toks, win_s = _tokens_in_window(Path(summary["run_dir"]))
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
-        "streams": streams, "ideal_tok_s": ideal, "tok_s": res["output_tokens_per_s"],
-        "pct_ideal": 100 * res["output_tokens_per_s"] / ideal, "requests": res["requests"],
+        "streams": streams, "ideal_tok_s": ideal, "tok_s": toks / win_s,
+        "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
         "errors": res["requests"] - res["ok"],
         "ttft_mean_err_ms": (lat["ttft"]["mean_s"] - TTFT_S) * 1e3,
         "ttft_p99_err_ms": (lat["ttft"]["p99_s"] - TTFT_S) * 1e3,
@@ -132,28 +171,38 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup-s", type=float, default=3.0)
     ap.add_argument("--measure-s", type=float, default=10.0)
     ap.add_argument("--emulator-cpu", type=int, default=0)
-    ap.add_argument("--generator-cpu", type=int, default=1)
+    ap.add_argument("--generator-cpu", type=int, default=None,
+                    help="core for the generator (default: the one after the emulator cores)")
     ap.add_argument("--emulator-replicas", type=int, default=1)
+    ap.add_argument("--emulator-processes", type=int, default=1,
+                    help="emulator processes on cores EMULATOR_CPU.. (when one emulator core is the limit)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
     emu_cpu = None if args.no_pin else args.emulator_cpu
-    gen_cpu = None if args.no_pin else args.generator_cpu
+    gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
+                                         else args.emulator_cpu + args.emulator_processes)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fidelity-") as d:
         tmp = Path(d)
-        emu, urls = start_emulator(emu_cpu, args.emulator_replicas, tmp)
+        emus, urls, gt_urls = [], [], []
+        for k in range(args.emulator_processes):
+            e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp, k)
+            emus.append(e)
+            urls += u
+            gt_urls.append(u[0])
         try:
             for n in [int(x) for x in args.streams.split(",")]:
-                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp))
+                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls))
                 r = rows[-1]
                 print(f"{n} streams done: {r['pct_ideal']:.2f}% of ideal", file=sys.stderr, flush=True)
         finally:
-            emu.terminate()
-            try:
-                emu.wait(5)
-            except subprocess.TimeoutExpired:
-                emu.kill()
+            for emu in emus:
+                emu.terminate()
+                try:
+                    emu.wait(5)
+                except subprocess.TimeoutExpired:
+                    emu.kill()
     hdr = ("streams", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
            "gen RSS MB")

@@ -108,9 +108,10 @@ class _Tee:
 class _Telemetry:
     """One sampler per replica group, energy per phase window (stored on the CellWindow)."""
 
-    def __init__(self, scenario: Scenario, rundir: RunDir):
+    def __init__(self, scenario: Scenario, rundir: RunDir, extra_sinks: list | None = None):
         self.scenario = scenario
         self.rundir = rundir
+        self.extra_sinks = [x for x in (extra_sinks or []) if x is not None]
         self.sampler = None
         self.note = "telemetry: off"
         self.energies: dict[tuple[str, str], Any] = {}
@@ -133,7 +134,7 @@ class _Telemetry:
             self.note = sel.note
             if sel.source is None:
                 return self.note
-            sinks = [RunDirSink(self.rundir)]
+            sinks = [RunDirSink(self.rundir)] + self.extra_sinks
             self.sampler = Sampler(sel.source, sinks, rate_hz=tel.rate_hz, run_id=self.rundir.run_id)
             self.sampler.start()
         except Exception as e:  # noqa: BLE001 - the load test goes on without GPU data
@@ -169,6 +170,63 @@ class _Telemetry:
         except Exception as e:  # noqa: BLE001
             log.warning("telemetry stop failed: %s", e)
         self.sampler = None
+
+
+class _Store:
+    """The scenario's InfluxDB (optional): requests, windows, cell markers and GPU samples go there
+    beside the run directory. The writer spools to disk when the database is away, so a failing
+    database is counted (manifest ``store``) and never stops the sweep."""
+
+    def __init__(self, scenario: Scenario, rundir: RunDir):
+        self.writer = None
+        self.note = ""
+        self.run_id = rundir.run_id
+        cfg = scenario.store.influxdb
+        if cfg is None:
+            return
+        try:
+            from harness.store.writer import writer_from_config
+
+            self.writer = writer_from_config(cfg, rundir.path, create_db=cfg.api == "v1")
+            self.note = f"store: InfluxDB {cfg.url} ({cfg.api})"
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the run directory still gets everything
+            log.warning("store: could not start the InfluxDB writer: %s", e)
+            self.note = f"store: not written ({type(e).__name__}: {e})"
+
+    def sink(self):
+        if self.writer is None:
+            return None
+        from harness.telemetry import StoreSink
+
+        return StoreSink(self.writer, run_id=self.run_id)
+
+    def _safe(self, fn, *args, **kw) -> None:
+        if self.writer is None:
+            return
+        try:
+            fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001
+            log.warning("store write failed: %s", e)
+
+    def record(self, rec) -> None:
+        self._safe(lambda: self.writer.write_requests([rec]))
+
+    def window(self, w: CellWindow) -> None:
+        self._safe(lambda: self.writer.write_windows([w]))
+
+    def marker(self, cell: str, event: str) -> None:
+        self._safe(lambda: self.writer.write_marker(self.run_id, "cell", event, time.time_ns(), cell=cell))
+
+    def close(self) -> dict | None:
+        if self.writer is None:
+            return None
+        try:
+            return self.writer.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("store close failed: %s", e)
+            return {"error": str(e)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +332,8 @@ class Sweep:
         rd = self.open_rundir()
         rd.requests = _Tee(rd.requests, self._on_record)
         rd.windows = _Tee(rd.windows, self._on_window)
-        self._telemetry = _Telemetry(self.scenario, rd)
+        self._store = _Store(self.scenario, rd)
+        self._telemetry = _Telemetry(self.scenario, rd, [self._store.sink()])
         status, message = "interrupted", ""
         try:
             with _sigterm_raises():
@@ -286,6 +345,9 @@ class Sweep:
             message = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
         finally:
             self._telemetry.stop("last")
+            store = self._store.close()
+            if store is not None:
+                rd.write_manifest(store={"note": self._store.note, **store})
             rd.write_manifest(cells_done=self.cells_done, stop_reason=message or None)
             rd.close(status)
         return SweepResult(Path(rd.path), status, list(self.cells_done), message=message)
@@ -354,8 +416,10 @@ class Sweep:
         self._cell_rows, self._cell_windows = [], []
         if self.progress:
             self.progress.cell_started(r, lv, cell)
+        self._store.marker(cell, "start")
         res = run_cell(self.scenario, list(reps.urls), r, lv, rd, processes=self.processes,
                        window_hook=self._hook)
+        self._store.marker(cell, "end")
         rd.flush()
         m = self._cell_metrics(rd, cell, res)
         self.cells_done.append(cell)
@@ -373,12 +437,14 @@ class Sweep:
     def _on_record(self, rec) -> None:
         d = rec if isinstance(rec, dict) else rec.to_dict()
         self._cell_rows.append(d)
+        self._store.record(rec)
         if self.progress:
             self.progress.on_record(d["end_ns"], d.get("output_tokens") or 0)
 
     def _on_window(self, w: CellWindow) -> None:
         self._telemetry.fill(w)
         self._cell_windows.append(w)
+        self._store.window(w)
 
     def _cell_metrics(self, rd: RunDir, cell: str, res) -> CellMetrics | None:
         """The finished cell's metrics by the report's own rules (for the knee and the display)."""

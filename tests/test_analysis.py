@@ -134,8 +134,9 @@ def test_cell_metrics_hand_computed(tmp_path):
     # completions inside [10, 20): requests 0 (end 11), 1 (11), 2 (13), 3 (15); 5 ends at 21
     assert c.requests_completed == 4
     assert c.request_throughput_rps == pytest.approx(0.4)
-    # good (ttft <= 0.5 s, no error) and completed in window: 0, 1, 2, 3
-    assert c.goodput_rps == pytest.approx(0.4)
+    # goodput: 0.4 req/s x the share of ok requests sent in the window meeting ttft <= 0.5 s
+    # (1, 2, 3 of 1, 2, 3, 5)
+    assert c.goodput_rps == pytest.approx(0.4 * 3 / 4)
     assert c.good_fraction == pytest.approx(3 / 5)  # 1, 2, 3 of the 5 started
     # TTFT over ok started requests: 0.1, 0.2, 0.3, 0.9 -> p50 = 0.25, p99 = 0.3 + 0.97*0.6
     assert c.ttft_p50_s == pytest.approx(0.25)
@@ -345,3 +346,20 @@ def test_open_loop_late_send_counts_by_intended_time_and_itl_from_histogram(tmp_
     assert cell.itl_source == "hdr-histogram"
     assert cell.itl_p50_s == pytest.approx(0.010, rel=1e-3)
     assert cell.itl_p99_s == pytest.approx(0.050, rel=1e-3)
+
+
+def test_recommendation_near_tie_in_throughput_goes_to_lower_energy():
+    from harness.analysis.metrics import CellMetrics
+    from harness.analysis.recommend import recommend
+
+    def cell(name, reps, tps, j, ttft):
+        return CellMetrics(run_id="x", cell=name, replicas=reps, level=64, level_kind="concurrency", start_ns=0,
+                           end_ns=10**10, duration_s=10, requests_ok=10, output_tokens_per_s=tps, j_per_token=j,
+                           ttft_p99_s=ttft, energy_source="power-integral", slo_ok=True)
+
+    cells = [cell("r1-c64", 1, 1000.0, 0.16, 0.2), cell("r2-c64", 2, 1015.0, 0.18, 0.2),
+             cell("r4-c64", 4, 900.0, 0.10, 0.1)]
+    # r2 is 1.5% faster than r1 (inside the 2% tie) but costs more energy: r1 wins
+    assert recommend(cells, None, "ttft_p99_s").cell == "r1-c64"
+    cells[1].output_tokens_per_s = 1030.0  # 3% faster: r2 wins
+    assert recommend(cells, None, "ttft_p99_s").cell == "r2-c64"

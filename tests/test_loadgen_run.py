@@ -145,3 +145,18 @@ slo: {{max_error_rate: 0.9}}
     s = json.loads((tmp_path / "sum.json").read_text())
     assert sum(s["cells"][0]["errors"].values()) == s["cells"][0]["requests"] - s["cells"][0]["ok"]
     assert "errors by class" in p.stdout
+
+
+def test_max_requests_ends_the_level_early(server, tmp_path):
+    text = CLOSED.replace("levels: [4, 8], warmup_s: 0.5, duration_s: 2", "levels: [4], warmup_s: 0.3, duration_s: 60") \
+        .replace("\nload: {", "\nload: {max_requests: 30, ")
+    p = run_cli([write(tmp_path, text), "--url", server], tmp_path, timeout=50)
+    assert p.returncode == 0, p.stderr
+    d = run_dir(tmp_path)
+    req = pd.read_parquet(d / "requests.parquet")
+    assert (req.phase == "measure").sum() == 30
+    win = pd.read_parquet(d / "windows.parquet")
+    mw = win[win.phase == "measure"].iloc[0]
+    assert mw.note.startswith("ended early") and (mw.end_ns - mw.start_ns) < 10e9
+    s = json.loads((tmp_path / "sum.json").read_text())["cells"][0]
+    assert s["requests"] == 30 and s["measure_s"] < 10

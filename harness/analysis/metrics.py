@@ -5,8 +5,12 @@ Which requests count (say it once, use it everywhere):
   send time (``intended_ns``; ``start_ns`` where missing) falls in the measured window
   ``[start_ns, end_ns)`` (the load generator's own phase rule); latencies from the successful
   ones. A request sent in the window and finished in the cool-down is included.
-- Rates (request throughput, goodput): successful (resp. good) requests whose ``end_ns`` falls
-  in the window, divided by the window's length: completions per second inside the window.
+- Request throughput: successful requests whose ``end_ns`` falls in the window, divided by the
+  window's length: completions per second inside the window.
+- Goodput: request throughput x the share of the window's successful requests (the distribution
+  population above) that met every per-request SLO bound. In a steady window this equals "good
+  completions per second"; unlike counting good completions, it is not skewed by which requests
+  happen to finish inside a short window (e.g. only a warm-up wave).
 - Output tokens/s: tokens that arrived in the window (see :mod:`harness.analysis.tokens`) per
   second; the same tokens divide the window's energy for J/token.
 """
@@ -27,6 +31,7 @@ from harness.records.schema import ERROR_CLASSES
 from harness.scenario.models import Slo
 
 LAT_METRICS = ("ttft", "itl", "tpot", "e2e")
+STEADY_TOLERANCE = 0.2   # tokens/s halves of a window differing more than this get a note
 
 
 @dataclass
@@ -65,6 +70,7 @@ class CellMetrics:
     good_fraction: float | None = None
     output_tokens: float = 0.0
     output_tokens_per_s: float = 0.0
+    steadiness: float | None = None    # (2nd half - 1st half) / mean, tokens/s in the window
     error_rate: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     ttft_p50_s: float | None = None
@@ -206,9 +212,16 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
     m.requests_completed = int(len(ended_ok))
     if dur > 0:
         m.request_throughput_rps = m.requests_completed / dur
-        m.goodput_rps = float(good_mask(ended, slo).sum()) / dur
+        m.goodput_rps = m.request_throughput_rps * _good_share(ok_started, slo)
         m.output_tokens = tokens_in_window(cell_req, a, b)
         m.output_tokens_per_s = m.output_tokens / dur
+        mid = a + (b - a) // 2
+        first, second = tokens_in_window(cell_req, a, mid), tokens_in_window(cell_req, mid, b)
+        if first + second >= 100:
+            m.steadiness = (second - first) / ((first + second) / 2)
+            if abs(m.steadiness) > STEADY_TOLERANCE:
+                m.notes.append(f"output tokens/s changed by {m.steadiness:+.0%} between the halves of "
+                               f"the measured window: not steady (a longer warm-up or window helps)")
     if m.requests_started:
         m.good_fraction = float(good_mask(started, slo).sum()) / m.requests_started
 
@@ -251,6 +264,11 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
     return m
 
 
+def _good_share(ok: pd.DataFrame, slo: Slo | None) -> float:
+    """Share of successful requests that met every per-request bound (0 when there are none)."""
+    return float(good_mask(ok, slo).sum()) / len(ok) if len(ok) else 0.0
+
+
 def _f(x) -> float | None:
     try:
         v = float(x)
@@ -280,7 +298,8 @@ def _per_replica(cell_req: pd.DataFrame, started: pd.DataFrame, a: int, b: int, 
             requests_failed=int(len(st) - len(ok)),
             error_rate=(len(st) - len(ok)) / len(st) if len(st) else None,
             request_throughput_rps=float(ended["error_class"].isna().sum()) / dur if dur > 0 else 0.0,
-            goodput_rps=float(good_mask(ended, slo).sum()) / dur if dur > 0 else 0.0,
+            goodput_rps=(float(ended["error_class"].isna().sum()) / dur * _good_share(ok, slo)
+                         if dur > 0 else 0.0),
             output_tokens_per_s=toks / dur if dur > 0 else 0.0,
             token_share=toks / total_tokens if total_tokens > 0 else None,
             ttft_p50_s=_lat(ok, "ttft_s", 50), ttft_p99_s=_lat(ok, "ttft_s", 99),

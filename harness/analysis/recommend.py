@@ -1,8 +1,9 @@
 """The one-sentence answer: which replicas x level to run for the scenario's SLO, with its numbers.
 
-Among the cells that meet the SLO, the one with the most output tokens/s; ties go to lower
-J/token, then lower frontier latency, then fewer replicas, then the lower level (this order
-never picks a dominated cell). Without an SLO the same order applies to every cell with
+Among the cells that meet the SLO, those within ``THROUGHPUT_TIE`` (2 %) of the most output
+tokens/s count as equally fast (closer than run-to-run noise); of those the one with the lowest
+J/token wins, then lower frontier latency, then more throughput, then fewer replicas, then the
+lower level (this order never picks a dominated cell). Without an SLO the same order applies to every cell with
 successful requests. When no cell meets the SLO, the sentence names the closest cell (smallest
 worst value/limit ratio) and says it does not meet the SLO.
 """
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from harness.analysis.metrics import CellMetrics
 from harness.analysis.slo import describe, violation
 from harness.scenario.models import Slo
+
+
+THROUGHPUT_TIE = 0.02
 
 
 @dataclass
@@ -46,8 +50,14 @@ def _numbers(c: CellMetrics, latency_key: str) -> str:
 
 def _sort_key(c: CellMetrics, latency_key: str):
     lat = c.get(latency_key)
-    return (-c.output_tokens_per_s, c.j_per_token if c.j_per_token is not None else float("inf"),
-            lat if lat is not None else float("inf"), c.replicas, c.level)
+    return (c.j_per_token if c.j_per_token is not None else float("inf"),
+            lat if lat is not None else float("inf"), -c.output_tokens_per_s, c.replicas, c.level)
+
+
+def _best(cells: list[CellMetrics], latency_key: str) -> CellMetrics:
+    top = max(c.output_tokens_per_s for c in cells)
+    near = [c for c in cells if c.output_tokens_per_s >= (1.0 - THROUGHPUT_TIE) * top]
+    return min(near, key=lambda c: _sort_key(c, latency_key))
 
 
 def _config(c: CellMetrics) -> str:
@@ -65,7 +75,7 @@ def recommend(cells: list[CellMetrics], slo: Slo | None, latency_key: str) -> Re
     else:
         meeting = [c for c in cells if c.requests_ok > 0 and c.output_tokens_per_s > 0]
     if meeting:
-        best = min(meeting, key=lambda c: _sort_key(c, latency_key))
+        best = _best(meeting, latency_key)
         tail = f"meets the SLO ({slo_text})" if has_slo else "no SLO was given, so this is the highest throughput"
         return Recommendation(best.cell, True,
                               f"Recommended: {_config(best)}: {_numbers(best, latency_key)}; {tail}.")

@@ -21,7 +21,7 @@ LATENCY_KEYS = tuple(f"{m}_p{q}_s" for m in ("ttft", "itl", "tpot", "e2e") for q
 CSV_COLUMNS = (
     "cell", "replicas", "level", "level_kind", "duration_s", "requests_started", "requests_ok",
     "requests_failed", "requests_completed", "request_throughput_rps", "goodput_rps",
-    "good_fraction", "output_tokens", "output_tokens_per_s", "error_rate",
+    "good_fraction", "output_tokens", "output_tokens_per_s", "steadiness", "error_rate",
     *LATENCY_KEYS, "itl_source", "mean_power_w", "energy_j", "energy_source", "energy_coverage",
     "j_per_token", "tokens_per_j", "gpu_util_pct", "mem_used_bytes", "slo_ok", "frontier",
     "dominated_by", "errors", "start_ns", "end_ns")
@@ -122,7 +122,10 @@ DEFINITIONS = {
                      "whose intended send time is in the measured window; ITL from the load "
                      "generator's per-token HDR histogram of that window when stored",
     "request_throughput_rps": "successful requests whose end_ns is in the measured window / window length",
-    "goodput_rps": "requests meeting every per-request SLO bound whose end_ns is in the window / window length",
+    "goodput_rps": "request_throughput_rps x share of the successful requests sent in the window that "
+                   "met every per-request SLO bound",
+    "steadiness": "(tokens/s in the 2nd half - in the 1st half) / mean over the measured window; "
+                  "beyond +-20% the cell is flagged as not steady",
     "output_tokens_per_s": "output tokens that arrived in the window (first token at first_token_ns, "
                            "the rest spread evenly until end_ns) / window length",
     "error_rate": "failed / sent, over requests whose intended send time is in the window",

@@ -54,6 +54,9 @@ class LoadContext:
     open_loop_streams: int = 1
     t0_pc: int = 0
     stopped: bool = False
+    max_measure: int | None = None       # this process's share of load.max_requests per cell
+    _measure_sent: dict = field(default_factory=dict)
+    exhausted: set = field(default_factory=set)   # cells whose measured requests are all sent
     _factories: dict = field(default_factory=dict)
     _next_stream: int = 0
 
@@ -70,8 +73,13 @@ class LoadContext:
         plan = build_plan(sc.load, list(msg.levels), msg.replicas)
         # the plan's wall-clock start, on this process's perf counter
         t0_pc = perf_counter_ns() + (msg.t0_ns - time.time_ns())
+        share = None
+        if sc.load.max_requests:
+            w = max(1, msg.open_loop_streams)
+            share = sc.load.max_requests // w + (1 if stream_index % w < sc.load.max_requests % w else 0)
         return cls(sc, plan, msg.run_id, list(msg.urls), client, ReplicaPicker(msg.urls, sc.target.balance),
-                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc)
+                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
+                   max_measure=share)
 
     # ------------------------------------------------------------------------------------------
     def segment_at(self, pc: int) -> Segment | None:
@@ -81,7 +89,10 @@ class LoadContext:
         return self.plan.at(t)
 
     def ended(self, pc: int | None = None) -> bool:
-        return self.stopped or (((pc or perf_counter_ns()) - self.t0_pc) / 1e9) >= self.plan.total_s
+        """No request is to start any more: the plan is over, or its last cell is exhausted."""
+        if self.stopped or (((pc or perf_counter_ns()) - self.t0_pc) / 1e9) >= self.plan.total_s:
+            return True
+        return bool(self.exhausted) and self.plan.segments[-1].cell in self.exhausted
 
     def new_stream(self) -> int:
         """A distinct seed stream for each user of this process (reproducible per worker)."""
@@ -99,7 +110,19 @@ class LoadContext:
         return Arrivals(self.scenario.load.arrival, self.scenario.workload.seed, stream)
 
     def one_request(self, factory: RequestFactory, seg: Segment, intended_pc: int | None = None):
-        """Send one request now and account it under ``seg``'s cell and phase."""
+        """Send one request now and account it under ``seg``'s cell and phase.
+
+        Returns None without sending when ``load.max_requests`` measured requests of this cell
+        have been sent (this process's share): the cell then ends early.
+        """
+        if seg.phase == "measure" and self.max_measure is not None:
+            n = self._measure_sent.get(seg.cell, 0)
+            if n >= self.max_measure:
+                self.exhausted.add(seg.cell)
+                return None
+            self._measure_sent[seg.cell] = n + 1
+        if seg.cell in self.exhausted:
+            return None
         spec = factory.next()
         url = self.picker.acquire()
         col = self.collector
@@ -109,5 +132,7 @@ class LoadContext:
         finally:
             col.inflight -= 1
             self.picker.release(url)
+        if res.error_class == "connect":
+            self.picker.mark_down(url)
         info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, seg.phase)
         return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc)

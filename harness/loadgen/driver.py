@@ -137,7 +137,12 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
             env.create_web_ui(web_ui[0], web_ui[1])
             install_llm_tab(env, collector, scenario)
         t0_pc = time.perf_counter_ns() + (t0_ns - time.time_ns())
-        windows = _drive(env, runner, plan, closed, processes, t0_ns, t0_pc, window_hook, rundir)
+        if processes > 0:
+            finished = lambda: len(master.drained) >= processes  # noqa: E731
+        else:
+            finished = lambda: env.slm.ended() and env.slm.collector.inflight == 0  # noqa: E731
+        windows = _drive(env, runner, plan, closed, processes, t0_ns, t0_pc, window_hook, rundir,
+                         finished if scenario.load.max_requests else (lambda: False))
         _drain(env, runner, collector, master, processes, scenario.target.request_timeout_s)
     finally:
         try:
@@ -155,10 +160,26 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
     return results_for(plan, collector, windows, scenario, rundir, run_id, max(processes, 1))
 
 
+def _wait_until(pc_target_ns: int, finished) -> bool:
+    """Sleep until the target instant; True if ``finished()`` turned true first (checked every 50 ms)."""
+    while True:
+        d = (pc_target_ns - time.perf_counter_ns()) / 1e9
+        if d <= 0:
+            return False
+        if finished():
+            return True
+        gevent.sleep(min(d, 0.05))
+
+
 def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0_pc: int,
-           window_hook, rundir) -> list[CellWindow]:
-    """Set the user count per segment on time; write each phase window when it closes."""
+           window_hook, rundir, finished=lambda: False) -> list[CellWindow]:
+    """Set the user count per segment on time; write each phase window when it closes.
+
+    ``finished()`` true (every request of a ``max_requests`` cell sent and answered) ends the
+    plan early; the open window then closes at that moment.
+    """
     current = None
+    early_ns = None
     if not closed:
         runner.start(max(processes, 1), spawn_rate=1000)
     windows = []
@@ -166,7 +187,9 @@ def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0
     pending = list(wins)
     open_win = None
     for seg in plan.segments:
-        _sleep_until(t0_pc + int(seg.start_s * 1e9))
+        if _wait_until(t0_pc + int(seg.start_s * 1e9), finished):
+            early_ns = time.time_ns()
+            break
         if closed:
             if seg.phase == "ramp":
                 target = max(1, int(round(seg.to_value)))
@@ -185,17 +208,19 @@ def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0
             open_win = pending.pop(0)
             if window_hook:
                 window_hook(open_win[0], open_win[1], "begin", t0_ns + int(open_win[2] * 1e9))
-    _sleep_until(t0_pc + int(plan.total_s * 1e9))
+    if early_ns is None and _wait_until(t0_pc + int(plan.total_s * 1e9), finished):
+        early_ns = time.time_ns()
     if open_win is not None:
-        windows.append(_close(open_win, t0_ns, plan, rundir, window_hook))
+        windows.append(_close(open_win, t0_ns, plan, rundir, window_hook, early_ns))
     return windows
 
 
-def _close(w, t0_ns: int, plan: Plan, rundir, window_hook) -> CellWindow:
+def _close(w, t0_ns: int, plan: Plan, rundir, window_hook, end_ns: int | None = None) -> CellWindow:
     cell, phase, start_s, end_s, level = w
     cw = CellWindow(run_id=rundir.run_id, cell=cell, replicas=plan.replicas, level=level,
                     level_kind=plan.mode, phase=phase, start_ns=t0_ns + int(start_s * 1e9),
-                    end_ns=t0_ns + int(end_s * 1e9))
+                    end_ns=end_ns if end_ns is not None else t0_ns + int(end_s * 1e9),
+                    note="ended early: max_requests reached" if end_ns is not None else "")
     if window_hook:
         window_hook(cell, phase, "end", cw.end_ns)
     rundir.windows.append(cw)
@@ -224,8 +249,8 @@ def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], sce
         measure = collector.cell_stats(cell, ("measure",))
         phases = {p: collector.cell_stats(cell, (p,)) for p in ("ramp", "warmup", "measure", "cooldown")}
         phases = {p: s for p, s in phases.items() if s.requests}
-        win = plan.window(cell, "measure")
-        measure_s = (win[1] - win[0]) if win else 0.0
+        mw = [w for w in windows if w.cell == cell and w.phase == "measure"]
+        measure_s = (mw[0].end_ns - mw[0].start_ns) / 1e9 if mw else 0.0
         res = CellResult(run_id, cell, plan.replicas, level, plan.mode, measure, phases,
                          [w for w in windows if w.cell == cell], measure_s,
                          evaluate(scenario.slo, measure, measure_s), workers)

@@ -7,6 +7,7 @@ standard compressed base64 encoding, so a master adds up its workers exactly.
 
 from __future__ import annotations
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -17,6 +18,28 @@ _DIGITS = 3
 
 def new_hist() -> HdrHistogram:
     return HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+
+
+def record_array(h: HdrHistogram, values: np.ndarray) -> None:
+    """Add ``values`` (int64) to ``h`` exactly as ``record_value`` would, one numpy pass.
+
+    Per-token values (ITLs) are the bulk of what a run records; a Python call per value costs
+    ~1 us, this costs ~0.05 us. Indexing follows HdrHistogram's ``_counts_index_for``.
+    """
+    if values.size == 0:
+        return
+    v = np.clip(values, 1, h.highest_trackable_value)
+    # bit length of (v | sub_bucket_mask): exact through float64 for values below 2**53
+    bits = np.frexp((v | h.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub = v >> (bucket + h.unit_magnitude)
+    idx = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub - h.sub_bucket_half_count
+    counts = np.ctypeslib.as_array(h.counts)
+    np.add.at(counts, idx, 1)
+    h.total_count += int(v.size)
+    lo, hi = int(v.min()), int(v.max())
+    h.min_value = min(h.min_value, lo)
+    h.max_value = max(h.max_value, hi)
 
 
 class HistSet:
@@ -31,9 +54,8 @@ class HistSet:
         self.h[metric].record_value(us if us >= 1 else 1)
 
     def record_many(self, metric: str, values_us) -> None:
-        rec = self.h[metric].record_value
-        for v in values_us:
-            rec(v if v >= 1 else 1)
+        """Record many values at once: HdrHistogram's bucket arithmetic, vectorised."""
+        record_array(self.h[metric], np.asarray(values_us, dtype=np.int64))
 
     def count(self, metric: str) -> int:
         return self.h[metric].get_total_count()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from time import perf_counter_ns
 from urllib.parse import urlsplit
 
+from gevent import Timeout
 from gevent import socket as gsocket
 
 from harness.protocols.base import DONE, ERROR, FINAL, MALFORMED, TOKEN, RequestSpec, WireProtocol
@@ -115,7 +116,7 @@ class StreamClient:
     def _connect(self, ep: _Endpoint) -> _Conn:
         sock = gsocket.create_connection((ep.host, ep.port), timeout=self.connect_timeout_s)
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        sock.settimeout(self.request_timeout_s)
+        sock.settimeout(None)   # one timer per request (below), not one per recv
         return _Conn(sock)
 
     # ------------------------------------------------------------------------------------------
@@ -141,9 +142,16 @@ class StreamClient:
                 attempt = 1  # a fresh socket is never retried
             reused = not conn.fresh
             conn.fresh = False
+            timer = Timeout(self.request_timeout_s)
+            timer.start()
             try:
                 conn.sock.sendall(payload)
                 keep = self._read(conn, res)
+            except Timeout as t:
+                conn.close()
+                if t is not timer:
+                    raise
+                return self._fail(res, "timeout", f"no complete response within {self.request_timeout_s:g} s")
             except _Closed:
                 if reused and attempt == 0 and res.status is None:
                     conn.close()      # an idle keep-alive socket the server had closed: retry once
@@ -164,6 +172,8 @@ class StreamClient:
             except BaseException:
                 conn.close()          # killed greenlet (GreenletExit) or a bug: never leak the socket
                 raise
+            finally:
+                timer.close()
             if keep and len(ep.idle) < self.max_idle:
                 ep.idle.append(conn)
             else:
@@ -256,14 +266,22 @@ class StreamClient:
             for piece, t in body.pieces():
                 if pending:
                     piece = pending + piece
-                lines = piece.split(b"\n")
-                pending = lines.pop()
+                    pending = b""
+                # fast path: exactly one ``data:`` event in this read (the usual case per token)
+                if piece[:5] == b"data:" and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2:
+                    lines = (piece[:-2],)
+                else:
+                    lines = piece.split(b"\n")
+                    pending = lines.pop()
                 for line in lines:
                     if line[:5] != b"data:":
                         if line[:6] == b"event:" and b"error" in line:
                             error_event = True
                         continue
-                    kind, n, detail = event(line[5:].strip())
+                    payload = line[5:]
+                    if payload[:1] == b" " or payload[-1:] == b"\r":
+                        payload = payload.strip()
+                    kind, n, detail = event(payload)
                     if n:
                         if first is None:
                             first = t
@@ -273,11 +291,10 @@ class StreamClient:
                         tokens += n
                         events += 1
                     if kind == TOKEN:
-                        if error_event:
-                            kind = ERROR
-                            detail = "event: error"
-                        else:
+                        if not error_event:
                             continue
+                        kind = ERROR
+                        detail = "event: error"
                     if kind == FINAL:
                         final = detail
                         if not final_then_done:
@@ -375,34 +392,49 @@ class _Body:
         return raw
 
     def _decode(self, raw: bytes) -> bytes:
+        if not self.raw and not self.chunk_left and not self.need_crlf:
+            nl = raw.find(b"\r\n")
+            if 0 < nl < 10:
+                try:
+                    size = int(raw[:nl], 16)
+                except ValueError:
+                    size = -1
+                if size > 0 and len(raw) == nl + size + 4 and raw[-2:] == b"\r\n":
+                    return raw[nl + 2:nl + 2 + size]   # exactly one whole chunk: the usual case
+        if self.raw:
+            raw = self.raw + raw
+            self.raw = b""
         out = []
         pos = 0
         n = len(raw)
-        if self.raw:
-            raw = self.raw + raw
-            n = len(raw)
-            self.raw = b""
+        left = self.chunk_left
+        need_crlf = self.need_crlf
+        find = raw.find
         while pos < n:
-            if self.chunk_left:
-                take = min(self.chunk_left, n - pos)
-                out.append(raw[pos:pos + take])
-                pos += take
-                self.chunk_left -= take
-                if not self.chunk_left:
-                    self.need_crlf = True
-                continue
-            if self.need_crlf:
+            if left:
+                end = pos + left
+                if end >= n:
+                    out.append(raw[pos:])
+                    left = end - n
+                    pos = n
+                    if left == 0:
+                        need_crlf = True
+                    break
+                out.append(raw[pos:end])
+                pos = end
+                left = 0
+                need_crlf = True
+            if need_crlf:
                 if n - pos < 2:
                     break
                 pos += 2
-                self.need_crlf = False
+                need_crlf = False
                 continue
-            nl = raw.find(b"\r\n", pos)
+            nl = find(b"\r\n", pos)
             if nl < 0:
                 break
-            size_field = raw[pos:nl].split(b";", 1)[0].strip()
             try:
-                size = int(size_field, 16)
+                size = int(raw[pos:nl].split(b";", 1)[0], 16)
             except ValueError:
                 size = 0
             pos = nl + 2
@@ -411,7 +443,9 @@ class _Body:
                 self.tail = max(0, 2 - (n - pos))
                 pos = n
                 break
-            self.chunk_left = size
+            left = size
+        self.chunk_left = left
+        self.need_crlf = need_crlf
         if pos < n:
             self.raw = raw[pos:]
         return out[0] if len(out) == 1 else b"".join(out)

@@ -51,7 +51,11 @@ class ClosedLoopUser(_LLMUser):
             if seg is None:
                 gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
                 continue
-            ctx.one_request(factory, seg)
+            rec = ctx.one_request(factory, seg)
+            if rec is None:
+                gevent.sleep(0.05)   # this cell's max_requests are sent: wait for the next cell
+            elif rec.error_class == "connect":
+                gevent.sleep(0.05)   # no replica answers: do not spin on refusals
 
 
 class OpenLoopUser(_LLMUser):
@@ -81,7 +85,8 @@ class OpenLoopUser(_LLMUser):
             delay = (next_pc - perf_counter_ns()) / 1e9
             if delay > 0:
                 gevent.sleep(delay)
-            group.spawn(ctx.one_request, factory, seg, next_pc)
+            if seg.cell not in ctx.exhausted:
+                group.spawn(ctx.one_request, factory, seg, next_pc)
             next_pc += int(arr.gap_s(rate) * 1e9)
         group.join()
         while True:

@@ -74,7 +74,7 @@ class LlmTab:
             rows.append({"metric": "GPU power (W)", "value": "no telemetry"})
         else:
             rows.append({"metric": "GPU power (W)", "value": f"{self.power_w:.1f}"})
-            basis = live if live > 0 else measured
+            basis = measured or live     # the cell's measured window once it has one: stable
             if basis:
                 rows.append({"metric": "Energy per output token (J/token)",
                              "value": f"{self.power_w / basis:.4f}", "count": f"at {basis:.1f} tok/s"})

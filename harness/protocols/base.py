@@ -28,6 +28,7 @@ class RequestSpec:
     input_tokens: int            # the intended prompt length in tokens (server counts override)
     max_tokens: int
     request_id: int = 0
+    extra_body: dict | None = None   # merged into the JSON body (dataset rows' "extra_body")
 
 
 @dataclass(slots=True)

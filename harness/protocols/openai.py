@@ -72,7 +72,8 @@ class CompletionsProtocol(_OpenAIBase):
         return choice.get("text") or ""
 
     def body(self, spec: RequestSpec) -> bytes:
-        return orjson.dumps({**self._params, "prompt": spec.prompt, "max_tokens": spec.max_tokens})
+        return orjson.dumps({**self._params, "prompt": spec.prompt, "max_tokens": spec.max_tokens,
+                             **(spec.extra_body or {})})
 
 
 class ChatProtocol(_OpenAIBase):
@@ -87,4 +88,5 @@ class ChatProtocol(_OpenAIBase):
     def body(self, spec: RequestSpec) -> bytes:
         msgs = [{"role": "system", "content": self._system}] if self._system else []
         msgs.append({"role": "user", "content": spec.prompt})
-        return orjson.dumps({**self._params, "messages": msgs, "max_tokens": spec.max_tokens})
+        return orjson.dumps({**self._params, "messages": msgs, "max_tokens": spec.max_tokens,
+                             **(spec.extra_body or {})})

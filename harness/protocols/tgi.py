@@ -30,10 +30,17 @@ class TgiProtocol(WireProtocol):
         self._params = params
 
     def body(self, spec: RequestSpec) -> bytes:
-        return orjson.dumps({"inputs": spec.prompt,
-                             "parameters": {**self._params, "max_new_tokens": spec.max_tokens}})
+        body = {"inputs": spec.prompt, "parameters": {**self._params, "max_new_tokens": spec.max_tokens}}
+        if spec.extra_body:
+            body.update(spec.extra_body)
+        return orjson.dumps(body)
 
     def event(self, data: bytes):
+        # Hot path: a token event that is not the last is recognised without a JSON parse (it
+        # must still open and close as an object and carry TGI's null generated_text), which
+        # halves the per-token cost; the final event, errors and anything unusual are parsed.
+        if data[:9] == b'{"index":' and data[-1:] == b"}" and b'"generated_text":null' in data:
+            return TOKEN, 1, None
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -54,5 +61,7 @@ class TgiProtocol(WireProtocol):
                 prefill = details.get("prefill")
                 if prefill:
                     fin.input_tokens = len(prefill)
+                elif isinstance(details.get("input_length"), int):
+                    fin.input_tokens = details["input_length"]
             return FINAL, 1, fin
         return TOKEN, 1, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 
+from harness.analysis.metrics import STEADY_TOLERANCE
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.report import plots
 from harness.report.fmt import energy_source_short, ms, num, pct, yes_no
@@ -20,6 +21,7 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0}
 .scroll{overflow-x:auto}
 th,td{border:1px solid #ddd;padding:3px 5px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0} td.l,th.l{text-align:left}
+td.wrap{white-space:normal;min-width:70px;max-width:120px}
 tr.frontier td{background:#fffde7} tr.rec td{background:#fff3c4;font-weight:600}
 tr.excluded td{color:#999} .no{color:#c62828;font-weight:600} .yes{color:#2e7d32}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs img{max-width:100%;border:1px solid #eee}
@@ -39,7 +41,9 @@ def _img(b64: str | None, alt: str) -> str:
 
 def _cells_table(a: RunAnalysis) -> str:
     lat = a.latency_key
-    head = ["cell", "replicas", "level", "out tok/s", "req/s", "goodput req/s", "TTFT p50 ms",
+    kinds = {c.level_kind for c in a.cells}
+    level_head = "streams" if kinds == {"concurrency"} else "req/s in" if kinds == {"rate"} else "level"
+    head = ["cell", level_head, "out tok/s", "req/s", "goodput req/s", "TTFT p50 ms",
             "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms", "e2e p99 ms", "errors",
             "power W", "energy J", "source", "J/token", "tok/J", "GPU util %", "SLO", "frontier"]
     rows = []
@@ -47,21 +51,25 @@ def _cells_table(a: RunAnalysis) -> str:
         cls = c.frontier + (" rec" if c.cell == a.recommendation.cell else "")
         slo = "–" if c.slo_ok is None else ('<span class="yes">yes</span>' if c.slo_ok
                                              else f'<span class="no" title="{_e("; ".join(c.slo_failures))}">NO</span>')
-        fr = c.frontier + (f" (by {', '.join(c.dominated_by)})" if c.dominated_by else "")
-        vals = [f'<td class="l">{_e(c.cell)}</td>', f"<td>{c.replicas}</td>", f"<td>{_e(c.level_label)}</td>",
-                f"<td>{num(c.output_tokens_per_s, 4)}</td>", f"<td>{num(c.request_throughput_rps)}</td>",
+        fr = c.frontier + (f" by {', '.join(c.dominated_by)}" if c.dominated_by else "")
+        unsteady = c.steadiness is not None and abs(c.steadiness) > STEADY_TOLERANCE
+        flag = (f' <span class="no" title="tokens/s changed {c.steadiness:+.0%} within the window">~</span>'
+                if unsteady else "")
+        vals = [f'<td class="l">{_e(c.cell)}</td>', f"<td>{c.level:g}</td>",
+                f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>", f"<td>{num(c.request_throughput_rps)}</td>",
                 f"<td>{num(c.goodput_rps)}</td>", f"<td>{ms(c.ttft_p50_s)}</td>", f"<td>{ms(c.ttft_p99_s)}</td>",
                 f"<td>{ms(c.itl_p50_s)}</td>", f"<td>{ms(c.itl_p99_s)}</td>", f"<td>{ms(c.tpot_p50_s)}</td>",
                 f"<td>{ms(c.e2e_p99_s)}</td>", f"<td>{pct(c.error_rate)}</td>", f"<td>{num(c.mean_power_w)}</td>",
                 f"<td>{num(c.energy_j, 4)}</td>",
                 f'<td title="{_e(c.energy_source or c.energy_note)}">{_e(energy_source_short(c.energy_source))}</td>',
                 f"<td>{num(c.j_per_token)}</td>", f"<td>{num(c.tokens_per_j)}</td>",
-                f"<td>{num(c.gpu_util_pct)}</td>", f"<td>{slo}</td>", f'<td class="l">{_e(fr)}</td>']
+                f"<td>{num(c.gpu_util_pct)}</td>", f"<td>{slo}</td>", f'<td class="l wrap">{_e(fr)}</td>']
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
     ths = "".join(f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head)
     return (f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
             f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
-            f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended.</p>')
+            f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
+            f'~ after tokens/s: not steady within the window (see notes).</p>')
 
 
 def _errors_table(a: RunAnalysis) -> str:
@@ -113,6 +121,10 @@ def _notes(a: RunAnalysis) -> str:
     return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>" if items else ""
 
 
+def _levels(levels) -> str:
+    return levels if isinstance(levels, str) else ", ".join(f"{x:g}" for x in levels)
+
+
 def render_html(a: RunAnalysis) -> str:
     mf = a.run.manifest
     sc = a.run.scenario
@@ -132,8 +144,8 @@ def render_html(a: RunAnalysis) -> str:
     workload = ""
     if sc is not None:
         workload = (f"<p class=\"meta\">{_e(sc.target.protocol)} via {_e(sc.target.launcher.kind)}, "
-                    f"model {_e(sc.target.model)}; load {_e(sc.load.mode)}, levels {_e(sc.load.levels)}, "
-                    f"replicas {_e(sc.load.replicas)}; warm-up {sc.load.warmup_s:g} s, measured "
+                    f"model {_e(sc.target.model)}; load {_e(sc.load.mode)}, levels {_e(_levels(sc.load.levels))}, "
+                    f"replicas {_e(', '.join(map(str, sc.load.replicas)))}; warm-up {sc.load.warmup_s:g} s, measured "
                     f"{sc.load.duration_s:g} s, cool-down {sc.load.cooldown_s:g} s per cell.</p>")
     defs = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in DEFINITIONS.items())
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

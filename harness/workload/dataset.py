@@ -1,4 +1,9 @@
-"""Prompts from a JSONL file: one JSON object per line, bad lines reported with their number."""
+"""Prompts from a JSONL file: one JSON object per line, bad lines reported with their number.
+
+Besides the prompt (and optional output length) a row may carry ``"extra_body": {...}``, merged
+into that request's JSON body: per-request sampling fields, or the emulator's fault knob
+(``{"emulator_fault": "reset:3"}``) in tests.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from harness.errors import InputError
 class DatasetRow:
     prompt: str
     output_tokens: int | None
+    extra_body: dict | None = None   # optional "extra_body" object: merged into the request body
 
 
 def load_dataset(ds, seed: int) -> list[DatasetRow]:
@@ -44,7 +50,11 @@ def load_dataset(ds, seed: int) -> list[DatasetRow]:
                 if not isinstance(out, int) or isinstance(out, bool) or out < 1:
                     raise InputError("output tokens must be a positive integer", file=str(path),
                                      line=lineno, field=ds.output_tokens_field)
-            rows.append(DatasetRow(prompt, out))
+            extra = obj.get("extra_body")
+            if extra is not None and not isinstance(extra, dict):
+                raise InputError("extra_body must be a JSON object", file=str(path), line=lineno,
+                                 field="extra_body")
+            rows.append(DatasetRow(prompt, out, extra))
     if not rows:
         raise InputError("dataset has no rows", file=str(path))
     if ds.shuffle:
