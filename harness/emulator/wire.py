@@ -47,6 +47,8 @@ class TgiStream:
         """A middle token's event, already framed as one HTTP chunk (the hot path)."""
         w = (self.rid * 31 + (k - 1) * 7) % VOCAB      # tokenizer.token_word, inlined
         n = _TGI_FIXED + _TGI_FRAG_LEN[w] + (k > 9) + (k > 99) + (k > 999) + (k > 9999) + 1
+        if k > 99999:
+            n += len(str(k)) - 5
         return b'%x\r\ndata:{"index":%d,"token":%b,"generated_text":null,"details":null}\n\n\r\n' % (
             n, k, TGI_TOKEN_JSON[w])
 
