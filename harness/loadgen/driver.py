@@ -251,9 +251,10 @@ def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], sce
         phases = {p: s for p, s in phases.items() if s.requests}
         mw = [w for w in windows if w.cell == cell and w.phase == "measure"]
         measure_s = (mw[0].end_ns - mw[0].start_ns) / 1e9 if mw else 0.0
+        early = bool(mw) and mw[0].note.startswith("ended early")
         res = CellResult(run_id, cell, plan.replicas, level, plan.mode, measure, phases,
                          [w for w in windows if w.cell == cell], measure_s,
-                         evaluate(scenario.slo, measure, measure_s), workers)
+                         evaluate(scenario.slo, measure, measure_s, early), workers, early)
         rundir.write_histograms(cell, measure.hist.encode())
         out.append(res)
     return out
