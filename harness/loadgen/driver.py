@@ -101,6 +101,7 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
     events = Events()
     env = Environment(user_classes=[user_cls], events=events)
     plan = build_plan(scenario.load, list(levels), replicas)
+    saved_argv = sys.argv
     workers = None
     master = None
     try:
@@ -134,6 +135,8 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
         if web_ui:
             from harness.loadgen.webui import install_llm_tab
 
+            # Locust's web UI re-parses sys.argv as Locust options on every page; ours are not.
+            saved_argv, sys.argv = sys.argv, sys.argv[:1]
             env.create_web_ui(web_ui[0], web_ui[1])
             install_llm_tab(env, collector, scenario)
         t0_pc = time.perf_counter_ns() + (t0_ns - time.time_ns())
@@ -155,7 +158,9 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
         if ctx is not None:
             ctx.client.close()
         if env.web_ui is not None:
-            env.web_ui.stop()
+            if getattr(env.web_ui, "server", None) is not None:
+                env.web_ui.stop()
+            sys.argv = saved_argv
     rundir.requests.flush()
     return results_for(plan, collector, windows, scenario, rundir, run_id, max(processes, 1))
 
