@@ -205,3 +205,22 @@ load: {mode: concurrency, levels: [4], replicas: [2], warmup_s: 0.5, duration_s:
     req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet")
     assert req.replica.nunique() == 2 and req.error_class.isna().all()
     assert (req.input_tokens == 128).all()      # the server's usage.prompt_tokens, the default length
+
+
+def test_open_loop_poisson_follows_a_ramp(server, tmp_path):
+    """A 3 s ramp 0 -> 60 req/s then 2 s at 60 req/s: ~90 + ~120 arrivals, the ramp's densest last."""
+    text = """
+name: ramp
+target: {protocol: tgi}
+workload: {output_tokens: {dist: fixed, value: 4}}
+load: {mode: rate, arrival: poisson, levels: [60], warmup_s: 0, duration_s: 2, cooldown_s: 0,
+       stages: [{duration_s: 3, target: 60}]}
+"""
+    p = run_cli([write(tmp_path, text), "--url", server], tmp_path)
+    assert p.returncode == 0, p.stderr
+    req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet")
+    ramp = req[req.phase == "ramp"]
+    assert 60 <= len(ramp) <= 120 and 85 <= (req.phase == "measure").sum() <= 155
+    t = (ramp.intended_ns - req.intended_ns.min()) / 1e9
+    thirds = [((t >= a) & (t < a + 1)).sum() for a in (0, 1, 2)]
+    assert thirds[0] < thirds[1] < thirds[2]      # expected 10, 30, 50
