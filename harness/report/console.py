@@ -12,15 +12,39 @@ from harness.report.fmt import ms, num, pct, yes_no
 
 def cells_table(a: RunAnalysis) -> Table:
     t = Table(title=f"{a.run_id}: measured windows", show_lines=False)
-    for h in ("cell", "out tok/s", "req/s", "goodput", "TTFT p50 ms", "TTFT p99 ms", "ITL p99 ms",
-              "TPOT p50 ms", "errors", "power W", "J/token", "SLO", "frontier"):
+    for h in (
+        "cell",
+        "out tok/s",
+        "req/s",
+        "goodput",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "ITL p99 ms",
+        "TPOT p50 ms",
+        "errors",
+        "power W",
+        "J/token",
+        "SLO",
+        "frontier",
+    ):
         t.add_column(h, justify="left" if h in ("cell", "frontier") else "right")
     for c in a.cells:
         star = " *" if c.cell == a.recommendation.cell else ""
-        t.add_row(c.cell + star, num(c.output_tokens_per_s, 4), num(c.request_throughput_rps),
-                  num(c.goodput_rps), ms(c.ttft_p50_s), ms(c.ttft_p99_s), ms(c.itl_p99_s),
-                  ms(c.tpot_p50_s), pct(c.error_rate), num(c.mean_power_w), num(c.j_per_token),
-                  yes_no(c.slo_ok), c.frontier)
+        t.add_row(
+            c.cell + star,
+            num(c.output_tokens_per_s, 4),
+            num(c.request_throughput_rps),
+            num(c.goodput_rps),
+            ms(c.ttft_p50_s),
+            ms(c.ttft_p99_s),
+            ms(c.itl_p99_s),
+            ms(c.tpot_p50_s),
+            pct(c.error_rate),
+            num(c.mean_power_w),
+            num(c.j_per_token),
+            yes_no(c.slo_ok),
+            c.frontier,
+        )
     return t
 
 
