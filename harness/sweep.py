@@ -327,9 +327,9 @@ class Sweep:
 
     def cell_seconds(self) -> float:
         ld = self.scenario.load
-        return (
-            sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + ld.cooldown_s + 0.5
-        )
+        # + ~2 s per cell: the start-up lead, the drain of requests in flight, bookkeeping
+        phases = sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + ld.cooldown_s
+        return phases + 2.0
 
     def total_cells(self) -> int:
         ld = self.scenario.load

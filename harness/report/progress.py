@@ -138,7 +138,7 @@ class SweepProgress:
         per_cell = (
             (sum(self._cell_times) / len(self._cell_times)) if self._cell_times else self.cell_s
         )
-        launch = (sum(self._launch_times) / len(self._launch_times)) if self._launch_times else 2.0
+        launch = (sum(self._launch_times) / len(self._launch_times)) if self._launch_times else 3.0
         left = max(self.total_cells - self.done, 0)
         running = time.monotonic() - self._cell_started if self.current else 0.0
         return max(left * per_cell - running, 0.0) + max(self._groups_left - 1, 0) * launch
