@@ -132,7 +132,8 @@ class SweepProgress:
         now = time.monotonic()
         while self._recent and self._recent[0][0] < now - LIVE_WINDOW_S:
             self._recent.popleft()
-        return sum(t for _, t in self._recent) / LIVE_WINDOW_S
+        span = min(LIVE_WINDOW_S, max(now - self._cell_started, 0.5))
+        return sum(t for _, t in self._recent) / span
 
     def eta_s(self) -> float:
         per_cell = (
