@@ -78,7 +78,9 @@ def compare_table(cmp: Comparison) -> Table:
             if ch is not None and abs(ch) >= 0.05:
                 good = (ch > 0) == higher_better
                 change = f"[{'green' if good else 'red'}]{change}[/]"
-            t.add_row(d.cell if first else "", label, num(va, 4), num(vb, 4), change)
+            is_latency = col.endswith("_s") and not col.endswith("_per_s")
+            fmt = ms if is_latency else pct if col == "error_rate" else (lambda v: num(v, 4))
+            t.add_row(d.cell if first else "", label, fmt(va), fmt(vb), change)
             first = False
         t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", end_section=True)
     return t
