@@ -103,8 +103,10 @@ def test_sweep_report_matches_raw_records(e2e):
         dur = (b - a) / 1e9
         r = req[req.cell == name]
         sent = r[(r.intended_ns >= a) & (r.intended_ns < b)]
-        # the load generator's own phase marks agree with the window
-        assert len(sent) == (r.phase == "measure").sum() == c["requests_started"]
+        assert len(sent) == c["requests_started"]
+        # the load generator's own phase marks agree with the window, but for a request whose
+        # phase was chosen just before an edge and that went out just after it
+        assert abs(len(sent) - (r.phase == "measure").sum()) <= 2
         ok = sent[sent.error_class.isna()]
         assert c["requests_ok"] == len(ok)
         assert c["ttft_p50_s"] == pytest.approx(np.percentile(ok.ttft_s, 50))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,7 @@ class RunAnalysis:
         d.mkdir(parents=True, exist_ok=True)
         sj = d / "summary.json"
         tmp = d / "summary.json.tmp"
-        tmp.write_text(json.dumps(self.to_summary(), indent=2, default=_json_default))
+        tmp.write_text(json.dumps(_finite(self.to_summary()), indent=2, default=_json_default, allow_nan=False))
         tmp.replace(sj)
         cp = d / "cells.csv"
         with cp.open("w", newline="") as fh:
@@ -162,6 +163,17 @@ class RunAnalysis:
                         + ["" if getattr(r, k) is None else getattr(r, k) for k in cols[1:]]
                     )
         return sj, cp
+
+
+def _finite(o):
+    """NaN/inf become null: summary.json stays strict JSON for every reader."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _json_default(o):
