@@ -19,7 +19,6 @@ RUN python3 -m venv /opt/slm \
     else \
       /opt/slm/bin/pip install -q /src; \
     fi \
- && find /opt/slm -name '__pycache__' -prune -exec rm -rf {} + \
  && mkdir -p /app/scenarios /app/locustfiles \
  && cp -r /src/scenarios/. /app/scenarios/ \
  && if [ -d /src/locustfiles ]; then cp -r /src/locustfiles/. /app/locustfiles/; fi

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -230,3 +232,57 @@ def test_ctrl_c_while_waiting_stops_replicas(tmp_path, server_script):
         signal.signal(signal.SIGALRM, old)
     assert not psutil.pid_exists(pid_holder["pid"])
     assert os.path.exists(tmp_path / "logs" / "replica-0.log")
+
+
+def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp_path):
+    """`slm-harness run` with a processes launcher: 3 emulator processes from the template, a
+    Locust run through all of them (per-replica attribution), every process gone afterwards."""
+    import pyarrow.parquet as pq
+
+    base = free_port_block(3)
+    scenario = tmp_path / "procs.yaml"
+    scenario.write_text(textwrap.dedent(f"""
+        name: procs
+        target:
+          protocol: tgi
+          launcher:
+            kind: processes
+            command: [{PY}, -m, harness, emulate, --replicas, "1", --profile, fixed-50ms-10ms,
+                      --host, "{{host}}", --port, "{{port}}"]
+            base_port: {base}
+            startup_timeout_s: 60
+        workload:
+          output_tokens: {{dist: fixed, value: 16}}
+          prompt_tokens: {{dist: fixed, value: 32}}
+        load:
+          levels: [6]
+          replicas: [3]
+          warmup_s: 0.5
+          duration_s: 3
+          cooldown_s: 0.2
+        slo:
+          ttft_s: {{p99: 2.0}}
+          max_error_rate: 0.0
+        store:
+          results_dir: {tmp_path / "results"}
+    """))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([PY, "-m", "harness", "run", str(scenario), "-q"], capture_output=True,
+                       text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    (run,) = list((tmp_path / "results").iterdir())
+    records = pq.read_table(run / "requests.parquet").to_pandas()
+    urls = {f"http://127.0.0.1:{base + i}" for i in range(3)}
+    assert set(records.replica) == urls
+    assert records.error_class.isna().all() and (records.output_tokens == 16).all()
+    assert records.groupby("replica").size().min() >= 3
+    for i in range(3):
+        log = (run / "logs" / f"replica-{i}.log").read_text()
+        assert f"--port', '{base + i}'" in log  # the argv as launched, one element per argument
+    # the replicas were stopped: nothing answers, no emulator of this run is left
+    for u in urls:
+        assert not is_healthy(u, timeout_s=0.5)
+    left = [p for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and "emulate" in p.info["cmdline"]
+            and any(str(base + i) in p.info["cmdline"] for i in range(3))]
+    assert left == []

@@ -326,3 +326,19 @@ def test_writer_works_under_gevent_monkey_patching(api, influxdb, victoria, tmp_
         vm = VictoriaMetricsReader(victoria.url)
         vm.force_flush()
         assert len(vm.export('{__name__="gpu_power_w",run_id="gevent"}')) == 5000
+
+
+def test_records_given_as_dicts_are_written_like_objects(influxdb, tmp_path):
+    """The sweep hands rows as dicts (as read from Parquet): same points as the dataclasses."""
+    from dataclasses import asdict
+
+    t = v1(influxdb)
+    w = InfluxWriter(t, tmp_path / "spool", create_db=True)
+    w.write_requests([asdict(request(i, run_id="dicts")) for i in range(20)])
+    w.write_windows([asdict(CellWindow(run_id="dicts", cell="r1-c4", replicas=1, level=4.0,
+                                       level_kind="concurrency", phase="measure", start_ns=T0,
+                                       end_ns=T0 + 2 * 10**9))])
+    assert w.close()["acked"] == 21
+    r = InfluxQLReader(t)
+    assert r.count("request", "end_ns", "run_id='dicts'") == 20
+    assert r.query("SELECT duration_s FROM window WHERE run_id='dicts'").iloc[0]["duration_s"] == 2.0

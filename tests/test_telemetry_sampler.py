@@ -98,10 +98,13 @@ def test_sampling_rate_timestamps_processes_and_counter_reads_only_at_edges():
     time.sleep(1.0)
     summary = s.stop()
     n = len(sink.got)
-    assert 60 <= n <= 105, n            # 100 Hz on a shared 2-core machine: loose, not a timing test
+    assert 40 <= n <= 105, n            # 100 Hz on a shared 2-core machine: loose, not a timing test
     ts = [x.ts_ns for x in sink.got]
     assert ts == sorted(ts) and len(set(ts)) == n
     assert all(x.run_id == "run-a" and x.host == "hostA" and x.gpu == 0 for x in sink.got)
+    assert all(x.power_w is not None for x in sink.got)
+    detailed = [x for x in sink.got if x.sm_clock_mhz is not None]   # every 5th tick at 100 Hz
+    assert abs(len(detailed) - n / 5) <= 2 and all(x.temperature_c == 41.0 for x in detailed)
     assert abs(ts[0] - time.time_ns()) < 5e9     # wall clock ns, the request records' clock
     assert {p.pid for p in sink.procs} == {4242, 4343} and len(sink.procs) >= 6
     assert {p.used_bytes for p in sink.procs} == {3 << 30, 1 << 30}
@@ -150,7 +153,7 @@ def test_a_gpu_that_errors_mid_run_leaves_a_recorded_gap_and_sampling_resumes(ca
     assert len(sink.gaps) == 1
     g = sink.gaps[0]
     assert g.gpu == 1 and g.errors >= 10 and "GpuIsLost" in g.error
-    assert 0.35 < g.duration_s < 0.75
+    assert 0.3 < g.duration_s < 1.0
     gpu1 = [x.ts_ns for x in sink.got if x.gpu == 1]
     assert any(t < g.start_ns for t in gpu1) and any(t >= g.end_ns for t in gpu1)
     assert not any(g.start_ns <= t < g.end_ns for t in gpu1)
@@ -173,7 +176,8 @@ def test_a_failing_sink_or_listener_does_not_stop_sampling():
     time.sleep(0.5)
     summary = s.stop()
     assert len(sink.got) >= 10 and len(latest) == len(sink.got)
-    assert summary["counts"]["sink_errors"] == len(sink.got)
+    # sinks get batches (every 0.25 s and at stop): one failure counted per batch refused
+    assert 2 <= summary["counts"]["sink_errors"] <= 4
     assert summary["counts"]["listener_errors"] == len(sink.got)
     assert s.latest()[0].power_w == latest[-1]
 
@@ -239,5 +243,23 @@ def test_sampler_runs_under_gevent_monkey_patching():
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["same_native_thread"] is True      # a greenlet, not a native thread
-    assert 40 <= r["n"] <= 80, r                # ~75 ticks at 50 Hz over 1.5 s, shared with load
+    assert 30 <= r["n"] <= 80, r                # ~75 ticks at 50 Hz over 1.5 s, shared with load
     assert r["busy"] > 100 and r["source"] == "nvml-counter" and r["energy"] > 0
+
+
+def test_a_gap_inside_a_window_is_not_guessed_over():
+    """GPU 1 (no counter) fails mid-window: its energy is left unknown (analysis then integrates
+    the samples with coverage) instead of silently missing the gap; GPU 0's counter still counts."""
+    fk = _fake(gpus=[FakeGpu(), FakeGpu(counter=False, fail_between=(0.5, 0.8))])
+    s = Sampler(NvmlSource(binding=fk), rate_hz=50)
+    s.start()
+    s.begin_window("w")
+    time.sleep(1.2)
+    w = s.end_window("w")
+    s.begin_window("after")
+    time.sleep(0.4)
+    after = s.end_window("after")
+    s.stop()
+    assert w.per_gpu[1] == (None, None) and w.per_gpu[0][1] == "nvml-counter"
+    assert w.energy_j is None and w.integral_j is None
+    assert after.per_gpu[1][1] == "integral:nvml-instant" and after.energy_j is not None

@@ -14,15 +14,22 @@ import orjson
 from harness.emulator import wire
 from harness.emulator.faults import Fault
 from harness.emulator.groundtruth import GroundTruth
+from harness.emulator.histogram import LINEAR
 from harness.emulator.http import Connection
 
 _now = time.monotonic_ns
 
 
 class StreamSink:
-    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer")
+    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer", "ka_ns",
+                 "slow", "lat", "itl", "write")
 
     def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
+        self.ka_ns = _now()         # last write of any kind (SSE keep-alive comments too)
+        self.slow = fault is not None   # faults, holds and the end take the general path
+        self.lat = gt.lateness_us.counts
+        self.itl = gt.itl_us.counts
+        self.write = conn.fast_write or conn.transport.write
         self.conn = conn
         self.enc = enc
         self.gt = gt
@@ -34,6 +41,27 @@ class StreamSink:
         self.timer = timer
 
     def token(self, seq, due_ns: int, last: bool) -> None:
+        """The hot path: a middle token of a healthy stream (one write, two histogram bumps)."""
+        k = seq.generated
+        if self.slow or last or k == 1 or self.conn.closed:
+            return self._token(seq, due_ns, last)
+        data = self.enc.token(k, False, k)
+        self.write(b"%x\r\n%b\r\n" % (len(data), data))
+        now = _now()
+        v = (now - due_ns) // 1000
+        if 0 <= v < LINEAR:
+            self.lat[v] += 1
+        else:
+            self.gt.late(now, v)
+        v = (now - self.last_ns) // 1000
+        if 0 <= v < LINEAR:
+            self.itl[v] += 1
+        else:
+            self.gt.itl_us.record(v)
+        self.last_ns = self.ka_ns = now
+        self.gt.tokens_sent += 1
+
+    def _token(self, seq, due_ns: int, last: bool) -> None:
         if self.dead:
             return
         k = seq.generated
@@ -55,16 +83,36 @@ class StreamSink:
         now = _now()
         gt = self.gt
         gt.tokens_sent += 1
-        gt.lateness_us.record((now - due_ns) // 1000)
+        v = (now - due_ns) // 1000
+        if 0 <= v < LINEAR:
+            gt.lateness_us.counts[v] += 1
+        else:
+            gt.late(now, v)
         if k == 1:
             gt.ttft_us.record((now - seq.received_ns) // 1000)
             gt.ttft_scheduled_us.record((due_ns - seq.received_ns) // 1000)
         else:
-            gt.itl_us.record((now - self.last_ns) // 1000)
+            v = (now - self.last_ns) // 1000
+            if 0 <= v < LINEAR:
+                gt.itl_us.counts[v] += 1
+            else:
+                gt.itl_us.record(v)
         self.last_ns = now
+        self.ka_ns = now
         if last:
+            self.dead = self.slow = True
             gt.requests_completed += 1
             gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    def keep_alive(self, now_ns: int, every_ns: int) -> bool:
+        """Send axum's SSE keep-alive comment after ``every_ns`` of silence; False once finished."""
+        conn = self.conn
+        if self.dead or conn.closed or conn.transport.is_closing():
+            return False
+        if self.held is None and now_ns - self.ka_ns >= every_ns:
+            conn.transport.write(b"3\r\n:\n\n\r\n")
+            self.ka_ns = now_ns
+        return True
 
     # -- faults (slow path) -------------------------------------------------------------------
     def _fault(self, seq, k: int, last: bool) -> bool:
@@ -74,10 +122,11 @@ class StreamSink:
         conn = self.conn
         if kind == "delay":
             if self.held is None:
+                self.slow = True
                 self.held = []
                 self.timer.at(_now() + int(f.ms * 1e6), self._release, None)
             return False
-        self.dead = True
+        self.dead = self.slow = True
         seq.cancelled = True
         self.gt.requests_faulted += 1
         if kind == "reset":
@@ -108,6 +157,7 @@ class StreamSink:
                 self.conn.write_chunk(data)
         self.gt.tokens_sent += len(body)
         if final:
+            self.dead = self.slow = True
             self.gt.requests_completed += 1
 
 

@@ -16,8 +16,11 @@ import heapq
 import itertools
 import os
 import sys
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
@@ -55,8 +58,8 @@ class TimerWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True, tick_ns: int = 100_000):
         self.loop = loop
         self.tick_ns = max(1, tick_ns)
-        self._heap: list = []
-        self._seq = itertools.count()
+        self.heap: list = []             # (due_ns, n, fn, arg); callbacks run by the timer may push
+        self.counter = itertools.count()  # directly (no re-arm is needed while it runs)
         self._armed: int | None = None
         self._handle: asyncio.TimerHandle | None = None
         tfd = _timerfd() if use_timerfd else None
@@ -75,7 +78,7 @@ class TimerWheel:
         return time.monotonic_ns()
 
     def at(self, due_ns: int, fn: Callable, arg) -> None:
-        heapq.heappush(self._heap, (due_ns, next(self._seq), fn, arg))
+        heapq.heappush(self.heap, (due_ns, next(self.counter), fn, arg))
         if self._armed is None or due_ns < self._armed:
             self._arm(due_ns)
 
@@ -103,8 +106,8 @@ class TimerWheel:
 
     def _run(self) -> None:
         self.fires += 1
-        self._armed = None
-        h = self._heap
+        self._armed = -1          # while running, at() never re-arms: the end of the run does
+        h = self.heap
         pop = heapq.heappop
         now = time.monotonic_ns()
         stop = now + self.SLICE_NS
@@ -114,9 +117,14 @@ class TimerWheel:
                 if h[0][0] > now or now > stop:
                     break
             due, _, fn, arg = pop(h)
-            fn(arg, due)
+            try:
+                fn(arg, due)
+            except Exception:  # one broken stream must not stop every other stream's clock
+                log.exception("emulator timer callback failed")
         if h:
             self._arm(h[0][0])
+        else:
+            self._armed = None
 
     def close(self) -> None:
         if self._fd >= 0:

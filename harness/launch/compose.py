@@ -35,6 +35,7 @@ REPLICA_TEMPLATES = {"gpu": "tgi-1", "emulator": "emulator-1"}
 REPLICA_PORT = 8000                     # inside the network
 FRACTION_FLAG = "--cuda-memory-fraction="
 URLS_VARIABLE = "${REPLICA_URLS"        # the base file's placeholder for the replica URL list
+EMULATOR_URLS_VARIABLE = "${EMULATOR_URLS"  # one `--emulator-url X` repeated for every replica
 # .env keys that hold secrets: generated when .env is first written, never printed
 SECRET_KEYS = ("INFLUXDB_ADMIN_PASSWORD", "INFLUXDB_TOKEN", "GRAFANA_ADMIN_PASSWORD")
 
@@ -138,13 +139,28 @@ def render_override(project_dir: Path, replicas: int, base_port: int) -> dict:
             svc["networks"] = {"default": {"aliases": ["replica", f"replica-{i}"]}}
             svc["labels"] = {**svc.get("labels", {}), "org.slm-harness.replica": str(i)}
             out[name] = svc
-    urls = ",".join(replica_urls(replicas))
     for name, svc in services.items():
         cmd = svc.get("command")
-        if isinstance(cmd, list) and any(isinstance(a, str) and URLS_VARIABLE in a for a in cmd):
-            out.setdefault(name, {})["command"] = [
-                urls if isinstance(a, str) and URLS_VARIABLE in a else a for a in cmd]
+        if isinstance(cmd, list):
+            new = _with_urls(cmd, replica_urls(replicas))
+            if new != cmd:
+                out.setdefault(name, {})["command"] = new
     return {"services": out}
+
+
+def _with_urls(cmd: list, urls: list[str]) -> list:
+    """The replica list in place of the base file's placeholders (see the constants above)."""
+    out: list = []
+    for a in cmd:
+        if isinstance(a, str) and URLS_VARIABLE in a:
+            out.append(",".join(urls))
+        elif isinstance(a, str) and EMULATOR_URLS_VARIABLE in a:
+            flag = out.pop() if out and isinstance(out[-1], str) and out[-1].startswith("--") else None
+            for u in urls:
+                out += [flag, u] if flag else [u]
+        else:
+            out.append(a)
+    return out
 
 
 def write_override(project_dir: Path, replicas: int, base_port: int,

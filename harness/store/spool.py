@@ -53,6 +53,22 @@ class Spool:
         f = files[0]
         return f, f.read_bytes(), int(f.stem.split("-")[1])
 
+    def oldest_batch(self, max_points: int) -> list[tuple[Path, bytes, int]]:
+        """The oldest files, together up to ``max_points`` (at least one)."""
+        with self._lock:
+            files = self._files()
+        out, n = [], 0
+        for f in files:
+            k = int(f.stem.split("-")[1])
+            if out and n + k > max_points:
+                break
+            try:
+                out.append((f, f.read_bytes(), k))
+            except FileNotFoundError:   # replayed and removed meanwhile
+                continue
+            n += k
+        return out
+
     def done(self, f: Path) -> None:
         with self._lock:
             size = f.stat().st_size

@@ -8,7 +8,8 @@ timeout, 5xx, auth) goes to the disk :class:`~harness.store.spool.Spool`; from t
 chunks go straight to the spool (no pile-up in memory behind a dead server) until a replay
 thread has written every spooled batch back, oldest first, and the live path resumes.
 Every point is accounted for in :meth:`InfluxWriter.stats`: acked, spooled, replayed,
-rejected (the server refused it as malformed: resending cannot help) or dropped (spool full).
+rejected (the server refused it as malformed: resending cannot help) or dropped (spool full);
+a spooled point later ends replayed or rejected_from_spool, or waits on disk for the next writer.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ class InfluxWriter:
     def __init__(self, target: InfluxTarget, spool_dir: str | os.PathLike, *,
                  batch_size: int = 5000, flush_interval_s: float = 1.0, chunk_lines: int = 1000,
                  replay_interval_s: float = 1.0, spool_max_bytes: int = 1 << 30,
-                 create_db: bool = False):
+                 max_inflight_points: int | None = None, create_db: bool = False):
         self.target = target
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.chunk_lines = max(1, min(chunk_lines, batch_size))
         self.replay_interval_s = replay_interval_s
+        # points handed to the live path and not yet answered; beyond this (a database slower
+        # than the run) new chunks go to the spool instead of piling up in memory
+        self.max_inflight_points = max_inflight_points or max(200_000, 20 * batch_size)
         self.spool = Spool(spool_dir, spool_max_bytes)
         self._http = HttpWriter(target)
         self._buf: list[str] = []
@@ -49,8 +53,10 @@ class InfluxWriter:
         self._state = threading.Lock()       # degraded flag, counters
         self._cv = threading.Condition(self._state)
         self._unique = lp.UniqueTime()
+        # every submitted point ends acked, spooled, rejected or dropped; a spooled one later
+        # ends replayed or rejected_from_spool (or stays in the spool for the next writer)
         self.n = {"submitted": 0, "acked": 0, "spooled": 0, "replayed": 0, "rejected": 0,
-                  "dropped": 0, "failed_batches": 0}
+                  "rejected_from_spool": 0, "dropped": 0, "failed_batches": 0}
         self.last_error: str | None = None
         self._degraded = not self.spool.empty()   # a previous run left batches: replay them first
         self._closing = threading.Event()
@@ -184,37 +190,53 @@ class InfluxWriter:
                 self._closing.wait(self.replay_interval_s)
 
     def replay_once(self) -> bool:
-        """Write the oldest spooled batch back; True when one was written (or set aside)."""
-        item = self.spool.oldest()
-        if item is None:
+        """Write the oldest spooled batches back (joined up to ``batch_size`` points per request);
+        True when something was written (or set aside as rejected)."""
+        items = self.spool.oldest_batch(self.batch_size)
+        if not items:
             with self._cv:
                 if self._degraded and self.spool.empty():
                     self._degraded = False
                     log.warning("store: %s answers again; %d points replayed so far, live writes "
                                 "resume", self.target.url, self.n["replayed"])
             return False
-        f, body, n = item
+        try:
+            self._http.post(b"\n".join(body for _, body, _ in items))
+        except WriteFailed as e:
+            if e.retryable:
+                with self._cv:
+                    self.last_error = str(e)
+                return False
+            if len(items) > 1:   # find the malformed one: send them one by one
+                return any([self._replay_one(*it) for it in items])
+            return self._replay_one(*items[0])
+        for f, _, n in items:
+            self._replayed(f, n)
+        return True
+
+    def _replay_one(self, f: Path, body: bytes, n: int) -> bool:
         try:
             self._http.post(body)
         except WriteFailed as e:
-            if not e.retryable:
-                bad = f.parent / "rejected"
-                bad.mkdir(exist_ok=True)
-                f.rename(bad / f.name)
-                log.error("store: spooled batch %s rejected by the database (%s); moved to %s",
-                          f.name, e, bad)
-                with self._cv:
-                    self.n["rejected"] += n
-                    self._cv.notify_all()
-                return True
+            if e.retryable:
+                return False
+            bad = f.parent / "rejected"
+            bad.mkdir(exist_ok=True)
+            f.rename(bad / f.name)
+            log.error("store: spooled batch %s rejected by the database (%s); moved to %s",
+                      f.name, e, bad)
             with self._cv:
-                self.last_error = str(e)
-            return False
+                self.n["rejected_from_spool"] += n
+                self._cv.notify_all()
+            return True
+        self._replayed(f, n)
+        return True
+
+    def _replayed(self, f: Path, n: int) -> None:
         self.spool.done(f)
         with self._cv:
             self.n["replayed"] += n
             self._cv.notify_all()
-        return True
 
     # -- input ------------------------------------------------------------------------------
     def write_lines(self, lines: Iterable[str]) -> None:
@@ -233,8 +255,9 @@ class InfluxWriter:
         body = "\n".join(lines).encode()
         n = len(lines)
         with self._cv:
+            inflight = self.n["submitted"] - self._answered()
             self.n["submitted"] += n
-            degraded = self._degraded
+            degraded = self._degraded or inflight > self.max_inflight_points
         if degraded or self._closed:
             self._to_spool(body, n)
         elif self._write_api is not None:
@@ -277,9 +300,12 @@ class InfluxWriter:
             self.write_lines([s])
 
     # -- waiting and closing ----------------------------------------------------------------
-    def _settled(self) -> bool:
+    def _answered(self) -> int:
         n = self.n
-        return n["submitted"] == n["acked"] + n["spooled"] + n["rejected"] + n["dropped"]
+        return n["acked"] + n["spooled"] + n["rejected"] + n["dropped"]
+
+    def _settled(self) -> bool:
+        return self.n["submitted"] == self._answered()
 
     def flush(self, timeout_s: float = 30.0, drain_spool: bool = False) -> bool:
         """Wait until every point given so far is acknowledged, spooled or rejected

@@ -17,6 +17,7 @@ class PowerIntegral:
         self.last_ts_ns: int | None = None
         self.last_w: float | None = None
         self.samples = 0
+        self.gaps = 0
 
     def add(self, ts_ns: int, power_w: float) -> None:
         with self._lock:
@@ -31,6 +32,7 @@ class PowerIntegral:
         with self._lock:
             self.last_ts_ns = None
             self.last_w = None
+            self.gaps += 1
 
     def at(self, ts_ns: int) -> tuple[float | None, int]:
         """(integral up to ``ts_ns`` in joules, samples so far); None before any sample."""

@@ -37,15 +37,17 @@ def total_power(batch: list[GpuSample]) -> tuple[float | None, int, str]:
 
 
 class _Edge:
-    __slots__ = ("ts_ns", "counter_j", "integral_j", "samples")
+    __slots__ = ("ts_ns", "counter_j", "integral_j", "samples", "gaps")
 
-    def __init__(self, ts_ns, counter_j, integral_j, samples):
-        self.ts_ns, self.counter_j, self.integral_j, self.samples = ts_ns, counter_j, integral_j, samples
+    def __init__(self, ts_ns, counter_j, integral_j, samples, gaps):
+        self.ts_ns, self.counter_j, self.integral_j = ts_ns, counter_j, integral_j
+        self.samples, self.gaps = samples, gaps
 
 
 class Sampler:
     def __init__(self, source: GpuSource, sinks: list[Sink] | None = None, *, rate_hz: float = 20.0,
-                 run_id: str = "", host: str | None = None, process_interval_s: float = 1.0):
+                 run_id: str = "", host: str | None = None, process_interval_s: float = 1.0,
+                 deliver_interval_s: float = 0.25, detail_hz: float = 20.0):
         if not 0 < rate_hz <= 100:
             raise ValueError(f"telemetry rate_hz must be in (0, 100], got {rate_hz}")
         self.source = source
@@ -54,6 +56,14 @@ class Sampler:
         self.run_id = run_id
         self.host = host if host is not None else socket.gethostname()
         self.process_interval_ns = int(process_interval_s * 1e9)
+        # sinks get samples in batches (fewer, larger writes: at 100 Hz the per-wake work is
+        # what costs CPU); listeners still see every tick
+        self.deliver_interval_ns = int(deliver_interval_s * 1e9)
+        # power every tick; utilisation, clocks, memory, temperature and throttle reasons (NVML
+        # averages or slow-moving values) on every k-th tick, at most detail_hz
+        self.detail_every = max(1, round(rate_hz / detail_hz)) if detail_hz else 1
+        self._pending: list[GpuSample] = []
+        self._last_deliver_ns = 0
         self._listeners: list[Listener] = []
         self._integrals = {g: PowerIntegral() for g in source.gpus}
         self._latest: dict[int, GpuSample] = {}
@@ -87,6 +97,7 @@ class Sampler:
             self._thread.join()
             self._thread = None
         self._stopped_ns = time.time_ns()
+        self._deliver()
         for g in list(self._open_gaps):
             self._close_gap(g, self._stopped_ns)
         summary = self.summary()
@@ -117,8 +128,10 @@ class Sampler:
         last_procs = 0
         while not self._stop.is_set():
             deadline = ticker.next_deadline()
-            wait_ns = deadline - time.perf_counter_ns()
-            if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+            # plain sleep (cheaper per wake than Event.wait), in slices so stop() is prompt
+            while (wait_ns := deadline - time.perf_counter_ns()) > 0 and not self._stop.is_set():
+                time.sleep(min(wait_ns, 100_000_000) / 1e9)
+            if self._stop.is_set():
                 break
             ticker.woke(deadline)
             c0 = time.thread_time_ns()
@@ -131,10 +144,11 @@ class Sampler:
 
     def _tick(self) -> None:
         self.counts["ticks"] += 1
+        detail = (self.counts["ticks"] - 1) % self.detail_every == 0
         batch: list[GpuSample] = []
         for g in self.source.gpus:
             try:
-                s = self.source.read(g)
+                s = self.source.read(g, detail)
             except SourceError as e:
                 self._read_failed(g, str(e))
                 continue
@@ -152,13 +166,21 @@ class Sampler:
         if not batch:
             return
         self.counts["samples"] += len(batch)
-        for i, sink in enumerate(self.sinks):
-            self._call_sink(i, sink.samples, batch)
+        self._pending += batch
+        if batch[0].ts_ns - self._last_deliver_ns >= self.deliver_interval_ns:
+            self._deliver()
         for fn in list(self._listeners):
             try:
                 fn(batch)
             except Exception:  # noqa: BLE001
                 self.counts["listener_errors"] += 1
+
+    def _deliver(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last_deliver_ns = time.time_ns()
+        if pending:
+            for i, sink in enumerate(self.sinks):
+                self._call_sink(i, sink.samples, pending)
 
     def _read_processes(self) -> None:
         ts = time.time_ns()
@@ -223,14 +245,14 @@ class Sampler:
                 stamp = time.time_ns()
             if g not in self._open_gaps:
                 try:  # a fresh power reading pins the integral at the edge (cheap: microseconds)
-                    s = self.source.read(g)
+                    s = self.source.read(g, False)
                     if s.power_w is not None:
                         self._integrals[g].add(s.ts_ns, s.power_w)
                 except Exception:  # noqa: BLE001 - the sampler's own tick will record the failure
                     pass
             ts = stamp if ts_ns is None else ts_ns
             integral, n = self._integrals[g].at(ts)
-            edges[g] = _Edge(ts, counter, integral, n)
+            edges[g] = _Edge(ts, counter, integral, n, self._integrals[g].gaps + (g in self._open_gaps))
         return edges
 
     def begin_window(self, name: str, ts_ns: int | None = None) -> int:
@@ -250,12 +272,14 @@ class Sampler:
             samples += e.samples - b.samples
             if b.counter_j is not None and e.counter_j is not None and e.counter_j >= b.counter_j:
                 per_gpu[g] = (e.counter_j - b.counter_j, self.source.counter_source(g))
-            elif b.integral_j is not None and e.integral_j is not None and e.samples > b.samples:
+            elif (b.integral_j is not None and e.integral_j is not None and e.samples > b.samples
+                  and e.gaps == b.gaps):   # a gap inside: no guess; analysis integrates with coverage
                 per_gpu[g] = (e.integral_j - b.integral_j, "integral:" + self.source.power_source(g))
             else:
                 per_gpu[g] = (None, None)
         integrals = [end[g].integral_j - b.integral_j for g, b in begin.items()
-                     if b.integral_j is not None and end[g].integral_j is not None]
+                     if b.integral_j is not None and end[g].integral_j is not None
+                     and end[g].gaps == b.gaps]
         known = [v for v, _ in per_gpu.values() if v is not None]
         sources = sorted({s for _, s in per_gpu.values() if s})
         total = sum(known) if known and len(known) == len(per_gpu) else None
