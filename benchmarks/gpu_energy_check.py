@@ -7,7 +7,8 @@ Run on a GPU machine with only python3 + torch + nvidia-ml-py and this repositor
     PYTHONPATH=. python3 benchmarks/gpu_energy_check.py --seconds 90 --phase-s 10 --json out.json
     PYTHONPATH=. python3 benchmarks/gpu_energy_check.py --fake --seconds 6   # dry run, no GPU
 
-It runs the harness's own Sampler (the code a run uses), marks one window over the whole load and
+The load runs in a child process (as replicas do), the harness's own Sampler (the code a run uses)
+in this one; it marks one window over the whole load and
 one per phase, and prints per window: the hardware energy counter's delta (read at the edges
 only), the trapezoid integral of the 100 Hz power samples, the same integral from every 5th
 sample (20 Hz), and their differences. Also: achieved rate, schedule lateness, sampler CPU, and
@@ -43,12 +44,17 @@ class Keep(Sink):
         self.kept.extend(batch)
 
 
-def matmul_load(stop: threading.Event, on: threading.Event, n: int, gpu: int) -> None:
+def matmul_load(stop, on, ready, n: int, gpu: int) -> None:
+    """The GPU load, in its own process (as replicas are): it never competes with the sampler
+    for the GIL, so the sampler's rate, lateness and CPU are what a run would see."""
     import torch
 
     dev = torch.device(f"cuda:{gpu}")
     a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    a @ b
+    torch.cuda.synchronize(dev)
+    ready.set()
     while not stop.is_set():
         if on.is_set():
             for _ in range(8):
@@ -90,12 +96,18 @@ def main(argv=None) -> int:
     info = src.describe()
     keep = Keep()
     sampler = Sampler(src, [keep], rate_hz=a.rate_hz, run_id="gpu-energy-check", process_interval_s=0)
-    stop, on = threading.Event(), threading.Event()
     loader = None
-    if not a.fake:
-        loader = threading.Thread(target=matmul_load, args=(stop, on, a.matrix, a.gpu), daemon=True)
+    if a.fake:
+        stop, on = threading.Event(), threading.Event()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        stop, on, ready = ctx.Event(), ctx.Event(), ctx.Event()
+        loader = ctx.Process(target=matmul_load, args=(stop, on, ready, a.matrix, a.gpu), daemon=True)
         loader.start()
-        time.sleep(2.0)   # allocations and kernels warmed before the clock starts
+        if not ready.wait(300):   # allocations and kernels warmed before the clock starts
+            raise SystemExit("the matmul load process did not start")
     sampler.start()
     time.sleep(0.5)
     cpu0 = time.process_time()
@@ -116,7 +128,9 @@ def main(argv=None) -> int:
     summary = sampler.stop()
     stop.set()
     if loader:
-        loader.join(10)
+        loader.join(30)
+        if loader.is_alive():
+            loader.terminate()
     src.close()
 
     samples = keep.kept

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -51,7 +50,7 @@ class NullSource:
     def counter_source(self, gpu):
         return None
 
-    def read(self, gpu):
+    def read(self, gpu, detail=True):
         from dataclasses import replace
 
         return replace(self._s, ts_ns=time.time_ns())

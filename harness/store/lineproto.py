@@ -93,7 +93,13 @@ class Encoder:
         self.fields = tuple(n for n in kinds if n not in tags and n not in skip and n != time_attr)
         self._meas = measurement.translate(_MEAS)
         self._heads: dict[tuple, str] = {}
-        self.parts = self._compile(time_attr, kinds)   # r -> (tag head, [field=value], ts_ns)
+        self._parts = self._compile(time_attr, kinds)
+
+    def parts(self, r) -> tuple[str, list[str], int]:
+        """(tag head, [field=value], ts_ns) of a record object, or of a dict with its fields."""
+        if isinstance(r, dict):
+            r = _DictRow(r)
+        return self._parts(r)
 
     def head(self, tag_values: tuple) -> str:
         h = self._heads.get(tag_values)
@@ -140,6 +146,18 @@ class Encoder:
         return f"{head} {','.join(fs)} {ts}" if fs else None
 
 
+class _DictRow:
+    """Attribute access over a record given as a dict (a missing key reads as None)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def __getattr__(self, name: str):
+        return self._d.get(name)
+
+
 def _kind(t: str):
     t = t.replace(" ", "")
     if t.startswith("float"):
@@ -173,7 +191,9 @@ def gpu_process(p) -> str | None:
 
 def gpu_gap(g) -> str | None:
     head, fs, ts = _GAP.parts(g)
-    fs.append(f"duration_s={g.duration_s!r}")
+    d = g if isinstance(g, dict) else None
+    dur = (d["end_ns"] - d["start_ns"]) / 1e9 if d else g.duration_s
+    fs.append(f"duration_s={dur!r}")
     return f"{head} {','.join(fs)} {ts}"
 
 
@@ -189,7 +209,8 @@ def request(r, unique: UniqueTime | None = None) -> str | None:
 
 def window(w) -> str | None:
     head, fs, ts = _WIN.parts(w)
-    fs.append(f"duration_s={(w.end_ns - w.start_ns) / 1e9!r}")
+    end, start = (w["end_ns"], w["start_ns"]) if isinstance(w, dict) else (w.end_ns, w.start_ns)
+    fs.append(f"duration_s={(end - start) / 1e9!r}")
     return f"{head} {','.join(fs)} {ts}"
 
 

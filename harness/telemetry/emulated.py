@@ -89,7 +89,7 @@ class EmulatedSource:
     def counter_source(self, gpu: int) -> str | None:
         return "emulated-counter"
 
-    def read(self, gpu: int) -> GpuSample:
+    def read(self, gpu: int, detail: bool = True) -> GpuSample:
         ts = time.time_ns()   # this process's clock: the one request records are stamped with
         d = self._get()
 

@@ -114,9 +114,16 @@ class NvmlSource:
                 return None
             raise
 
-    def read(self, gpu: int) -> GpuSample:
+    def read(self, gpu: int, detail: bool = True) -> GpuSample:
         h = self._h[gpu]
         nv = self.nv
+        if not detail:   # power only: the fast path between full readings
+            try:
+                ts = time.time_ns()
+                return GpuSample(ts_ns=ts, gpu=gpu, source=self.power_source(gpu),
+                                 power_w=self._power_w(h, gpu))
+            except self._err as e:
+                raise SourceError(type(e).__name__ + f" ({e})") from e
         try:
             ts = time.time_ns()
             power = self._power_w(h, gpu)

@@ -46,7 +46,8 @@ class _Edge:
 
 class Sampler:
     def __init__(self, source: GpuSource, sinks: list[Sink] | None = None, *, rate_hz: float = 20.0,
-                 run_id: str = "", host: str | None = None, process_interval_s: float = 1.0):
+                 run_id: str = "", host: str | None = None, process_interval_s: float = 1.0,
+                 deliver_interval_s: float = 0.25, detail_hz: float = 20.0):
         if not 0 < rate_hz <= 100:
             raise ValueError(f"telemetry rate_hz must be in (0, 100], got {rate_hz}")
         self.source = source
@@ -55,6 +56,14 @@ class Sampler:
         self.run_id = run_id
         self.host = host if host is not None else socket.gethostname()
         self.process_interval_ns = int(process_interval_s * 1e9)
+        # sinks get samples in batches (fewer, larger writes: at 100 Hz the per-wake work is
+        # what costs CPU); listeners still see every tick
+        self.deliver_interval_ns = int(deliver_interval_s * 1e9)
+        # power every tick; utilisation, clocks, memory, temperature and throttle reasons (NVML
+        # averages or slow-moving values) on every k-th tick, at most detail_hz
+        self.detail_every = max(1, round(rate_hz / detail_hz)) if detail_hz else 1
+        self._pending: list[GpuSample] = []
+        self._last_deliver_ns = 0
         self._listeners: list[Listener] = []
         self._integrals = {g: PowerIntegral() for g in source.gpus}
         self._latest: dict[int, GpuSample] = {}
@@ -88,6 +97,7 @@ class Sampler:
             self._thread.join()
             self._thread = None
         self._stopped_ns = time.time_ns()
+        self._deliver()
         for g in list(self._open_gaps):
             self._close_gap(g, self._stopped_ns)
         summary = self.summary()
@@ -134,10 +144,11 @@ class Sampler:
 
     def _tick(self) -> None:
         self.counts["ticks"] += 1
+        detail = (self.counts["ticks"] - 1) % self.detail_every == 0
         batch: list[GpuSample] = []
         for g in self.source.gpus:
             try:
-                s = self.source.read(g)
+                s = self.source.read(g, detail)
             except SourceError as e:
                 self._read_failed(g, str(e))
                 continue
@@ -155,13 +166,21 @@ class Sampler:
         if not batch:
             return
         self.counts["samples"] += len(batch)
-        for i, sink in enumerate(self.sinks):
-            self._call_sink(i, sink.samples, batch)
+        self._pending += batch
+        if batch[0].ts_ns - self._last_deliver_ns >= self.deliver_interval_ns:
+            self._deliver()
         for fn in list(self._listeners):
             try:
                 fn(batch)
             except Exception:  # noqa: BLE001
                 self.counts["listener_errors"] += 1
+
+    def _deliver(self) -> None:
+        pending, self._pending = self._pending, []
+        self._last_deliver_ns = time.time_ns()
+        if pending:
+            for i, sink in enumerate(self.sinks):
+                self._call_sink(i, sink.samples, pending)
 
     def _read_processes(self) -> None:
         ts = time.time_ns()
@@ -226,7 +245,7 @@ class Sampler:
                 stamp = time.time_ns()
             if g not in self._open_gaps:
                 try:  # a fresh power reading pins the integral at the edge (cheap: microseconds)
-                    s = self.source.read(g)
+                    s = self.source.read(g, False)
                     if s.power_w is not None:
                         self._integrals[g].add(s.ts_ns, s.power_w)
                 except Exception:  # noqa: BLE001 - the sampler's own tick will record the failure

@@ -93,8 +93,11 @@ class Sidecar:
             self.writer = writer_from_config(cfg.influx, self.run_dir.path if self.run_dir else None,
                                              create_db=cfg.influx.api == "v1")
             sinks.append(StoreSink(self.writer, cfg.run_id))
+            refresh = (self.selected.source.refresh_period_s
+                       if self.selected.source is not None else None)
             self.writer.write_marker(cfg.run_id or "-", "run", "start", note=self.selected.note,
-                                     source=self.selected.kind)
+                                     source=self.selected.kind, rate_hz=float(cfg.rate_hz),
+                                     power_refresh_period_s=refresh)
         if self.selected.source is not None:
             self.sampler = Sampler(self.selected.source, sinks, rate_hz=cfg.rate_hz,
                                    run_id=cfg.run_id, process_interval_s=cfg.process_interval_s)

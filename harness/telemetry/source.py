@@ -30,8 +30,9 @@ class GpuSource(Protocol):
     def counter_source(self, gpu: int) -> str | None:
         """``nvml-counter`` | ``emulated-counter`` | None when there is no energy counter."""
 
-    def read(self, gpu: int) -> GpuSample:
-        """One sample, stamped with ``time.time_ns()`` at the read. Raises SourceError."""
+    def read(self, gpu: int, detail: bool = True) -> GpuSample:
+        """One sample, stamped with ``time.time_ns()`` at the read. Raises SourceError.
+        ``detail=False``: power only (the sampler asks for the rest at most ``detail_hz``)."""
 
     def read_energy_j(self, gpu: int) -> float:
         """The cumulative energy counter in joules (slow on NVML: read at window edges only)."""
