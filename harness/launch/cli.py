@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.launch.compose import (REPLICA_TEMPLATES, ensure_env_file, replica_services,
-                                    run_compose, stack_settings, write_override)
+from harness.launch.compose import (REPLICA_TEMPLATES, ensure_env_file, run_compose,
+                                    stack_settings, write_override)
 from harness.launch.health import is_healthy
 from harness.launch.processes import memory_fraction
 
@@ -117,5 +117,3 @@ def register(sub) -> None:
     common(q)
     q.set_defaults(func=_status)
 
-
-__all__ = ["register", "replica_services"]
