@@ -38,3 +38,39 @@ def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, bytes]
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def write_profile(dir_: Path, name: str, *, timing: str, limits: str = "") -> str:
+    """A small custom profile YAML for a test (path returned)."""
+    text = f"""name: {name}
+model: {{id: test/model, params: 134515008, weight_bytes: 269030016, layers: 30, kv_heads: 3, head_dim: 64}}
+gpu: {{name: test gpu, memory_bytes: 25769803776, mem_bandwidth_gb_s: 900, peak_tflops: 120,
+      idle_w: 50, active_w: 150, power_limit_w: 300, sm_clock_mhz: 1500}}
+limits:
+  max_input_tokens: 64
+  max_total_tokens: 1024
+{limits}
+timing:
+{timing}
+"""
+    p = dir_ / f"{name}.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+async def stream_tgi(session, url: str, prompt: str, max_new: int, headers: dict | None = None) -> dict:
+    """Read one /generate_stream with a plain aiohttp client; token timing as received."""
+    import time
+
+    import orjson
+    events, stamps = [], []
+    t0 = time.perf_counter()
+    async with session.post(url + "/generate_stream", json={
+            "inputs": prompt, "parameters": {"max_new_tokens": max_new, "details": True}},
+            headers=headers or {}) as r:
+        status = r.status
+        async for line in r.content:
+            if line.startswith(b"data:"):
+                events.append(orjson.loads(line[5:]))
+                stamps.append(time.perf_counter() - t0)
+    return {"status": status, "events": events, "t": stamps}

@@ -41,6 +41,7 @@ class ReplicaApp:
         self.metrics = emulator.metrics[index]
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
+        self.streams: set = set()     # open SSE streams, for keep-alive comments
         self.routes = {
             ("GET", "/health"): self._health,
             ("GET", "/info"): self._get_info,
@@ -78,6 +79,11 @@ class ReplicaApp:
             fn(req, conn)
         except BadRequest as e:
             conn.respond(e.status, e.body, e.ctype)
+
+    def keep_alive(self, now_ns: int, every_ns: int) -> None:
+        """TGI (axum ``KeepAlive::default``) sends ``:`` comments on streams silent for 15 s."""
+        done = [s for s in self.streams if not s.keep_alive(now_ns, every_ns)]
+        self.streams.difference_update(done)
 
     # -- plain routes ---------------------------------------------------------------------------
     def _health(self, req, conn):
@@ -137,6 +143,15 @@ class ReplicaApp:
 
     def _validate(self, input_tokens: int, max_new, params: dict) -> int:
         lim = self.profile.limits
+        best_of = params.get("best_of")
+        if best_of is not None and best_of != 1:
+            if params.get("_stream"):
+                raise Invalid("`best_of` != 1 is not supported when streaming tokens")
+            if not 0 < best_of <= lim.max_best_of:
+                raise Invalid(f"`best_of` must be > 0 and <= {lim.max_best_of}. Given: {best_of}")
+            raise Invalid("the emulator does not serve `best_of` > 1")
+        if params.get("_stream") and params.get("decoder_input_details"):
+            raise Invalid("`decoder_input_details` == true is not supported when streaming tokens")
         t = params.get("temperature")
         if t is not None and t <= 0:
             raise Invalid("`temperature` must be strictly positive")
@@ -208,6 +223,7 @@ class ReplicaApp:
             return
         if stream:
             sink = StreamSink(conn, enc_factory(rid, input_tokens), gt, fault, self.em.timer)
+            self.streams.add(sink)
             extra.append((b"cache-control", b"no-cache"))
             extra.append((b"x-accel-buffering", b"no"))
             conn.start_stream(200, SSE, extra)
@@ -237,8 +253,7 @@ class ReplicaApp:
         seed = params.get("seed")
         prompt = inputs if params.get("return_full_text") else None
         n_in = count_tokens(inputs)
-        if stream and params.get("best_of") not in (None, 1):
-            params = dict(params, temperature=params.get("temperature"))
+        params = dict(params, _stream=stream)
         self._run(req, conn, stream=stream, fault=fault, input_tokens=n_in,
                   max_new=params.get("max_new_tokens"), params=params,
                   enc_factory=lambda rid, n_in: wire.TgiStream(rid, n_in, details, seed, prompt),

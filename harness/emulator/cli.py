@@ -11,11 +11,15 @@ from harness.errors import InputError
 def _emulate(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise InputError("must be at least 1", field="--replicas")
+    if not 1 <= args.tick_us <= 10_000:
+        raise InputError("must be 1..10000 microseconds", field="--tick-us")
+    if args.keep_alive_s <= 0:
+        raise InputError("must be > 0", field="--keep-alive-s")
     if not 0 <= args.port <= 65535:
         raise InputError("must be 0..65535", field="--port")
     profile = load_profile(args.profile)
     from harness.emulator.server import serve
-    serve(profile, args.replicas, args.host, args.port, args.port_file)
+    serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s)
     return 0
 
 
@@ -28,4 +32,8 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
     p.add_argument("--port-file", help="write {pid, host, ports, urls} as JSON here once listening")
+    p.add_argument("--tick-us", type=float, default=100.0,
+                   help="timer grid: tokens are written at most this late, in batches (default 100)")
+    p.add_argument("--keep-alive-s", type=float, default=15.0,
+                   help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
     p.set_defaults(func=_emulate)

@@ -82,12 +82,14 @@ class StepModel:
 
     def step_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int,
                 others_util: float, others_busy: int) -> tuple[float, float]:
-        """(step duration, un-stretched GPU work) in ms."""
+        """(step duration, GPU busy time) in ms.
+
+        GPU busy time is the step's GPU work plus the context-switch cost of time-slicing with the
+        other busy replicas; waiting for them (processor sharing) stretches the step but is not
+        this replica's busy time."""
         host = self.host_ms(batch, prefill_tokens)
-        gpu = self.gpu_ms(batch, prefill_tokens, ctx_tokens)
-        stretch = 1.0 / (1.0 - min(others_util, self.t.contention_cap))
-        stretch *= 1.0 + self.t.switch_overhead * others_busy
-        return host + gpu * stretch, gpu
+        busy = self.gpu_ms(batch, prefill_tokens, ctx_tokens) * (1.0 + self.t.switch_overhead * others_busy)
+        return host + busy / (1.0 - min(others_util, self.t.contention_cap)), busy
 
 
 class BatchingReplica:

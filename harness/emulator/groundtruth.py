@@ -51,14 +51,7 @@ def merge_summaries(parts: list[GroundTruth]) -> dict:
         for k in COUNTERS:
             setattr(total, k, getattr(total, k) + getattr(p, k))
         for k in ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us"):
-            a, b = getattr(total, k), getattr(p, k)
-            a.counts = [x + y for x, y in zip(a.counts, b.counts)]
-            a.n += b.n
-            a.total += b.total
-            a.max = max(a.max, b.max)
-            a.negative += b.negative
-            if b.min is not None:
-                a.min = b.min if a.min is None else min(a.min, b.min)
+            getattr(total, k).merge(getattr(p, k))
     s = total.summary()
     s.pop("replica")
     return s

@@ -69,6 +69,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = True
         self.on_lost: Callable[[], None] | None = None
+        self._continued = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -127,7 +128,11 @@ class Connection(asyncio.Protocol):
                 self._fail(413, b"body too large")
                 return
             if len(buf) < end + 4 + length:
+                if "100-continue" in headers.get("expect", "").lower() and not self._continued:
+                    self._continued = True
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 return
+            self._continued = False
             body = bytes(buf[end + 4:end + 4 + length])
             del buf[:end + 4 + length]
             conn_hdr = headers.get("connection", "").lower()

@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class Emulator:
-    def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
+                 tick_us: float = 100.0):
         self.profile = profile
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
-        self.timer = TimerWheel(self.loop)
+        self.timer = TimerWheel(self.loop, tick_ns=int(tick_us * 1000))
         self.gpu = SharedGpu(profile, replicas)
         lim = profile.limits
         self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
@@ -41,6 +42,8 @@ class Emulator:
         self.apps = [ReplicaApp(self, i) for i in range(replicas)]
         self.servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
+        self.keep_alive_s = 15.0
+        self._ka_task: asyncio.Task | None = None
 
     async def start(self, host: str = "127.0.0.1", base_port: int = 0) -> list[int]:
         for i, app in enumerate(self.apps):
@@ -50,12 +53,23 @@ class Emulator:
                 host, port, reuse_address=True, backlog=4096)
             self.servers.append(srv)
             self.ports.append(srv.sockets[0].getsockname()[1])
+        self._ka_task = self.loop.create_task(self._keep_alive())
         return self.ports
+
+    async def _keep_alive(self) -> None:
+        every = int(self.keep_alive_s * 1e9)
+        while True:
+            await asyncio.sleep(min(1.0, self.keep_alive_s / 4))
+            now = self.timer.now_ns()
+            for app in self.apps:
+                app.keep_alive(now, every)
 
     def urls(self, host: str = "127.0.0.1") -> list[str]:
         return [f"http://{host}:{p}" for p in self.ports]
 
     async def stop(self) -> None:
+        if self._ka_task is not None:
+            self._ka_task.cancel()
         for s in self.servers:
             s.close()
         for s in self.servers:
@@ -86,11 +100,13 @@ def write_port_file(path: str | Path, host: str, ports: list[int]) -> None:
     tmp.replace(p)
 
 
-def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None) -> None:
+def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
+          tick_us: float = 100.0, keep_alive_s: float = 15.0) -> None:
     """Run until SIGINT/SIGTERM."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop)
+    em = Emulator(profile, replicas, loop, tick_us)
+    em.keep_alive_s = keep_alive_s
     try:
         ports = loop.run_until_complete(em.start(host, base_port))
     except OSError as e:

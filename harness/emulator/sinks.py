@@ -14,15 +14,17 @@ import orjson
 from harness.emulator import wire
 from harness.emulator.faults import Fault
 from harness.emulator.groundtruth import GroundTruth
+from harness.emulator.histogram import LINEAR
 from harness.emulator.http import Connection
 
 _now = time.monotonic_ns
 
 
 class StreamSink:
-    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer")
+    __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer", "ka_ns")
 
     def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
+        self.ka_ns = _now()         # last write of any kind (SSE keep-alive comments too)
         self.conn = conn
         self.enc = enc
         self.gt = gt
@@ -37,14 +39,12 @@ class StreamSink:
         if self.dead:
             return
         k = seq.generated
-        f = self.fault
-        if f is not None and k > f.after:
-            if self._fault(seq, k, last):
-                return
-        data = self.enc.token(k, last, k)
-        conn = self.conn
-        if conn.closed:
+        if self.fault is not None and k > self.fault.after and self._fault(seq, k, last):
             return
+        conn = self.conn
+        if conn.closed or conn.transport.is_closing():
+            return
+        data = self.enc.token(k, last, k)
         if self.held is not None:
             self.held.append(data)
             if last:
@@ -53,20 +53,40 @@ class StreamSink:
         if last:
             conn.end_stream(data)
         else:
-            conn.write_chunk(data)
+            conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         now = _now()
         gt = self.gt
         gt.tokens_sent += 1
-        gt.lateness_us.record((now - due_ns) // 1000)
+        v = (now - due_ns) // 1000
+        if 0 <= v < LINEAR:
+            gt.lateness_us.counts[v] += 1
+        else:
+            gt.lateness_us.record(v)
         if k == 1:
             gt.ttft_us.record((now - seq.received_ns) // 1000)
             gt.ttft_scheduled_us.record((due_ns - seq.received_ns) // 1000)
         else:
-            gt.itl_us.record((now - self.last_ns) // 1000)
+            v = (now - self.last_ns) // 1000
+            if 0 <= v < LINEAR:
+                gt.itl_us.counts[v] += 1
+            else:
+                gt.itl_us.record(v)
         self.last_ns = now
+        self.ka_ns = now
         if last:
+            self.dead = True
             gt.requests_completed += 1
             gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    def keep_alive(self, now_ns: int, every_ns: int) -> bool:
+        """Send axum's SSE keep-alive comment after ``every_ns`` of silence; False once finished."""
+        conn = self.conn
+        if self.dead or conn.closed or conn.transport.is_closing():
+            return False
+        if self.held is None and now_ns - self.ka_ns >= every_ns:
+            conn.transport.write(b"3\r\n:\n\n\r\n")
+            self.ka_ns = now_ns
+        return True
 
     # -- faults (slow path) -------------------------------------------------------------------
     def _fault(self, seq, k: int, last: bool) -> bool:
@@ -110,6 +130,7 @@ class StreamSink:
                 self.conn.write_chunk(data)
         self.gt.tokens_sent += len(body)
         if final:
+            self.dead = True
             self.gt.requests_completed += 1
 
 

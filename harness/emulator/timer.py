@@ -16,8 +16,11 @@ import heapq
 import itertools
 import os
 import sys
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger(__name__)
 
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
@@ -45,13 +48,16 @@ def _timerfd():
 
 
 class TimerWheel:
-    """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns``."""
+    """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns`` or up to one
+    tick later: wake-ups are rounded up to a grid of ``tick_ns`` so that at high token rates one
+    wake-up writes every token that fell due since the last (never early, at most a tick late)."""
 
     # Longest stretch spent writing due tokens before letting the loop read new requests.
     SLICE_NS = 2_000_000
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True):
+    def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True, tick_ns: int = 100_000):
         self.loop = loop
+        self.tick_ns = max(1, tick_ns)
         self._heap: list = []
         self._seq = itertools.count()
         self._armed: int | None = None
@@ -77,6 +83,8 @@ class TimerWheel:
             self._arm(due_ns)
 
     def _arm(self, due_ns: int) -> None:
+        t = self.tick_ns
+        due_ns = (due_ns + t - 1) // t * t
         self._armed = due_ns
         if self._fd >= 0:
             due_ns = max(due_ns, 1)
@@ -98,7 +106,7 @@ class TimerWheel:
 
     def _run(self) -> None:
         self.fires += 1
-        self._armed = None
+        self._armed = -1          # while running, at() never re-arms: the end of the run does
         h = self._heap
         pop = heapq.heappop
         now = time.monotonic_ns()
@@ -109,9 +117,14 @@ class TimerWheel:
                 if h[0][0] > now or now > stop:
                     break
             due, _, fn, arg = pop(h)
-            fn(arg, due)
+            try:
+                fn(arg, due)
+            except Exception:  # one broken stream must not stop every other stream's clock
+                log.exception("emulator timer callback failed")
         if h:
             self._arm(h[0][0])
+        else:
+            self._armed = None
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -14,7 +14,7 @@ import time
 
 import orjson
 
-from harness.emulator.tokenizer import TEXT_JSON, TGI_TOKEN_JSON, generated_text, token_id, token_logprob, \
+from harness.emulator.tokenizer import TEXT_JSON, TGI_TOKEN_JSON, VOCAB, generated_text, token_id, token_logprob, \
     token_text, token_word
 
 TGI_VERSION = "3.3.6"
@@ -41,7 +41,7 @@ class TgiStream:
         self.prompt = prompt  # return_full_text
 
     def token(self, k: int, last: bool, n: int) -> bytes:
-        w = token_word(self.rid, k - 1)
+        w = (self.rid * 31 + (k - 1) * 7) % VOCAB      # tokenizer.token_word, inlined
         if not last:
             return b'data:{"index":%d,"token":%b,"generated_text":null,"details":null}\n\n' % (k, TGI_TOKEN_JSON[w])
         text = generated_text(self.rid, n)

@@ -1,0 +1,205 @@
+"""How many streamed tokens/s one emulator process serves on one core, and how late they leave.
+
+The emulator runs as a child process pinned to one CPU core with a fixed-timing profile (every
+stream: first token after TTFT, then one every ITL, OUTPUT tokens per request); closed-loop client
+processes on the other cores hold S streams open (keep-alive, a new request as soon as one ends)
+and count the events they receive. Per stream count it prints the ideal token rate, what the
+emulator wrote (its ground truth), what the clients received, the emulator's send lateness
+percentiles (actual write time - scheduled time) and the emulator's CPU use.
+
+    python benchmarks/emulator_throughput.py                      # default stream counts
+    python benchmarks/emulator_throughput.py --streams 256,1024 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROFILE = """name: bench-fixed
+description: fixed timing for the throughput benchmark
+model: {{id: emulated/bench, params: 134515008, weight_bytes: 269030016, layers: 30, kv_heads: 3, head_dim: 64}}
+gpu: {{name: bench gpu, memory_bytes: 85520809984, mem_bandwidth_gb_s: 3350, peak_tflops: 989,
+      idle_w: 100, active_w: 200, power_limit_w: 700, sm_clock_mhz: 1980}}
+limits: {{max_concurrent_requests: 1000000, max_input_tokens: 100000, max_total_tokens: 200000,
+         max_batch_total_tokens: 1000000000}}
+timing: {{mode: fixed, ttft_ms: {ttft}, itl_ms: {itl}, util_streams: 2048}}
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# client: raw asyncio protocol, counts events, closed loop on keep-alive connections
+# ------------------------------------------------------------------------------------------------
+class _Stream(asyncio.Protocol):
+    """One keep-alive connection running requests back to back; counts the events it reads."""
+
+    def __init__(self, request: bytes, state: dict, done: asyncio.Future):
+        self.request = request
+        self.state = state
+        self.done = done
+        self.tail = b""
+        self.t = None
+
+    def connection_made(self, transport):
+        self.t = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes):
+        st = self.state
+        st["events"] += data.count(b"data:")
+        buf = self.tail + data
+        if b"\r\n0\r\n\r\n" in buf:
+            if st["running"]:
+                self.t.write(self.request)
+            else:
+                self.t.close()
+        self.tail = buf[-8:]
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _client_main(host: str, ports: list[int], streams: int, output: int, t_start: float, t_end: float,
+                 q: mp.Queue) -> None:
+    """Open `streams` connections spread until t_start, count events received in [t_start, t_end]."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        state = {"events": 0, "running": True}
+        body = json.dumps({"inputs": "benchmark prompt of eight words in total here",
+                           "parameters": {"max_new_tokens": output}}).encode()
+        dones = []
+        gap = max(0.0, (t_start - time.monotonic()) * 0.8) / max(1, streams)
+        for i in range(streams):
+            port = ports[i % len(ports)]
+            req = (f"POST /generate_stream HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+                   f"content-length: {len(body)}\r\n\r\n").encode() + body
+            fut = loop.create_future()
+            await loop.create_connection(lambda r=req, f=fut: _Stream(r, state, f), host, port)
+            dones.append(fut)
+            await asyncio.sleep(random.uniform(0, 2 * gap))
+        await asyncio.sleep(max(0.0, t_start - time.monotonic()))
+        e0, w0 = state["events"], time.monotonic()
+        await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+        e1, w1 = state["events"], time.monotonic()
+        state["running"] = False
+        q.put((e1 - e0) / (w1 - w0))
+        await asyncio.wait(dones, timeout=15)
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------------------
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10).read()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
+    prof = tmp / "bench.yaml"
+    prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
+    port_file = tmp / "ports.json"
+    cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
+           "--port", "0", "--port-file", str(port_file)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
+    try:
+        t0 = time.monotonic()
+        while not port_file.exists():
+            if server.poll() is not None or time.monotonic() - t0 > 30:
+                raise RuntimeError("emulator did not start")
+            time.sleep(0.05)
+        info = json.loads(port_file.read_text())
+        ports, base = info["ports"], info["urls"][0]
+        n_clients = max(1, min(args.clients, len(client_cores)))
+        q: mp.Queue = mp.Queue()
+        procs = []
+        t_start = time.monotonic() + args.ramp_s
+        t_end = t_start + args.seconds
+        for c in range(n_clients):
+            share = streams // n_clients + (1 if c < streams % n_clients else 0)
+            p = mp.Process(target=_client_main, args=("127.0.0.1", ports, share, args.output, t_start, t_end, q))
+            p.start()
+            try:
+                os.sched_setaffinity(p.pid, {client_cores[c % len(client_cores)]})
+            except OSError:
+                pass
+            procs.append(p)
+        time.sleep(max(0.0, t_start - time.monotonic()))
+        _post(base + "/emulator/ground_truth/reset")
+        cpu0, w0 = _cpu_s(server.pid), time.monotonic()
+        time.sleep(max(0.0, t_end - time.monotonic()))
+        gt = _get(base + "/emulator/ground_truth")
+        cpu1, w1 = _cpu_s(server.pid), time.monotonic()
+        received = sum(q.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    tot = gt["total"]
+    window = (w1 - w0)
+    per_stream = args.output / ((args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0)
+    lat = tot["lateness_us"]
+    return {"streams": streams, "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
+            "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
+            "late_p999_us": lat.get("p999"), "late_max_us": lat.get("max"),
+            "server_cpu_pct": 100 * (cpu1 - cpu0) / window, "timer": gt.get("timer")}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", default="64,256,512,1024,1536")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--ramp-s", type=float, default=3.0)
+    ap.add_argument("--ttft-ms", type=float, default=50)
+    ap.add_argument("--itl-ms", type=float, default=10)
+    ap.add_argument("--output", type=int, default=128)
+    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                    help="client processes (one per spare core)")
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    cores = sorted(os.sched_getaffinity(0))
+    server_core, client_cores = cores[0], (cores[1:] or cores)
+    print(f"# emulator pinned to core {server_core}; {args.clients} client process(es) on cores {client_cores}; "
+          f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
+          f"{args.replicas} replica(s), {args.seconds:g} s per level")
+    print("| streams | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us | p99.9 us | max us | emulator CPU % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for s in (int(x) for x in args.streams.split(",")):
+        r = run_level(s, args, server_core, client_cores)
+        rows.append(r)
+        print(f"| {s} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | {r['received_tok_s']:.0f} | "
+              f"{r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | {r['late_p999_us']:.0f} | {r['late_max_us']} | "
+              f"{r['server_cpu_pct']:.0f} |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Two replicas through real HTTP clients: counts and order, 422/429, /metrics under load,
+interference between replicas, and throughput that saturates as concurrency grows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import time
+
+import aiohttp
+import pytest
+
+from tests.emulator_fixtures import emulator, get_json, get_text, post, stream_tgi, write_profile
+
+PROMPT = "alpha beta gamma delta epsilon zeta eta theta"
+
+
+def test_two_replicas_token_counts_and_order():
+    async def go(urls):
+        async with aiohttp.ClientSession() as s:
+            jobs = [stream_tgi(s, urls[i % 2], PROMPT, 5 + i, ) for i in range(24)]
+            return await asyncio.gather(*jobs)
+
+    with emulator(2, "cpu-demo") as reps:
+        results = asyncio.run(go(reps.urls))
+        for i, r in enumerate(results):
+            ev = r["events"]
+            assert r["status"] == 200
+            assert [e["index"] for e in ev] == list(range(1, 6 + i))
+            assert all(e["generated_text"] is None for e in ev[:-1])
+            assert ev[-1]["details"] == {"finish_reason": "length", "generated_tokens": 5 + i, "seed": None,
+                                         "input_length": len(PROMPT.split())}
+            assert ev[-1]["generated_text"] == "".join(e["token"]["text"] for e in ev)
+            assert r["t"] == sorted(r["t"])
+        gt = get_json(reps.urls[0] + "/emulator/ground_truth")
+        assert gt["total"]["tokens_sent"] == sum(len(r["events"]) for r in results)
+        assert gt["total"]["requests_completed"] == 24
+        assert [p["requests_completed"] for p in gt["per_replica"]] == [12, 12]
+        assert gt["total"]["itl_us"]["count"] == sum(len(r["events"]) - 1 for r in results)
+        assert gt["total"]["lateness_us"]["count"] == gt["total"]["tokens_sent"]
+
+
+def test_validation_422_bodies(tmp_path):
+    with emulator(2, "cpu-demo") as reps:
+        info = get_json(reps.urls[1] + "/info")
+        too_many = info["max_total_tokens"]
+        status, body = post(reps.urls[1] + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": too_many}})
+        assert status == 422
+        assert json.loads(body) == {
+            "error": f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {too_many}. "
+                     f"Given: 8 `inputs` tokens and {too_many} `max_new_tokens`",
+            "error_type": "validation"}
+        long_input = " ".join(["w"] * (info["max_input_tokens"] + 1))
+        status, body = post(reps.urls[1] + "/generate", {"inputs": long_input, "parameters": {"max_new_tokens": 1}})
+        assert status == 422 and json.loads(body)["error_type"] == "validation"
+        assert "`inputs` must have less than" in json.loads(body)["error"]
+        status, body = post(reps.urls[1] + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 0}})
+        assert status == 422 and "strictly positive" in json.loads(body)["error"]
+        status, body = post(reps.urls[1] + "/v1/completions", {"prompt": PROMPT, "max_tokens": too_many})
+        assert status == 422 and json.loads(body)["error_type"] == "validation"
+        # streams: 200, then TGI's error event
+        r = asyncio.run(_one_stream(reps.urls[1], too_many))
+        assert r["status"] == 200 and r["events"][0]["error_type"] == "validation"
+        metrics = get_text(reps.urls[1] + "/metrics")
+        assert re.search(r'^tgi_request_failure\{err="validation"\} 5$', metrics, re.M)
+
+
+async def _one_stream(url, max_new):
+    async with aiohttp.ClientSession() as s:
+        return await stream_tgi(s, url, PROMPT, max_new)
+
+
+def test_overload_429_and_metrics_under_load(tmp_path):
+    prof = write_profile(tmp_path, "small-cap", limits="  max_concurrent_requests: 4",
+                         timing="  mode: fixed\n  ttft_ms: 20\n  itl_ms: 20")
+
+    async def go(url):
+        async with aiohttp.ClientSession() as s:
+            busy = [asyncio.create_task(stream_tgi(s, url, PROMPT, 60)) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            during = get_text(url + "/metrics")
+            async with s.post(url + "/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 2}}) as r:
+                rejected = (r.status, await r.json())
+            over_stream = await stream_tgi(s, url, PROMPT, 2)
+            done = await asyncio.gather(*busy)
+            return during, rejected, over_stream, done
+
+    with emulator(2, prof) as reps:
+        before = get_text(reps.urls[0] + "/metrics")
+        during, rejected, over_stream, done = asyncio.run(go(reps.urls[0]))
+        after = get_text(reps.urls[0] + "/metrics")
+        other = get_text(reps.urls[1] + "/metrics")
+
+    def metric(text, name):
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else None
+
+    assert rejected == (429, {"error": "Model is overloaded", "error_type": "overloaded"})
+    assert over_stream["status"] == 200
+    assert over_stream["events"] == [{"error": "Model is overloaded", "error_type": "overloaded"}]
+    assert all(len(d["events"]) == 60 for d in done)
+    assert metric(before, "tgi_request_count") == 0
+    assert metric(during, "tgi_batch_current_size") == 4
+    assert metric(during, "tgi_request_count") == 4
+    assert metric(after, "tgi_request_count") == 6
+    assert metric(after, "tgi_request_success") == 4
+    assert metric(after, 'tgi_request_failure{err="overloaded"}') == 2
+    assert metric(after, "tgi_batch_current_size") == 0
+    assert metric(after, "tgi_request_duration_count") == 4
+    assert metric(after, "tgi_request_generated_tokens_sum") == 240
+    assert 4 * 1.2 < metric(after, "tgi_request_duration_sum") < 4 * 2.5   # 20 ms + 59 x 20 ms each
+    assert metric(other, "tgi_request_count") == 0                        # replicas keep their own
+
+
+async def _closed_loop(urls: list[str], streams: int, seconds: float, max_new: int) -> dict:
+    """`streams` closed-loop streams spread over `urls`; tokens/s and per-stream ITL as received."""
+    t_end = time.perf_counter() + seconds
+    tokens = 0
+    itls: list[float] = []
+
+    async def user(i, s):
+        nonlocal tokens
+        while time.perf_counter() < t_end:
+            r = await stream_tgi(s, urls[i % len(urls)], PROMPT, max_new)
+            tokens += len(r["events"])
+            itls.extend(b - a for a, b in zip(r["t"], r["t"][1:]))
+
+    t0 = time.perf_counter()
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await asyncio.gather(*(user(i, s) for i in range(streams)))
+    return {"tok_s": tokens / (time.perf_counter() - t0), "itl_ms": 1000 * statistics.median(itls)}
+
+
+def test_interference_two_busy_replicas_slower_per_step(tmp_path):
+    # GPU-heavy steps: 2 ms host + 10 ms GPU; a second busy replica shares the GPU.
+    prof = write_profile(tmp_path, "gpu-heavy", timing="""  mode: roofline
+  host_step_ms: 2
+  gpu_step_ms: 10
+  contention_cap: 0.9""")
+    with emulator(2, prof) as reps:
+        one = asyncio.run(_closed_loop(reps.urls[:1], 8, 2.5, 40))
+        state_one = get_json(reps.urls[0] + "/emulator/state")
+        both = asyncio.run(_closed_loop(reps.urls, 16, 2.5, 40))
+        gpu = get_json(reps.urls[1] + "/emulator/gpu")
+    # alone: ~12.3 ms per step; two busy replicas: ~21 ms (processor sharing of the GPU part)
+    assert 10 < one["itl_ms"] < 16, one
+    assert both["itl_ms"] > 1.4 * one["itl_ms"], (one, both)
+    assert state_one["replicas"][1]["steps"] == 0
+    assert gpu["emulated"] is True and gpu["replicas"] == 2 and gpu["energy_j"] > 0
+
+
+def test_throughput_saturates_with_concurrency(tmp_path):
+    # host work grows 0.5 ms per sequence: tokens/s -> 2000 as the batch grows.
+    prof = write_profile(tmp_path, "host-bound", timing="""  mode: roofline
+  host_step_ms: 5
+  host_per_seq_ms: 0.5""", limits="  max_batch_prefill_tokens: 4096")
+    with emulator(1, prof) as reps:
+        x = {c: asyncio.run(_closed_loop(reps.urls, c, 2.0, 30))["tok_s"] for c in (1, 8, 32, 64)}
+    assert x[8] > 3 * x[1], x
+    assert x[32] > x[8], x
+    assert x[64] < 1.3 * x[32], x          # the knee: doubling concurrency adds < 30%
+    assert x[64] < 2000 * 1.05, x

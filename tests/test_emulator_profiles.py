@@ -1,0 +1,70 @@
+"""Profiles: built-ins load, bad ones fail with file/line/field, and the model keeps its shape."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.emulator.profile import available_profiles, load_profile, parse_profile
+from harness.emulator.simulate import simulate
+from harness.errors import InputError
+
+
+def test_builtin_profiles_load():
+    names = available_profiles()
+    assert {"h100-smollm2-135m", "a100-opt-1.3b", "cpu-demo", "fixed-50ms-10ms"} <= set(names)
+    for n in names:
+        assert load_profile(n).name == n
+
+
+def test_bad_profile_names_line_and_field(tmp_path):
+    text = (tmp_path / "x.yaml")
+    good = (load_profile("cpu-demo").model_dump_json())
+    assert good
+    bad = """name: bad
+model: {id: m, params: 1, weight_bytes: 1, layers: 1, kv_heads: 1, head_dim: 1}
+gpu: {name: g, memory_bytes: 1, mem_bandwidth_gb_s: 1, peak_tflops: 1, idle_w: 1, active_w: 1,
+      power_limit_w: 1, sm_clock_mhz: 1}
+timing:
+  mode: roofline
+  host_step_ms: -3
+"""
+    text.write_text(bad)
+    with pytest.raises(InputError) as e:
+        load_profile(str(text))
+    assert e.value.line == 7 and e.value.field == "timing.host_step_ms"
+    with pytest.raises(InputError) as e:
+        parse_profile(bad.replace("host_step_ms: -3", "hots_step_ms: 3"), file="p.yaml")
+    assert e.value.line == 7 and "unknown key" in str(e.value)
+    with pytest.raises(InputError, match="unknown emulator profile"):
+        load_profile("no-such-profile")
+
+
+def test_cli_unknown_profile_exit_2():
+    r = subprocess.run([sys.executable, "-m", "harness", "emulate", "--profile", "nope", "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown emulator profile" in r.stderr
+
+
+def test_h100_profile_reproduces_the_measured_shape():
+    """docs/emulator.md: 1 replica x 256 streams ~2.2k tok/s, 4 replicas ~2.6k, TPOT ~100 ms."""
+    p = load_profile("h100-smollm2-135m")
+    one = simulate(p, 1, 256, warmup_s=15, measure_s=20)
+    four = simulate(p, 4, 256, warmup_s=15, measure_s=20)
+    eight = simulate(p, 8, 256, warmup_s=15, measure_s=20)
+    assert 1800 < one.tokens_per_s < 2600
+    assert 2100 < four.tokens_per_s < 3100 and four.tokens_per_s > one.tokens_per_s
+    assert 85 < one.tpot_p50_ms < 130
+    assert 300 < one.ttft_p50_ms < 2000
+    assert one.gpu_util_pct < 50 < four.gpu_util_pct
+    assert eight.tokens_per_s < four.tokens_per_s      # too many replicas lose to contention
+    assert one.j_per_token > four.j_per_token * 0.9
+
+
+def test_gpu_bound_profile_gains_nothing_from_replicas():
+    p = load_profile("a100-opt-1.3b")
+    one = simulate(p, 1, 64, warmup_s=5, measure_s=10)
+    two = simulate(p, 2, 64, warmup_s=5, measure_s=10)
+    assert two.tokens_per_s < one.tokens_per_s * 1.05
