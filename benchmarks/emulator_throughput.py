@@ -167,7 +167,8 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
     return {"streams": streams, "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
             "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
             "late_p999_us": lat.get("p999"), "late_max_us": lat.get("max"),
-            "server_cpu_pct": 100 * (cpu1 - cpu0) / window, "timer": gt.get("timer")}
+            "server_cpu_pct": 100 * (cpu1 - cpu0) / window, "timer": gt.get("timer"),
+            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]]}
 
 
 def main(argv=None) -> None:
@@ -182,6 +183,7 @@ def main(argv=None) -> None:
     ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="client processes (one per spare core)")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
     args = ap.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     server_core, client_cores = cores[0], (cores[1:] or cores)
@@ -197,6 +199,9 @@ def main(argv=None) -> None:
         print(f"| {s} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | {r['received_tok_s']:.0f} | "
               f"{r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | {r['late_p999_us']:.0f} | {r['late_max_us']} | "
               f"{r['server_cpu_pct']:.0f} |", flush=True)
+        if args.episodes:
+            print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}",
+                  flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

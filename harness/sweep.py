@@ -30,7 +30,13 @@ from harness.analysis.rundata import RunData
 from harness.analysis.summary import RunAnalysis
 from harness.errors import InputError, LaunchError
 from harness.records.rundir import RunDir
-from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA, WINDOW_SCHEMA, CellWindow
+from harness.records.schema import (
+    GPU_SCHEMA,
+    REQUEST_SCHEMA,
+    WINDOW_SCHEMA,
+    CellWindow,
+    RequestRecord,
+)
 from harness.scenario.models import Scenario
 
 log = logging.getLogger(__name__)
@@ -50,11 +56,11 @@ class Terminated(KeyboardInterrupt):
 @dataclass
 class SweepResult:
     run_dir: Path
-    status: str                          # complete | interrupted | launch-failed
+    status: str  # complete | interrupted | launch-failed
     cells_done: list[str]
     analysis: RunAnalysis | None = None
     report_html: Path | None = None
-    message: str = ""                    # why it stopped early
+    message: str = ""  # why it stopped early
 
     @property
     def exit_code(self) -> int:
@@ -129,13 +135,19 @@ class _Telemetry:
             return self.note
         try:
             emulated = bool(getattr(replicas, "emulated", False))
-            sel = open_source(tel.source, gpus=tel.gpus,
-                              emulator_urls=list(replicas.urls) if emulated else None, warn=False)
+            sel = open_source(
+                tel.source,
+                gpus=tel.gpus,
+                emulator_urls=list(replicas.urls) if emulated else None,
+                warn=False,
+            )
             self.note = sel.note
             if sel.source is None:
                 return self.note
             sinks = [RunDirSink(self.rundir)] + self.extra_sinks
-            self.sampler = Sampler(sel.source, sinks, rate_hz=tel.rate_hz, run_id=self.rundir.run_id)
+            self.sampler = Sampler(
+                sel.source, sinks, rate_hz=tel.rate_hz, run_id=self.rundir.run_id
+            )
             self.sampler.start()
         except Exception as e:  # noqa: BLE001 - the load test goes on without GPU data
             log.warning("telemetry could not start: %s", e)
@@ -211,13 +223,20 @@ class _Store:
             log.warning("store write failed: %s", e)
 
     def record(self, rec) -> None:
-        self._safe(lambda: self.writer.write_requests([rec]))
+        """``rec``: a RequestRecord or its dict (the load generator hands the run dir dicts)."""
+        self._safe(
+            lambda: self.writer.write_requests(
+                [RequestRecord(**rec) if isinstance(rec, dict) else rec]
+            )
+        )
 
     def window(self, w: CellWindow) -> None:
         self._safe(lambda: self.writer.write_windows([w]))
 
     def marker(self, cell: str, event: str) -> None:
-        self._safe(lambda: self.writer.write_marker(self.run_id, "cell", event, time.time_ns(), cell=cell))
+        self._safe(
+            lambda: self.writer.write_marker(self.run_id, "cell", event, time.time_ns(), cell=cell)
+        )
 
     def close(self) -> dict | None:
         if self.writer is None:
@@ -243,31 +262,41 @@ def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg}", file=str(mf), line=e.lineno) from None
     if old.get("command") != "sweep":
-        raise InputError("only a sweep's run directory can be resumed", file=str(mf), field="command")
+        raise InputError(
+            "only a sweep's run directory can be resumed", file=str(mf), field="command"
+        )
     keep = path / ".resume-old"
     if not keep.is_dir():  # a resume that died while copying left its sources here
-        keep.mkdir()
-        for name in ("requests", "gpu_samples", "windows"):
-            f = path / f"{name}.parquet"
+        files = [path / f"{n}.parquet" for n in ("requests", "gpu_samples", "windows")]
+        for f in files:
             if f.exists():
                 try:
                     pq.ParquetFile(f)
                 except Exception:  # noqa: BLE001 - a file never closed has no footer
-                    shutil.rmtree(keep, ignore_errors=True)
-                    raise InputError("cannot resume: the file is unreadable (the run was killed "
-                                     "before it could close it)", file=str(f)) from None
+                    raise InputError(
+                        "cannot resume: the file is unreadable (the run was killed "
+                        "before it could close it)",
+                        file=str(f),
+                    ) from None
+        keep.mkdir()
+        for f in files:
+            if f.exists():
                 f.replace(keep / f.name)
     rd = RunDir(path, old.get("run_id") or path.name)
-    for name, app, schema in (("requests", rd.requests, REQUEST_SCHEMA),
-                              ("gpu_samples", rd.gpu_samples, GPU_SCHEMA),
-                              ("windows", rd.windows, WINDOW_SCHEMA)):
+    for name, app, schema in (
+        ("requests", rd.requests, REQUEST_SCHEMA),
+        ("gpu_samples", rd.gpu_samples, GPU_SCHEMA),
+        ("windows", rd.windows, WINDOW_SCHEMA),
+    ):
         src = keep / f"{name}.parquet"
         if src.exists():
             for batch in pq.ParquetFile(src).iter_batches(batch_size=4096):
                 app.extend(batch.to_pylist())
     rd.flush()
     shutil.rmtree(keep, ignore_errors=True)
-    kept = {k: v for k, v in old.items() if k not in ("status", "finished_at", "counts", "started_at")}
+    kept = {
+        k: v for k, v in old.items() if k not in ("status", "finished_at", "counts", "started_at")
+    }
     rd.manifest.update(kept)
     rd.manifest["started_at"] = old.get("started_at", rd.manifest["started_at"])
     rd.manifest.setdefault("resumed_at", []).append(_dt.datetime.now(_dt.timezone.utc).isoformat())
@@ -286,7 +315,7 @@ class Sweep:
     resume: Path | None = None
     processes: int = 0
     launcher_factory: LaunchFactory | None = None
-    progress: Any = None                    # a harness.report.progress.SweepProgress, or None
+    progress: Any = None  # a harness.report.progress.SweepProgress, or None
     cells_done: list[str] = field(default_factory=list)
     _cell_rows: list = field(default_factory=list)
     _cell_windows: list = field(default_factory=list)
@@ -298,7 +327,9 @@ class Sweep:
 
     def cell_seconds(self) -> float:
         ld = self.scenario.load
-        return sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + ld.cooldown_s + 0.5
+        # + ~2 s per cell: the start-up lead, the drain of requests in flight, bookkeeping
+        phases = sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + ld.cooldown_s
+        return phases + 2.0
 
     def total_cells(self) -> int:
         ld = self.scenario.load
@@ -307,8 +338,12 @@ class Sweep:
 
     def _knee(self) -> KneeSearch:
         ld = self.scenario.load
-        return KneeSearch(start=1.0, max_level=ld.auto_max_level, max_cells=ld.auto_max_cells,
-                          integer=self.mode == "concurrency")
+        return KneeSearch(
+            start=1.0,
+            max_level=ld.auto_max_level,
+            max_cells=ld.auto_max_cells,
+            integer=self.mode == "concurrency",
+        )
 
     # -- running ----------------------------------------------------------------------------
     def open_rundir(self) -> RunDir:
@@ -317,15 +352,22 @@ class Sweep:
             stored = old.get("scenario")
             if stored is not None and stored != self.scenario.model_dump(mode="json"):
                 rd.close(old.get("status", "interrupted"))
-                raise InputError("the scenario differs from the one the run was started with "
-                                 "(resume with the same file, or start a new sweep)",
-                                 file=str(Path(self.resume) / "manifest.json"), field="scenario")
+                raise InputError(
+                    "the scenario differs from the one the run was started with "
+                    "(resume with the same file, or start a new sweep)",
+                    file=str(Path(self.resume) / "manifest.json"),
+                    field="scenario",
+                )
             self.cells_done = list(old.get("cells_done", []))
             return rd
         rd = RunDir.create(self.results_dir, self.scenario.name)
         rd.write_scenario(self.scenario_text)
-        rd.write_manifest(command="sweep", scenario=self.scenario.model_dump(mode="json"),
-                          cells_done=[], auto_results={})
+        rd.write_manifest(
+            command="sweep",
+            scenario=self.scenario.model_dump(mode="json"),
+            cells_done=[],
+            auto_results={},
+        )
         return rd
 
     def run(self) -> SweepResult:
@@ -342,7 +384,9 @@ class Sweep:
         except LaunchError as e:
             status, message = "launch-failed", f"replicas could not be launched: {e}"
         except KeyboardInterrupt as e:
-            message = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+            message = (
+                "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+            )
         finally:
             self._telemetry.stop("last")
             store = self._store.close()
@@ -369,7 +413,9 @@ class Sweep:
                         self.progress.group_done(r)
                     continue
             else:
-                auto = [LevelResult(*x) for x in rd.manifest.get("auto_results", {}).get(str(r), [])]
+                auto = [
+                    LevelResult(*x) for x in rd.manifest.get("auto_results", {}).get(str(r), [])
+                ]
                 for x in auto:
                     if self.progress:
                         self.progress.skipped(r, x.level, cell_name(self.mode, r, x.level))
@@ -379,11 +425,15 @@ class Sweep:
             try:
                 launcher = factory(self.scenario.target, r, rd.path / "logs" / f"r{r}")
             except ModuleNotFoundError as e:
-                raise LaunchError(f"the {self.scenario.target.launcher.kind!r} launcher is not "
-                                  f"available in this build ({e.name})") from None
+                raise LaunchError(
+                    f"the {self.scenario.target.launcher.kind!r} launcher is not "
+                    f"available in this build ({e.name})"
+                ) from None
             with launcher as reps:
                 note = self._telemetry.start(reps)
-                rd.write_manifest(telemetry_note=note, emulated=bool(getattr(reps, "emulated", False)))
+                rd.write_manifest(
+                    telemetry_note=note, emulated=bool(getattr(reps, "emulated", False))
+                )
                 if self.progress:
                     self.progress.launched(r, since, list(reps.urls), note)
                 try:
@@ -393,8 +443,9 @@ class Sweep:
                     else:
                         self._run_auto(rd, reps, r, auto)
                         if self.progress:  # the search ended before its cell budget
-                            self.progress.set_total(self.progress.total_cells
-                                                    - (ld.auto_max_cells - len(auto)))
+                            self.progress.set_total(
+                                self.progress.total_cells - (ld.auto_max_cells - len(auto))
+                            )
                 finally:
                     self._telemetry.stop(f"r{r}")
             if self.progress:
@@ -404,7 +455,9 @@ class Sweep:
         search = self._knee()
         while (lv := search.next_level(results)) is not None:
             m = self._run_cell(rd, reps, r, lv)
-            results.append(LevelResult(lv, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False))
+            results.append(
+                LevelResult(lv, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False)
+            )
             auto = dict(rd.manifest.get("auto_results", {}))
             auto[str(r)] = [[x.level, x.throughput, x.slo_ok] for x in results]
             rd.write_manifest(auto_results=auto)
@@ -417,8 +470,15 @@ class Sweep:
         if self.progress:
             self.progress.cell_started(r, lv, cell)
         self._store.marker(cell, "start")
-        res = run_cell(self.scenario, list(reps.urls), r, lv, rd, processes=self.processes,
-                       window_hook=self._hook)
+        res = run_cell(
+            self.scenario,
+            list(reps.urls),
+            r,
+            lv,
+            rd,
+            processes=self.processes,
+            window_hook=self._hook,
+        )
         self._store.marker(cell, "end")
         rd.flush()
         m = self._cell_metrics(rd, cell, res)
@@ -452,9 +512,15 @@ class Sweep:
         if not wins:
             return None
         req = pd.DataFrame(self._cell_rows, columns=REQUEST_SCHEMA.names)
-        run = RunData(path=rd.path, manifest={}, scenario=self.scenario, requests=req,
-                      gpu=GPU_SCHEMA.empty_table().to_pandas(), windows=pd.DataFrame(),
-                      histograms={cell: res.histograms.encode()} if res is not None else {})
+        run = RunData(
+            path=rd.path,
+            manifest={},
+            scenario=self.scenario,
+            requests=req,
+            gpu=GPU_SCHEMA.empty_table().to_pandas(),
+            windows=pd.DataFrame(),
+            histograms={cell: res.histograms.encode()} if res is not None else {},
+        )
         w = wins[-1]
         return compute_cell(run, {k: getattr(w, k) for k in w.__slots__}, self.scenario.slo)
 
@@ -468,6 +534,7 @@ def _cell_line(m: CellMetrics) -> str:
 @contextmanager
 def _sigterm_raises():
     """SIGTERM behaves like Ctrl-C while the sweep runs (main thread only)."""
+
     def handler(signum, frame):
         raise Terminated()
 

@@ -28,17 +28,28 @@ def _sweep(args: argparse.Namespace) -> int:
     text = Path(args.scenario).read_text()
     if args.resume is not None and not Path(args.resume).is_dir():
         from harness.errors import InputError
+
         raise InputError("run directory not found", file=str(args.resume), field="--resume")
     console = make_console()
-    sweep = Sweep(scenario, text, Path(args.results or scenario.store.results_dir),
-                  resume=Path(args.resume) if args.resume else None, processes=args.processes)
+    sweep = Sweep(
+        scenario,
+        text,
+        Path(args.results or scenario.store.results_dir),
+        resume=Path(args.resume) if args.resume else None,
+        processes=args.processes,
+    )
     ld = scenario.load
     progress = None
     if not args.quiet:
-        progress = SweepProgress(console, list(ld.replicas),
-                                 None if ld.levels == "auto" else [float(x) for x in ld.levels],
-                                 ld.mode, sweep.total_cells(), sweep.cell_seconds(),
-                                 plain=True if args.plain else None)
+        progress = SweepProgress(
+            console,
+            list(ld.replicas),
+            None if ld.levels == "auto" else [float(x) for x in ld.levels],
+            ld.mode,
+            sweep.total_cells(),
+            sweep.cell_seconds(),
+            plain=True if args.plain else None,
+        )
         sweep.progress = progress
         progress.__enter__()
     try:
@@ -51,8 +62,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_analysis(a, console)
     if result.message:
-        print(f"sweep stopped: {result.message}; {len(result.cells_done)} finished cell(s) kept. "
-              f"Go on with: slm-harness sweep {args.scenario} --resume {result.run_dir}", file=sys.stderr)
+        print(
+            f"sweep stopped: {result.message}; {len(result.cells_done)} finished cell(s) kept. "
+            f"Go on with: slm-harness sweep {args.scenario} --resume {result.run_dir}",
+            file=sys.stderr,
+        )
     print(f"report: {paths.html}")
     print(a.recommendation.sentence)
     sys.stdout.flush()
@@ -60,16 +74,38 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="run every replica count x load level of a scenario and report the "
-                                     "Pareto frontier; exit 1 when no cell meets the SLO")
+    p = sub.add_parser(
+        "sweep",
+        help="run every replica count x load level of a scenario and report the "
+        "Pareto frontier; exit 1 when no cell meets the SLO",
+    )
     p.add_argument("scenario", metavar="SCENARIO")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="go on with an interrupted sweep: skip the cells it finished")
-    p.add_argument("--results", metavar="DIR", default=None, help="results directory (default: store.results_dir)")
-    p.add_argument("--processes", type=int, default=0,
-                   help="Locust worker processes generating load (0: this process)")
-    p.add_argument("--latency", choices=LATENCY_KEYS, default=None,
-                   help="latency percentile the frontier minimises (default: the SLO's first bound)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="go on with an interrupted sweep: skip the cells it finished",
+    )
+    p.add_argument(
+        "--results",
+        metavar="DIR",
+        default=None,
+        help="results directory (default: store.results_dir)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="Locust worker processes generating load (0: this process)",
+    )
+    p.add_argument(
+        "--latency",
+        choices=LATENCY_KEYS,
+        default=None,
+        help="latency percentile the frontier minimises (default: the SLO's first bound)",
+    )
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the report path and recommendation")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the report path and recommendation"
+    )
     p.set_defaults(func=_sweep)

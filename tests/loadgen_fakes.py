@@ -166,3 +166,18 @@ def fake_server(ttft_ms: float = 20, itl_ms: float = 5):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def window_tokens(req, ws: int, we: int) -> float:
+    """Tokens of ``req`` (records) that arrived in [ws, we), spread evenly first..last token."""
+    total = 0.0
+    for first, end, n in zip(req.first_token_ns, req.end_ns, req.output_tokens):
+        if first != first or not n:   # NaN: no token
+            continue
+        first, end = int(first), int(end)
+        total += 1.0 if ws <= first < we else 0.0
+        if n > 1 and end > first:
+            lo, hi = max(first, ws), min(end, we)
+            if hi > lo:
+                total += (n - 1) * (hi - lo) / (end - first)
+    return total

@@ -25,15 +25,19 @@ def _df(records):
 def test_tokens_split_across_window_edges():
     # first token at 1 s, end at 3 s, 5 tokens: 1 token at 1 s, 4 spread over (1, 3]
     df = _df([request("r1-c1", 1, 1, start_s=0.5, ttft_s=0.5, e2e_s=2.5, tokens=5)])
-    assert tokens_in_window(df, ns(2), ns(4)) == pytest.approx(2.0)     # half of the 4
-    assert tokens_in_window(df, ns(0), ns(2)) == pytest.approx(3.0)     # first + half of the 4
+    assert tokens_in_window(df, ns(2), ns(4)) == pytest.approx(2.0)  # half of the 4
+    assert tokens_in_window(df, ns(0), ns(2)) == pytest.approx(3.0)  # first + half of the 4
     assert tokens_in_window(df, ns(0), ns(10)) == pytest.approx(5.0)
     assert tokens_in_window(df, ns(3.5), ns(10)) == 0.0
 
 
 def test_tokens_single_token_and_zero_span():
-    df = _df([request("r1-c1", 1, 1, start_s=0.0, ttft_s=1.0, e2e_s=1.0, tokens=3),
-              request("r1-c1", 1, 1, start_s=0.0, ttft_s=None, e2e_s=0.2, tokens=0, error="connect")])
+    df = _df(
+        [
+            request("r1-c1", 1, 1, start_s=0.0, ttft_s=1.0, e2e_s=1.0, tokens=3),
+            request("r1-c1", 1, 1, start_s=0.0, ttft_s=None, e2e_s=0.2, tokens=0, error="connect"),
+        ]
+    )
     # all three tokens at t=1 s (span zero): counted where the first token fell
     assert tokens_in_window(df, ns(0.5), ns(1.5)) == pytest.approx(3.0)
     assert tokens_in_window(df, ns(1.5), ns(2.0)) == 0.0
@@ -43,14 +47,29 @@ def test_tokens_single_token_and_zero_span():
 # energy
 # ---------------------------------------------------------------------------------------------
 def _samples(points, gpu=0, counter=None):
-    rows = [_gs(t, p, gpu, counter[i] if counter else None, 50.0 + i) for i, (t, p) in enumerate(points)]
+    rows = [
+        _gs(t, p, gpu, counter[i] if counter else None, 50.0 + i) for i, (t, p) in enumerate(points)
+    ]
     return pd.DataFrame(rows, columns=list(_gs(0, 0, 0, None, None)))
 
 
 def _gs(t, p, gpu, e, u):
-    return dict(ts_ns=ns(t), gpu=gpu, source="emulated", power_w=p, energy_j=e, gpu_util_pct=u,
-                mem_util_pct=None, sm_clock_mhz=None, mem_clock_mhz=None, mem_used_bytes=None,
-                temperature_c=None, throttle_reasons=None, host="", run_id="")
+    return dict(
+        ts_ns=ns(t),
+        gpu=gpu,
+        source="emulated",
+        power_w=p,
+        energy_j=e,
+        gpu_util_pct=u,
+        mem_util_pct=None,
+        sm_clock_mhz=None,
+        mem_clock_mhz=None,
+        mem_used_bytes=None,
+        temperature_c=None,
+        throttle_reasons=None,
+        host="",
+        run_id="",
+    )
 
 
 def test_power_integral_hand_computed():
@@ -110,15 +129,25 @@ def _cell_run(tmp_path, *, with_power=True, counter=None):
         # started before the window, ends inside: counts for throughput, not for distributions
         request(*c, start_s=9.0, ttft_s=0.2, e2e_s=2.0, tokens=10, request_id=0),
         request(*c, start_s=10.0, ttft_s=0.1, e2e_s=1.0, tokens=10, request_id=1),
-        request(*c, start_s=11.0, ttft_s=0.2, e2e_s=2.0, tokens=10, request_id=2, replica="http://127.0.0.1:9001"),
+        request(
+            *c,
+            start_s=11.0,
+            ttft_s=0.2,
+            e2e_s=2.0,
+            tokens=10,
+            request_id=2,
+            replica="http://127.0.0.1:9001",
+        ),
         request(*c, start_s=12.0, ttft_s=0.3, e2e_s=3.0, tokens=10, request_id=3),
         request(*c, start_s=13.0, ttft_s=None, e2e_s=0.5, tokens=0, request_id=4, error="http_5xx"),
         # ttft 0.9 s breaks the 0.5 s SLO bound: not good; ends after the window
         request(*c, start_s=19.0, ttft_s=0.9, e2e_s=2.0, tokens=10, request_id=5),
     ]
-    wins = [window(*c, 8, 10, phase="warmup"), window(*c, 10, 20, energy_j=counter,
-                                                    energy_source="nvml-counter" if counter else None),
-            window(*c, 20, 22, phase="cooldown")]
+    wins = [
+        window(*c, 8, 10, phase="warmup"),
+        window(*c, 10, 20, energy_j=counter, energy_source="nvml-counter" if counter else None),
+        window(*c, 20, 22, phase="cooldown"),
+    ]
     samples = power_samples(8, 22, 10, lambda t: 150.0, util=lambda t: 40.0) if with_power else []
     return write_run(tmp_path / "run", requests=reqs, windows=wins, samples=samples)
 
@@ -180,10 +209,16 @@ def test_cell_energy_counter_and_missing(tmp_path):
 
 def test_all_error_cell(tmp_path):
     c = ("r2-c8", 2, 8)
-    reqs = [request(*c, start_s=10 + i, ttft_s=None, e2e_s=0.1, tokens=0, error="connect", request_id=i)
-            for i in range(5)]
-    path = write_run(tmp_path / "run", requests=reqs, windows=[window(*c, 10, 20)],
-                     samples=power_samples(9, 21, 10, lambda t: 80.0))
+    reqs = [
+        request(*c, start_s=10 + i, ttft_s=None, e2e_s=0.1, tokens=0, error="connect", request_id=i)
+        for i in range(5)
+    ]
+    path = write_run(
+        tmp_path / "run",
+        requests=reqs,
+        windows=[window(*c, 10, 20)],
+        samples=power_samples(9, 21, 10, lambda t: 80.0),
+    )
     a = analyze(path)
     cell = a.cells[0]
     assert cell.error_rate == 1.0 and cell.errors == {"connect": 5}
@@ -199,10 +234,13 @@ def test_all_error_cell(tmp_path):
 
 def test_resumed_cell_uses_last_window(tmp_path):
     c = ("r1-c2", 1, 2)
-    reqs = [request(*c, start_s=1, ttft_s=5.0, e2e_s=6.0, tokens=4, request_id=0),   # first attempt
-            request(*c, start_s=31, ttft_s=0.1, e2e_s=1.0, tokens=4, request_id=1)]  # retry
-    path = write_run(tmp_path / "run", requests=reqs,
-                     windows=[window(*c, 0, 10), window(*c, 30, 40)])
+    reqs = [
+        request(*c, start_s=1, ttft_s=5.0, e2e_s=6.0, tokens=4, request_id=0),  # first attempt
+        request(*c, start_s=31, ttft_s=0.1, e2e_s=1.0, tokens=4, request_id=1),
+    ]  # retry
+    path = write_run(
+        tmp_path / "run", requests=reqs, windows=[window(*c, 0, 10), window(*c, 30, 40)]
+    )
     cell = analyze(path).cells[0]
     assert cell.start_ns == ns(30) and cell.ttft_p50_s == pytest.approx(0.1)
 
@@ -229,7 +267,11 @@ def test_unknown_latency_metric(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_frontier_single_cell():
     f = pareto_frontier([Point("a", 10, 1.0, 0.1)])
-    assert f.status == {"a": "frontier"} and f.objectives == ["throughput", "latency", "j_per_token"]
+    assert f.status == {"a": "frontier"} and f.objectives == [
+        "throughput",
+        "latency",
+        "j_per_token",
+    ]
 
 
 def test_frontier_ties_both_stay():
@@ -243,8 +285,12 @@ def test_frontier_equal_throughput_lower_latency_dominates():
 
 
 def test_frontier_three_objectives():
-    pts = [Point("a", 100, 1.0, 0.10), Point("b", 200, 2.0, 0.10), Point("c", 150, 3.0, 0.20),
-           Point("d", 50, 0.5, 0.30)]
+    pts = [
+        Point("a", 100, 1.0, 0.10),
+        Point("b", 200, 2.0, 0.10),
+        Point("c", 150, 3.0, 0.20),
+        Point("d", 50, 0.5, 0.30),
+    ]
     f = pareto_frontier(pts)
     assert f.status == {"a": "frontier", "b": "frontier", "c": "dominated", "d": "frontier"}
     assert f.dominated_by["c"] == ["b"]
@@ -257,7 +303,9 @@ def test_frontier_energy_objective_matters():
 
 
 def test_frontier_missing_energy_drops_objective():
-    f = pareto_frontier([Point("a", 100, 1.0, None), Point("b", 200, 2.0, 0.05), Point("c", 50, 3.0, 0.01)])
+    f = pareto_frontier(
+        [Point("a", 100, 1.0, None), Point("b", 200, 2.0, 0.05), Point("c", 50, 3.0, 0.01)]
+    )
     assert f.objectives == ["throughput", "latency"]
     assert f.status == {"a": "frontier", "b": "frontier", "c": "dominated"}
     assert "a" in f.notes[0]
@@ -277,8 +325,18 @@ def _two_cell_run(tmp_path, ttft_r2):
     for k, (cell, reps, lvl, ttft) in enumerate([("r1-c4", 1, 4, 0.1), ("r2-c4", 2, 4, ttft_r2)]):
         t0 = 100 * k
         for i in range(10):
-            reqs.append(request(cell, reps, lvl, start_s=t0 + i, ttft_s=ttft, e2e_s=1.0,
-                                tokens=10 * reps, request_id=100 * k + i))
+            reqs.append(
+                request(
+                    cell,
+                    reps,
+                    lvl,
+                    start_s=t0 + i,
+                    ttft_s=ttft,
+                    e2e_s=1.0,
+                    tokens=10 * reps,
+                    request_id=100 * k + i,
+                )
+            )
         wins.append(window(cell, reps, lvl, t0, t0 + 10))
         samples += power_samples(t0 - 1, t0 + 11, 10, lambda t, r=reps: 100.0 + 20 * r)
     return write_run(tmp_path / f"run{ttft_r2}", requests=reqs, windows=wins, samples=samples)
@@ -291,7 +349,9 @@ def test_recommendation_picks_highest_throughput_meeting_slo(tmp_path):
     s = a.recommendation.sentence
     assert s.startswith("Recommended: 2 replicas at concurrency 4 (r2-c4)")
     r2 = a.cell("r2-c4")
-    assert f"{r2.output_tokens_per_s:,.0f} output tok/s" in s and f"{r2.j_per_token:.3g} J/token" in s
+    assert (
+        f"{r2.output_tokens_per_s:,.0f} output tok/s" in s and f"{r2.j_per_token:.3g} J/token" in s
+    )
     # r2 more throughput but more latency: both on the frontier
     assert [c.frontier for c in a.cells] == ["frontier", "frontier"]
     b = analyze(_two_cell_run(tmp_path, ttft_r2=0.7))  # r2 breaks the 0.5 s TTFT bound
@@ -330,16 +390,19 @@ def test_open_loop_late_send_counts_by_intended_time_and_itl_from_histogram(tmp_
 
     c = ("r1-q2", 1, 2.0)
     late = request(*c, start_s=10.5, ttft_s=0.4, e2e_s=1.0, tokens=4, request_id=1)
-    late.intended_ns = ns(9.9)    # the schedule wanted it before the window: not this window's
+    late.intended_ns = ns(9.9)  # the schedule wanted it before the window: not this window's
     late2 = request(*c, start_s=20.5, ttft_s=0.2, e2e_s=1.0, tokens=4, request_id=2)
     late2.intended_ns = ns(19.9)  # wanted inside the window, sent after it: this window's
-    path = write_run(tmp_path / "run", requests=[late, late2], windows=[window(*c, 10, 20, kind="rate")])
+    path = write_run(
+        tmp_path / "run", requests=[late, late2], windows=[window(*c, 10, 20, kind="rate")]
+    )
     h = HdrHistogram(1, 3_600_000_000, 3)
     for v in [10_000] * 90 + [50_000] * 10:  # ITL 10 ms x90, 50 ms x10
         h.record_value(v)
     enc = h.encode()
     (path / "histograms" / "r1-q2.json").write_text(
-        json.dumps({"itl": enc.decode() if isinstance(enc, bytes) else enc}))
+        json.dumps({"itl": enc.decode() if isinstance(enc, bytes) else enc})
+    )
     cell = analyze(path).cells[0]
     assert cell.requests_started == 1 and cell.ttft_p50_s == pytest.approx(0.2)
     assert cell.level_label == "2 req/s"
@@ -353,12 +416,28 @@ def test_recommendation_near_tie_in_throughput_goes_to_lower_energy():
     from harness.analysis.recommend import recommend
 
     def cell(name, reps, tps, j, ttft):
-        return CellMetrics(run_id="x", cell=name, replicas=reps, level=64, level_kind="concurrency", start_ns=0,
-                           end_ns=10**10, duration_s=10, requests_ok=10, output_tokens_per_s=tps, j_per_token=j,
-                           ttft_p99_s=ttft, energy_source="power-integral", slo_ok=True)
+        return CellMetrics(
+            run_id="x",
+            cell=name,
+            replicas=reps,
+            level=64,
+            level_kind="concurrency",
+            start_ns=0,
+            end_ns=10**10,
+            duration_s=10,
+            requests_ok=10,
+            output_tokens_per_s=tps,
+            j_per_token=j,
+            ttft_p99_s=ttft,
+            energy_source="power-integral",
+            slo_ok=True,
+        )
 
-    cells = [cell("r1-c64", 1, 1000.0, 0.16, 0.2), cell("r2-c64", 2, 1015.0, 0.18, 0.2),
-             cell("r4-c64", 4, 900.0, 0.10, 0.1)]
+    cells = [
+        cell("r1-c64", 1, 1000.0, 0.16, 0.2),
+        cell("r2-c64", 2, 1015.0, 0.18, 0.2),
+        cell("r4-c64", 4, 900.0, 0.10, 0.1),
+    ]
     # r2 is 1.5% faster than r1 (inside the 2% tie) but costs more energy: r1 wins
     assert recommend(cells, None, "ttft_p99_s").cell == "r1-c64"
     cells[1].output_tokens_per_s = 1030.0  # 3% faster: r2 wins

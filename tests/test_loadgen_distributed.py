@@ -108,6 +108,14 @@ def test_master_and_two_workers_merge_exactly_what_the_emulator_sent(emulator, t
     ttft_client_ms = cell["latency"]["ttft"]["mean_s"] * 1e3
     assert 0 <= ttft_client_ms - gt["ttft_us"]["mean"] / 1e3 < 15
     assert s["slo_ok"] is True
+    # throughput counts the tokens that arrived inside the window, merged from both workers
+    from tests.loadgen_fakes import window_tokens
+    win = pd.read_parquet(run_dir / "windows.parquet")
+    w = win[win.phase == "measure"].iloc[0]
+    # records carry wall-clock stamps; the workers credit on their own perf clocks: ~1 ms apart at most
+    expect = window_tokens(req, int(w.start_ns), int(w.end_ns))
+    assert cell["window_output_tokens"] == pytest.approx(expect, rel=0.01)
+    assert cell["output_tokens_per_s"] == pytest.approx(expect / 3.0, rel=0.01)
 
 
 def test_slo_violation_exits_1_with_locust_processes(emulator, tmp_path):

@@ -160,3 +160,67 @@ def test_max_requests_ends_the_level_early(server, tmp_path):
     assert mw.note.startswith("ended early") and (mw.end_ns - mw.start_ns) < 10e9
     s = json.loads((tmp_path / "sum.json").read_text())["cells"][0]
     assert s["requests"] == 30 and s["measure_s"] < 10
+
+
+def test_run_launches_emulated_replicas_and_serves_the_llm_tab(tmp_path):
+    """No --url: the scenario's emulator launcher brings 2 replicas up; --web-ui serves the tab."""
+    import socket
+    import time
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    text = """
+name: launched
+target: {protocol: openai-completions, launcher: {kind: emulator, profile: fixed-50ms-10ms}}
+workload: {output_tokens: {dist: fixed, value: 16}}
+load: {mode: concurrency, levels: [4], replicas: [2], warmup_s: 0.5, duration_s: 4, cooldown_s: 0}
+"""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", write(tmp_path, text), "--results",
+                             str(tmp_path / "res"), "--json", str(tmp_path / "sum.json"), "--web-ui",
+                             f"127.0.0.1:{port}"], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = None
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/llm/stats", timeout=2) as r:
+                    rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
+                if "TTFT (ms)" in rows and int(rows["TTFT (ms)"]["count"]) > 0:
+                    seen = rows
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert seen is not None and seen["Cell"]["value"].startswith("r2-c4")
+    req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet")
+    assert req.replica.nunique() == 2 and req.error_class.isna().all()
+    assert (req.input_tokens == 128).all()      # the server's usage.prompt_tokens, the default length
+
+
+def test_open_loop_poisson_follows_a_ramp(server, tmp_path):
+    """A 3 s ramp 0 -> 60 req/s then 2 s at 60 req/s: ~90 + ~120 arrivals, the ramp's densest last."""
+    text = """
+name: ramp
+target: {protocol: tgi}
+workload: {output_tokens: {dist: fixed, value: 4}}
+load: {mode: rate, arrival: poisson, levels: [60], warmup_s: 0, duration_s: 2, cooldown_s: 0,
+       stages: [{duration_s: 3, target: 60}]}
+"""
+    p = run_cli([write(tmp_path, text), "--url", server], tmp_path)
+    assert p.returncode == 0, p.stderr
+    req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet")
+    ramp = req[req.phase == "ramp"]
+    assert 60 <= len(ramp) <= 120 and 85 <= (req.phase == "measure").sum() <= 155
+    t = (ramp.intended_ns - req.intended_ns.min()) / 1e9
+    thirds = [((t >= a) & (t < a + 1)).sum() for a in (0, 1, 2)]
+    assert thirds[0] < thirds[1] < thirds[2]      # expected 10, 30, 50

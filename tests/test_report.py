@@ -15,25 +15,45 @@ from pathlib import Path
 import pytest
 
 from harness.analysis import analyze
-from harness.analysis.synthetic import (ModelCell, SCENARIO_YAML, plausible_run, request, window,
-                                        write_run)
+from harness.analysis.synthetic import (
+    ModelCell,
+    SCENARIO_YAML,
+    plausible_run,
+    request,
+    window,
+    write_run,
+)
 from harness.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CELLS = [ModelCell(1, 4, 400, 0.05, 150), ModelCell(1, 16, 900, 0.2, 170), ModelCell(1, 64, 1200, 0.9, 190),
-         ModelCell(2, 4, 420, 0.05, 160), ModelCell(2, 16, 1200, 0.12, 185), ModelCell(2, 64, 1700, 0.45, 200)]
+CELLS = [
+    ModelCell(1, 4, 400, 0.05, 150),
+    ModelCell(1, 16, 900, 0.2, 170),
+    ModelCell(1, 64, 1200, 0.9, 190),
+    ModelCell(2, 4, 420, 0.05, 160),
+    ModelCell(2, 16, 1200, 0.12, 185),
+    ModelCell(2, 64, 1700, 0.45, 200),
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return plausible_run(tmp_path_factory.mktemp("rep") / "run", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5)
+    return plausible_run(
+        tmp_path_factory.mktemp("rep") / "run", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5
+    )
 
 
 def _cli(*args, cwd=ROOT):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_outputs_match_analysis(run_dir):
@@ -52,7 +72,9 @@ def test_outputs_match_analysis(run_dir):
         assert float(r["output_tokens_per_s"]) == pytest.approx(c.output_tokens_per_s)
         assert float(r["energy_j"]) == pytest.approx(c.energy_j)
         assert r["energy_source"] == "power-integral"
-    assert (run_dir / "replicas.csv").read_text().count("\n") == 1 + sum(len(c.per_replica) for c in a.cells)
+    assert (run_dir / "replicas.csv").read_text().count("\n") == 1 + sum(
+        len(c.per_replica) for c in a.cells
+    )
     # the modeled replica effect: at 64 streams two replicas deliver more than one
     assert a.cell("r2-c64").output_tokens_per_s > 1.3 * a.cell("r1-c64").output_tokens_per_s
     assert a.cell("r2-c64").frontier == "frontier"
@@ -61,7 +83,7 @@ def test_outputs_match_analysis(run_dir):
 def test_html_is_self_contained(run_dir):
     _, paths = write_report(run_dir)
     text = paths.html.read_text()
-    assert not re.search(r'<(script|link|iframe)\b', text)
+    assert not re.search(r"<(script|link|iframe)\b", text)
     assert not re.search(r'(src|href)="(https?:)?//', text)
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert len(imgs) == 3
@@ -71,8 +93,18 @@ def test_html_is_self_contained(run_dir):
 
 def _chromium(args, tmp_path):
     prof = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={prof}", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={prof}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -83,14 +115,18 @@ def test_chromium_renders_report_offline(run_dir, tmp_path):
     assert dom.count('<tr class="') == len(a.cells)
     # every image decoded by the browser: naturalWidth > 0 shows in a script-free way via screenshot size
     shot = tmp_path / "shot.png"
-    r = _chromium(["--window-size=1400,2400", f"--screenshot={shot}", paths.html.as_uri()], tmp_path)
+    r = _chromium(
+        ["--window-size=1400,2400", f"--screenshot={shot}", paths.html.as_uri()], tmp_path
+    )
     assert shot.is_file(), r.stderr[-2000:]
     from matplotlib.image import imread
 
     img = imread(shot)
     assert img.shape[0] == 2400 and img.shape[1] == 1400
     # not a blank page: plots and tables put many distinct colours on it
-    assert len({tuple(p) for p in (img[::7, ::7, :3] * 255).astype(int).reshape(-1, 3).tolist()}) > 50
+    assert (
+        len({tuple(p) for p in (img[::7, ::7, :3] * 255).astype(int).reshape(-1, 3).tolist()}) > 50
+    )
 
 
 def test_report_cli_and_exit_codes(run_dir, tmp_path):
@@ -111,8 +147,15 @@ def test_report_cli_and_exit_codes(run_dir, tmp_path):
 
 
 def test_compare_cli(run_dir, tmp_path):
-    other = plausible_run(tmp_path / "other", CELLS[:3] + [ModelCell(4, 16, 1500, 0.1, 210)],
-                          duration_s=5, warmup_s=1, cooldown_s=0.5, seed=3, counter_windows=True)
+    other = plausible_run(
+        tmp_path / "other",
+        CELLS[:3] + [ModelCell(4, 16, 1500, 0.1, 210)],
+        duration_s=5,
+        warmup_s=1,
+        cooldown_s=0.5,
+        seed=3,
+        counter_windows=True,
+    )
     r = _cli("compare", str(run_dir), str(other), "--json", str(tmp_path / "cmp.json"))
     assert r.returncode == 0, r.stderr
     assert "only in A: r2-c4, r2-c16, r2-c64" in r.stdout and "only in B: r4-c16" in r.stdout
@@ -126,9 +169,14 @@ def test_compare_cli(run_dir, tmp_path):
 
 def test_report_without_energy_or_cells(tmp_path):
     c = ("r1-c2", 1, 2)
-    path = write_run(tmp_path / "noenergy", requests=[request(*c, start_s=1 + i, ttft_s=0.1, e2e_s=0.5, tokens=8,
-                                                               request_id=i) for i in range(5)],
-                     windows=[window(*c, 0, 10)])
+    path = write_run(
+        tmp_path / "noenergy",
+        requests=[
+            request(*c, start_s=1 + i, ttft_s=0.1, e2e_s=0.5, tokens=8, request_id=i)
+            for i in range(5)
+        ],
+        windows=[window(*c, 0, 10)],
+    )
     a, paths = write_report(path)
     html = paths.html.read_text()
     assert "J/token vs throughput: nothing to plot" in html

@@ -36,8 +36,14 @@ store:
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("INFLUXDB_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_sweep_writes_store_and_report_reads_gpu_samples_back(influxdb, tmp_path):
@@ -61,13 +67,19 @@ def test_sweep_writes_store_and_report_reads_gpu_samples_back(influxdb, tmp_path
     pq.write_table(GPU_SCHEMA.empty_table(), run / "gpu_samples.parquet")
     w = pd.read_parquet(run / "windows.parquet")
     w["energy_j"], w["energy_source"] = None, None
-    pq.write_table(pa.Table.from_pandas(w, schema=WINDOW_SCHEMA, preserve_index=False), run / "windows.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(w, schema=WINDOW_SCHEMA, preserve_index=False), run / "windows.parquet"
+    )
 
     p = _cli("report", str(run), "--influx", "never", "-q")
     assert p.returncode == 0
-    assert all(c["energy_j"] is None for c in json.loads((run / "summary.json").read_text())["cells"])
+    assert all(
+        c["energy_j"] is None for c in json.loads((run / "summary.json").read_text())["cells"]
+    )
 
-    p = _cli("report", str(run), "-q")  # auto: the run dir has no samples, the scenario names a store
+    p = _cli(
+        "report", str(run), "-q"
+    )  # auto: the run dir has no samples, the scenario names a store
     assert p.returncode == 0, p.stderr[-3000:]
     rebuilt = json.loads((run / "summary.json").read_text())
     assert any("GPU samples read from InfluxDB" in n for n in rebuilt["notes"])

@@ -11,6 +11,22 @@ from harness.analysis.recommend import Recommendation, recommend
 from harness.analysis.rundata import RunData, load_run
 from harness.analysis.summary import RunAnalysis, analyze, default_latency_key
 
-__all__ = ["CellMetrics", "Comparison", "Frontier", "KneeSearch", "LevelResult", "Point",
-           "Recommendation", "ReplicaMetrics", "RunAnalysis", "RunData", "analyze", "compare",
-           "compute_cells", "default_latency_key", "load_run", "pareto_frontier", "recommend"]
+__all__ = [
+    "CellMetrics",
+    "Comparison",
+    "Frontier",
+    "KneeSearch",
+    "LevelResult",
+    "Point",
+    "Recommendation",
+    "ReplicaMetrics",
+    "RunAnalysis",
+    "RunData",
+    "analyze",
+    "compare",
+    "compute_cells",
+    "default_latency_key",
+    "load_run",
+    "pareto_frontier",
+    "recommend",
+]

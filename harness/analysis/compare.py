@@ -11,11 +11,11 @@ COMPARED = (
     ("output_tokens_per_s", "output tok/s", True),
     ("request_throughput_rps", "req/s", True),
     ("goodput_rps", "goodput req/s", True),
-    ("ttft_p50_s", "TTFT p50 s", False),
-    ("ttft_p99_s", "TTFT p99 s", False),
-    ("itl_p99_s", "ITL p99 s", False),
-    ("tpot_p50_s", "TPOT p50 s", False),
-    ("e2e_p99_s", "e2e p99 s", False),
+    ("ttft_p50_s", "TTFT p50 ms", False),
+    ("ttft_p99_s", "TTFT p99 ms", False),
+    ("itl_p99_s", "ITL p99 ms", False),
+    ("tpot_p50_s", "TPOT p50 ms", False),
+    ("e2e_p99_s", "e2e p99 ms", False),
     ("error_rate", "error rate", False),
     ("mean_power_w", "power W", False),
     ("j_per_token", "J/token", False),
@@ -45,12 +45,25 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {
-            "run_a": self.run_a, "run_b": self.run_b, "only_a": self.only_a, "only_b": self.only_b,
-            "recommendation_a": self.recommendation_a, "recommendation_b": self.recommendation_b,
-            "cells": [{"cell": d.cell, "slo_a": d.slo_a, "slo_b": d.slo_b,
-                       "frontier_a": d.frontier_a, "frontier_b": d.frontier_b,
-                       "values": {k: {"a": a, "b": b, "change": ch} for k, (a, b, ch) in d.values.items()}}
-                      for d in self.cells],
+            "run_a": self.run_a,
+            "run_b": self.run_b,
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "recommendation_a": self.recommendation_a,
+            "recommendation_b": self.recommendation_b,
+            "cells": [
+                {
+                    "cell": d.cell,
+                    "slo_a": d.slo_a,
+                    "slo_b": d.slo_b,
+                    "frontier_a": d.frontier_a,
+                    "frontier_b": d.frontier_b,
+                    "values": {
+                        k: {"a": a, "b": b, "change": ch} for k, (a, b, ch) in d.values.items()
+                    },
+                }
+                for d in self.cells
+            ],
             "notes": self.notes,
         }
 
@@ -79,6 +92,13 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
         notes.append(f"frontier latency differs: {a.latency_key} vs {b.latency_key}")
     if not common:
         notes.append("the runs share no cell")
-    return Comparison(a.run_id, b.run_id, diffs, [n for n in names_a if n not in set(names_b)],
-                      [n for n in names_b if n not in set(names_a)], a.recommendation.sentence,
-                      b.recommendation.sentence, notes)
+    return Comparison(
+        a.run_id,
+        b.run_id,
+        diffs,
+        [n for n in names_a if n not in set(names_b)],
+        [n for n in names_b if n not in set(names_a)],
+        a.recommendation.sentence,
+        b.recommendation.sentence,
+        notes,
+    )

@@ -26,17 +26,18 @@ import pandas as pd
 @dataclass
 class EnergyResult:
     energy_j: float | None
-    source: str | None           # "window:<what>" | "sample-counter" | "power-integral" | None
-    coverage: float              # fraction of the window with samples (1.0 for a window counter)
-    mean_power_w: float | None   # energy / duration where energy is known
-    gpu_util_pct: float | None   # mean of the samples inside the window, averaged over GPUs
-    mem_used_bytes: int | None   # largest memory use sampled inside the window (summed over GPUs)
-    samples: int                 # GPU samples inside the window
+    source: str | None  # "window:<what>" | "sample-counter" | "power-integral" | None
+    coverage: float  # fraction of the window with samples (1.0 for a window counter)
+    mean_power_w: float | None  # energy / duration where energy is known
+    gpu_util_pct: float | None  # mean of the samples inside the window, averaged over GPUs
+    mem_used_bytes: int | None  # largest memory use sampled inside the window (summed over GPUs)
+    samples: int  # GPU samples inside the window
     note: str = ""
 
 
-def _interp_segments(t: np.ndarray, y: np.ndarray, a: float, b: float, max_gap: float
-                     ) -> tuple[float, float]:
+def _interp_segments(
+    t: np.ndarray, y: np.ndarray, a: float, b: float, max_gap: float
+) -> tuple[float, float]:
     """(integral of y dt over the covered part of [a, b], covered seconds); t in seconds."""
     if t.size == 0:
         return 0.0, 0.0
@@ -73,9 +74,16 @@ def _counter_at(t: np.ndarray, c: np.ndarray, x: float, max_gap: float) -> float
     return float(c[j - 1] + (c[j] - c[j - 1]) * (x - t0) / (t1 - t0))
 
 
-def window_energy(gpu: pd.DataFrame, a_ns: int, b_ns: int, *, counter_j: float | None = None,
-                  counter_source: str | None = None, max_gap_s: float = 1.0,
-                  min_coverage: float = 0.9) -> EnergyResult:
+def window_energy(
+    gpu: pd.DataFrame,
+    a_ns: int,
+    b_ns: int,
+    *,
+    counter_j: float | None = None,
+    counter_source: str | None = None,
+    max_gap_s: float = 1.0,
+    min_coverage: float = 0.9,
+) -> EnergyResult:
     """Energy over ``[a_ns, b_ns]`` from a window counter or the GPU samples."""
     dur = (b_ns - a_ns) / 1e9
     inside = gpu[(gpu["ts_ns"] >= a_ns) & (gpu["ts_ns"] <= b_ns)] if not gpu.empty else gpu
@@ -127,7 +135,13 @@ def window_energy(gpu: pd.DataFrame, a_ns: int, b_ns: int, *, counter_j: float |
             total += area / covered * (b - a)
     coverage = min(coverages) if coverages else 0.0
     if coverage < min_coverage:
-        return EnergyResult(None, None, coverage, None,
-                            note=f"power samples cover {coverage:.0%} of the window", **base)
+        return EnergyResult(
+            None,
+            None,
+            coverage,
+            None,
+            note=f"power samples cover {coverage:.0%} of the window",
+            **base,
+        )
     note = "" if coverage >= 0.999 else f"scaled from {coverage:.0%} coverage"
     return EnergyResult(total, "power-integral", coverage, total / dur, note=note, **base)

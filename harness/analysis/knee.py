@@ -18,8 +18,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class LevelResult:
     level: float
-    throughput: float            # output tokens/s
-    slo_ok: bool | None          # None: no SLO given (only throughput decides)
+    throughput: float  # output tokens/s
+    slo_ok: bool | None  # None: no SLO given (only throughput decides)
 
 
 @dataclass
@@ -72,7 +72,9 @@ class KneeSearch:
         for i, r in enumerate(results):
             if r.slo_ok is False:
                 return "slo"
-            if i >= 1 and r.throughput < (1.0 + self.min_gain) * max(x.throughput for x in results[:i]):
+            if i >= 1 and r.throughput < (1.0 + self.min_gain) * max(
+                x.throughput for x in results[:i]
+            ):
                 return "plateau"
             if r.level >= self.max_level:
                 return "max"

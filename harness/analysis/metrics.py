@@ -31,7 +31,7 @@ from harness.records.schema import ERROR_CLASSES
 from harness.scenario.models import Slo
 
 LAT_METRICS = ("ttft", "itl", "tpot", "e2e")
-STEADY_TOLERANCE = 0.2   # tokens/s halves of a window differing more than this get a note
+STEADY_TOLERANCE = 0.2  # tokens/s halves of a window differing more than this get a note
 
 
 @dataclass
@@ -70,7 +70,7 @@ class CellMetrics:
     good_fraction: float | None = None
     output_tokens: float = 0.0
     output_tokens_per_s: float = 0.0
-    steadiness: float | None = None    # (2nd half - 1st half) / mean, tokens/s in the window
+    steadiness: float | None = None  # (2nd half - 1st half) / mean, tokens/s in the window
     error_rate: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     ttft_p50_s: float | None = None
@@ -103,7 +103,7 @@ class CellMetrics:
     gpu_samples: int = 0
     slo_ok: bool | None = None
     slo_failures: list[str] = field(default_factory=list)
-    frontier: str = ""                 # "frontier" | "dominated" | "excluded"
+    frontier: str = ""  # "frontier" | "dominated" | "excluded"
     dominated_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     per_replica: list[ReplicaMetrics] = field(default_factory=list)
@@ -166,11 +166,19 @@ def _measure_windows(run: RunData) -> dict[str, dict]:
     for cell, g in r.groupby("cell"):
         first = g.iloc[0]
         kind = "concurrency" if str(cell).split("-")[-1].startswith("c") else "rate"
-        out[str(cell)] = dict(run_id=first["run_id"], cell=cell, replicas=int(first["replicas"]),
-                              level=float(first["level"]), level_kind=kind, phase="measure",
-                              start_ns=int(g["start_ns"].min()), end_ns=int(g["start_ns"].max()) + 1,
-                              energy_j=None, energy_source=None,
-                              note="derived from records: no window stored")
+        out[str(cell)] = dict(
+            run_id=first["run_id"],
+            cell=cell,
+            replicas=int(first["replicas"]),
+            level=float(first["level"]),
+            level_kind=kind,
+            phase="measure",
+            start_ns=int(g["start_ns"].min()),
+            end_ns=int(g["start_ns"].max()) + 1,
+            energy_j=None,
+            energy_source=None,
+            note="derived from records: no window stored",
+        )
     return out
 
 
@@ -185,13 +193,21 @@ def _lat(df: pd.DataFrame, col: str, q: float) -> float | None:
     return percentile(pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float), q)
 
 
-def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float = 1.0) -> CellMetrics:
+def compute_cell(
+    run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float = 1.0
+) -> CellMetrics:
     a, b = int(win["start_ns"]), int(win["end_ns"])
     dur = (b - a) / 1e9
-    m = CellMetrics(run_id=str(win.get("run_id") or run.run_id), cell=str(win["cell"]),
-                    replicas=int(win["replicas"]), level=float(win["level"]),
-                    level_kind=str(win.get("level_kind") or "concurrency"),
-                    start_ns=a, end_ns=b, duration_s=dur)
+    m = CellMetrics(
+        run_id=str(win.get("run_id") or run.run_id),
+        cell=str(win["cell"]),
+        replicas=int(win["replicas"]),
+        level=float(win["level"]),
+        level_kind=str(win.get("level_kind") or "concurrency"),
+        start_ns=a,
+        end_ns=b,
+        duration_s=dur,
+    )
     if win.get("note"):
         m.notes.append(str(win["note"]))
     req = run.requests
@@ -204,8 +220,11 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
     m.requests_failed = m.requests_started - m.requests_ok
     m.error_rate = (m.requests_failed / m.requests_started) if m.requests_started else None
     m.errors = {c: int(n) for c, n in started["error_class"].dropna().value_counts().items()}
-    m.errors = {c: m.errors[c] for c in list(ERROR_CLASSES) + sorted(set(m.errors) - set(ERROR_CLASSES))
-                if c in m.errors}
+    m.errors = {
+        c: m.errors[c]
+        for c in list(ERROR_CLASSES) + sorted(set(m.errors) - set(ERROR_CLASSES))
+        if c in m.errors
+    }
 
     ended = cell_req[(cell_req["end_ns"] >= a) & (cell_req["end_ns"] < b)]
     ended_ok = ended[ended["error_class"].isna()]
@@ -220,8 +239,10 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
         if first + second >= 100:
             m.steadiness = (second - first) / ((first + second) / 2)
             if abs(m.steadiness) > STEADY_TOLERANCE:
-                m.notes.append(f"output tokens/s changed by {m.steadiness:+.0%} between the halves of "
-                               f"the measured window: not steady (a longer warm-up or window helps)")
+                m.notes.append(
+                    f"output tokens/s changed by {m.steadiness:+.0%} between the halves of "
+                    f"the measured window: not steady (a longer warm-up or window helps)"
+                )
     if m.requests_started:
         m.good_fraction = float(good_mask(started, slo).sum()) / m.requests_started
 
@@ -239,7 +260,9 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
         m.itl_source = "hdr-histogram"
     else:
         m.itl_source = "request-summaries (estimate)" if m.requests_ok else ""
-        itl = {pct_name(q): _lat(ok_started, "itl_p50_s" if q <= 50 else "itl_p99_s", q) for q in qs}
+        itl = {
+            pct_name(q): _lat(ok_started, "itl_p50_s" if q <= 50 else "itl_p99_s", q) for q in qs
+        }
     for name, v in itl.items():
         key = f"itl_{name}_s"
         if hasattr(m, key):
@@ -247,10 +270,20 @@ def compute_cell(run: RunData, win: dict, slo: Slo | None, *, max_gap_s: float =
         else:
             m.extra_percentiles[key] = v
 
-    en = window_energy(run.gpu, a, b, counter_j=_f(win.get("energy_j")),
-                       counter_source=win.get("energy_source"), max_gap_s=max_gap_s)
+    en = window_energy(
+        run.gpu,
+        a,
+        b,
+        counter_j=_f(win.get("energy_j")),
+        counter_source=win.get("energy_source"),
+        max_gap_s=max_gap_s,
+    )
     m.energy_j, m.energy_source, m.energy_coverage = en.energy_j, en.source, en.coverage
-    m.mean_power_w, m.gpu_util_pct, m.mem_used_bytes = en.mean_power_w, en.gpu_util_pct, en.mem_used_bytes
+    m.mean_power_w, m.gpu_util_pct, m.mem_used_bytes = (
+        en.mean_power_w,
+        en.gpu_util_pct,
+        en.mem_used_bytes,
+    )
     m.gpu_samples, m.energy_note = en.samples, en.note
     if m.energy_j is not None and m.output_tokens > 0:
         m.j_per_token = m.energy_j / m.output_tokens
@@ -283,8 +316,14 @@ def _as_metrics(m: CellMetrics) -> dict:
     return d
 
 
-def _per_replica(cell_req: pd.DataFrame, started: pd.DataFrame, a: int, b: int, slo: Slo | None,
-                 total_tokens: float) -> list[ReplicaMetrics]:
+def _per_replica(
+    cell_req: pd.DataFrame,
+    started: pd.DataFrame,
+    a: int,
+    b: int,
+    slo: Slo | None,
+    total_tokens: float,
+) -> list[ReplicaMetrics]:
     dur = (b - a) / 1e9
     out = []
     for rep in sorted(set(cell_req["replica"].dropna().astype(str))):
@@ -293,22 +332,35 @@ def _per_replica(cell_req: pd.DataFrame, started: pd.DataFrame, a: int, b: int, 
         ok = st[st["error_class"].isna()]
         ended = all_r[(all_r["end_ns"] >= a) & (all_r["end_ns"] < b)]
         toks = tokens_in_window(all_r, a, b)
-        out.append(ReplicaMetrics(
-            replica=rep, requests_started=int(len(st)), requests_ok=int(len(ok)),
-            requests_failed=int(len(st) - len(ok)),
-            error_rate=(len(st) - len(ok)) / len(st) if len(st) else None,
-            request_throughput_rps=float(ended["error_class"].isna().sum()) / dur if dur > 0 else 0.0,
-            goodput_rps=(float(ended["error_class"].isna().sum()) / dur * _good_share(ok, slo)
-                         if dur > 0 else 0.0),
-            output_tokens_per_s=toks / dur if dur > 0 else 0.0,
-            token_share=toks / total_tokens if total_tokens > 0 else None,
-            ttft_p50_s=_lat(ok, "ttft_s", 50), ttft_p99_s=_lat(ok, "ttft_s", 99),
-            tpot_p50_s=_lat(ok, "tpot_s", 50), e2e_p99_s=_lat(ok, "e2e_s", 99)))
+        out.append(
+            ReplicaMetrics(
+                replica=rep,
+                requests_started=int(len(st)),
+                requests_ok=int(len(ok)),
+                requests_failed=int(len(st) - len(ok)),
+                error_rate=(len(st) - len(ok)) / len(st) if len(st) else None,
+                request_throughput_rps=float(ended["error_class"].isna().sum()) / dur
+                if dur > 0
+                else 0.0,
+                goodput_rps=(
+                    float(ended["error_class"].isna().sum()) / dur * _good_share(ok, slo)
+                    if dur > 0
+                    else 0.0
+                ),
+                output_tokens_per_s=toks / dur if dur > 0 else 0.0,
+                token_share=toks / total_tokens if total_tokens > 0 else None,
+                ttft_p50_s=_lat(ok, "ttft_s", 50),
+                ttft_p99_s=_lat(ok, "ttft_s", 99),
+                tpot_p50_s=_lat(ok, "tpot_s", 50),
+                e2e_p99_s=_lat(ok, "e2e_s", 99),
+            )
+        )
     return out
 
 
-def compute_cells(run: RunData, slo: Slo | None = None, *, max_gap_s: float | None = None
-                  ) -> list[CellMetrics]:
+def compute_cells(
+    run: RunData, slo: Slo | None = None, *, max_gap_s: float | None = None
+) -> list[CellMetrics]:
     """Metrics of every cell that has a measured window, ordered by replicas then level."""
     if slo is None and run.scenario is not None:
         slo = run.scenario.slo

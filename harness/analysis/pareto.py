@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Point:
     key: str
-    throughput: float | None     # maximise (output tokens/s)
-    latency: float | None        # minimise (seconds)
-    j_per_token: float | None    # minimise
+    throughput: float | None  # maximise (output tokens/s)
+    latency: float | None  # minimise (seconds)
+    j_per_token: float | None  # minimise
 
 
 @dataclass
 class Frontier:
-    status: dict[str, str]                    # key -> "frontier" | "dominated" | "excluded"
+    status: dict[str, str]  # key -> "frontier" | "dominated" | "excluded"
     dominated_by: dict[str, list[str]]
     objectives: list[str]
     notes: list[str] = field(default_factory=list)
@@ -54,7 +54,13 @@ def pareto_frontier(points: list[Point], *, use_energy: bool = True) -> Frontier
         notes.append("J/token left out of the frontier: no energy for " + ", ".join(missing))
     vec = {p.key: (-p.throughput, p.latency) + ((p.j_per_token,) if energy else ()) for p in ranked}
     for p in ranked:
-        dominated_by[p.key] = [q.key for q in ranked if q.key != p.key and _dominates(vec[q.key], vec[p.key])]
+        dominated_by[p.key] = [
+            q.key for q in ranked if q.key != p.key and _dominates(vec[q.key], vec[p.key])
+        ]
         status[p.key] = "dominated" if dominated_by[p.key] else "frontier"
-    return Frontier(status={p.key: status[p.key] for p in points}, dominated_by=dominated_by,
-                    objectives=objectives, notes=notes)
+    return Frontier(
+        status={p.key: status[p.key] for p in points},
+        dominated_by=dominated_by,
+        objectives=objectives,
+        notes=notes,
+    )

@@ -23,7 +23,7 @@ THROUGHPUT_TIE = 0.02
 @dataclass
 class Recommendation:
     cell: str | None
-    meets_slo: bool          # True also when there is no SLO and a cell had successful requests
+    meets_slo: bool  # True also when there is no SLO and a cell had successful requests
     sentence: str
 
 
@@ -34,8 +34,11 @@ def _fmt_s(v: float | None) -> str:
 
 
 def _numbers(c: CellMetrics, latency_key: str) -> str:
-    parts = [f"{c.output_tokens_per_s:,.0f} output tok/s", f"{c.request_throughput_rps:.2f} req/s",
-             f"goodput {c.goodput_rps:.2f} req/s"]
+    parts = [
+        f"{c.output_tokens_per_s:,.0f} output tok/s",
+        f"{c.request_throughput_rps:.2f} req/s",
+        f"goodput {c.goodput_rps:.2f} req/s",
+    ]
     metric, q = latency_key[:-2].split("_")
     lat_name = f"{'e2e' if metric == 'e2e' else metric.upper()} {q}"
     parts.append(f"{lat_name} {_fmt_s(c.get(latency_key))}")
@@ -50,8 +53,13 @@ def _numbers(c: CellMetrics, latency_key: str) -> str:
 
 def _sort_key(c: CellMetrics, latency_key: str):
     lat = c.get(latency_key)
-    return (c.j_per_token if c.j_per_token is not None else float("inf"),
-            lat if lat is not None else float("inf"), -c.output_tokens_per_s, c.replicas, c.level)
+    return (
+        c.j_per_token if c.j_per_token is not None else float("inf"),
+        lat if lat is not None else float("inf"),
+        -c.output_tokens_per_s,
+        c.replicas,
+        c.level,
+    )
 
 
 def _best(cells: list[CellMetrics], latency_key: str) -> CellMetrics:
@@ -76,12 +84,22 @@ def recommend(cells: list[CellMetrics], slo: Slo | None, latency_key: str) -> Re
         meeting = [c for c in cells if c.requests_ok > 0 and c.output_tokens_per_s > 0]
     if meeting:
         best = _best(meeting, latency_key)
-        tail = f"meets the SLO ({slo_text})" if has_slo else "no SLO was given, so this is the highest throughput"
-        return Recommendation(best.cell, True,
-                              f"Recommended: {_config(best)}: {_numbers(best, latency_key)}; {tail}.")
-    closest = min(cells, key=lambda c: (violation(c.to_dict() | c.extra_percentiles, slo),
-                                        -c.output_tokens_per_s))
+        tail = (
+            f"meets the SLO ({slo_text})"
+            if has_slo
+            else "no SLO was given, so this is the highest throughput"
+        )
+        return Recommendation(
+            best.cell, True, f"Recommended: {_config(best)}: {_numbers(best, latency_key)}; {tail}."
+        )
+    closest = min(
+        cells,
+        key=lambda c: (violation(c.to_dict() | c.extra_percentiles, slo), -c.output_tokens_per_s),
+    )
     why = "; ".join(closest.slo_failures) or "no successful requests"
-    return Recommendation(None, False,
-                          f"No configuration meets the SLO ({slo_text}); the closest is {_config(closest)}: "
-                          f"{_numbers(closest, latency_key)}; it fails {why}.")
+    return Recommendation(
+        None,
+        False,
+        f"No configuration meets the SLO ({slo_text}); the closest is {_config(closest)}: "
+        f"{_numbers(closest, latency_key)}; it fails {why}.",
+    )

@@ -46,8 +46,9 @@ def _read_scenario(path: Path, manifest: dict) -> Scenario | None:
     try:
         return Scenario.model_validate(data)
     except Exception as e:  # noqa: BLE001 - a run from another version still has records
-        raise InputError(f"the run's scenario does not validate: {str(e).splitlines()[0]}",
-                         file=str(p)) from None
+        raise InputError(
+            f"the run's scenario does not validate: {str(e).splitlines()[0]}", file=str(p)
+        ) from None
 
 
 def load_run(path: str | Path) -> RunData:
@@ -70,8 +71,9 @@ def load_run(path: str | Path) -> RunData:
         try:
             tables[name] = read_table(p, name)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            raise InputError(f"cannot read Parquet: {e.__class__.__name__}: {e}",
-                             file=str(p / f"{name}.parquet")) from None
+            raise InputError(
+                f"cannot read Parquet: {e.__class__.__name__}: {e}", file=str(p / f"{name}.parquet")
+            ) from None
     hist: dict[str, dict] = {}
     hdir = p / "histograms"
     if hdir.is_dir():
@@ -80,5 +82,12 @@ def load_run(path: str | Path) -> RunData:
                 hist[hf.stem] = json.loads(hf.read_text())
             except json.JSONDecodeError as e:
                 raise InputError(f"invalid JSON: {e.msg}", file=str(hf), line=e.lineno) from None
-    return RunData(path=p, manifest=manifest, scenario=scenario, requests=tables["requests"],
-                   gpu=tables["gpu_samples"], windows=tables["windows"], histograms=hist)
+    return RunData(
+        path=p,
+        manifest=manifest,
+        scenario=scenario,
+        requests=tables["requests"],
+        gpu=tables["gpu_samples"],
+        windows=tables["windows"],
+        histograms=hist,
+    )

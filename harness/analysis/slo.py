@@ -24,8 +24,8 @@ LABEL = {"ttft_s": "TTFT", "itl_s": "ITL", "tpot_s": "TPOT", "e2e_s": "e2e"}
 
 @dataclass(frozen=True)
 class Bound:
-    metric: str       # "ttft_s" | "itl_s" | "tpot_s" | "e2e_s"
-    q: float          # percentile, e.g. 99.0
+    metric: str  # "ttft_s" | "itl_s" | "tpot_s" | "e2e_s"
+    q: float  # percentile, e.g. 99.0
     limit_s: float
 
     @property
@@ -107,8 +107,10 @@ def cell_verdict(metrics: dict, slo: Slo | None) -> tuple[bool | None, list[str]
         checked = True
         er = metrics.get("error_rate")
         if er is None or er > slo.max_error_rate:
-            failures.append(f"error rate <= {slo.max_error_rate:.2%}: "
-                            + ("no requests" if er is None else f"{er:.2%}"))
+            failures.append(
+                f"error rate <= {slo.max_error_rate:.2%}: "
+                + ("no requests" if er is None else f"{er:.2%}")
+            )
     if slo.min_output_tokens_per_s is not None:
         checked = True
         t = metrics.get("output_tokens_per_s") or 0.0

@@ -9,6 +9,7 @@ in the ground truth instead of slowing the model down.
 from __future__ import annotations
 
 from collections import deque
+from heapq import heappush as _heappush
 from typing import Callable, Protocol
 
 from harness.emulator.gpu import SharedGpu
@@ -267,18 +268,20 @@ class FixedReplica:
         self.timer.at(now_ns + self.ttft_ns, self._tick, seq)
 
     def _tick(self, s: Seq, due_ns: int) -> None:
+        """Runs inside the timer, so the next tick goes straight onto its heap."""
         if s.cancelled:
             self._set_active(self.n_active - 1, due_ns)
             return
-        s.generated += 1
-        last = s.generated >= s.max_new
-        if last:
+        g = s.generated = s.generated + 1
+        if g >= s.max_new:
             s.finished = True
             self._set_active(self.n_active - 1, due_ns)
             self.stats.finished(s, due_ns)
-        else:
-            self.timer.at(due_ns + self.itl_ns, self._tick, s)
-        s.sink.token(s, due_ns, last)
+            s.sink.token(s, due_ns, True)
+            return
+        t = self.timer
+        _heappush(t.heap, (due_ns + self.itl_ns, next(t.counter), self._tick, s))
+        s.sink.token(s, due_ns, False)
 
 
 def make_replica(index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):

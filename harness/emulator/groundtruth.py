@@ -8,6 +8,7 @@ read. The load generator's accuracy benchmark compares its own measurements with
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from harness.emulator.histogram import LogHistogram
 
@@ -22,6 +23,7 @@ class GroundTruth:
 
     def reset(self) -> None:
         self.since_ns = time.time_ns()
+        self.since_mono_ns = time.monotonic_ns()
         self.requests_received = 0
         self.requests_completed = 0
         self.requests_rejected = 0
@@ -33,6 +35,22 @@ class GroundTruth:
         self.itl_us = LogHistogram()
         self.lateness_us = LogHistogram()
         self.e2e_us = LogHistogram()
+        # episodes of writes >= 16 ms late: [first write ns, last write ns, writes, worst us]
+        self.spikes: deque = deque(maxlen=32)
+
+    def late(self, now_ns: int, lateness_us: int) -> None:
+        """A write at least 16 ms behind its schedule: counted, and its episode kept for diagnosis."""
+        self.lateness_us.record(lateness_us)
+        if lateness_us <= 0:
+            return
+        sp = self.spikes
+        if sp and now_ns - sp[-1][1] < 100_000_000:
+            e = sp[-1]
+            e[1] = now_ns
+            e[2] += 1
+            e[3] = max(e[3], lateness_us)
+        else:
+            sp.append([now_ns, now_ns, 1, lateness_us])
 
     def summary(self) -> dict:
         out = {"replica": self.replica, "since_ns": self.since_ns}
@@ -40,6 +58,12 @@ class GroundTruth:
             out[k] = getattr(self, k)
         for k in ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us"):
             out[k] = getattr(self, k).summary()
+        # the latest episodes of writes >= 16 ms late: start (ms after since_ns), length ms,
+        # writes, worst lateness us
+        if self.spikes:
+            t0 = self.since_mono_ns
+            out["late_episodes"] = [[round((a - t0) / 1e6, 1), round((b - a) / 1e6, 1), n, worst]
+                                    for a, b, n, worst in self.spikes]
         return out
 
 

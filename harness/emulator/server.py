@@ -7,6 +7,7 @@ at the moment it starts. Each replica listens on its own port.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -112,6 +113,8 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
     except OSError as e:
         raise SystemExit(f"slm-harness emulate: cannot listen on {host}:{base_port}: {e.strerror}") from None
     stop = asyncio.Event()
+    gc.collect()
+    gc.freeze()   # start-up objects (modules, pydantic models) never need scanning again
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if port_file:

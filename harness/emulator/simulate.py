@@ -19,18 +19,18 @@ from harness.emulator.profile import Profile, load_profile
 
 class VirtualTimer:
     def __init__(self):
-        self._heap: list = []
-        self._seq = itertools.count()
+        self.heap: list = []
+        self.counter = itertools.count()
         self.now = 0
 
     def at(self, due_ns, fn, arg):
-        heapq.heappush(self._heap, (due_ns, next(self._seq), fn, arg))
+        heapq.heappush(self.heap, (due_ns, next(self.counter), fn, arg))
 
     def now_ns(self) -> int:
         return self.now
 
     def run_until(self, t_end_ns: int) -> None:
-        h = self._heap
+        h = self.heap
         while h and h[0][0] <= t_end_ns:
             due, _, fn, arg = heapq.heappop(h)
             self.now = due

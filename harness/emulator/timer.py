@@ -58,8 +58,8 @@ class TimerWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True, tick_ns: int = 100_000):
         self.loop = loop
         self.tick_ns = max(1, tick_ns)
-        self._heap: list = []
-        self._seq = itertools.count()
+        self.heap: list = []             # (due_ns, n, fn, arg); callbacks run by the timer may push
+        self.counter = itertools.count()  # directly (no re-arm is needed while it runs)
         self._armed: int | None = None
         self._handle: asyncio.TimerHandle | None = None
         tfd = _timerfd() if use_timerfd else None
@@ -78,7 +78,7 @@ class TimerWheel:
         return time.monotonic_ns()
 
     def at(self, due_ns: int, fn: Callable, arg) -> None:
-        heapq.heappush(self._heap, (due_ns, next(self._seq), fn, arg))
+        heapq.heappush(self.heap, (due_ns, next(self.counter), fn, arg))
         if self._armed is None or due_ns < self._armed:
             self._arm(due_ns)
 
@@ -107,7 +107,7 @@ class TimerWheel:
     def _run(self) -> None:
         self.fires += 1
         self._armed = -1          # while running, at() never re-arms: the end of the run does
-        h = self._heap
+        h = self.heap
         pop = heapq.heappop
         now = time.monotonic_ns()
         stop = now + self.SLICE_NS

@@ -39,13 +39,14 @@ class PhaseStats:
     input_tokens: int = 0
     first_start_ns: int | None = None
     last_end_ns: int | None = None
+    window_tokens: float = 0.0   # (measure) output tokens that arrived inside the measured window
     hist: HistSet = field(default_factory=HistSet)
 
     def to_wire(self) -> dict:
         return {"requests": self.requests, "ok": self.ok, "errors": dict(self.errors),
                 "output_tokens": self.output_tokens, "input_tokens": self.input_tokens,
                 "first_start_ns": self.first_start_ns, "last_end_ns": self.last_end_ns,
-                "hist": self.hist.encode()}
+                "window_tokens": self.window_tokens, "hist": self.hist.encode()}
 
     def absorb(self, d: dict) -> None:
         self.requests += d["requests"]
@@ -54,6 +55,7 @@ class PhaseStats:
             self.errors[k] = self.errors.get(k, 0) + v
         self.output_tokens += d["output_tokens"]
         self.input_tokens += d["input_tokens"]
+        self.window_tokens += d.get("window_tokens", 0.0)
         if d["first_start_ns"] is not None:
             self.first_start_ns = min(self.first_start_ns or d["first_start_ns"], d["first_start_ns"])
         if d["last_end_ns"] is not None:
@@ -103,8 +105,14 @@ class Collector:
             st = self.stats[key] = PhaseStats()
         return st
 
-    def add(self, res: StreamResult, spec: RequestSpec, info: CellInfo, intended_pc: int) -> RequestRecord:
-        """Account one finished request; returns its record."""
+    def add(self, res: StreamResult, spec: RequestSpec, info: CellInfo, intended_pc: int,
+            window_pc: tuple[int, int] | None = None) -> RequestRecord:
+        """Account one finished request; returns its record.
+
+        ``window_pc`` is the cell's measured window on this process's perf clock: the request's
+        tokens that arrived inside it (spread evenly from first to last token) are credited to the
+        window, so closed-loop waves of requests do not quantise throughput.
+        """
         off = self.wall_offset_ns
         start_ns = res.start_pc + off
         intended_ns = intended_pc + off
@@ -146,6 +154,18 @@ class Collector:
                 rec.tpot_s = (res.end_pc - res.first_pc) / (res.output_tokens - 1) / 1e9
                 if res.error_class is None:
                     h.record("tpot", int(rec.tpot_s * 1e6))
+        if window_pc is not None and res.first_pc is not None and res.output_tokens:
+            ws, we = window_pc
+            first, last, n = res.first_pc, res.end_pc, res.output_tokens
+            credit = 1.0 if ws <= first < we else 0.0
+            if n > 1 and last > first:
+                lo, hi = max(first, ws), min(last, we)
+                if hi > lo:
+                    credit += (n - 1) * (hi - lo) / (last - first)
+            elif n > 1 and ws <= first < we:
+                credit = float(n)
+            if credit:
+                self.phase_stats(info.cell, "measure").window_tokens += credit
         if res.error_class is None:
             st.ok += 1
             st.hist.record("e2e", e2e_ns // 1000)
@@ -183,7 +203,8 @@ class Collector:
     # ------------------------------------------------------------------------------------------
     def export(self) -> dict:
         """The delta since the last export (forward mode), then forget it."""
-        payload = {"stats": [[c, p, st.to_wire()] for (c, p), st in self.stats.items() if st.requests],
+        payload = {"stats": [[c, p, st.to_wire()] for (c, p), st in self.stats.items()
+                             if st.requests or st.window_tokens],
                    "records": self._outbox, "inflight": self.inflight, "worker": self.worker,
                    "current_cell": self.current_cell}
         self.stats = {}

@@ -58,6 +58,7 @@ class LoadContext:
     _measure_sent: dict = field(default_factory=dict)
     exhausted: set = field(default_factory=set)   # cells whose measured requests are all sent
     _factories: dict = field(default_factory=dict)
+    _windows: dict = field(default_factory=dict)
     _next_stream: int = 0
 
     @classmethod
@@ -135,4 +136,13 @@ class LoadContext:
         if res.error_class == "connect":
             self.picker.mark_down(url)
         info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, seg.phase)
-        return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc)
+        return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
+                       self.measure_window_pc(seg.cell))
+
+    def measure_window_pc(self, cell: str) -> tuple[int, int] | None:
+        w = self._windows.get(cell, False)
+        if w is False:
+            span = self.plan.window(cell, "measure")
+            w = self._windows[cell] = (None if span is None else
+                                       (self.t0_pc + int(span[0] * 1e9), self.t0_pc + int(span[1] * 1e9)))
+        return w

@@ -101,6 +101,7 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
     events = Events()
     env = Environment(user_classes=[user_cls], events=events)
     plan = build_plan(scenario.load, list(levels), replicas)
+    saved_argv = sys.argv
     workers = None
     master = None
     try:
@@ -134,6 +135,8 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
         if web_ui:
             from harness.loadgen.webui import install_llm_tab
 
+            # Locust's web UI re-parses sys.argv as Locust options on every page; ours are not.
+            saved_argv, sys.argv = sys.argv, sys.argv[:1]
             env.create_web_ui(web_ui[0], web_ui[1])
             install_llm_tab(env, collector, scenario)
         t0_pc = time.perf_counter_ns() + (t0_ns - time.time_ns())
@@ -155,7 +158,9 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
         if ctx is not None:
             ctx.client.close()
         if env.web_ui is not None:
-            env.web_ui.stop()
+            if getattr(env.web_ui, "server", None) is not None:
+                env.web_ui.stop()
+            sys.argv = saved_argv
     rundir.requests.flush()
     return results_for(plan, collector, windows, scenario, rundir, run_id, max(processes, 1))
 
@@ -251,9 +256,10 @@ def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], sce
         phases = {p: s for p, s in phases.items() if s.requests}
         mw = [w for w in windows if w.cell == cell and w.phase == "measure"]
         measure_s = (mw[0].end_ns - mw[0].start_ns) / 1e9 if mw else 0.0
+        early = bool(mw) and mw[0].note.startswith("ended early")
         res = CellResult(run_id, cell, plan.replicas, level, plan.mode, measure, phases,
                          [w for w in windows if w.cell == cell], measure_s,
-                         evaluate(scenario.slo, measure, measure_s), workers)
+                         evaluate(scenario.slo, measure, measure_s, early), workers, early)
         rundir.write_histograms(cell, measure.hist.encode())
         out.append(res)
     return out

@@ -28,9 +28,17 @@ class CellResult:
     def histograms(self) -> HistSet:
         return self.measure.hist
 
+    ended_early: bool = False
+
     @property
     def output_tokens_per_s(self) -> float:
-        return self.measure.output_tokens / self.measure_s if self.measure_s else 0.0
+        """Tokens that arrived inside the measured window per second (whole requests started in
+        it when the window was cut short by ``max_requests``)."""
+        if not self.measure_s:
+            return 0.0
+        if self.measure.window_tokens and not self.ended_early:
+            return self.measure.window_tokens / self.measure_s
+        return self.measure.output_tokens / self.measure_s
 
     @property
     def requests_per_s(self) -> float:
@@ -44,7 +52,8 @@ class CellResult:
             "mode": self.mode, "workers": self.workers, "measure_s": self.measure_s,
             "requests": m.requests, "ok": m.ok, "errors": dict(m.errors),
             "error_rate": m.error_rate(), "output_tokens": m.output_tokens,
-            "input_tokens": m.input_tokens, "output_tokens_per_s": self.output_tokens_per_s,
+            "input_tokens": m.input_tokens, "window_output_tokens": m.window_tokens,
+            "output_tokens_per_s": self.output_tokens_per_s,
             "requests_per_s": self.requests_per_s, "latency": m.hist.summary(),
             "phases": {p: {"requests": s.requests, "ok": s.ok, "errors": dict(s.errors)}
                        for p, s in self.phases.items()},

@@ -31,7 +31,7 @@ class SloVerdict:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
-def evaluate(slo, stats, measure_s: float) -> SloVerdict:
+def evaluate(slo, stats, measure_s: float, ended_early: bool = False) -> SloVerdict:
     """Check ``stats`` (a PhaseStats of the measured window) against ``slo`` (scenario.slo)."""
     v = SloVerdict()
     if slo is None:
@@ -49,7 +49,8 @@ def evaluate(slo, stats, measure_s: float) -> SloVerdict:
         v.checks.append(SloCheck("error_rate", slo.max_error_rate, rate,
                                  rate is not None and rate <= slo.max_error_rate))
     if slo.min_output_tokens_per_s is not None:
-        tps = stats.output_tokens / measure_s if measure_s > 0 and stats.requests else None
+        toks = stats.output_tokens if ended_early or not stats.window_tokens else stats.window_tokens
+        tps = toks / measure_s if measure_s > 0 and stats.requests else None
         v.checks.append(SloCheck("output_tokens_per_s", slo.min_output_tokens_per_s, tps,
                                  tps is not None and tps >= slo.min_output_tokens_per_s))
     return v

@@ -335,6 +335,37 @@ class StreamClient:
         return True
 
 
+def _waiting_recv(sock):
+    """``recv`` that waits for readability first, then reads the OS socket directly.
+
+    gevent's ``socket.recv`` tries a non-blocking read first; mid-stream that read almost always
+    fails (the next token is ~10 ms away), which costs a raised exception per token before the
+    greenlet parks. Waiting first saves that on every token. Falls back to ``sock.recv`` when
+    gevent's socket internals are not there.
+    """
+    raw_sock = getattr(sock, "_sock", None)
+    event = getattr(sock, "_read_event", None)
+    wait = getattr(sock, "_wait", None)
+    if raw_sock is None or event is None or wait is None:
+        return sock.recv
+    raw_recv = raw_sock.recv
+    would_block = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+    def recv(n: int) -> bytes:
+        while True:
+            wait(event)
+            try:
+                return raw_recv(n)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno in would_block:
+                    continue
+                raise
+
+    return recv
+
+
 class _Body:
     """Incremental HTTP/1.1 body: chunked, Content-Length, or until close; yields data pieces."""
 
@@ -355,6 +386,7 @@ class _Body:
     def pieces(self):
         """Yield ``(data, perf_counter_ns at arrival)`` until the body ends."""
         sock = self.sock
+        recv = _waiting_recv(sock)
         raw = self.raw
         self.raw = b""
         t = perf_counter_ns()
@@ -371,7 +403,7 @@ class _Body:
                         return
                     self.tail -= len(more)
                 return
-            raw = sock.recv(_RECV)
+            raw = recv(_RECV)
             t = perf_counter_ns()
             if not raw:
                 if self.left is None and not self.chunked:

@@ -23,6 +23,42 @@ def _sleep_until(pc: int) -> None:
         gevent.sleep(d)
 
 
+_STEP_NS = 10_000_000
+
+
+def _next_arrival(ctx: LoadContext, t_pc: int, need: float, share: int) -> int | None:
+    """The instant after ``t_pc`` where the integral of this stream's rate reaches ``need``.
+
+    Exact jumps inside constant-rate segments, 10 ms steps (midpoint rate) inside ramps; None
+    when the plan ends first.
+    """
+    t0 = ctx.t0_pc
+    while not ctx.ended(t_pc):
+        seg = ctx.segment_at(t_pc)
+        if seg is None:
+            return None
+        seg_end = t0 + int(seg.end_s * 1e9)
+        if seg_end <= t_pc:
+            t_pc = seg_end + 1
+            continue
+        if seg.from_value == seg.to_value:
+            rate = seg.to_value / share
+            if rate > 0:
+                dt = int(need / rate * 1e9)
+                if t_pc + dt < seg_end:
+                    return t_pc + dt
+                need -= rate * (seg_end - t_pc) / 1e9
+            t_pc = seg_end
+            continue
+        step = min(_STEP_NS, seg_end - t_pc)
+        rate = seg.value_at((t_pc + step / 2 - t0) / 1e9) / share
+        if rate > 0 and rate * step / 1e9 >= need:
+            return t_pc + int(need / rate * 1e9)
+        need -= rate * step / 1e9
+        t_pc += step
+    return None
+
+
 class _LLMUser(User):
     abstract = True
     wait_time = constant(0)
@@ -76,18 +112,18 @@ class OpenLoopUser(_LLMUser):
         k = ctx.stream_index % share
         offset_s = k / total0 if arr.kind == "constant" and total0 > 0 else 0.0
         next_pc = ctx.t0_pc + int(offset_s * 1e9)
-        while not ctx.ended(next_pc):
+        need = 0.0 if arr.kind == "constant" else arr.unit()   # constant: first send at the start
+        while True:
+            next_pc = _next_arrival(ctx, next_pc, need, share)
+            need = arr.unit()
+            if next_pc is None:
+                break
             seg = ctx.segment_at(next_pc)
-            rate = seg.value_at((next_pc - ctx.t0_pc) / 1e9) / share if seg else 0.0
-            if rate <= 0:
-                next_pc += 10_000_000
-                continue
             delay = (next_pc - perf_counter_ns()) / 1e9
             if delay > 0:
                 gevent.sleep(delay)
             if seg.cell not in ctx.exhausted:
                 group.spawn(ctx.one_request, factory, seg, next_pc)
-            next_pc += int(arr.gap_s(rate) * 1e9)
         group.join()
         while True:
             gevent.sleep(1.0)

@@ -36,15 +36,29 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="re-render report.html, summary.json and cells.csv from a run directory")
+    p = sub.add_parser(
+        "report", help="re-render report.html, summary.json and cells.csv from a run directory"
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--latency", choices=LATENCY_KEYS, default=None,
-                   help="latency percentile the frontier minimises (default: the SLO's first bound, else ttft_p99_s)")
-    p.add_argument("--out", type=Path, default=None, help="write the outputs here instead of RUN_DIR")
-    p.add_argument("--influx", choices=("auto", "always", "never"), default="auto",
-                   help="read GPU samples from the scenario's InfluxDB when the run dir has none (auto), "
-                        "always, or never")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the report path and recommendation")
+    p.add_argument(
+        "--latency",
+        choices=LATENCY_KEYS,
+        default=None,
+        help="latency percentile the frontier minimises (default: the SLO's first bound, else ttft_p99_s)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="write the outputs here instead of RUN_DIR"
+    )
+    p.add_argument(
+        "--influx",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="read GPU samples from the scenario's InfluxDB when the run dir has none (auto), "
+        "always, or never",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the report path and recommendation"
+    )
     p.set_defaults(func=_report)
     p = sub.add_parser("compare", help="compare two runs cell by cell (B relative to A)")
     p.add_argument("run_a", metavar="RUN_A")

@@ -12,15 +12,39 @@ from harness.report.fmt import ms, num, pct, yes_no
 
 def cells_table(a: RunAnalysis) -> Table:
     t = Table(title=f"{a.run_id}: measured windows", show_lines=False)
-    for h in ("cell", "out tok/s", "req/s", "goodput", "TTFT p50 ms", "TTFT p99 ms", "ITL p99 ms",
-              "TPOT p50 ms", "errors", "power W", "J/token", "SLO", "frontier"):
+    for h in (
+        "cell",
+        "out tok/s",
+        "req/s",
+        "goodput",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "ITL p99 ms",
+        "TPOT p50 ms",
+        "errors",
+        "power W",
+        "J/token",
+        "SLO",
+        "frontier",
+    ):
         t.add_column(h, justify="left" if h in ("cell", "frontier") else "right")
     for c in a.cells:
         star = " *" if c.cell == a.recommendation.cell else ""
-        t.add_row(c.cell + star, num(c.output_tokens_per_s, 4), num(c.request_throughput_rps),
-                  num(c.goodput_rps), ms(c.ttft_p50_s), ms(c.ttft_p99_s), ms(c.itl_p99_s),
-                  ms(c.tpot_p50_s), pct(c.error_rate), num(c.mean_power_w), num(c.j_per_token),
-                  yes_no(c.slo_ok), c.frontier)
+        t.add_row(
+            c.cell + star,
+            num(c.output_tokens_per_s, 4),
+            num(c.request_throughput_rps),
+            num(c.goodput_rps),
+            ms(c.ttft_p50_s),
+            ms(c.ttft_p99_s),
+            ms(c.itl_p99_s),
+            ms(c.tpot_p50_s),
+            pct(c.error_rate),
+            num(c.mean_power_w),
+            num(c.j_per_token),
+            yes_no(c.slo_ok),
+            c.frontier,
+        )
     return t
 
 
@@ -54,7 +78,9 @@ def compare_table(cmp: Comparison) -> Table:
             if ch is not None and abs(ch) >= 0.05:
                 good = (ch > 0) == higher_better
                 change = f"[{'green' if good else 'red'}]{change}[/]"
-            t.add_row(d.cell if first else "", label, num(va, 4), num(vb, 4), change)
+            is_latency = col.endswith("_s") and not col.endswith("_per_s")
+            fmt = ms if is_latency else pct if col == "error_rate" else (lambda v: num(v, 4))
+            t.add_row(d.cell if first else "", label, fmt(va), fmt(vb), change)
             first = False
         t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", end_section=True)
     return t

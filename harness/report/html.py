@@ -6,9 +6,10 @@ import datetime as _dt
 import html
 
 from harness.analysis.metrics import STEADY_TOLERANCE
+from harness.analysis.slo import describe
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.report import plots
-from harness.report.fmt import energy_source_short, ms, num, pct, yes_no
+from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.timeline import build_timeline
 
 CSS = """
@@ -42,34 +43,82 @@ def _img(b64: str | None, alt: str) -> str:
 def _cells_table(a: RunAnalysis) -> str:
     lat = a.latency_key
     kinds = {c.level_kind for c in a.cells}
-    level_head = "streams" if kinds == {"concurrency"} else "req/s in" if kinds == {"rate"} else "level"
-    head = ["cell", level_head, "out tok/s", "req/s", "goodput req/s", "TTFT p50 ms",
-            "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms", "e2e p99 ms", "errors",
-            "power W", "energy J", "source", "J/token", "tok/J", "GPU util %", "SLO", "frontier"]
+    level_head = (
+        "streams" if kinds == {"concurrency"} else "req/s in" if kinds == {"rate"} else "level"
+    )
+    head = [
+        "cell",
+        level_head,
+        "out tok/s",
+        "req/s",
+        "goodput req/s",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "ITL p50 ms",
+        "ITL p99 ms",
+        "TPOT p50 ms",
+        "e2e p99 ms",
+        "errors",
+        "power W",
+        "energy J",
+        "source",
+        "J/token",
+        "tok/J",
+        "GPU util %",
+        "SLO",
+        "frontier",
+    ]
     rows = []
     for c in a.cells:
         cls = c.frontier + (" rec" if c.cell == a.recommendation.cell else "")
-        slo = "–" if c.slo_ok is None else ('<span class="yes">yes</span>' if c.slo_ok
-                                             else f'<span class="no" title="{_e("; ".join(c.slo_failures))}">NO</span>')
+        slo = (
+            "–"
+            if c.slo_ok is None
+            else (
+                '<span class="yes">yes</span>'
+                if c.slo_ok
+                else f'<span class="no" title="{_e("; ".join(c.slo_failures))}">NO</span>'
+            )
+        )
         fr = c.frontier + (f" by {', '.join(c.dominated_by)}" if c.dominated_by else "")
         unsteady = c.steadiness is not None and abs(c.steadiness) > STEADY_TOLERANCE
-        flag = (f' <span class="no" title="tokens/s changed {c.steadiness:+.0%} within the window">~</span>'
-                if unsteady else "")
-        vals = [f'<td class="l">{_e(c.cell)}</td>', f"<td>{c.level:g}</td>",
-                f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>", f"<td>{num(c.request_throughput_rps)}</td>",
-                f"<td>{num(c.goodput_rps)}</td>", f"<td>{ms(c.ttft_p50_s)}</td>", f"<td>{ms(c.ttft_p99_s)}</td>",
-                f"<td>{ms(c.itl_p50_s)}</td>", f"<td>{ms(c.itl_p99_s)}</td>", f"<td>{ms(c.tpot_p50_s)}</td>",
-                f"<td>{ms(c.e2e_p99_s)}</td>", f"<td>{pct(c.error_rate)}</td>", f"<td>{num(c.mean_power_w)}</td>",
-                f"<td>{num(c.energy_j, 4)}</td>",
-                f'<td title="{_e(c.energy_source or c.energy_note)}">{_e(energy_source_short(c.energy_source))}</td>',
-                f"<td>{num(c.j_per_token)}</td>", f"<td>{num(c.tokens_per_j)}</td>",
-                f"<td>{num(c.gpu_util_pct)}</td>", f"<td>{slo}</td>", f'<td class="l wrap">{_e(fr)}</td>']
+        flag = (
+            f' <span class="no" title="tokens/s changed {c.steadiness:+.0%} within the window">~</span>'
+            if unsteady
+            else ""
+        )
+        vals = [
+            f'<td class="l">{_e(c.cell)}</td>',
+            f"<td>{c.level:g}</td>",
+            f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
+            f"<td>{num(c.request_throughput_rps)}</td>",
+            f"<td>{num(c.goodput_rps)}</td>",
+            f"<td>{ms(c.ttft_p50_s)}</td>",
+            f"<td>{ms(c.ttft_p99_s)}</td>",
+            f"<td>{ms(c.itl_p50_s)}</td>",
+            f"<td>{ms(c.itl_p99_s)}</td>",
+            f"<td>{ms(c.tpot_p50_s)}</td>",
+            f"<td>{ms(c.e2e_p99_s)}</td>",
+            f"<td>{pct(c.error_rate)}</td>",
+            f"<td>{num(c.mean_power_w)}</td>",
+            f"<td>{num(c.energy_j, 4)}</td>",
+            f'<td title="{_e(c.energy_source or c.energy_note)}">{_e(energy_source_short(c.energy_source))}</td>',
+            f"<td>{num(c.j_per_token)}</td>",
+            f"<td>{num(c.tokens_per_j)}</td>",
+            f"<td>{num(c.gpu_util_pct)}</td>",
+            f"<td>{slo}</td>",
+            f'<td class="l wrap">{_e(fr)}</td>',
+        ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
-    ths = "".join(f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head)
-    return (f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-            f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
-            f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
-            f'~ after tokens/s: not steady within the window (see notes).</p>')
+    ths = "".join(
+        f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head
+    )
+    return (
+        f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+        f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
+        f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
+        f'~ after tokens/s: not steady within the window (see notes).</p>'
+    )
 
 
 def _errors_table(a: RunAnalysis) -> str:
@@ -80,27 +129,62 @@ def _errors_table(a: RunAnalysis) -> str:
     rows = []
     for c in a.cells:
         tds = "".join(f"<td>{c.errors.get(k, 0)}</td>" for k in classes)
-        rows.append(f'<tr><td class="l">{_e(c.cell)}</td><td>{c.requests_started}</td><td>{pct(c.error_rate)}</td>{tds}</tr>')
-    return (f'<table id="errors"><thead><tr><th class="l">cell</th><th>started</th><th>error rate</th>{head}'
-            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+        rows.append(
+            f'<tr><td class="l">{_e(c.cell)}</td><td>{c.requests_started}</td><td>{pct(c.error_rate)}</td>{tds}</tr>'
+        )
+    return (
+        f'<table id="errors"><thead><tr><th class="l">cell</th><th>started</th><th>error rate</th>{head}'
+        f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _replica_table(a: RunAnalysis) -> str:
-    head = ["cell", "replica", "started", "ok", "failed", "req/s", "goodput req/s", "out tok/s",
-            "token share", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "e2e p99 ms"]
+    head = [
+        "cell",
+        "replica",
+        "started",
+        "ok",
+        "failed",
+        "req/s",
+        "goodput req/s",
+        "out tok/s",
+        "token share",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "TPOT p50 ms",
+        "e2e p99 ms",
+    ]
     rows = []
     for c in a.cells:
         for r in c.per_replica:
-            rows.append("<tr>" + "".join([
-                f'<td class="l">{_e(c.cell)}</td>', f'<td class="l">{_e(r.replica)}</td>',
-                f"<td>{r.requests_started}</td>", f"<td>{r.requests_ok}</td>", f"<td>{r.requests_failed}</td>",
-                f"<td>{num(r.request_throughput_rps)}</td>", f"<td>{num(r.goodput_rps)}</td>",
-                f"<td>{num(r.output_tokens_per_s, 4)}</td>", f"<td>{pct(r.token_share)}</td>",
-                f"<td>{ms(r.ttft_p50_s)}</td>", f"<td>{ms(r.ttft_p99_s)}</td>", f"<td>{ms(r.tpot_p50_s)}</td>",
-                f"<td>{ms(r.e2e_p99_s)}</td>"]) + "</tr>")
-    ths = "".join(f'<th class="l">{h}</th>' if h in ("cell", "replica") else f"<th>{h}</th>" for h in head)
-    return (f'<table id="replicas"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica.</p>')
+            rows.append(
+                "<tr>"
+                + "".join(
+                    [
+                        f'<td class="l">{_e(c.cell)}</td>',
+                        f'<td class="l">{_e(r.replica)}</td>',
+                        f"<td>{r.requests_started}</td>",
+                        f"<td>{r.requests_ok}</td>",
+                        f"<td>{r.requests_failed}</td>",
+                        f"<td>{num(r.request_throughput_rps)}</td>",
+                        f"<td>{num(r.goodput_rps)}</td>",
+                        f"<td>{num(r.output_tokens_per_s, 4)}</td>",
+                        f"<td>{pct(r.token_share)}</td>",
+                        f"<td>{ms(r.ttft_p50_s)}</td>",
+                        f"<td>{ms(r.ttft_p99_s)}</td>",
+                        f"<td>{ms(r.tpot_p50_s)}</td>",
+                        f"<td>{ms(r.e2e_p99_s)}</td>",
+                    ]
+                )
+                + "</tr>"
+            )
+    ths = "".join(
+        f'<th class="l">{h}</th>' if h in ("cell", "replica") else f"<th>{h}</th>" for h in head
+    )
+    return (
+        f'<table id="replicas"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica.</p>'
+    )
 
 
 def _notes(a: RunAnalysis) -> str:
@@ -134,8 +218,12 @@ def render_html(a: RunAnalysis) -> str:
     figs = [plots.throughput_vs_latency(a), plots.energy_vs_throughput(a)]
     versions = ", ".join(f"{k} {v}" for k, v in (mf.get("versions") or {}).items())
     gpu = mf.get("gpu") or mf.get("gpus") or ""
-    meta = [f"run <b>{_e(a.run_id)}</b>", f"status {_e(mf.get('status', '?'))}",
-            f"host {_e(mf.get('host', '?'))}", f"started {_e(mf.get('started_at', '?'))}"]
+    meta = [
+        f"run <b>{_e(a.run_id)}</b>",
+        f"status {_e(mf.get('status', '?'))}",
+        f"host {_e(mf.get('host', '?'))}",
+        f"started {_e(mf.get('started_at', '?'))}",
+    ]
     if gpu:
         meta.append(f"GPU {_e(gpu)}")
     if mf.get("emulated") is not None:
@@ -143,10 +231,12 @@ def render_html(a: RunAnalysis) -> str:
     desc = f"<p>{_e(sc.description)}</p>" if sc and sc.description else ""
     workload = ""
     if sc is not None:
-        workload = (f"<p class=\"meta\">{_e(sc.target.protocol)} via {_e(sc.target.launcher.kind)}, "
-                    f"model {_e(sc.target.model)}; load {_e(sc.load.mode)}, levels {_e(_levels(sc.load.levels))}, "
-                    f"replicas {_e(', '.join(map(str, sc.load.replicas)))}; warm-up {sc.load.warmup_s:g} s, measured "
-                    f"{sc.load.duration_s:g} s, cool-down {sc.load.cooldown_s:g} s per cell.</p>")
+        workload = (
+            f"<p class=\"meta\">{_e(sc.target.protocol)} via {_e(sc.target.launcher.kind)}, "
+            f"model {_e(sc.target.model)}; load {_e(sc.load.mode)}, levels {_e(_levels(sc.load.levels))}, "
+            f"replicas {_e(', '.join(map(str, sc.load.replicas)))}; warm-up {sc.load.warmup_s:g} s, measured "
+            f"{sc.load.duration_s:g} s, cool-down {sc.load.cooldown_s:g} s per cell.</p>"
+        )
     defs = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in DEFINITIONS.items())
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!DOCTYPE html>
@@ -155,7 +245,7 @@ def render_html(a: RunAnalysis) -> str:
 <h1>{_e(title)}</h1>
 <p class="meta">{" · ".join(meta)}</p>{desc}{workload}
 <div class="rec {'ok' if rec.meets_slo else 'bad'}" id="recommendation">{_e(rec.sentence)}</div>
-<p class="meta">SLO: {_e(a.run.scenario and a.to_summary()['slo'] or 'none')}</p>
+<p class="meta">SLO: {_e(describe(a.slo))}</p>
 <h2>Throughput, latency and energy</h2>
 <div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}</div>
 <h2>Cells (measured windows only)</h2>

@@ -46,18 +46,47 @@ def throughput_vs_latency(a: RunAnalysis) -> str | None:
             continue
         drawn = True
         col = COLORS[i % len(COLORS)]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=col, ms=5,
-                label=f"{reps} replica{'s' if reps != 1 else ''}")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "-o",
+            color=col,
+            ms=5,
+            label=f"{reps} replica{'s' if reps != 1 else ''}",
+        )
         for x, y, c in pts:
-            ax.annotate(f"{c.level:g}", (x, y), textcoords="offset points", xytext=(5, -10), fontsize=8, color=col)
+            ax.annotate(
+                f"{c.level:g}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, -10),
+                fontsize=8,
+                color=col,
+            )
     fr = [c for c in a.cells if c.frontier == "frontier" and c.get(key) is not None]
     if fr:
-        ax.scatter([c.get(key) for c in fr], [c.output_tokens_per_s for c in fr], s=180, facecolors="none",
-                   edgecolors="black", linewidths=1.6, label="Pareto frontier", zorder=5)
+        ax.scatter(
+            [c.get(key) for c in fr],
+            [c.output_tokens_per_s for c in fr],
+            s=180,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.6,
+            label="Pareto frontier",
+            zorder=5,
+        )
     rec = a.cell(a.recommendation.cell) if a.recommendation.cell else None
     if rec is not None and rec.get(key) is not None:
-        ax.scatter([rec.get(key)], [rec.output_tokens_per_s], marker="*", s=260, color="gold",
-                   edgecolors="black", zorder=6, label="recommended")
+        ax.scatter(
+            [rec.get(key)],
+            [rec.output_tokens_per_s],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            zorder=6,
+            label="recommended",
+        )
     for b in bounds(a.slo):
         if b.key == key:
             ax.axvline(b.limit_s, color="#d62728", ls="--", lw=1)
@@ -77,23 +106,54 @@ def energy_vs_throughput(a: RunAnalysis) -> str | None:
     ax = fig.add_subplot()
     drawn = False
     for i, (reps, cells) in enumerate(_by_replicas(a)):
-        pts = [(c.output_tokens_per_s, c.j_per_token, c) for c in cells if c.j_per_token is not None]
+        pts = [
+            (c.output_tokens_per_s, c.j_per_token, c) for c in cells if c.j_per_token is not None
+        ]
         if not pts:
             continue
         drawn = True
         col = COLORS[i % len(COLORS)]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=col, ms=5,
-                label=f"{reps} replica{'s' if reps != 1 else ''}")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "-o",
+            color=col,
+            ms=5,
+            label=f"{reps} replica{'s' if reps != 1 else ''}",
+        )
         for x, y, c in pts:
-            ax.annotate(f"{c.level:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=col)
+            ax.annotate(
+                f"{c.level:g}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+                color=col,
+            )
     fr = [c for c in a.cells if c.frontier == "frontier" and c.j_per_token is not None]
     if fr:
-        ax.scatter([c.output_tokens_per_s for c in fr], [c.j_per_token for c in fr], s=180,
-                   facecolors="none", edgecolors="black", linewidths=1.6, label="Pareto frontier", zorder=5)
+        ax.scatter(
+            [c.output_tokens_per_s for c in fr],
+            [c.j_per_token for c in fr],
+            s=180,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.6,
+            label="Pareto frontier",
+            zorder=5,
+        )
     rec = a.cell(a.recommendation.cell) if a.recommendation.cell else None
     if rec is not None and rec.j_per_token is not None:
-        ax.scatter([rec.output_tokens_per_s], [rec.j_per_token], marker="*", s=260, color="gold",
-                   edgecolors="black", zorder=6, label="recommended")
+        ax.scatter(
+            [rec.output_tokens_per_s],
+            [rec.j_per_token],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            zorder=6,
+            label="recommended",
+        )
     if not drawn:
         return None
     ax.set_xlabel("output tokens/s")
@@ -120,7 +180,13 @@ def timeline_plot(tl: Timeline) -> str | None:
     top = ax_p.get_ylim()[1]
     for cell, phase, a, b in tl.phases:
         for ax in (ax_p, ax_t):
-            ax.axvspan(a, b, color=PHASE_COLORS.get(phase, "#cccccc"), alpha=0.12 if phase == "measure" else 0.06, lw=0)
+            ax.axvspan(
+                a,
+                b,
+                color=PHASE_COLORS.get(phase, "#cccccc"),
+                alpha=0.12 if phase == "measure" else 0.06,
+                lw=0,
+            )
         if phase == "measure":
             for ax in (ax_p, ax_t):
                 ax.axvline(a, color="#2ca02c", lw=0.6)
@@ -129,6 +195,9 @@ def timeline_plot(tl: Timeline) -> str | None:
         ax_p.legend(fontsize=7, loc="lower right")
     for ax in (ax_p, ax_t):
         ax.grid(alpha=0.3)
-    fig.suptitle("Power and output tokens/s over the run (green: measured windows; orange: warm-up; grey: cool-down)",
-                 fontsize=10, y=1.04)
+    fig.suptitle(
+        "Power and output tokens/s over the run (green: measured windows; orange: warm-up; grey: cool-down)",
+        fontsize=10,
+        y=1.04,
+    )
     return _png(fig)

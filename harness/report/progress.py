@@ -21,7 +21,7 @@ LIVE_WINDOW_S = 3.0
 
 @dataclass
 class _CellState:
-    state: str = "pending"       # pending | running | done | skipped | failed
+    state: str = "pending"  # pending | running | done | skipped | failed
     text: str = ""
 
 
@@ -29,11 +29,11 @@ class _CellState:
 class SweepProgress:
     console: Console
     replicas: list[int]
-    levels: list[float] | None          # None: levels: auto (columns appear as they are chosen)
-    mode: str                            # concurrency | rate
-    total_cells: int                     # an upper bound for auto
-    cell_s: float                        # planned seconds per cell
-    plain: bool | None = None            # None: plain unless the console is a terminal
+    levels: list[float] | None  # None: levels: auto (columns appear as they are chosen)
+    mode: str  # concurrency | rate
+    total_cells: int  # an upper bound for auto
+    cell_s: float  # planned seconds per cell
+    plain: bool | None = None  # None: plain unless the console is a terminal
     cells: dict[tuple[int, float], _CellState] = field(default_factory=dict)
     current: str = ""
     phase: str = ""
@@ -56,8 +56,12 @@ class SweepProgress:
     def __enter__(self) -> "SweepProgress":
         self._t0 = time.monotonic()
         if not self.plain:
-            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2,
-                              transient=False)
+            self._live = Live(
+                get_renderable=self._render,
+                console=self.console,
+                refresh_per_second=2,
+                transient=False,
+            )
             self._live.start()
         return self
 
@@ -84,7 +88,9 @@ class SweepProgress:
     def launched(self, replicas: int, since: float, urls: list[str], telemetry_note: str) -> None:
         self._launch_times.append(time.monotonic() - since)
         self.group_note = f"{replicas} replica{'s' if replicas != 1 else ''} up; {telemetry_note}"
-        self._say(f"[r{replicas}] up in {self._launch_times[-1]:.1f} s: {', '.join(urls)}; {telemetry_note}")
+        self._say(
+            f"[r{replicas}] up in {self._launch_times[-1]:.1f} s: {', '.join(urls)}; {telemetry_note}"
+        )
 
     def group_done(self, replicas: int) -> None:
         self._groups_left -= 1
@@ -104,7 +110,9 @@ class SweepProgress:
     def on_record(self, end_ns: int, tokens: int) -> None:
         self._recent.append((time.monotonic(), tokens))
 
-    def cell_finished(self, replicas: int, level: float, cell: str, line: str, ok: bool | None) -> None:
+    def cell_finished(
+        self, replicas: int, level: float, cell: str, line: str, ok: bool | None
+    ) -> None:
         self._cell_times.append(time.monotonic() - self._cell_started)
         self.cells[(replicas, level)] = _CellState("done", line)
         self.done += 1
@@ -124,11 +132,14 @@ class SweepProgress:
         now = time.monotonic()
         while self._recent and self._recent[0][0] < now - LIVE_WINDOW_S:
             self._recent.popleft()
-        return sum(t for _, t in self._recent) / LIVE_WINDOW_S
+        span = min(LIVE_WINDOW_S, max(now - self._cell_started, 0.5))
+        return sum(t for _, t in self._recent) / span
 
     def eta_s(self) -> float:
-        per_cell = (sum(self._cell_times) / len(self._cell_times)) if self._cell_times else self.cell_s
-        launch = (sum(self._launch_times) / len(self._launch_times)) if self._launch_times else 2.0
+        per_cell = (
+            (sum(self._cell_times) / len(self._cell_times)) if self._cell_times else self.cell_s
+        )
+        launch = (sum(self._launch_times) / len(self._launch_times)) if self._launch_times else 3.0
         left = max(self.total_cells - self.done, 0)
         running = time.monotonic() - self._cell_started if self.current else 0.0
         return max(left * per_cell - running, 0.0) + max(self._groups_left - 1, 0) * launch
@@ -140,26 +151,47 @@ class SweepProgress:
     # -- the live view -------------------------------------------------------------------------
     def _render(self):
         levels = self.levels if self.levels is not None else sorted({lv for _, lv in self.cells})
-        t = Table(title="sweep: replicas x " + ("concurrency" if self.mode == "concurrency" else "rate (req/s)"),
-                  expand=False)
+        t = Table(
+            title="sweep: replicas x "
+            + ("concurrency" if self.mode == "concurrency" else "rate (req/s)"),
+            expand=False,
+        )
         t.add_column("replicas", justify="right")
         for lv in levels:
             t.add_column(f"{lv:g}", justify="center")
-        marks = {"pending": ("·", "dim"), "running": ("▶ running", "bold yellow"), "done": ("", "green"),
-                 "skipped": ("✓ earlier", "cyan"), "failed": ("✗", "red")}
+        marks = {
+            "pending": ("·", "dim"),
+            "running": ("▶ running", "bold yellow"),
+            "done": ("", "green"),
+            "skipped": ("✓ earlier", "cyan"),
+            "failed": ("✗", "red"),
+        }
         for r in self.replicas:
             row = []
             for lv in levels:
                 st = self.cells.get((r, lv), _CellState())
                 mark, style = marks[st.state]
-                row.append(Text(st.text if st.state == "done" else (mark + (f" {st.text}" if st.state == "failed" else "")),
-                                style=style))
+                row.append(
+                    Text(
+                        st.text
+                        if st.state == "done"
+                        else (mark + (f" {st.text}" if st.state == "failed" else "")),
+                        style=style,
+                    )
+                )
             t.add_row(str(r), *row)
         elapsed = time.monotonic() - self._t0
         status = Text.assemble(
-            ("cell ", "dim"), (self.current or "-", "bold"), (f" [{self.phase}]" if self.phase else "", "yellow"),
-            ("   live ", "dim"), (f"{self.live_tokens_per_s():,.0f} tok/s", "bold green"),
-            ("   done ", "dim"), (f"{self.done}/{self.total_cells}", "bold"),
-            ("   elapsed ", "dim"), (f"{int(elapsed // 60)}:{int(elapsed % 60):02d}", ""),
-            ("   ", ""), (self.eta_text(), "bold"))
+            ("cell ", "dim"),
+            (self.current or "-", "bold"),
+            (f" [{self.phase}]" if self.phase else "", "yellow"),
+            ("   live ", "dim"),
+            (f"{self.live_tokens_per_s():,.0f} tok/s", "bold green"),
+            ("   done ", "dim"),
+            (f"{self.done}/{self.total_cells}", "bold"),
+            ("   elapsed ", "dim"),
+            (f"{int(elapsed // 60)}:{int(elapsed % 60):02d}", ""),
+            ("   ", ""),
+            (self.eta_text(), "bold"),
+        )
         return Group(t, status, Text(self.group_note, style="dim"))

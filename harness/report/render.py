@@ -17,8 +17,12 @@ class ReportPaths:
     csv: Path
 
 
-def write_report(run: RunAnalysis | RunData | str | Path, *, out_dir: Path | None = None,
-                 latency_key: str | None = None) -> tuple[RunAnalysis, ReportPaths]:
+def write_report(
+    run: RunAnalysis | RunData | str | Path,
+    *,
+    out_dir: Path | None = None,
+    latency_key: str | None = None,
+) -> tuple[RunAnalysis, ReportPaths]:
     a = run if isinstance(run, RunAnalysis) else analyze(run, latency_key=latency_key)
     d = Path(out_dir or a.run.path)
     summary, csv = a.write(d)

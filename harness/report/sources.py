@@ -22,8 +22,11 @@ def load_run_with_telemetry(path: str | Path, *, influx: str = "auto") -> RunDat
     db = sc.store.influxdb if sc is not None else None
     if db is None:
         if influx == "always":
-            raise InputError("the run's scenario names no store.influxdb to read from",
-                             file=str(Path(path) / "scenario.yaml"), field="store.influxdb")
+            raise InputError(
+                "the run's scenario names no store.influxdb to read from",
+                file=str(Path(path) / "scenario.yaml"),
+                field="store.influxdb",
+            )
         return run
     if influx == "auto" and not run.gpu.empty:
         return run
@@ -40,8 +43,10 @@ def _span(run: RunData) -> tuple[int, int] | None:
 
 def read_gpu_samples(reader, run_id: str, start_ns: int, end_ns: int) -> pd.DataFrame:
     """The run's ``gpu`` points between two instants (1 s margin), as GpuSample columns."""
-    q = (f'SELECT * FROM "gpu" WHERE "run_id" = \'{run_id.replace(chr(39), "")}\' '
-         f"AND time >= {int(start_ns) - 10**9} AND time <= {int(end_ns) + 10**9}")
+    q = (
+        f'SELECT * FROM "gpu" WHERE "run_id" = \'{run_id.replace(chr(39), "")}\' '
+        f"AND time >= {int(start_ns) - 10**9} AND time <= {int(end_ns) + 10**9}"
+    )
     df = reader.query(q)
     out = GPU_SCHEMA.empty_table().to_pandas()
     if df.empty:
@@ -76,7 +81,9 @@ def with_influx_gpu_samples(run: RunData, db, *, required: bool = False) -> RunD
         samples = read_gpu_samples(reader, run.run_id, *span)
     except (QueryError, OSError) as e:
         if required:
-            raise InputError(f"cannot read GPU samples from InfluxDB: {e}", field="store.influxdb") from None
+            raise InputError(
+                f"cannot read GPU samples from InfluxDB: {e}", field="store.influxdb"
+            ) from None
         run.notes.append(f"GPU samples could not be read from InfluxDB {db.url}: {e}")
         return run
     finally:

@@ -14,10 +14,14 @@ from harness.analysis.tokens import token_timeline
 class Timeline:
     t0_ns: int
     bin_s: float
-    bin_mid_s: np.ndarray                    # seconds since t0
+    bin_mid_s: np.ndarray  # seconds since t0
     tokens_per_s: np.ndarray
-    power: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # label -> (t_s, W)
-    phases: list[tuple[str, str, float, float]] = field(default_factory=list)      # cell, phase, a_s, b_s
+    power: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )  # label -> (t_s, W)
+    phases: list[tuple[str, str, float, float]] = field(
+        default_factory=list
+    )  # cell, phase, a_s, b_s
 
     @property
     def empty(self) -> bool:
@@ -49,9 +53,19 @@ def build_timeline(run: RunData, *, max_bins: int = 300, min_bin_s: float = 0.5)
         g = g.dropna(subset=["power_w"]).sort_values("ts_ns")
         g = g[(g["ts_ns"] >= t0 - 1e9) & (g["ts_ns"] <= t1 + 1e9)]
         for (gpu, src), s in g.groupby(["gpu", "source"]):
-            power[f"GPU {gpu} ({src})"] = ((s["ts_ns"].to_numpy() - t0) / 1e9, s["power_w"].to_numpy(dtype=float))
+            power[f"GPU {gpu} ({src})"] = (
+                (s["ts_ns"].to_numpy() - t0) / 1e9,
+                s["power_w"].to_numpy(dtype=float),
+            )
     phases = []
     if not w.empty:
         for row in w.sort_values("start_ns").to_dict("records"):
-            phases.append((row["cell"], row["phase"], (row["start_ns"] - t0) / 1e9, (row["end_ns"] - t0) / 1e9))
+            phases.append(
+                (
+                    row["cell"],
+                    row["phase"],
+                    (row["start_ns"] - t0) / 1e9,
+                    (row["end_ns"] - t0) / 1e9,
+                )
+            )
     return Timeline(t0, bin_s, mids, toks, power, phases)

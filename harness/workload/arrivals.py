@@ -18,6 +18,14 @@ class Arrivals:
         self.kind = kind
         self.rng = random.Random(f"arrivals:{seed}:{stream}")
 
+    def unit(self) -> float:
+        """The next gap in units of expected arrivals: 1 (constant) or Exp(1) (Poisson).
+
+        Consumed against the integral of the rate over time (time rescaling), which keeps a
+        Poisson process exact when the rate changes, e.g. during a ramp.
+        """
+        return 1.0 if self.kind == "constant" else self.rng.expovariate(1.0)
+
     def gap_s(self, rate: float) -> float:
         if rate <= 0:
             return float("inf")
