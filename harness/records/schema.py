@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-import pyarrow as pa
-
 Phase = Literal["warmup", "measure", "cooldown", "ramp"]
 
 # Error classes, shared by the load generator (which assigns them) and analysis (which counts them).
@@ -101,14 +99,23 @@ class CellWindow:
     note: str = ""
 
 
-def arrow_schema(cls) -> pa.Schema:
+def arrow_schema(cls):
     """pyarrow schema from a record dataclass, so Parquet columns keep their types when all-null."""
+    import pyarrow as pa
+
     mapping = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
                "str | None": pa.string(), "int | None": pa.int64(), "float | None": pa.float64(),
                "bool": pa.bool_()}
     return pa.schema([pa.field(f.name, mapping[str(f.type)]) for f in fields(cls)])
 
 
-REQUEST_SCHEMA = arrow_schema(RequestRecord)
-GPU_SCHEMA = arrow_schema(GpuSample)
-WINDOW_SCHEMA = arrow_schema(CellWindow)
+_SCHEMA_OF = {"REQUEST_SCHEMA": RequestRecord, "GPU_SCHEMA": GpuSample, "WINDOW_SCHEMA": CellWindow}
+
+
+def __getattr__(name: str):
+    """REQUEST_SCHEMA / GPU_SCHEMA / WINDOW_SCHEMA, built on first use: the records themselves
+    need no pyarrow (the GPU check runs with only nvidia-ml-py and torch)."""
+    if name in _SCHEMA_OF:
+        value = globals()[name] = arrow_schema(_SCHEMA_OF[name])
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,223 @@
+"""How exactly and how fast the load generator reads token streams (issue 12's benchmark).
+
+The emulator (fixed profile: TTFT 50 ms, ITL 10 ms, 128 tokens) runs pinned to one core, the
+generator (``slm-harness run``, closed loop, everything on: histograms, records, Locust events)
+pinned to another. For each stream count it prints achieved output tokens/s against the ideal
+(streams x 128 / 1.32 s), TTFT mean/p99 against the schedule (50 ms) and against the emulator's
+own first-write times, ITL p50/p99 against the emulator's recorded send times, the emulator's
+lateness (when it, not the client, is the limit), and the generator's CPU and memory.
+
+    python benchmarks/generator_fidelity.py                       # 64 256 512 1024 streams
+    python benchmarks/generator_fidelity.py --streams 256 --measure-s 600   # memory over 10 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = 128
+TTFT_S = 0.050
+ITL_S = 0.010
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str) -> None:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def _pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tuple[subprocess.Popen, list[str]]:
+    port_file = tmp / f"emulator{k}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*_pin(cpu), sys.executable, "-m", "harness", "emulate", "--replicas",
+                             str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
+                             "--port-file", str(port_file)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"emulator{k}.log", "wb"))
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"emulator did not start; see {tmp / f'emulator{k}.log'}")
+        time.sleep(0.05)
+    return proc, json.loads(port_file.read_text())["urls"]
+
+
+SCENARIO = """
+name: fidelity
+target: {{protocol: tgi, request_timeout_s: 60}}
+workload: {{seed: 1, prompt_tokens: {{dist: fixed, value: 16}}, output_tokens: {{dist: fixed, value: {tokens}}}}}
+load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: {measure}, cooldown_s: 0.5}}
+"""
+
+
+def _gt_total(gt_urls: list[str]) -> dict:
+    """Ground truth of every emulator process: counts added, percentiles weighted by count."""
+    parts = [_get(u + "/emulator/ground_truth")["total"] for u in gt_urls]
+    out = {}
+    for key in ("ttft_us", "itl_us", "lateness_us"):
+        n = sum(p[key].get("count", 0) for p in parts) or 1
+        out[key] = {q: sum(p[key].get(q, 0) * p[key].get("count", 0) for p in parts) / n
+                    for q in ("mean", "p50", "p99")}
+    out["tokens_sent"] = sum(p["tokens_sent"] for p in parts)
+    return out
+
+
+def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
+    """Output tokens that arrived inside the measured window (tokens spread evenly from the first
+    token to the last of each request), and the window's length: closed-loop streams start in
+    waves, so counting whole requests that *started* in the window would quantise throughput."""
+    import pandas as pd
+
+    win = pd.read_parquet(run_dir / "windows.parquet")
+    w = win[win.phase == "measure"].iloc[0]
+    ws, we = int(w.start_ns), int(w.end_ns)
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    req = req[req.error_class.isna() & req.first_token_ns.notna()]
+    total = 0.0
+    for first, end, n in zip(req.first_token_ns.astype("int64"), req.end_ns.astype("int64"), req.output_tokens):
+        if n <= 1 or end <= first:
+            total += n if ws <= first < we else 0
+            continue
+        lo, hi = max(first, ws), min(end, we)
+        if hi > lo:
+            total += (n - 1) * (hi - lo) / (end - first)
+        if ws <= first < we:
+            total += 1
+    return total, (we - ws) / 1e9
+
+
+def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
+              tmp: Path, gt_urls: list[str] | None = None) -> dict:
+    gt_urls = gt_urls or urls[:1]
+    scen = tmp / f"s{streams}.yaml"
+    scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
+    out = tmp / f"r{streams}.json"
+    for u in urls:
+        _post(u + "/emulator/ground_truth/reset")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t_start = time.monotonic()
+    proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
+                             "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],
+                            env=env, stderr=open(tmp / f"gen{streams}.log", "wb"))
+    ps = psutil.Process(proc.pid)
+    cpu0 = None
+    rss_max = 0
+    rss_samples = []
+    measure_start = t_start + 1.0 + warmup_s
+    measure_end = measure_start + measure_s
+    cpu_measure = None
+    gt = None
+    while proc.poll() is None:
+        try:
+            now = time.monotonic()
+            kids = [ps] + ps.children(recursive=True)
+            t = sum(p.cpu_times().user + p.cpu_times().system for p in kids)
+            rss = sum(p.memory_info().rss for p in kids)
+            rss_max = max(rss_max, rss)
+            rss_samples.append((now - t_start, rss))
+            if cpu0 is None and now >= measure_start:
+                cpu0 = (now, t)
+                for u in urls:   # ground truth over the measured window only
+                    _post(u + "/emulator/ground_truth/reset")
+            if cpu0 is not None and cpu_measure is None and now >= measure_end:
+                cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
+                gt = _gt_total(gt_urls)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    if gt is None:
+        gt = _gt_total(gt_urls)
+    summary = json.loads(out.read_text())
+    res = summary["cells"][0]
+    toks, win_s = _tokens_in_window(Path(summary["run_dir"]))
+    lat = res["latency"]
+    ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
+    return {
+        "streams": streams, "ideal_tok_s": ideal, "tok_s": toks / win_s,
+        "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
+        "errors": res["requests"] - res["ok"],
+        "ttft_mean_err_ms": (lat["ttft"]["mean_s"] - TTFT_S) * 1e3,
+        "ttft_p99_err_ms": (lat["ttft"]["p99_s"] - TTFT_S) * 1e3,
+        "ttft_mean_vs_emu_ms": lat["ttft"]["mean_s"] * 1e3 - gt["ttft_us"]["mean"] / 1e3,
+        "itl_p50_ms": lat["itl"]["p50_s"] * 1e3, "itl_p99_ms": lat["itl"]["p99_s"] * 1e3,
+        "emu_itl_p50_ms": gt["itl_us"]["p50"] / 1e3, "emu_itl_p99_ms": gt["itl_us"]["p99"] / 1e3,
+        "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
+        "gen_cpu_pct": 100 * (cpu_measure or 0.0), "gen_rss_mb": rss_max / 2**20,
+        "rss_samples": rss_samples,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", default="64,256,512,1024")
+    ap.add_argument("--warmup-s", type=float, default=3.0)
+    ap.add_argument("--measure-s", type=float, default=10.0)
+    ap.add_argument("--emulator-cpu", type=int, default=0)
+    ap.add_argument("--generator-cpu", type=int, default=None,
+                    help="core for the generator (default: the one after the emulator cores)")
+    ap.add_argument("--emulator-replicas", type=int, default=1)
+    ap.add_argument("--emulator-processes", type=int, default=1,
+                    help="emulator processes on cores EMULATOR_CPU.. (when one emulator core is the limit)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args(argv)
+    emu_cpu = None if args.no_pin else args.emulator_cpu
+    gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
+                                         else args.emulator_cpu + args.emulator_processes)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fidelity-") as d:
+        tmp = Path(d)
+        emus, urls, gt_urls = [], [], []
+        for k in range(args.emulator_processes):
+            e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp, k)
+            emus.append(e)
+            urls += u
+            gt_urls.append(u[0])
+        try:
+            for n in [int(x) for x in args.streams.split(",")]:
+                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls))
+                r = rows[-1]
+                print(f"{n} streams done: {r['pct_ideal']:.2f}% of ideal", file=sys.stderr, flush=True)
+        finally:
+            for emu in emus:
+                emu.terminate()
+                try:
+                    emu.wait(5)
+                except subprocess.TimeoutExpired:
+                    emu.kill()
+    hdr = ("streams", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
+           "TTFT vs emu ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
+           "gen RSS MB")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        print(f"| {r['streams']} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+              f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
+              f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
+              f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
+              f"{r['gen_cpu_pct']:.0f} | {r['gen_rss_mb']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

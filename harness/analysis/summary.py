@@ -1,0 +1,235 @@
+"""One run analysed: cells, frontier, recommendation; written as summary.json and cells.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.analysis.metrics import CellMetrics, compute_cells
+from harness.analysis.pareto import Frontier, Point, pareto_frontier
+from harness.analysis.recommend import Recommendation, recommend
+from harness.analysis.rundata import RunData, load_run
+from harness.analysis.slo import bounds, describe
+from harness.errors import InputError
+from harness.scenario.models import Slo
+
+LATENCY_KEYS = tuple(
+    f"{m}_p{q}_s" for m in ("ttft", "itl", "tpot", "e2e") for q in (50, 90, 95, 99)
+)
+
+# Columns of cells.csv, in order (per-replica rows go to replicas.csv).
+CSV_COLUMNS = (
+    "cell",
+    "replicas",
+    "level",
+    "level_kind",
+    "duration_s",
+    "requests_started",
+    "requests_ok",
+    "requests_failed",
+    "requests_completed",
+    "request_throughput_rps",
+    "goodput_rps",
+    "good_fraction",
+    "output_tokens",
+    "output_tokens_per_s",
+    "steadiness",
+    "error_rate",
+    *LATENCY_KEYS,
+    "itl_source",
+    "mean_power_w",
+    "energy_j",
+    "energy_source",
+    "energy_coverage",
+    "j_per_token",
+    "tokens_per_j",
+    "gpu_util_pct",
+    "mem_used_bytes",
+    "slo_ok",
+    "frontier",
+    "dominated_by",
+    "errors",
+    "start_ns",
+    "end_ns",
+)
+
+
+def default_latency_key(slo: Slo | None) -> str:
+    """The SLO's first bounded metric at its tail percentile (TTFT first), else TTFT p99."""
+    bs = bounds(slo)
+    for metric in ("ttft_s", "itl_s", "tpot_s", "e2e_s"):
+        mine = [b for b in bs if b.metric == metric]
+        if mine:
+            return max(mine, key=lambda b: b.q).key
+    return "ttft_p99_s"
+
+
+@dataclass
+class RunAnalysis:
+    run: RunData
+    cells: list[CellMetrics]
+    frontier: Frontier
+    recommendation: Recommendation
+    latency_key: str
+    slo: Slo | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def cell(self, name: str) -> CellMetrics | None:
+        return next((c for c in self.cells if c.cell == name), None)
+
+    def exit_code(self) -> int:
+        """0 when the recommended configuration meets the SLO, 1 when no cell does."""
+        return 0 if self.recommendation.meets_slo else 1
+
+    def to_summary(self) -> dict:
+        sc = self.run.scenario
+        return {
+            "run_id": self.run_id,
+            "scenario": sc.name if sc else None,
+            "status": self.run.manifest.get("status"),
+            "slo": describe(self.slo),
+            "slo_bounds": [
+                {"metric": b.metric, "percentile": b.q, "limit_s": b.limit_s}
+                for b in bounds(self.slo)
+            ],
+            "latency_objective": self.latency_key,
+            "frontier": {
+                "objectives": self.frontier.objectives,
+                "cells": self.frontier.keys,
+                "notes": self.frontier.notes,
+            },
+            "recommendation": {
+                "cell": self.recommendation.cell,
+                "meets_slo": self.recommendation.meets_slo,
+                "sentence": self.recommendation.sentence,
+            },
+            "definitions": DEFINITIONS,
+            "notes": self.notes,
+            "cells": [c.to_dict() for c in self.cells],
+        }
+
+    def write(self, out_dir: Path | None = None) -> tuple[Path, Path]:
+        """Write summary.json and cells.csv (and replicas.csv) into the run dir (or out_dir)."""
+        d = Path(out_dir or self.run.path)
+        d.mkdir(parents=True, exist_ok=True)
+        sj = d / "summary.json"
+        tmp = d / "summary.json.tmp"
+        tmp.write_text(json.dumps(_finite(self.to_summary()), indent=2, default=_json_default, allow_nan=False))
+        tmp.replace(sj)
+        cp = d / "cells.csv"
+        with cp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(CSV_COLUMNS)
+            for c in self.cells:
+                row = []
+                for col in CSV_COLUMNS:
+                    v = c.get(col)
+                    if col == "errors":
+                        v = ";".join(f"{k}={n}" for k, n in v.items())
+                    elif col == "dominated_by":
+                        v = " ".join(v)
+                    row.append("" if v is None else v)
+                w.writerow(row)
+        with (d / "replicas.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            cols = [
+                "cell",
+                "replica",
+                "requests_started",
+                "requests_ok",
+                "requests_failed",
+                "error_rate",
+                "request_throughput_rps",
+                "goodput_rps",
+                "output_tokens_per_s",
+                "token_share",
+                "ttft_p50_s",
+                "ttft_p99_s",
+                "tpot_p50_s",
+                "e2e_p99_s",
+            ]
+            w.writerow(cols)
+            for c in self.cells:
+                for r in c.per_replica:
+                    w.writerow(
+                        [c.cell]
+                        + ["" if getattr(r, k) is None else getattr(r, k) for k in cols[1:]]
+                    )
+        return sj, cp
+
+
+def _finite(o):
+    """NaN/inf become null: summary.json stays strict JSON for every reader."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+DEFINITIONS = {
+    "distributions": "TTFT/TPOT/e2e percentiles (linear interpolation) over successful requests "
+    "whose intended send time is in the measured window; ITL from the load "
+    "generator's per-token HDR histogram of that window when stored",
+    "request_throughput_rps": "successful requests whose end_ns is in the measured window / window length",
+    "goodput_rps": "request_throughput_rps x share of the successful requests sent in the window that "
+    "met every per-request SLO bound",
+    "steadiness": "(tokens/s in the 2nd half - in the 1st half) / mean over the measured window; "
+    "beyond +-20% the cell is flagged as not steady",
+    "output_tokens_per_s": "output tokens that arrived in the window (first token at first_token_ns, "
+    "the rest spread evenly until end_ns) / window length",
+    "error_rate": "failed / sent, over requests whose intended send time is in the window",
+    "energy_j": "window (sampler at the edges) > sample-counter > power-integral over the measured window; source named",
+    "j_per_token": "energy_j / output tokens that arrived in the same window",
+}
+
+
+def analyze(
+    run: RunData | str | Path, *, latency_key: str | None = None, slo: Slo | None = None
+) -> RunAnalysis:
+    if not isinstance(run, RunData):
+        run = load_run(run)
+    if slo is None and run.scenario is not None:
+        slo = run.scenario.slo
+    key = latency_key or default_latency_key(slo)
+    if key not in LATENCY_KEYS and not any(b.key == key for b in bounds(slo)):
+        raise InputError(
+            f"unknown latency metric {key!r}; use one of {', '.join(LATENCY_KEYS)}",
+            field="--latency",
+        )
+    cells = compute_cells(run, slo)
+    fr = pareto_frontier(
+        [Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token) for c in cells]
+    )
+    for c in cells:
+        c.frontier = fr.status[c.cell]
+        c.dominated_by = fr.dominated_by[c.cell]
+    rec = recommend(cells, slo, key)
+    notes = list(run.notes)
+    if run.manifest.get("status") not in (None, "complete"):
+        notes.append(f"run status: {run.manifest.get('status')}")
+    done = run.manifest.get("cells_done")
+    if isinstance(done, list) and not run.windows.empty:
+        partial = sorted(set(run.windows["cell"].astype(str)) - set(done))
+        if partial:
+            notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
+    if not cells:
+        notes.append("no measured window in this run")
+    return RunAnalysis(
+        run=run, cells=cells, frontier=fr, recommendation=rec, latency_key=key, slo=slo, notes=notes
+    )

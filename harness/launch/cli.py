@@ -1,0 +1,121 @@
+"""``slm-harness stack up|down|status|render``: the compose stack from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.launch.compose import (REPLICA_TEMPLATES, ensure_env_file, replica_services,
+                                    run_compose, stack_settings, write_override)
+from harness.launch.health import is_healthy
+from harness.launch.processes import memory_fraction
+
+PROFILES = tuple(REPLICA_TEMPLATES)
+
+
+def _int_setting(settings: dict, key: str, default: int) -> int:
+    raw = settings.get(key) or str(default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"expected an integer, got {raw!r}", file=".env", field=key) from None
+
+
+def _replicas(args, settings) -> int:
+    n = args.replicas if args.replicas is not None else _int_setting(settings, "REPLICAS", 2)
+    if n < 1:
+        raise InputError("replicas must be >= 1", field="--replicas")
+    return n
+
+
+def _render(args) -> int:
+    d = Path(args.project_dir).resolve()
+    settings = stack_settings(d)
+    n = _replicas(args, settings)
+    base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
+    path = write_override(d, n, base_port, Path(args.output) if args.output else None)
+    print(f"wrote {path}: {n} replica(s) per profile, GPU memory fraction "
+          f"{memory_fraction(n):g} each, ports 127.0.0.1:{base_port}-{base_port + n - 1}")
+    return 0
+
+
+def _up(args) -> int:
+    d = Path(args.project_dir).resolve()
+    if ensure_env_file(d):
+        print(f"wrote {d / '.env'} from .env.example with fresh random secrets (mode 600)")
+    settings = stack_settings(d)
+    n = _replicas(args, settings)
+    base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
+    write_override(d, n, base_port)
+    workers = args.workers if args.workers is not None else _int_setting(settings, "LOCUST_WORKERS", 2)
+    cmd = ["--profile", args.profile, "up", "-d", "--scale", f"locust-worker={workers}"]
+    if args.build:
+        cmd.append("--build")
+    cmd += args.services
+    run_compose(d, cmd, env={"LOCUST_WORKERS": str(workers)})
+    print(f"stack up: profile {args.profile}, {n} replica(s), {workers} Locust worker(s); "
+          f"balancer 127.0.0.1:{settings.get('BALANCER_PORT') or 8080}, Locust UI "
+          f"127.0.0.1:{settings.get('LOCUST_WEB_PORT') or 8089}, Grafana "
+          f"127.0.0.1:{settings.get('GRAFANA_PORT') or 3000}")
+    return 0
+
+
+def _down(args) -> int:
+    d = Path(args.project_dir).resolve()
+    cmd = [a for p in PROFILES for a in ("--profile", p)] + ["down", "--remove-orphans"]
+    if args.volumes:
+        cmd.append("-v")
+    run_compose(d, cmd)
+    return 0
+
+
+def _status(args) -> int:
+    d = Path(args.project_dir).resolve()
+    settings = stack_settings(d)
+    n = _replicas(args, settings)
+    base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
+    run_compose(d, [a for p in PROFILES for a in ("--profile", p)] + ["ps"], check=False)
+    healthy = 0
+    for i in range(n):
+        url = f"http://127.0.0.1:{base_port + i}"
+        ok = is_healthy(url)
+        healthy += ok
+        print(f"replica {i + 1}: {url} {'healthy' if ok else 'not answering'}")
+    return 0 if healthy == n else 3
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stack", help="the docker compose stack: up, down, status, render")
+    ssub = p.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+
+    def common(q):
+        q.add_argument("--project-dir", default=".", help="where docker-compose.yml is")
+        q.add_argument("--replicas", type=int, default=None,
+                       help="replica count (default: REPLICAS from .env, else 2)")
+
+    q = ssub.add_parser("render", help="write docker-compose.override.yml for N replicas")
+    common(q)
+    q.add_argument("-o", "--output", help="write here instead of docker-compose.override.yml")
+    q.set_defaults(func=_render)
+
+    q = ssub.add_parser("up", help="render, then `compose --profile P up -d`")
+    common(q)
+    q.add_argument("--profile", choices=PROFILES, default="emulator")
+    q.add_argument("--workers", type=int, default=None,
+                   help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
+    q.add_argument("--build", action="store_true", help="build the harness image first")
+    q.add_argument("services", nargs="*", help="only these services (and their dependencies)")
+    q.set_defaults(func=_up)
+
+    q = ssub.add_parser("down", help="stop and remove the stack's containers and networks")
+    q.add_argument("--project-dir", default=".")
+    q.add_argument("-v", "--volumes", action="store_true", help="remove its volumes too")
+    q.set_defaults(func=_down)
+
+    q = ssub.add_parser("status", help="containers, and each replica's health on its port")
+    common(q)
+    q.set_defaults(func=_status)
+
+
+__all__ = ["register", "replica_services"]

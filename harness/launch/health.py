@@ -1,0 +1,57 @@
+"""Health probes shared by the launchers: is a replica answering, and is it the emulator?"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+
+def is_healthy(url: str, path: str = "/health", timeout_s: float = 2.0) -> bool:
+    """True when ``GET {url}{path}`` answers 200 (any other answer or no answer: False)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def is_emulated(url: str, timeout_s: float = 2.0) -> bool:
+    """True when the replica is the harness emulator (``GET /emulator/gpu`` says ``emulated``)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/emulator/gpu", timeout=timeout_s) as resp:
+            if resp.status != 200:
+                return False
+            return bool(json.loads(resp.read() or b"{}").get("emulated"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (a launch there would be ambiguous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port_block(n: int, host: str = "127.0.0.1", start: int = 20000, end: int = 60000) -> int:
+    """The first port of ``n`` consecutive ports nobody listens on and the OS lets us bind."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(start, end - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise OSError(f"no block of {n} free ports on {host}")

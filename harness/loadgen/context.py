@@ -1,0 +1,154 @@
+"""What the Locust users of one generator process share: the plan, client, picker, collector.
+
+Stored on ``environment.slm``. A worker builds it from the plan message the master sends, a
+local run from the scenario directly; users read the clock against ``t0`` to know the cell and
+phase, so nothing is sent per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+
+from harness.loadgen.collector import CellInfo, Collector
+from harness.loadgen.replicas import ReplicaPicker
+from harness.loadgen.stream import StreamClient
+from harness.protocols import protocol_for
+from harness.scenario.models import Scenario
+from harness.workload.arrivals import Arrivals
+from harness.workload.plan import Plan, Segment, build_plan
+from harness.workload.requests import RequestFactory
+
+
+@dataclass
+class PlanMessage:
+    """What the master tells every worker (msgpack-able via :meth:`to_wire`)."""
+
+    scenario: dict
+    urls: list[str]
+    replicas: int
+    levels: list[float]
+    run_id: str
+    t0_ns: int                   # wall-clock start of the plan
+    open_loop_streams: int = 1   # open-loop users across all workers (rate is split among them)
+
+    def to_wire(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "PlanMessage":
+        return cls(**d)
+
+
+@dataclass
+class LoadContext:
+    scenario: Scenario
+    plan: Plan
+    run_id: str
+    urls: list[str]
+    client: StreamClient
+    picker: ReplicaPicker
+    collector: Collector
+    stream_index: int = 0
+    open_loop_streams: int = 1
+    t0_pc: int = 0
+    stopped: bool = False
+    max_measure: int | None = None       # this process's share of load.max_requests per cell
+    _measure_sent: dict = field(default_factory=dict)
+    exhausted: set = field(default_factory=set)   # cells whose measured requests are all sent
+    _factories: dict = field(default_factory=dict)
+    _windows: dict = field(default_factory=dict)
+    _next_stream: int = 0
+
+    @classmethod
+    def build(cls, msg: PlanMessage, *, events=None, forward: bool = False, record_sink=None,
+              stream_index: int = 0) -> "LoadContext":
+        sc = Scenario.model_validate(msg.scenario) if isinstance(msg.scenario, dict) else msg.scenario
+        proto = protocol_for(sc.target.protocol, sc.target.model, sc.workload.sampling,
+                             sc.workload.system_prompt)
+        client = StreamClient(proto, request_timeout_s=sc.target.request_timeout_s,
+                              connect_timeout_s=sc.target.connect_timeout_s)
+        col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
+                        forward=forward)
+        plan = build_plan(sc.load, list(msg.levels), msg.replicas)
+        # the plan's wall-clock start on this process's perf counter, through the collector's own
+        # offset: a record's intended_ns falls in a window exactly when its phase says so
+        t0_pc = msg.t0_ns - col.wall_offset_ns
+        share = None
+        if sc.load.max_requests:
+            w = max(1, msg.open_loop_streams)
+            share = sc.load.max_requests // w + (1 if stream_index % w < sc.load.max_requests % w else 0)
+        return cls(sc, plan, msg.run_id, list(msg.urls), client, ReplicaPicker(msg.urls, sc.target.balance),
+                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
+                   max_measure=share)
+
+    # ------------------------------------------------------------------------------------------
+    def segment_at(self, pc: int) -> Segment | None:
+        t = (pc - self.t0_pc) / 1e9
+        if t < 0:
+            return self.plan.segments[0] if self.plan.segments else None
+        return self.plan.at(t)
+
+    def ended(self, pc: int | None = None) -> bool:
+        """No request is to start any more: the plan is over, or its last cell is exhausted."""
+        if self.stopped or (((pc or perf_counter_ns()) - self.t0_pc) / 1e9) >= self.plan.total_s:
+            return True
+        return bool(self.exhausted) and self.plan.segments[-1].cell in self.exhausted
+
+    def new_stream(self) -> int:
+        """A distinct seed stream for each user of this process (reproducible per worker)."""
+        k = self.stream_index * 100_000 + self._next_stream
+        self._next_stream += 1
+        return k
+
+    def factory(self, stream: int) -> RequestFactory:
+        f = self._factories.get(stream)
+        if f is None:
+            f = self._factories[stream] = RequestFactory(self.scenario.workload, stream)
+        return f
+
+    def arrivals(self, stream: int) -> Arrivals:
+        return Arrivals(self.scenario.load.arrival, self.scenario.workload.seed, stream)
+
+    def one_request(self, factory: RequestFactory, seg: Segment, intended_pc: int | None = None):
+        """Send one request now and account it under ``seg``'s cell and phase.
+
+        Returns None without sending when ``load.max_requests`` measured requests of this cell
+        have been sent (this process's share): the cell then ends early.
+        """
+        if seg.phase == "measure" and self.max_measure is not None:
+            n = self._measure_sent.get(seg.cell, 0)
+            if n >= self.max_measure:
+                self.exhausted.add(seg.cell)
+                return None
+            self._measure_sent[seg.cell] = n + 1
+        if seg.cell in self.exhausted:
+            return None
+        spec = factory.next()
+        url = self.picker.acquire()
+        col = self.collector
+        col.inflight += 1
+        try:
+            res = self.client.send(url, spec)
+        finally:
+            col.inflight -= 1
+            self.picker.release(url)
+        if res.error_class == "connect":
+            self.picker.mark_down(url)
+        phase = seg.phase
+        if intended_pc is None:
+            # closed loop: the phase is the one at the moment the request was actually sent; one
+            # sent just after the plan's end is after every window: cool-down
+            now_seg = self.segment_at(res.start_pc)
+            seg, phase = (now_seg, now_seg.phase) if now_seg is not None else (seg, "cooldown")
+        info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, phase)
+        return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
+                       self.measure_window_pc(seg.cell))
+
+    def measure_window_pc(self, cell: str) -> tuple[int, int] | None:
+        w = self._windows.get(cell, False)
+        if w is False:
+            span = self.plan.window(cell, "measure")
+            w = self._windows[cell] = (None if span is None else
+                                       (self.t0_pc + int(span[0] * 1e9), self.t0_pc + int(span[1] * 1e9)))
+        return w

@@ -1,0 +1,50 @@
+"""Console table and machine-readable summary of cells run by the load generator."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from harness.loadgen.result import CellResult
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1000:.1f}"
+
+
+def print_table(results: list[CellResult], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console() if sys.stdout.isatty() else Console(width=160)
+    t = Table(title="slm-harness: measured window per cell (latency in ms)")
+    for col in ("cell", "req", "err", "tok/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "TPOT p50",
+                "e2e p99", "SLO"):
+        t.add_column(col, justify="right" if col not in ("cell", "SLO") else "left")
+    for r in results:
+        h = r.measure.hist
+        errs = r.measure.requests - r.measure.ok
+        failed = [c.name for c in r.slo.checks if not c.ok]
+        slo = "-" if not r.slo.checks else ("met" if not failed else "VIOLATED " + ",".join(failed))
+        t.add_row(r.cell, str(r.measure.requests), str(errs), f"{r.output_tokens_per_s:.0f}",
+                  _ms(h.percentile_s("ttft", 50)), _ms(h.percentile_s("ttft", 99)),
+                  _ms(h.percentile_s("itl", 50)), _ms(h.percentile_s("itl", 99)),
+                  _ms(h.percentile_s("tpot", 50)), _ms(h.percentile_s("e2e", 99)), slo)
+    console.print(t)
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r.measure.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    if errors:
+        console.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
+
+
+def summary_dict(results: list[CellResult], run_dir: str | None = None) -> dict:
+    return {"run_dir": run_dir, "slo_ok": all(r.slo.ok for r in results),
+            "cells": [r.summary() for r in results]}
+
+
+def write_json(path: str | Path, results: list[CellResult], run_dir: str | None = None) -> None:
+    Path(path).write_text(json.dumps(summary_dict(results, run_dir), indent=2))

@@ -1,0 +1,129 @@
+"""Locust users: a closed-loop stream per user, or one open-loop arrival process per user.
+
+Both read ``environment.slm`` (:class:`LoadContext`). A closed-loop user sends its next request as
+soon as the previous one ends; an open-loop user sends at intended times from its arrival
+process and never waits for responses, so queueing shows up in latency, measured from the
+intended send time (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+from time import perf_counter_ns
+
+import gevent
+from gevent.pool import Group
+from locust import User, constant, task
+
+from harness.loadgen.context import LoadContext
+
+
+def _sleep_until(pc: int) -> None:
+    d = (pc - perf_counter_ns()) / 1e9
+    if d > 0:
+        gevent.sleep(d)
+
+
+_STEP_NS = 10_000_000
+
+
+def _next_arrival(ctx: LoadContext, t_pc: int, need: float, share: int) -> int | None:
+    """The instant after ``t_pc`` where the integral of this stream's rate reaches ``need``.
+
+    Exact jumps inside constant-rate segments, 10 ms steps (midpoint rate) inside ramps; None
+    when the plan ends first.
+    """
+    t0 = ctx.t0_pc
+    while not ctx.ended(t_pc):
+        seg = ctx.segment_at(t_pc)
+        if seg is None:
+            return None
+        seg_end = t0 + int(seg.end_s * 1e9)
+        if seg_end <= t_pc:
+            t_pc = seg_end + 1
+            continue
+        if seg.from_value == seg.to_value:
+            rate = seg.to_value / share
+            if rate > 0:
+                dt = int(need / rate * 1e9)
+                if t_pc + dt < seg_end:
+                    return t_pc + dt
+                need -= rate * (seg_end - t_pc) / 1e9
+            t_pc = seg_end
+            continue
+        step = min(_STEP_NS, seg_end - t_pc)
+        rate = seg.value_at((t_pc + step / 2 - t0) / 1e9) / share
+        if rate > 0 and rate * step / 1e9 >= need:
+            return t_pc + int(need / rate * 1e9)
+        need -= rate * step / 1e9
+        t_pc += step
+    return None
+
+
+class _LLMUser(User):
+    abstract = True
+    wait_time = constant(0)
+
+    def _ctx(self) -> LoadContext | None:
+        ctx = getattr(self.environment, "slm", None)
+        while ctx is None:          # a worker spawned before the plan arrived
+            gevent.sleep(0.05)
+            ctx = getattr(self.environment, "slm", None)
+        return ctx
+
+
+class ClosedLoopUser(_LLMUser):
+    """One stream: request, read to the end, repeat (concurrency = number of users)."""
+
+    abstract = False
+
+    @task
+    def stream(self) -> None:
+        ctx = self._ctx()
+        factory = ctx.factory(ctx.new_stream())
+        _sleep_until(ctx.t0_pc)
+        while True:
+            now = perf_counter_ns()
+            seg = None if ctx.ended(now) else ctx.segment_at(now)
+            if seg is None:
+                gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
+                continue
+            rec = ctx.one_request(factory, seg)
+            if rec is None:
+                gevent.sleep(0.05)   # this cell's max_requests are sent: wait for the next cell
+            elif rec.error_class == "connect":
+                gevent.sleep(0.05)   # no replica answers: do not spin on refusals
+
+
+class OpenLoopUser(_LLMUser):
+    """One arrival process at ``rate / open_loop_streams`` req/s; each request is its own greenlet."""
+
+    abstract = False
+
+    @task
+    def arrivals(self) -> None:
+        ctx = self._ctx()
+        stream = ctx.new_stream()
+        factory = ctx.factory(stream)
+        arr = ctx.arrivals(stream)
+        share = max(1, ctx.open_loop_streams)
+        group = Group()
+        # constant arrivals: stagger the streams of all workers so their sum is evenly spaced
+        total0 = ctx.plan.segments[0].value_at(0.0)
+        k = ctx.stream_index % share
+        offset_s = k / total0 if arr.kind == "constant" and total0 > 0 else 0.0
+        next_pc = ctx.t0_pc + int(offset_s * 1e9)
+        need = 0.0 if arr.kind == "constant" else arr.unit()   # constant: first send at the start
+        while True:
+            next_pc = _next_arrival(ctx, next_pc, need, share)
+            need = arr.unit()
+            if next_pc is None:
+                break
+            seg = ctx.segment_at(next_pc)
+            delay = (next_pc - perf_counter_ns()) / 1e9
+            if delay > 0:
+                gevent.sleep(delay)
+            if seg.cell not in ctx.exhausted:
+                group.spawn(ctx.one_request, factory, seg, next_pc)
+        group.join()
+        while True:
+            gevent.sleep(1.0)

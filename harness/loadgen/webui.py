@@ -1,0 +1,134 @@
+"""The LLM tab in Locust's web UI: live TTFT/ITL/TPOT/e2e percentiles, tokens/s, errors, power.
+
+Locust's UI renders extra tabs from ``template_args["extended_tabs"]``/``["extended_tables"]`` and
+fills them from ``extended_stats`` in its ``/stats/requests`` poll; this module adds both, plus
+``GET /llm/stats`` (the same rows as JSON) and ``POST /llm/power`` (``{"power_w": W}``) so a
+telemetry process can post GPU power. In-process telemetry calls :func:`report_power`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+TAB_KEY = "llm"
+_STRUCTURE = [{"key": "metric", "title": "Metric"}, {"key": "value", "title": "Value"},
+              {"key": "p50", "title": "p50"}, {"key": "p90", "title": "p90"},
+              {"key": "p99", "title": "p99"}, {"key": "mean", "title": "Mean"},
+              {"key": "count", "title": "Count"}]
+_LABELS = (("ttft", "TTFT (ms)"), ("itl", "ITL (ms)"), ("tpot", "TPOT (ms)"), ("e2e", "E2E latency (ms)"))
+
+
+def _ms(v: float | None) -> str:
+    return "" if v is None else f"{v * 1000:.2f}"
+
+
+class LlmTab:
+    """Holds what the tab shows; ``collector`` is the master's (or single process's) collector."""
+
+    def __init__(self, collector, scenario=None):
+        self.collector = collector
+        self.scenario = scenario
+        self.power_w: float | None = None
+        self.power_ts_ns: int | None = None
+        self.power_source: str = ""
+
+    def set_power(self, power_w: float, ts_ns: int | None = None, source: str = "") -> None:
+        self.power_w = float(power_w)
+        self.power_ts_ns = ts_ns or time.time_ns()
+        self.power_source = source
+
+    def rows(self) -> list[dict]:
+        col = self.collector
+        if col is None or col.current_cell is None:
+            return [{"metric": "Cell", "value": "waiting for the first request"}]
+        cell = col.current_cell
+        measure = col.cell_stats(cell, ("measure",))
+        shown = measure if measure.requests else col.cell_stats(cell, ("ramp", "warmup", "measure", "cooldown"))
+        phase = "measured window" if measure.requests else "all phases so far"
+        rows = [{"metric": "Cell", "value": f"{cell} ({phase})"}]
+        h = shown.hist
+        for metric, label in _LABELS:
+            hh = h.h[metric]
+            n = hh.get_total_count()
+            rows.append({"metric": label, "value": "", "count": str(n),
+                         "p50": _ms(h.percentile_s(metric, 50)), "p90": _ms(h.percentile_s(metric, 90)),
+                         "p99": _ms(h.percentile_s(metric, 99)),
+                         "mean": _ms(hh.get_mean_value() / 1e6 if n else None)})
+        now = time.time_ns()
+        all_phases = col.cell_stats(cell, ("ramp", "warmup", "measure", "cooldown"))
+        since = (now - all_phases.first_start_ns) / 1e9 if all_phases.first_start_ns else 10.0
+        live = col.tokens_per_s(min(10.0, max(1.0, since)))
+        rows.append({"metric": "Output tokens/s (last 10 s)", "value": f"{live:.1f}"})
+        measured = None
+        win = self._measure_s()
+        if measure.requests and win and measure.first_start_ns:
+            elapsed = min(win, max(1e-3, (now - measure.first_start_ns) / 1e9))
+            measured = measure.output_tokens / elapsed
+            rows.append({"metric": "Output tokens/s (measured window)", "value": f"{measured:.1f}"})
+        rows.append({"metric": "Requests", "value": str(shown.requests), "count": str(shown.requests)})
+        rows.append({"metric": "Error rate", "value": f"{shown.error_rate() * 100:.2f}%"})
+        for cls, n in sorted(shown.errors.items()):
+            rows.append({"metric": f"Errors: {cls}", "value": str(n), "count": str(n)})
+        if self.power_w is None:
+            rows.append({"metric": "GPU power (W)", "value": "no telemetry"})
+        else:
+            rows.append({"metric": "GPU power (W)", "value": f"{self.power_w:.1f}"})
+            basis = measured or live     # the cell's measured window once it has one: stable
+            if basis:
+                rows.append({"metric": "Energy per output token (J/token)",
+                             "value": f"{self.power_w / basis:.4f}", "count": f"at {basis:.1f} tok/s"})
+        return rows
+
+    def _measure_s(self) -> float | None:
+        if self.scenario is None:
+            return None
+        return self.scenario.load.duration_s
+
+
+def report_power(environment, power_w: float, ts_ns: int | None = None, source: str = "") -> None:
+    """Hook for telemetry: the latest GPU power (W) shown in the LLM tab, with J/token."""
+    tab = getattr(environment, "slm_ui", None)
+    if tab is not None:
+        tab.set_power(power_w, ts_ns, source)
+
+
+def install_llm_tab(environment, collector, scenario=None) -> LlmTab:
+    """Add the LLM tab and its routes to ``environment.web_ui`` (created beforehand)."""
+    from flask import request
+
+    tab = LlmTab(collector, scenario)
+    environment.slm_ui = tab
+    web_ui = environment.web_ui
+    app = web_ui.app
+    web_ui.template_args["extended_tabs"] = [{"title": "LLM", "key": TAB_KEY}]
+    web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": _STRUCTURE}]
+
+    @app.after_request
+    def _extend_stats(response):
+        if request.path != "/stats/requests" or response.status_code != 200:
+            return response
+        try:
+            body = response.get_json()
+        except Exception:  # noqa: BLE001 - not JSON: leave Locust's answer alone
+            return response
+        if isinstance(body, dict):
+            body["extended_stats"] = [{"key": TAB_KEY, "data": tab.rows()}]
+            response.set_data(json.dumps(body))
+        return response
+
+    @app.route("/llm/stats")
+    def _llm_stats():
+        return {"rows": tab.rows(), "power_w": tab.power_w}
+
+    @app.route("/llm/power", methods=["POST"])
+    def _llm_power():
+        data = request.get_json(silent=True) or {}
+        try:
+            power = float(data["power_w"])
+        except (KeyError, TypeError, ValueError):
+            return {"error": "expected JSON {\"power_w\": number}"}, 400
+        tab.set_power(power, data.get("ts_ns"), str(data.get("source", ""))[:40])
+        return {"ok": True}
+
+    return tab

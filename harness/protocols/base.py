@@ -1,0 +1,73 @@
+"""What every wire protocol gives the load generator: a request body and an event interpreter.
+
+The stream reader calls :meth:`WireProtocol.event` once per SSE ``data:`` payload on the hot path,
+so it returns a small tuple instead of an object: ``(kind, tokens, detail)``:
+
+* ``TOKEN``  - ``tokens`` output tokens arrived in this event (usually 1; an OpenAI chunk may carry
+  several characters of text but counts as one token until ``usage`` says otherwise);
+* ``FINAL``  - the event that ends the generation; ``tokens`` as for TOKEN, ``detail`` is a
+  :class:`Final` with the server's own counts and finish reason;
+* ``IGNORE`` - a well-formed event that carries no output token (role chunk, usage-only chunk);
+* ``DONE``   - OpenAI's ``[DONE]`` sentinel (the stream is over);
+* ``ERROR``  - an event carrying ``{"error": ...}``; ``detail`` is the message;
+* ``MALFORMED`` - not JSON, or not the protocol's shape; ``detail`` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOKEN, FINAL, IGNORE, DONE, ERROR, MALFORMED = range(6)
+
+
+@dataclass(slots=True)
+class RequestSpec:
+    """One request as the workload asks for it (protocol-neutral)."""
+
+    prompt: str
+    input_tokens: int            # the intended prompt length in tokens (server counts override)
+    max_tokens: int
+    request_id: int = 0
+    extra_body: dict | None = None   # merged into the JSON body (dataset rows' "extra_body")
+
+
+@dataclass(slots=True)
+class Final:
+    """What the last event of a generation tells: the server's own token counts and reason."""
+
+    finish_reason: str | None = None
+    output_tokens: int | None = None
+    input_tokens: int | None = None
+
+
+class WireProtocol:
+    """Request construction and SSE event interpretation for one serving API."""
+
+    name: str = ""
+    path: str = ""
+    #: True when a FINAL event may be followed by more events (OpenAI usage chunk, ``[DONE]``).
+    final_then_done: bool = False
+
+    def body(self, spec: RequestSpec) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def event(self, data: bytes):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @staticmethod
+    def error_message(body: bytes) -> str:
+        """Short message from an error body (TGI/OpenAI JSON or text), never more than 200 chars."""
+        import orjson
+
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body[:200].decode("utf-8", "replace").strip()
+        if isinstance(obj, dict):
+            err = obj.get("error", obj.get("message", obj))
+            if isinstance(err, dict):  # OpenAI: {"error": {"message": ..., "type": ...}}
+                err = err.get("message", err)
+            kind = obj.get("error_type")
+            msg = str(err)
+            return (f"{kind}: {msg}" if kind else msg)[:200]
+        return str(obj)[:200]

@@ -1,0 +1,99 @@
+"""Rich tables for the terminal (plain text when the output is not a terminal)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.analysis.compare import COMPARED, Comparison
+from harness.analysis.summary import RunAnalysis
+from harness.report.fmt import ms, num, pct, yes_no
+
+
+def cells_table(a: RunAnalysis) -> Table:
+    t = Table(title=f"{a.run_id}: measured windows", show_lines=False)
+    for h in (
+        "cell",
+        "out tok/s",
+        "req/s",
+        "goodput",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "ITL p99 ms",
+        "TPOT p50 ms",
+        "errors",
+        "power W",
+        "J/token",
+        "SLO",
+        "frontier",
+    ):
+        t.add_column(h, justify="left" if h in ("cell", "frontier") else "right")
+    for c in a.cells:
+        star = " *" if c.cell == a.recommendation.cell else ""
+        t.add_row(
+            c.cell + star,
+            num(c.output_tokens_per_s, 4),
+            num(c.request_throughput_rps),
+            num(c.goodput_rps),
+            ms(c.ttft_p50_s),
+            ms(c.ttft_p99_s),
+            ms(c.itl_p99_s),
+            ms(c.tpot_p50_s),
+            pct(c.error_rate),
+            num(c.mean_power_w),
+            num(c.j_per_token),
+            yes_no(c.slo_ok),
+            c.frontier,
+        )
+    return t
+
+
+def make_console() -> Console:
+    """A console that does not squeeze wide tables into 80 columns when output is a file or pipe."""
+    con = Console()
+    return con if con.is_terminal else Console(width=180)
+
+
+def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
+    con = console or make_console()
+    if a.cells:
+        con.print(cells_table(a))
+    for n in a.notes + a.frontier.notes:
+        con.print(f"note: {n}")
+
+
+def compare_table(cmp: Comparison) -> Table:
+    t = Table(title=f"B vs A   A={cmp.run_a}   B={cmp.run_b}")
+    t.add_column("cell")
+    t.add_column("metric")
+    for h in ("A", "B", "change"):
+        t.add_column(h, justify="right")
+    for d in cmp.cells:
+        first = True
+        for col, label, higher_better in COMPARED:
+            va, vb, ch = d.values[col]
+            if va is None and vb is None:
+                continue
+            change = "–" if ch is None else f"{ch:+.1%}"
+            if ch is not None and abs(ch) >= 0.05:
+                good = (ch > 0) == higher_better
+                change = f"[{'green' if good else 'red'}]{change}[/]"
+            is_latency = col.endswith("_s") and not col.endswith("_per_s")
+            fmt = ms if is_latency else pct if col == "error_rate" else (lambda v: num(v, 4))
+            t.add_row(d.cell if first else "", label, fmt(va), fmt(vb), change)
+            first = False
+        t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", end_section=True)
+    return t
+
+
+def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
+    con = console or make_console()
+    con.print(compare_table(cmp))
+    if cmp.only_a:
+        con.print("only in A: " + ", ".join(cmp.only_a))
+    if cmp.only_b:
+        con.print("only in B: " + ", ".join(cmp.only_b))
+    con.print(f"A: {cmp.recommendation_a}")
+    con.print(f"B: {cmp.recommendation_b}")
+    for n in cmp.notes:
+        con.print(f"note: {n}")

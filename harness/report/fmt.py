@@ -1,0 +1,36 @@
+"""Number formatting shared by the HTML report and the console tables."""
+
+from __future__ import annotations
+
+
+def ms(v: float | None) -> str:
+    """Seconds shown in milliseconds (3 significant digits), '–' when missing."""
+    if v is None:
+        return "–"
+    x = v * 1000
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def num(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if abs(v) >= 10 ** (digits - 1):
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def pct(v: float | None) -> str:
+    return "–" if v is None else f"{v * 100:.2g}%" if v < 0.1 else f"{v * 100:.1f}%"
+
+
+def yes_no(v: bool | None) -> str:
+    return "–" if v is None else ("yes" if v else "NO")
+
+
+def energy_source_short(src: str | None) -> str:
+    """'window:nvml-counter' -> 'counter', 'sample-counter' -> 'sample ctr', ..."""
+    if not src:
+        return "–"
+    if src.startswith("window:"):
+        return "integral" if "integral" in src else "counter"
+    return {"sample-counter": "sample ctr", "power-integral": "integral"}.get(src, src)

@@ -1,0 +1,82 @@
+"""The timeline of a run: ramp stages, warm-up, measured window and cool-down for each level.
+
+Every generator process computes the same plan from the scenario and one shared start time, so
+the phase and cell of a request follow from the clock alone and need no messages per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def cell_name(replicas: int, level: float, mode: str) -> str:
+    """``r2-c64`` (closed loop, concurrency) or ``r1-q7.5`` (open loop, req/s)."""
+    return f"r{replicas}-c{int(level)}" if mode == "concurrency" else f"r{replicas}-q{level:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start_s: float
+    end_s: float
+    phase: str          # ramp | warmup | measure | cooldown
+    level: float
+    cell: str
+    from_value: float   # users (closed loop) or req/s (open loop) at start_s ...
+    to_value: float     # ... and at end_s, linear in between
+
+    def value_at(self, t_s: float) -> float:
+        span = self.end_s - self.start_s
+        if span <= 0 or self.from_value == self.to_value:
+            return self.to_value
+        f = min(max((t_s - self.start_s) / span, 0.0), 1.0)
+        return self.from_value + f * (self.to_value - self.from_value)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    mode: str               # concurrency | rate
+    replicas: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def total_s(self) -> float:
+        return self.segments[-1].end_s if self.segments else 0.0
+
+    def at(self, t_s: float) -> Segment | None:
+        """The segment at ``t_s`` seconds since the start; None before 0 or after the end."""
+        if t_s < 0:
+            return None
+        for seg in self.segments:
+            if t_s < seg.end_s:
+                return seg
+        return None
+
+    def cells(self) -> list[tuple[str, float]]:
+        seen: dict[str, float] = {}
+        for s in self.segments:
+            seen.setdefault(s.cell, s.level)
+        return list(seen.items())
+
+    def window(self, cell: str, phase: str) -> tuple[float, float] | None:
+        segs = [s for s in self.segments if s.cell == cell and s.phase == phase]
+        return (segs[0].start_s, segs[-1].end_s) if segs else None
+
+
+def build_plan(load, levels: list[float], replicas: int, *, start_value: float = 0.0) -> Plan:
+    """Segments for ``levels`` back to back under the scenario's ``load`` timings."""
+    segs: list[Segment] = []
+    t = 0.0
+    prev = start_value
+    for level in levels:
+        cell = cell_name(replicas, level, load.mode)
+        for st in load.stages:
+            segs.append(Segment(t, t + st.duration_s, "ramp", level, cell, prev, st.target))
+            t += st.duration_s
+            prev = st.target
+        for phase, dur in (("warmup", load.warmup_s), ("measure", load.duration_s),
+                           ("cooldown", load.cooldown_s)):
+            if dur > 0:
+                segs.append(Segment(t, t + dur, phase, level, cell, level, level))
+                t += dur
+        prev = level
+    return Plan(load.mode, replicas, tuple(segs))

@@ -1,0 +1,157 @@
+"""Helpers for the stack test: the Docker engine, local images, headless Chromium via WebDriver.
+
+Kept apart from the test so that each piece has one job; nothing here skips: a missing engine or
+image build is a failure with the reason, since `make test` installs what these need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def docker_ok() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+class DockerEngine:
+    """A running Docker engine: the one present, or ``dockerd`` started here (and stopped here)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "DockerEngine":
+        assert shutil.which("docker"), "docker is installed by scripts/install-test-deps.sh"
+        if docker_ok():
+            return self
+        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        assert os.path.exists(dockerd), "dockerd missing (apt-get install docker.io)"
+        assert os.geteuid() == 0, "the stack test starts dockerd and needs root"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / "dockerd.log", "ab")
+        self.proc = subprocess.Popen([dockerd], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 60
+        while not docker_ok():
+            assert self.proc.poll() is None, f"dockerd exited; see {self.log_dir / 'dockerd.log'}"
+            assert time.monotonic() < deadline, "dockerd did not come up within 60 s"
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def build_images(log_path: Path) -> dict[str, str]:
+    """Run scripts/build-images.sh (reusing unchanged images); its KEY=VALUE lines as a dict."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    with open(log_path, "w") as log:
+        r = subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh")], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=log, text=True, timeout=900)
+    assert r.returncode == 0, f"image build failed:\n{log_path.read_text()[-3000:]}"
+    out = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
+    for k in ("HARNESS_IMAGE", "BALANCER_IMAGE", "INFLUXDB_V1_IMAGE"):
+        assert k in out, f"build-images.sh printed no {k}"
+    return out
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def http_json(url: str, data: bytes | None = None, method: str | None = None,
+              timeout: float = 10.0):
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+class Chromium:
+    """Headless Chromium driven through chromedriver's W3C WebDriver HTTP API (no selenium)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.base = ""
+        self.session = ""
+
+    def __enter__(self) -> "Chromium":
+        driver = shutil.which("chromedriver")
+        browser = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert driver and browser, "chromium + chromium-driver come from install-test-deps.sh"
+        (port,) = free_ports(1)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([driver, f"--port={port}", "--allowed-ips=127.0.0.1",
+                                      f"--log-path={self.log_dir / 'chromedriver.log'}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if http_json(self.base + "/status", timeout=2)["value"]["ready"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert time.monotonic() < deadline, "chromedriver did not start"
+            time.sleep(0.2)
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": browser,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"]}}}}
+        self.session = http_json(self.base + "/session", json.dumps(caps).encode(),
+                                 timeout=60)["value"]["sessionId"]
+        return self
+
+    def get(self, url: str) -> None:
+        http_json(f"{self.base}/session/{self.session}/url", json.dumps({"url": url}).encode(),
+                  timeout=60)
+
+    def script(self, js: str, *args):
+        body = json.dumps({"script": js, "args": list(args)}).encode()
+        return http_json(f"{self.base}/session/{self.session}/execute/sync", body,
+                         timeout=30)["value"]
+
+    def text(self) -> str:
+        return self.script("return document.body ? document.body.innerText : '';")
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.session:
+                http_json(f"{self.base}/session/{self.session}", method="DELETE", timeout=20)
+        except (OSError, ValueError):
+            pass
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

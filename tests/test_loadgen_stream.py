@@ -1,0 +1,100 @@
+"""The raw-socket stream reader against a real server over loopback: timing, counts, every error class."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from harness.loadgen.stream import StreamClient, _Body
+from harness.protocols import RequestSpec, protocol_for
+from harness.records.schema import ERROR_CLASSES
+from tests.loadgen_fakes import fake_server
+
+PROTOCOLS = ("tgi", "openai-completions", "openai-chat")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with fake_server(ttft_ms=30, itl_ms=8) as url:
+        yield url
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_stream_counts_and_times_every_token(server, proto):
+    c = StreamClient(protocol_for(proto), request_timeout_s=5)
+    r = c.send(server, RequestSpec("hello world", 2, 12))
+    assert r.error_class is None, r.error
+    assert r.status == 200 and r.output_tokens == 12 and r.events == 12
+    assert r.finish_reason == "length"
+    ttft_ms = (r.first_pc - r.start_pc) / 1e6
+    assert 28 <= ttft_ms < 80
+    assert len(r.itl_ns) == 11
+    gaps = sorted(r.itl_ns)
+    assert 7_500_000 <= gaps[len(gaps) // 2] < 15_000_000, gaps      # the server's 8 ms cadence
+    assert 85_000_000 <= sum(gaps) < 200_000_000, gaps               # 11 gaps of >= 8 ms
+    # the connection is kept alive and reused by the next request
+    r2 = c.send(server, RequestSpec("again", 1, 3))
+    assert r2.error_class is None and r2.output_tokens == 3
+    assert sum(len(ep.idle) for ep in c._endpoints.values()) == 1
+
+
+@pytest.mark.parametrize("proto", ("openai-completions", "openai-chat"))
+def test_usage_counts_override_chunks(server, proto):
+    """Chunks carrying 3 tokens each: tokens from `usage`, not from the chunk count."""
+    c = StreamClient(protocol_for(proto), request_timeout_s=5)
+    r = c.send(server, RequestSpec("fault=multi", 1, 10))
+    assert r.error_class is None
+    assert r.events == 4 and r.output_tokens == 10
+    assert r.input_tokens == 1
+
+
+FAULTS = [("fault=http429", "http_429", 429), ("fault=http500", "http_5xx", 500),
+          ("fault=http422", "http_4xx", 422), ("fault=sse_error", "sse_error", 200),
+          ("fault=malformed", "malformed", 200), ("fault=incomplete", "incomplete", 200),
+          ("fault=reset", "reset", 200), ("fault=hang", "timeout", None)]
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+@pytest.mark.parametrize("prompt,cls,status", FAULTS)
+def test_each_fault_gets_its_class_and_the_client_goes_on(server, proto, prompt, cls, status):
+    c = StreamClient(protocol_for(proto), request_timeout_s=1.0)
+    r = c.send(server, RequestSpec(prompt, 1, 10))
+    assert cls in ERROR_CLASSES
+    assert r.error_class == cls, (r.error_class, r.error)
+    assert r.status == status
+    assert r.error and len(r.error) <= 200
+    ok = c.send(server, RequestSpec("fine", 1, 4))
+    assert ok.error_class is None and ok.output_tokens == 4
+
+
+def test_tgi_error_json_message_is_kept(server):
+    r = StreamClient(protocol_for("tgi")).send(server, RequestSpec("fault=http500", 1, 4))
+    assert r.error == "HTTP 500: generation: CUDA out of memory"
+
+
+def test_connection_refused_is_connect():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now
+    r = StreamClient(protocol_for("tgi")).send(f"http://127.0.0.1:{port}", RequestSpec("x", 1, 3))
+    assert r.error_class == "connect" and r.status is None
+
+
+class _FakeSock:
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    def recv(self, n):
+        return self.parts.pop(0) if self.parts else b""
+
+
+def test_chunked_decoder_handles_splits_anywhere():
+    payload = b"data:{\"a\":1}\n\ndata:{\"b\":2}\n\n"
+    wire = b"6\r\n" + payload[:6] + b"\r\n" + b"%x\r\n" % (len(payload) - 6) + payload[6:] + b"\r\n0\r\n\r\n"
+    for cut in range(1, len(wire)):
+        body = _Body(_FakeSock([wire[cut:]]), wire[:cut], True, None)
+        got = b"".join(d for d, _ in body.pieces())
+        assert got == payload, cut
+        assert body.done and not body.eof_before_end and body.tail == 0

@@ -1,0 +1,187 @@
+"""The report: files written, numbers equal the analysis, self-contained HTML seen by real Chromium."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.analysis import analyze
+from harness.analysis.synthetic import (
+    ModelCell,
+    SCENARIO_YAML,
+    plausible_run,
+    request,
+    window,
+    write_run,
+)
+from harness.report import write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CELLS = [
+    ModelCell(1, 4, 400, 0.05, 150),
+    ModelCell(1, 16, 900, 0.2, 170),
+    ModelCell(1, 64, 1200, 0.9, 190),
+    ModelCell(2, 4, 420, 0.05, 160),
+    ModelCell(2, 16, 1200, 0.12, 185),
+    ModelCell(2, 64, 1700, 0.45, 200),
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return plausible_run(
+        tmp_path_factory.mktemp("rep") / "run", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5
+    )
+
+
+def _cli(*args, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_outputs_match_analysis(run_dir):
+    a, paths = write_report(run_dir)
+    summary = json.loads(paths.summary.read_text())
+    assert summary["recommendation"]["sentence"] == a.recommendation.sentence
+    assert [c["cell"] for c in summary["cells"]] == [c.cell for c in a.cells]
+    for s, c in zip(summary["cells"], a.cells):
+        assert s["output_tokens_per_s"] == pytest.approx(c.output_tokens_per_s)
+        assert s["ttft_p99_s"] == pytest.approx(c.ttft_p99_s)
+        assert s["j_per_token"] == pytest.approx(c.j_per_token)
+        assert s["frontier"] == c.frontier
+    rows = list(csv.DictReader(paths.csv.open()))
+    assert [r["cell"] for r in rows] == [c.cell for c in a.cells]
+    for r, c in zip(rows, a.cells):
+        assert float(r["output_tokens_per_s"]) == pytest.approx(c.output_tokens_per_s)
+        assert float(r["energy_j"]) == pytest.approx(c.energy_j)
+        assert r["energy_source"] == "power-integral"
+    assert (run_dir / "replicas.csv").read_text().count("\n") == 1 + sum(
+        len(c.per_replica) for c in a.cells
+    )
+    # the modeled replica effect: at 64 streams two replicas deliver more than one
+    assert a.cell("r2-c64").output_tokens_per_s > 1.3 * a.cell("r1-c64").output_tokens_per_s
+    assert a.cell("r2-c64").frontier == "frontier"
+
+
+def test_html_is_self_contained(run_dir):
+    _, paths = write_report(run_dir)
+    text = paths.html.read_text()
+    assert not re.search(r"<(script|link|iframe)\b", text)
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(imgs) == 3
+    for b in imgs:
+        assert base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _chromium(args, tmp_path):
+    prof = tmp_path / "chromium-profile"
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={prof}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_chromium_renders_report_offline(run_dir, tmp_path):
+    a, paths = write_report(run_dir)
+    dom = _chromium(["--dump-dom", paths.html.as_uri()], tmp_path).stdout
+    assert a.recommendation.sentence.replace("<=", "&lt;=") in dom
+    assert dom.count('<tr class="') == len(a.cells)
+    # every image decoded by the browser: naturalWidth > 0 shows in a script-free way via screenshot size
+    shot = tmp_path / "shot.png"
+    r = _chromium(
+        ["--window-size=1400,2400", f"--screenshot={shot}", paths.html.as_uri()], tmp_path
+    )
+    assert shot.is_file(), r.stderr[-2000:]
+    from matplotlib.image import imread
+
+    img = imread(shot)
+    assert img.shape[0] == 2400 and img.shape[1] == 1400
+    # not a blank page: plots and tables put many distinct colours on it
+    assert (
+        len({tuple(p) for p in (img[::7, ::7, :3] * 255).astype(int).reshape(-1, 3).tolist()}) > 50
+    )
+
+
+def test_report_cli_and_exit_codes(run_dir, tmp_path):
+    r = _cli("report", str(run_dir), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert f"report: {tmp_path / 'out' / 'report.html'}" in r.stdout
+    assert "Recommended: 2 replicas at concurrency 16 (r2-c16)" in r.stdout
+    assert (tmp_path / "out" / "summary.json").is_file()
+    # a stricter SLO that no cell meets: exit code 1 and the closest cell named
+    strict = tmp_path / "strict"
+    shutil.copytree(run_dir, strict)
+    (strict / "scenario.yaml").write_text(SCENARIO_YAML.replace("p99: 0.5", "p99: 0.01"))
+    r = _cli("report", str(strict), "-q")
+    assert r.returncode == 1
+    assert "No configuration meets the SLO (TTFT p99 <= 0.01 s" in r.stdout
+    r = _cli("report", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "run directory not found" in r.stderr
+
+
+def test_compare_cli(run_dir, tmp_path):
+    other = plausible_run(
+        tmp_path / "other",
+        CELLS[:3] + [ModelCell(4, 16, 1500, 0.1, 210)],
+        duration_s=5,
+        warmup_s=1,
+        cooldown_s=0.5,
+        seed=3,
+        counter_windows=True,
+    )
+    r = _cli("compare", str(run_dir), str(other), "--json", str(tmp_path / "cmp.json"))
+    assert r.returncode == 0, r.stderr
+    assert "only in A: r2-c4, r2-c16, r2-c64" in r.stdout and "only in B: r4-c16" in r.stdout
+    d = json.loads((tmp_path / "cmp.json").read_text())
+    a, b = analyze(run_dir), analyze(other)
+    c = next(x for x in d["cells"] if x["cell"] == "r1-c16")
+    va, vb = a.cell("r1-c16").output_tokens_per_s, b.cell("r1-c16").output_tokens_per_s
+    assert c["values"]["output_tokens_per_s"]["change"] == pytest.approx((vb - va) / va)
+    assert b.cell("r4-c16").energy_source == "window:nvml-counter"
+
+
+def test_report_without_energy_or_cells(tmp_path):
+    c = ("r1-c2", 1, 2)
+    path = write_run(
+        tmp_path / "noenergy",
+        requests=[
+            request(*c, start_s=1 + i, ttft_s=0.1, e2e_s=0.5, tokens=8, request_id=i)
+            for i in range(5)
+        ],
+        windows=[window(*c, 0, 10)],
+    )
+    a, paths = write_report(path)
+    html = paths.html.read_text()
+    assert "J/token vs throughput: nothing to plot" in html
+    assert a.cells[0].energy_j is None and a.exit_code() == 0
+    empty = write_run(tmp_path / "empty")
+    a, paths = write_report(empty)
+    assert a.cells == [] and a.exit_code() == 1
+    assert "No cell was measured" in paths.html.read_text()

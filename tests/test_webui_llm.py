@@ -1,0 +1,130 @@
+"""The LLM tab in Locust's web UI, rendered by a real headless Chromium, values checked."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.launch.base import launcher_for
+from harness.loadgen.hist import HistSet
+from harness.scenario.models import EmulatorLauncher, Target
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _json(url: str, data: bytes | None = None) -> dict:
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _chromium(url: str, tmp: Path, screenshot: Path | None = None) -> str:
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chr'}",
+            "--window-size=1400,1000", "--virtual-time-budget=6000"]
+    if screenshot is not None:
+        subprocess.run(args + [f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
+    p = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
+    return p.stdout
+
+
+def _rows(dom: str) -> dict[str, list[str]]:
+    """Table rows of the page: first cell's text -> the other cells' texts."""
+    out = {}
+    for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", dom, flags=re.S):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", td)).strip()
+                 for td in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, flags=re.S)]
+        if cells:
+            out[cells[0]] = cells[1:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    target = Target(launcher=EmulatorLauncher(profile="fixed-50ms-10ms"))
+    with launcher_for(target, 1, tmp_path_factory.mktemp("emu")) as reps:
+        yield reps.urls[0]
+
+
+def test_llm_tab_shows_the_runs_values_in_chromium(emulator, tmp_path):
+    scen = tmp_path / "s.yaml"
+    scen.write_text("""
+name: webui
+target: {protocol: tgi}
+workload: {output_tokens: {dist: fixed, value: 24}}
+load: {mode: concurrency, levels: [6], warmup_s: 0, duration_s: 3, cooldown_s: 0}
+""")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py"),
+                             "--scenario", str(scen), "--host", emulator, "--web-host", "127.0.0.1",
+                             "--web-port", str(port), "--autostart", "--slm-results", str(tmp_path / "res")],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        run_dir = None
+        while time.monotonic() < deadline:     # until the plan is over and the run dir is complete
+            dirs = list((tmp_path / "res").glob("*/manifest.json")) if (tmp_path / "res").exists() else []
+            if dirs and json.loads(dirs[0].read_text())["status"] == "complete":
+                run_dir = dirs[0].parent
+                break
+            time.sleep(0.3)
+        assert run_dir is not None, "the run did not complete"
+        _json(base + "/llm/power", json.dumps({"power_w": 180.0}).encode())
+        api = {r["metric"]: r for r in _json(base + "/llm/stats")["rows"]}
+        shot = tmp_path / "llm.png"
+        dom = _chromium(base + "/?tab=llm", tmp_path, screenshot=shot)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    rows = _rows(dom)
+    assert "TTFT (ms)" in rows, sorted(rows)[:20]
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    m = req[req.phase == "measure"]
+    hs = HistSet.decode(json.loads((run_dir / "histograms" / "r1-c6.json").read_text()))
+    # columns: Value, p50, p90, p99, Mean, Count
+    assert rows["Cell"][0] == "r1-c6 (measured window)"
+    for label, metric in (("TTFT (ms)", "ttft"), ("ITL (ms)", "itl"), ("E2E latency (ms)", "e2e")):
+        value, p50, p90, p99, mean, count = rows[label]
+        assert p50 == f"{hs.percentile_s(metric, 50) * 1000:.2f}"
+        assert p99 == f"{hs.percentile_s(metric, 99) * 1000:.2f}"
+        assert int(count) == hs.count(metric)
+    assert int(rows["TTFT (ms)"][5]) == len(m)
+    assert 50.0 <= float(rows["TTFT (ms)"][1]) < 80.0          # the emulator's fixed 50 ms TTFT
+    assert 9.0 <= float(rows["ITL (ms)"][1]) < 12.0            # ... and 10 ms ITL
+    assert rows["Requests"][0] == str(len(m))
+    assert rows["Error rate"][0] == "0.00%"
+    assert rows["GPU power (W)"][0] == "180.0"
+    basis = float(rows["Energy per output token (J/token)"][5].split()[1])
+    assert float(rows["Energy per output token (J/token)"][0]) == pytest.approx(180.0 / basis, rel=1e-3)
+    assert rows["TTFT (ms)"][1] == api["TTFT (ms)"]["p50"]
+    assert shot.exists() and shot.stat().st_size > 20_000
+    if os.environ.get("SLM_WEBUI_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SLM_WEBUI_SCREENSHOT"])
