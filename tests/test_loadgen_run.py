@@ -78,6 +78,11 @@ def test_closed_loop_levels_records_histograms_and_slo_met(server, tmp_path):
     mw = win[(win.cell == "r1-c8") & (win.phase == "measure")].iloc[0]
     assert mw.end_ns - mw.start_ns == 2_000_000_000
     assert (m.intended_ns >= mw.start_ns).all() and (m.intended_ns < mw.end_ns).all()
+    # every record's phase is the window its intended send time falls in (exactly, at the edges)
+    for w in win.itertuples():
+        inside = req[(req.cell == w.cell) & (req.intended_ns >= w.start_ns) & (req.intended_ns < w.end_ns)]
+        assert (inside.phase == w.phase).all() and (req[(req.cell == w.cell) & (req.phase == w.phase)].index
+                                                      .isin(inside.index)).all()
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "complete" and man["counts"]["requests"] == len(req)
 

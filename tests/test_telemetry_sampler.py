@@ -206,6 +206,25 @@ def test_rundir_sink_writes_samples_processes_and_manifest(tmp_path):
     assert m["counts"]["gpu_samples"] == len(df)
 
 
+
+def test_two_samplers_of_one_run_append_processes_and_gaps(tmp_path):
+    """A sweep starts one sampler per replica count: the run keeps both samplers' rows and gaps."""
+    rd = RunDir(tmp_path / "run", "run-y")
+    for pid in (201, 202):
+        fk = _fake(gpus=[FakeGpu(processes=[(pid, 1 << 30)], fail_between=(0.1, 0.3))])
+        s = Sampler(NvmlSource(binding=fk), [RunDirSink(rd)], rate_hz=40, run_id="run-y",
+                    process_interval_s=0.1)
+        s.start()
+        time.sleep(0.6)
+        s.stop()
+    rd.close()
+    import pandas as pd
+    procs = pd.read_parquet(rd.path / "gpu_processes.parquet")
+    assert set(procs["pid"]) == {201, 202}
+    gaps = json.loads((rd.path / "manifest.json").read_text())["telemetry"]["gaps"]
+    assert len(gaps) == 2
+
+
 GEVENT_SCRIPT = textwrap.dedent("""
     from gevent import monkey; monkey.patch_all()
     import json, threading, time, gevent

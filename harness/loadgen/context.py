@@ -7,7 +7,6 @@ phase, so nothing is sent per request.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
@@ -72,8 +71,9 @@ class LoadContext:
         col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
                         forward=forward)
         plan = build_plan(sc.load, list(msg.levels), msg.replicas)
-        # the plan's wall-clock start, on this process's perf counter
-        t0_pc = perf_counter_ns() + (msg.t0_ns - time.time_ns())
+        # the plan's wall-clock start on this process's perf counter, through the collector's own
+        # offset: a record's intended_ns falls in a window exactly when its phase says so
+        t0_pc = msg.t0_ns - col.wall_offset_ns
         share = None
         if sc.load.max_requests:
             w = max(1, msg.open_loop_streams)
@@ -135,7 +135,13 @@ class LoadContext:
             self.picker.release(url)
         if res.error_class == "connect":
             self.picker.mark_down(url)
-        info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, seg.phase)
+        phase = seg.phase
+        if intended_pc is None:
+            # closed loop: the phase is the one at the moment the request was actually sent; one
+            # sent just after the plan's end is after every window: cool-down
+            now_seg = self.segment_at(res.start_pc)
+            seg, phase = (now_seg, now_seg.phase) if now_seg is not None else (seg, "cooldown")
+        info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, phase)
         return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
                        self.measure_window_pc(seg.cell))
 

@@ -111,6 +111,8 @@ class RunDir:
         self.requests = ParquetAppender(self.path / "requests.parquet", REQUEST_SCHEMA, flush_rows)
         self.gpu_samples = ParquetAppender(self.path / "gpu_samples.parquet", GPU_SCHEMA, flush_rows)
         self.windows = ParquetAppender(self.path / "windows.parquet", WINDOW_SCHEMA, 256)
+        self._flush_rows = flush_rows
+        self._extra: dict[str, ParquetAppender] = {}
         self.manifest: dict[str, Any] = {
             "run_id": run_id,
             "status": "running",
@@ -138,12 +140,22 @@ class RunDir:
     def write_histograms(self, cell: str, encoded: dict[str, str]) -> None:
         (self.path / "histograms" / f"{cell}.json").write_text(json.dumps(encoded))
 
+    def appender(self, name: str, schema) -> ParquetAppender:
+        """A further Parquet file of this run (``NAME.parquet``), opened once and shared by every
+        writer of the run (e.g. one telemetry sampler per replica count), closed with the run."""
+        if name not in self._extra:
+            self._extra[name] = ParquetAppender(self.path / f"{name}.parquet", schema, self._flush_rows)
+        return self._extra[name]
+
+    def _appenders(self) -> list[ParquetAppender]:
+        return [self.requests, self.gpu_samples, self.windows, *self._extra.values()]
+
     def flush(self) -> None:
-        for a in (self.requests, self.gpu_samples, self.windows):
+        for a in self._appenders():
             a.flush()
 
     def close(self, status: str = "complete") -> None:
-        for a in (self.requests, self.gpu_samples, self.windows):
+        for a in self._appenders():
             a.close()
         self.write_manifest(status=status,
                             finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(),

@@ -41,11 +41,10 @@ class RunDirSink(Sink):
     """``gpu_samples.parquet``, ``gpu_processes.parquet`` and the manifest's ``telemetry`` part."""
 
     def __init__(self, run_dir: "RunDir", flush_rows: int = 4096):
-        from harness.records.rundir import ParquetAppender
-
         self.run_dir = run_dir
-        self._procs = ParquetAppender(run_dir.path / "gpu_processes.parquet", process_schema(),
-                                      flush_rows)
+        # Shared through the RunDir: a sweep starts one sampler per replica count, and each must
+        # append to the run's one file rather than start it anew.
+        self._procs = run_dir.appender("gpu_processes", process_schema())
         self._gaps: list[dict] = []
 
     def samples(self, batch: list[GpuSample]) -> None:
@@ -60,9 +59,11 @@ class RunDirSink(Sink):
                            "error": gap.error})
 
     def close(self, summary: dict) -> None:
-        self._procs.close()
+        self._procs.flush()
         self.run_dir.gpu_samples.flush()
-        self.run_dir.write_manifest(telemetry={**summary, "gaps": self._gaps})
+        # Gaps of earlier samplers of the same run are kept, not overwritten.
+        earlier = self.run_dir.manifest.get("telemetry", {}).get("gaps", [])
+        self.run_dir.write_manifest(telemetry={**summary, "gaps": earlier + self._gaps})
 
 
 class StoreSink(Sink):
