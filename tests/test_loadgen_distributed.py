@@ -204,7 +204,11 @@ load: {mode: rate, arrival: poisson, levels: [40], warmup_s: 0, duration_s: 4, c
     assert 110 <= len(req) <= 210          # 160 expected; Poisson sd ~13
     per_worker = req.groupby("worker").size()
     assert len(per_worker) == 2 and per_worker.min() >= 0.3 * len(req)
-    assert ((req.start_ns - req.intended_ns) < 50_000_000).all()
+    # Sent on time: a generator that waited for answers (coordinated omission) would be ~1 s late;
+    # a busy 2-core machine delays single sends by tens of ms, so bound the median tightly and
+    # every send well below one stream's duration.
+    late = req.start_ns - req.intended_ns
+    assert late.median() < 5_000_000 and (late < 250_000_000).all()
     assert set(req.replica) == set(emulator)
     assert req.cell.unique().tolist() == ["r2-q40"]
 

@@ -120,7 +120,11 @@ slo: {ttft_s: {p50: 0.45}}
     assert len(req) == 80
     gaps = req.intended_ns.diff().dropna()
     assert (gaps == 25_000_000).all()
-    assert ((req.start_ns - req.intended_ns) < 20_000_000).all()     # sent on time
+    # Sent on time: a generator that waited for answers (coordinated omission) would be ~1 s late;
+    # a busy 2-core machine delays single sends by tens of ms, so bound the median tightly and
+    # every send well below one stream's duration.
+    late = req.start_ns - req.intended_ns
+    assert late.median() < 5_000_000 and (late < 250_000_000).all()
     assert req.ttft_s.between(0.5, 0.7).all() and req.error_class.isna().all()
 
 
