@@ -54,6 +54,23 @@ class WireProtocol:
     def event(self, data: bytes):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _decode(self, data: bytes, key: str):
+        """``(obj, None)`` for a JSON object carrying ``key``; otherwise ``(None, result)`` with the
+        event's result: ERROR for a server error object, MALFORMED for anything else."""
+        import orjson
+
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None, (MALFORMED, 0, "event is not JSON")
+        if not isinstance(obj, dict):
+            return None, (MALFORMED, 0, "event is not an object")
+        if obj.get(key) is None:
+            if "error" in obj:
+                return None, (ERROR, 0, self.error_message(data))
+            return None, (MALFORMED, 0, f"event has no {key}")
+        return obj, None
+
     @staticmethod
     def error_message(body: bytes) -> str:
         """Short message from an error body (TGI/OpenAI JSON or text), never more than 200 chars."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from harness.protocols.base import (DONE, ERROR, FINAL, IGNORE, MALFORMED, TOKEN, Final, RequestSpec,
+from harness.protocols.base import (DONE, FINAL, IGNORE, TOKEN, Final, RequestSpec,
                                     WireProtocol)
 
 
@@ -33,17 +33,10 @@ class _OpenAIBase(WireProtocol):
     def event(self, data: bytes):
         if data == b"[DONE]":
             return DONE, 0, None
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return MALFORMED, 0, "event is not JSON"
-        if not isinstance(obj, dict):
-            return MALFORMED, 0, "event is not an object"
-        choices = obj.get("choices")
-        if choices is None:
-            if "error" in obj:
-                return ERROR, 0, self.error_message(data)
-            return MALFORMED, 0, "event has no choices"
+        obj, problem = self._decode(data, "choices")
+        if problem is not None:
+            return problem
+        choices = obj["choices"]
         usage = obj.get("usage")
         if not choices:
             if isinstance(usage, dict):

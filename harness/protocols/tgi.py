@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from harness.protocols.base import ERROR, FINAL, MALFORMED, TOKEN, Final, RequestSpec, WireProtocol
+from harness.protocols.base import FINAL, TOKEN, Final, RequestSpec, WireProtocol
 
 
 class TgiProtocol(WireProtocol):
@@ -41,17 +41,9 @@ class TgiProtocol(WireProtocol):
         # halves the per-token cost; the final event, errors and anything unusual are parsed.
         if data[:9] == b'{"index":' and data[-1:] == b"}" and b'"generated_text":null' in data:
             return TOKEN, 1, None
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return MALFORMED, 0, "event is not JSON"
-        if not isinstance(obj, dict):
-            return MALFORMED, 0, "event is not an object"
-        tok = obj.get("token")
-        if tok is None:
-            if "error" in obj:
-                return ERROR, 0, self.error_message(data)
-            return MALFORMED, 0, "event has no token"
+        obj, problem = self._decode(data, "token")
+        if problem is not None:
+            return problem
         details = obj.get("details")
         if details is not None or obj.get("generated_text") is not None:
             fin = Final()
