@@ -9,6 +9,7 @@ lateness (when it, not the client, is the limit), and the generator's CPU and me
 
     python benchmarks/generator_fidelity.py                       # 64 256 512 1024 streams
     python benchmarks/generator_fidelity.py --streams 256 --measure-s 600   # memory over 10 min
+    python benchmarks/generator_fidelity.py --streams 256 --compare ../old --repeat 3  # A/B, alternating
 """
 
 from __future__ import annotations

@@ -250,16 +250,10 @@ class StreamClient:
         return ok and keep and body.done
 
     def _read_events(self, body: "_Body", res: StreamResult) -> bool:
-        """Parse SSE off the body; one timestamp per read. Returns True if the stream was clean.
-
-        One loop, no generator or helper call per read: a read that is exactly one whole chunk
-        holding exactly one ``data:`` event (the usual case per token) is recognised in place;
-        anything else goes through the general chunk decoder and line split.
-        """
+        """Parse SSE off the body; one timestamp per read. Returns True if the stream was clean."""
         event = self.protocol.event
         final_then_done = self.protocol.final_then_done
         itl = res.itl_ns
-        append_itl = itl.append
         first = None
         last = 0
         tokens = 0
@@ -268,32 +262,17 @@ class StreamClient:
         done = False
         pending = b""
         error_event = False
-        chunked = body.chunked
-        recv = _waiting_recv(body.sock)
-        raw = body.raw
-        body.raw = b""
-        t = perf_counter_ns()
         try:
-            while True:
-                lines = ()
-                if raw:
-                    nl = raw.find(b"\r\n") if chunked else -1
-                    if (0 < nl < 10 and raw[-4:] == b"\n\n\r\n" and raw[nl + 2:nl + 7] == b"data:"
-                            and not pending and not body.raw and not body.chunk_left
-                            and not body.need_crlf and raw.count(b"\n") == 4
-                            and _hex_size(raw[:nl]) == len(raw) - nl - 4):
-                        lines = (raw[nl + 2:-4],)   # one whole chunk, one event: the fast path
-                    else:
-                        piece = body._decode(raw) if chunked else body._plain(raw)
-                        if piece:
-                            if pending:
-                                piece = pending + piece
-                            if piece[:5] == b"data:" and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2:
-                                lines = (piece[:-2],)
-                                pending = b""
-                            else:
-                                lines = piece.split(b"\n")
-                                pending = lines.pop()
+            for piece, t in body.pieces():
+                if pending:
+                    piece = pending + piece
+                    pending = b""
+                # fast path: exactly one ``data:`` event in this read (the usual case per token)
+                if piece[:5] == b"data:" and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2:
+                    lines = (piece[:-2],)
+                else:
+                    lines = piece.split(b"\n")
+                    pending = lines.pop()
                 for line in lines:
                     if line[:5] != b"data:":
                         if line[:6] == b"event:" and b"error" in line:
@@ -307,7 +286,7 @@ class StreamClient:
                         if first is None:
                             first = t
                         else:
-                            append_itl(t - last)
+                            itl.append(t - last)
                         last = t
                         tokens += n
                         events += 1
@@ -329,14 +308,6 @@ class StreamClient:
                         res.error_class, res.error = "malformed", str(detail)[:200]
                         break
                 if res.error_class is not None:
-                    break
-                if body.done:
-                    body.finish()
-                    break
-                raw = recv(_RECV)
-                t = perf_counter_ns()
-                if not raw:
-                    body.end_of_stream()
                     break
         finally:
             res.first_pc = first
@@ -395,14 +366,6 @@ def _waiting_recv(sock):
     return recv
 
 
-def _hex_size(h: bytes) -> int:
-    """A chunk-size line's value, -1 when it is not hex."""
-    try:
-        return int(h, 16)
-    except ValueError:
-        return -1
-
-
 class _Body:
     """Incremental HTTP/1.1 body: chunked, Content-Length, or until close; yields data pieces."""
 
@@ -433,29 +396,21 @@ class _Body:
                 if data:
                     yield data, t
             if self.done:
-                self.finish()
+                while self.tail > 0:          # consume the closing CRLF so keep-alive stays clean
+                    more = sock.recv(self.tail)
+                    if not more:
+                        self.eof_before_end = True
+                        return
+                    self.tail -= len(more)
                 return
             raw = recv(_RECV)
             t = perf_counter_ns()
             if not raw:
-                self.end_of_stream()
+                if self.left is None and not self.chunked:
+                    self.done = True      # close-delimited body: EOF is its end
+                else:
+                    self.eof_before_end = True
                 return
-
-    def finish(self) -> None:
-        """The body is complete: consume the chunked body's closing CRLF so keep-alive stays clean."""
-        while self.tail > 0:
-            more = self.sock.recv(self.tail)
-            if not more:
-                self.eof_before_end = True
-                return
-            self.tail -= len(more)
-
-    def end_of_stream(self) -> None:
-        """The peer closed: the end of a close-delimited body, else a body cut short."""
-        if self.left is None and not self.chunked:
-            self.done = True
-        else:
-            self.eof_before_end = True
 
     def _plain(self, raw: bytes) -> bytes:
         if self.left is None:
