@@ -19,6 +19,9 @@ RUN python3 -m venv /opt/slm \
     else \
       /opt/slm/bin/pip install -q /src; \
     fi \
+ && /opt/slm/bin/python -m pip uninstall -q -y pip setuptools wheel \
+ && find /opt/slm/lib -depth -type d -path '*/site-packages/*' \( -name tests -o -name include \) \
+      -exec rm -rf {} + \
  && mkdir -p /app/scenarios /app/locustfiles \
  && cp -r /src/scenarios/. /app/scenarios/ \
  && if [ -d /src/locustfiles ]; then cp -r /src/locustfiles/. /app/locustfiles/; fi

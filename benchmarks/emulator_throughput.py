@@ -111,9 +111,11 @@ def _post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10).read()
 
 
-def _cpu_s(pid: int) -> float:
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> dict:
@@ -123,7 +125,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
     port_file = tmp / "ports.json"
     cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
            "--port", "0", "--port-file", str(port_file)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
     try:
@@ -167,7 +169,8 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
     return {"streams": streams, "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
             "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
             "late_p999_us": lat.get("p999"), "late_max_us": lat.get("max"),
-            "server_cpu_pct": 100 * (cpu1 - cpu0) / window, "timer": gt.get("timer"),
+            "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
+            "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]]}
 
 
@@ -186,11 +189,13 @@ def main(argv=None) -> None:
     ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
     args = ap.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
-    server_core, client_cores = cores[0], (cores[1:] or cores)
+    # the emulator gets the last core (core 0 tends to carry more interrupts and housekeeping)
+    server_core, client_cores = cores[-1], (cores[:-1] or cores)
     print(f"# emulator pinned to core {server_core}; {args.clients} client process(es) on cores {client_cores}; "
           f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
           f"{args.replicas} replica(s), {args.seconds:g} s per level")
-    print("| streams | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us | p99.9 us | max us | emulator CPU % |")
+    print("| streams | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us | p99.9 us | max us "
+          "| emulator CPU % user + sys |")
     print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for s in (int(x) for x in args.streams.split(",")):
@@ -198,7 +203,7 @@ def main(argv=None) -> None:
         rows.append(r)
         print(f"| {s} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | {r['received_tok_s']:.0f} | "
               f"{r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | {r['late_p999_us']:.0f} | {r['late_max_us']} | "
-              f"{r['server_cpu_pct']:.0f} |", flush=True)
+              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} |", flush=True)
         if args.episodes:
             print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}",
                   flush=True)

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import signal
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,12 @@ from harness.analysis.rundata import RunData
 from harness.analysis.summary import RunAnalysis
 from harness.errors import InputError, LaunchError
 from harness.records.rundir import RunDir
+from harness.store.runstore import ObservedAppender, RunStore
 from harness.records.schema import (
     GPU_SCHEMA,
     REQUEST_SCHEMA,
     WINDOW_SCHEMA,
     CellWindow,
-    RequestRecord,
 )
 from harness.scenario.models import Scenario
 
@@ -70,42 +69,6 @@ class SweepResult:
         if self.status == "launch-failed":
             return 3
         return self.analysis.exit_code() if self.analysis is not None else 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Writers that let the sweep see records and windows as the load generator writes them
-# ---------------------------------------------------------------------------------------------
-class _Tee:
-    """Stands in for a RunDir appender: forwards everything, and shows each row to ``on_row``."""
-
-    def __init__(self, inner, on_row: Callable[[Any], None]):
-        self._inner = inner
-        self._on_row = on_row
-
-    def append(self, row) -> None:
-        try:
-            self._on_row(row)
-        except Exception:  # noqa: BLE001 - a display problem must never lose a record
-            log.exception("sweep: row observer failed")
-        self._inner.append(row)
-
-    def extend(self, rows) -> None:
-        for r in rows:
-            self.append(r)
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-    def close(self) -> None:
-        self._inner.close()
-
-    @property
-    def count(self) -> int:
-        return self._inner.count
-
-    @property
-    def path(self):
-        return self._inner.path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,69 +146,6 @@ class _Telemetry:
             log.warning("telemetry stop failed: %s", e)
         self.sampler = None
 
-
-class _Store:
-    """The scenario's InfluxDB (optional): requests, windows, cell markers and GPU samples go there
-    beside the run directory. The writer spools to disk when the database is away, so a failing
-    database is counted (manifest ``store``) and never stops the sweep."""
-
-    def __init__(self, scenario: Scenario, rundir: RunDir):
-        self.writer = None
-        self.note = ""
-        self.run_id = rundir.run_id
-        cfg = scenario.store.influxdb
-        if cfg is None:
-            return
-        try:
-            from harness.store.writer import writer_from_config
-
-            self.writer = writer_from_config(cfg, rundir.path, create_db=cfg.api == "v1")
-            self.note = f"store: InfluxDB {cfg.url} ({cfg.api})"
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the run directory still gets everything
-            log.warning("store: could not start the InfluxDB writer: %s", e)
-            self.note = f"store: not written ({type(e).__name__}: {e})"
-
-    def sink(self):
-        if self.writer is None:
-            return None
-        from harness.telemetry import StoreSink
-
-        return StoreSink(self.writer, run_id=self.run_id)
-
-    def _safe(self, fn, *args, **kw) -> None:
-        if self.writer is None:
-            return
-        try:
-            fn(*args, **kw)
-        except Exception as e:  # noqa: BLE001
-            log.warning("store write failed: %s", e)
-
-    def record(self, rec) -> None:
-        """``rec``: a RequestRecord or its dict (the load generator hands the run dir dicts)."""
-        self._safe(
-            lambda: self.writer.write_requests(
-                [RequestRecord(**rec) if isinstance(rec, dict) else rec]
-            )
-        )
-
-    def window(self, w: CellWindow) -> None:
-        self._safe(lambda: self.writer.write_windows([w]))
-
-    def marker(self, cell: str, event: str) -> None:
-        self._safe(
-            lambda: self.writer.write_marker(self.run_id, "cell", event, time.time_ns(), cell=cell)
-        )
-
-    def close(self) -> dict | None:
-        if self.writer is None:
-            return None
-        try:
-            return self.writer.close()
-        except Exception as e:  # noqa: BLE001
-            log.warning("store close failed: %s", e)
-            return {"error": str(e)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,9 +272,9 @@ class Sweep:
 
     def run(self) -> SweepResult:
         rd = self.open_rundir()
-        rd.requests = _Tee(rd.requests, self._on_record)
-        rd.windows = _Tee(rd.windows, self._on_window)
-        self._store = _Store(self.scenario, rd)
+        rd.requests = ObservedAppender(rd.requests, self._on_record)
+        rd.windows = ObservedAppender(rd.windows, self._on_window)
+        self._store = RunStore(self.scenario, rd)
         self._telemetry = _Telemetry(self.scenario, rd, [self._store.sink()])
         status, message = "interrupted", ""
         try:

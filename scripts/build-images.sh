@@ -129,7 +129,8 @@ if [ $FORCE = 1 ] || ! image_exists "$HARNESS_IMAGE"; then
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WHEELS="$rel_wheels" \
     --build-arg PIP_INSTALL_ARGS="--no-index --find-links /wheels" \
     --label org.slm-harness.inputs="$harness_key" \
-    -t "$HARNESS_IMAGE" -t slm-harness:local "$ROOT" >/dev/null
+    -t "$HARNESS_IMAGE" -t slm-harness:local "$ROOT" >/dev/null 2>"$BUILD/docker-build.log" \
+    || { cat "$BUILD/docker-build.log" >&2; exit 3; }
 else
   log "harness image $HARNESS_IMAGE reused"
 fi
@@ -140,10 +141,27 @@ if [ $FORCE = 1 ] || ! image_exists "$INFLUXDB_V1_IMAGE"; then
   log "docker build $INFLUXDB_V1_IMAGE ..."
   DOCKER_BUILDKIT=0 docker build -q --network none --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --label org.slm-harness.inputs="$influx_key" \
-    -t "$INFLUXDB_V1_IMAGE" "$ROOT/deploy/influxdb-v1" >/dev/null
+    -t "$INFLUXDB_V1_IMAGE" "$ROOT/deploy/influxdb-v1" >/dev/null 2>"$BUILD/docker-build.log" \
+    || { cat "$BUILD/docker-build.log" >&2; exit 3; }
 else
   log "InfluxDB 1.x image $INFLUXDB_V1_IMAGE reused"
 fi
+
+# Builds of these images from other inputs, more than 2 hours old (a younger one may belong to
+# a checkout beside this one, about to be used), and the dangling build stages left behind.
+cutoff=$(( $(date +%s) - 7200 ))
+for repo in slm-harness slm-harness-influxdb1 slm-harness-base; do
+  docker image ls "$repo" --format '{{.Repository}}:{{.Tag}}' | while read -r ref; do
+    case "$ref" in
+      "$HARNESS_IMAGE"|"$INFLUXDB_V1_IMAGE"|"$BASE_IMAGE"|slm-harness:local) continue ;;
+    esac
+    created=$(date -d "$(docker image inspect -f '{{.Created}}' "$ref")" +%s 2>/dev/null || echo "$cutoff")
+    if [ "$created" -lt "$cutoff" ]; then
+      docker image rm "$ref" >/dev/null 2>&1 && log "removed old image $ref" || true
+    fi
+  done
+done
+docker image prune -f --filter until=2h >/dev/null 2>&1 || true
 
 {
   echo "BASE_IMAGE=$BASE_IMAGE"

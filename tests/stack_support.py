@@ -143,12 +143,14 @@ class Chromium:
         return self.script("return document.body ? document.body.innerText : '';")
 
     def __exit__(self, *exc) -> None:
+        """Idempotent: the session is deleted and chromedriver stopped once."""
         try:
             if self.session:
                 http_json(f"{self.base}/session/{self.session}", method="DELETE", timeout=20)
         except (OSError, ValueError):
             pass
-        if self.proc is not None:
+        self.session = ""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)

@@ -172,3 +172,21 @@ def test_sse_keep_alive_comments_while_silent(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_ground_truth_reset_mid_stream_keeps_counting(url):
+    """A reset while streams are open: their later tokens land in the new counts."""
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            from tests.emulator_fixtures import stream_tgi
+            tasks = [asyncio.create_task(stream_tgi(s, url, PROMPT, 60)) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            await (await s.post(url + "/emulator/ground_truth/reset")).read()
+            return await asyncio.gather(*tasks)
+    results = asyncio.run(go())
+    assert all(len(r["events"]) == 60 for r in results)
+    t = get_json(url + "/emulator/ground_truth")["total"]
+    assert 4 * 20 < t["tokens_sent"] < 4 * 60
+    assert t["lateness_us"]["count"] == t["tokens_sent"]
+    assert t["itl_us"]["count"] == t["tokens_sent"]        # every counted token had a predecessor
+    assert t["requests_completed"] == 4

@@ -96,3 +96,22 @@ def test_sweep_writes_store_and_report_reads_gpu_samples_back(influxdb, tmp_path
     influxdb.kill()
     p = _cli("report", str(run), "--influx", "always", "-q")
     assert p.returncode == 2 and "cannot read GPU samples from InfluxDB" in p.stderr
+
+
+def test_run_writes_records_and_windows_to_the_store(influxdb, tmp_path):
+    """``slm-harness run`` (not only the sweep) streams its records and windows to InfluxDB."""
+    scen = tmp_path / "s.yaml"
+    scen.write_text(SCEN.replace("URL", influxdb.url).replace("levels: [4, 16]", "levels: [4]"))
+    p = _cli("run", str(scen), "--results", str(tmp_path / "res"), "-q")
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run,) = list((tmp_path / "res").iterdir())
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["store"]["acked"] > 0 and manifest["store"]["spool_points"] == 0
+    reader = InfluxQLReader(InfluxTarget(url=influxdb.url, api="v1", database="harness"))
+    n_req = len(pd.read_parquet(run / "requests.parquet"))
+    assert n_req > 0
+    assert reader.count("request", "end_ns", f"run_id = '{run.name}'") == n_req
+    n_win = len(pd.read_parquet(run / "windows.parquet"))
+    assert n_win >= 2  # warm-up, measure (and cool-down)
+    assert reader.count("window", "end_ns", f"run_id = '{run.name}'") == n_win
+    reader.close()

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -235,7 +236,7 @@ load:
   mode: concurrency
   levels: [12]
   warmup_s: 2
-  duration_s: 20
+  duration_s: 25
   cooldown_s: 1
 slo:
   ttft_s: {p99: 5.0}
@@ -313,12 +314,13 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
     files = [ROOT / "docker-compose.yml", replicas_file, override]
     env = {"HARNESS_IMAGE": images["HARNESS_IMAGE"], "BALANCER_IMAGE": images["BALANCER_IMAGE"],
            "INFLUXDB_IMAGE": images["INFLUXDB_V1_IMAGE"], "INFLUXDB_API": "v1",
-           "SCENARIO": "stack-test.yaml", "LOCUST_WORKERS": str(WORKERS), "LOCUST_LINGER_S": "3",
+           "SCENARIO": "stack-test.yaml", "LOCUST_WORKERS": str(WORKERS), "LOCUST_LINGER_S": "10",
            "REPLICA_BASE_PORT": str(base), "BALANCER_PORT": str(bal),
            "BALANCER_STATS_PORT": str(stats), "LOCUST_WEB_PORT": str(web),
            "INFLUXDB_PORT": str(influx), "GRAFANA_PORT": str(graf)}
     dc = ["-p", project, "--profile", "emulator"]
     urls = [f"http://127.0.0.1:{base + i}" for i in range(REPLICAS)]
+    browser = Chromium(tmp_path / "chromium").__enter__()   # warm before the run starts
     try:
         t0 = time.monotonic()
         compose(*dc, "up", "-d", "--scale", f"locust-worker={WORKERS}", *SERVICES, env=env,
@@ -329,44 +331,50 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
             assert time.monotonic() < deadline, "replica containers never healthy"
             time.sleep(0.5)
 
-        # --- the Locust web UI, through its published port, in headless Chromium -------------
-        with Chromium(tmp_path / "chromium") as browser:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    browser.get(f"http://127.0.0.1:{web}/")
-                    if "Locust" in (browser.script("return document.title;") or ""):
-                        break
-                except (OSError, ValueError):
-                    pass
-                assert time.monotonic() < deadline, "Locust web UI never answered"
-                time.sleep(1)
-            live = None
-            deadline = time.monotonic() + 150
-            while live is None:
-                browser.script("""
-                    const tab = [...document.querySelectorAll('button, [role=tab], a')]
-                        .find(e => e.innerText && e.innerText.trim().toUpperCase() === 'LLM');
-                    if (tab) tab.click();""")
-                time.sleep(1.0)
-                m = re.search(r"Output tokens/s \(last 10 s\)\s+([\d.]+)", browser.text())
-                if m and float(m.group(1)) > 0:
-                    live = float(m.group(1))
-                if time.monotonic() > deadline:
-                    logs = subprocess.run(["docker", "logs", container(project, "locust-master")],
-                                          capture_output=True, text=True)
-                    pytest.fail(f"no live token figures in the LLM tab:\n{browser.text()[:1500]}"
-                                f"\nmaster log:\n{(logs.stdout + logs.stderr)[-3000:]}")
-            print(f"web UI LLM tab: {live} output tokens/s")
-
-        # --- kill one replica mid-run ---------------------------------------------------------
-        gt = http_json(urls[KILLED - 1] + "/emulator/ground_truth")
-        while gt["total"]["requests_completed"] < 20:
-            time.sleep(0.5)
-            gt = http_json(urls[KILLED - 1] + "/emulator/ground_truth")
+        # --- kill one replica early in the run ------------------------------------------------
+        deadline = time.monotonic() + 150
+        while http_json(urls[KILLED - 1] + "/emulator/ground_truth")["total"][
+                "requests_completed"] < 10:
+            assert time.monotonic() < deadline, "the run never reached replica 3"
+            time.sleep(0.2)
         kill_ns = time.time_ns()
         subprocess.run(["docker", "kill", container(project, f"emulator-{KILLED}")], check=True,
                        capture_output=True)
+
+        # --- the Locust web UI, through its published port, in headless Chromium -------------
+        # (reloaded until the LLM tab shows live figures: the run goes on on 2 replicas)
+        live = power = None
+        deadline = time.monotonic() + 60
+        while live is None or power is None:
+            try:
+                browser.get(f"http://127.0.0.1:{web}/?tab=llm")
+                for _ in range(4):
+                    time.sleep(1.0)
+                    browser.script("""
+                        const tab = [...document.querySelectorAll('button, [role=tab], a')]
+                            .find(e => e.innerText && e.innerText.trim().toUpperCase() === 'LLM');
+                        if (tab && tab.getAttribute('aria-selected') !== 'true') tab.click();""")
+                    text = browser.text()
+                    m = re.search(r"Output tokens/s \(last 10 s\)\s+([\d.]+)", text)
+                    if m and float(m.group(1)) > 0:
+                        live = float(m.group(1))
+                    # the sidecar posts the (emulated) power: W and J/token appear live
+                    p = re.search(r"GPU power \(W\)\s+([\d.]+)", text)
+                    if p:
+                        power = float(p.group(1))
+                    if live is not None and power is not None:
+                        break
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                logs = subprocess.run(["docker", "logs", container(project, "locust-master")],
+                                      capture_output=True, text=True)
+                pytest.fail(f"no live token figures in the LLM tab:\n{browser.text()[:1500]}"
+                            f"\nmaster log:\n{(logs.stdout + logs.stderr)[-3000:]}")
+        jt = re.search(r"Energy per output token \(J/token\)\s+([\d.]+)", browser.text())
+        print(f"web UI LLM tab: {live} output tokens/s, {power} W, J/token {jt and jt[1]}")
+        assert power > 0
+        browser.__exit__(None, None, None)
 
         # --- the run completes; its exit code is the SLO verdict ------------------------------
         master = container(project, "locust-master")
@@ -383,6 +391,10 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
         assert len(run_dirs) == 1, list(results.iterdir())
         run = run_dirs[0]
         summary = json.loads((run / "locust-summary.json").read_text())
+        windows = pd.read_parquet(run / "windows.parquet")
+        measure = windows[windows.phase == "measure"]
+        assert measure.start_ns.min() - 3_000_000_000 < kill_ns < measure.end_ns.max(), \
+            "the replica was not killed during the run"
 
         # master saw both worker containers; the records carry both worker ids
         assert f"{WORKERS} workers connected" in master_log
@@ -447,7 +459,128 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
                    influxql(influx, substitute(err, start_ns, end_ns + 10**9, run_id))}
         assert classes == err_classes
     finally:
-        for svc in SERVICES:
-            subprocess.run(["docker", "logs", container(project, svc)], capture_output=True)
+        browser.__exit__(None, None, None)
         compose(*dc, "down", "-v", "--remove-orphans", env=env, files=files, check=False)
+    assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def compose_project(tmp_path: Path, images: dict, base_port: int, **extra) -> Path:
+    """A copy of the compose project with a .env that points at the local images."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(ROOT / "docker-compose.yml", proj)
+    shutil.copytree(ROOT / "deploy", proj / "deploy")
+    env = {**SECRETS, "HARNESS_IMAGE": images["HARNESS_IMAGE"], "REPLICA_BASE_PORT": base_port,
+           "EMULATOR_PROFILE": "fixed-50ms-10ms", **extra}
+    (proj / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return proj
+
+
+def test_compose_launcher_brings_replicas_up_and_removes_them(engine_and_images, tmp_path,
+                                                              monkeypatch):
+    from harness.launch.base import launcher_for
+    from harness.scenario.models import Target
+
+    base = free_port_block(2)
+    proj = compose_project(tmp_path, engine_and_images, base)
+    project = f"slmlaunch{os.getpid()}"
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", project)
+    target = Target.model_validate({"launcher": {
+        "kind": "compose", "project_dir": str(proj), "profile": "emulator", "base_port": base,
+        "startup_timeout_s": 120}})
+    try:
+        with launcher_for(target, 2, tmp_path / "logs") as reps:
+            assert reps.kind == "compose" and reps.emulated and len(reps) == 2
+            assert reps.urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+            for u in reps.urls:
+                out = http_json(u + "/generate", json.dumps(
+                    {"inputs": "hi", "parameters": {"max_new_tokens": 3}}).encode())
+                assert out["generated_text"]
+            names = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter",
+                                    f"label=com.docker.compose.project={project}"],
+                                   capture_output=True, text=True).stdout.split()
+            assert sorted(names) == [f"{project}_emulator-1_1", f"{project}_emulator-2_1"]
+            # `slm-harness stack status` sees both replicas healthy
+            r = subprocess.run([sys.executable, "-m", "harness", "stack", "status", "--project-dir",
+                                str(proj), "--replicas", "2"], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert re.findall(r"replica \d: (\S+) healthy", r.stdout) == reps.urls
+        assert (tmp_path / "logs" / "replica-1.log").read_text().strip()
+        # containers and network gone; named volumes (the model cache) are kept for the next cell
+        left = project_leftovers(project)
+        assert left["containers"] == [] and left["networks"] == []
+        assert set(left["volumes"]) <= {f"{project}_{v}" for v in raw_compose()["volumes"]}
+        # a replica container that exits at once: LaunchError naming it, nothing left behind
+        (proj / ".env").write_text((proj / ".env").read_text() + "EMULATOR_PROFILE=no-such-profile\n")
+        from harness.errors import LaunchError
+        with pytest.raises(LaunchError, match=r"replica 0 \(emulator-1\) exited with code 2"):
+            with launcher_for(target, 1, tmp_path / "logs2"):
+                pass
+        assert "no-such-profile" in (tmp_path / "logs2" / "replica-0.log").read_text()
+        left = project_leftovers(project)
+        assert left["containers"] == [] and left["networks"] == []
+    finally:
+        compose("-p", project, "--profile", "emulator", "down", "-v",
+                files=[proj / "docker-compose.yml"], check=False)
+    assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_stack_cli_up_status_down(engine_and_images, tmp_path):
+    """`slm-harness stack up` writes .env with fresh secrets, renders, starts; `status`; `down -v`."""
+    images = engine_and_images
+    base = free_port_block(2)
+    (bal,) = free_ports(1)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for f in ("docker-compose.yml", ".env.example"):
+        shutil.copy(ROOT / f, proj / f)
+    shutil.copytree(ROOT / "deploy", proj / "deploy")
+    project = f"slmcli{os.getpid()}"
+    env = {**{k: v for k, v in os.environ.items() if k not in SECRETS},
+           "PYTHONPATH": str(ROOT), "COMPOSE_PROJECT_NAME": project,
+           "HARNESS_IMAGE": images["HARNESS_IMAGE"], "BALANCER_IMAGE": images["BALANCER_IMAGE"],
+           "REPLICA_BASE_PORT": str(base), "BALANCER_PORT": str(bal),
+           "BALANCER_STATS_PORT": str(free_ports(1)[0]), "EMULATOR_PROFILE": "fixed-50ms-10ms"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "harness", "stack", *args, "--project-dir",
+                               str(proj)], capture_output=True, text=True, env=env, timeout=300)
+
+    try:
+        r = cli("up", "--profile", "emulator", "--replicas", "2", "--workers", "1",
+                "emulator-1", "emulator-2", "balancer")
+        assert r.returncode == 0, r.stdout + r.stderr
+        dotenv = (proj / ".env").read_text()
+        secrets = {k: v for k, v in (line.split("=", 1) for line in dotenv.splitlines()
+                                     if "=" in line and not line.startswith("#"))
+                   if k in ("INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD")}
+        assert all(len(v) >= 32 for v in secrets.values()) and len(secrets) == 3
+        assert not any(v in r.stdout + r.stderr for v in secrets.values())
+        assert (proj / "docker-compose.override.yml").exists()
+        deadline = time.monotonic() + 90
+        while (st := cli("status", "--replicas", "2")).returncode != 0:
+            assert time.monotonic() < deadline, st.stdout + st.stderr
+            time.sleep(1)
+        assert len(re.findall(r"replica \d: \S+ healthy", st.stdout)) == 2
+        # the balancer finds both replicas through DNS and spreads requests over them
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                out = http_json(f"http://127.0.0.1:{bal}/generate", json.dumps(
+                    {"inputs": "x", "parameters": {"max_new_tokens": 2}}).encode())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "balancer never served a request"
+                time.sleep(1)
+        assert out["generated_text"]
+        for _ in range(8):
+            http_json(f"http://127.0.0.1:{bal}/generate", json.dumps(
+                {"inputs": "x", "parameters": {"max_new_tokens": 2}}).encode())
+        served = [http_json(f"http://127.0.0.1:{base + i}/emulator/ground_truth")["total"]
+                  ["requests_received"] for i in range(2)]
+        assert sum(served) == 9 and min(served) >= 2, served
+    finally:
+        r = cli("down", "-v")
+    assert r.returncode == 0, r.stdout + r.stderr
     assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}

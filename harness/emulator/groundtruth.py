@@ -12,6 +12,7 @@ from collections import deque
 
 from harness.emulator.histogram import LogHistogram
 
+HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us")
 COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "requests_cancelled",
             "requests_faulted", "tokens_sent")
 
@@ -30,11 +31,13 @@ class GroundTruth:
         self.requests_cancelled = 0
         self.requests_faulted = 0
         self.tokens_sent = 0
-        self.ttft_us = LogHistogram()
-        self.ttft_scheduled_us = LogHistogram()
-        self.itl_us = LogHistogram()
-        self.lateness_us = LogHistogram()
-        self.e2e_us = LogHistogram()
+        # cleared in place on reset: open streams keep references to the count lists
+        for k in HISTOGRAMS:
+            h = getattr(self, k, None)
+            if h is None:
+                setattr(self, k, LogHistogram())
+            else:
+                h.clear()
         # episodes of writes >= 16 ms late: [first write ns, last write ns, writes, worst us]
         self.spikes: deque = deque(maxlen=32)
 

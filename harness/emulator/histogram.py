@@ -37,6 +37,12 @@ class LogHistogram:
         self.max = 0            # exact maximum of values >= LINEAR
         self.negative = 0       # values < 0, counted as 0
 
+    def clear(self) -> None:
+        """Zero in place: hot paths hold a reference to ``counts``."""
+        self.counts[:] = bytes(_SIZE)
+        self.max = 0
+        self.negative = 0
+
     def record(self, v: int) -> None:
         if v < LINEAR:
             if v < 0:

@@ -45,8 +45,7 @@ class StreamSink:
         k = seq.generated
         if self.slow or last or k == 1 or self.conn.closed:
             return self._token(seq, due_ns, last)
-        data = self.enc.token(k, False, k)
-        self.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self.write(self.enc.chunk(k))
         now = _now()
         v = (now - due_ns) // 1000
         if 0 <= v < LINEAR:

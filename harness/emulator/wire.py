@@ -20,6 +20,9 @@ from harness.emulator.tokenizer import TEXT_JSON, TGI_TOKEN_JSON, VOCAB, generat
 TGI_VERSION = "3.3.6"
 FINGERPRINT = f"{TGI_VERSION}-native"
 DONE = b"data:[DONE]\n\n"
+_TGI_FIXED = len(b'data:{"index":,"token":,"generated_text":null,"details":null}\n\n')
+_TGI_FRAG_LEN = tuple(len(f) for f in TGI_TOKEN_JSON)
+_TEXT_LEN = tuple(len(t) for t in TEXT_JSON)
 
 
 def error_body(message: str, error_type: str) -> bytes:
@@ -39,6 +42,15 @@ class TgiStream:
         self.details = details
         self.seed = seed
         self.prompt = prompt  # return_full_text
+
+    def chunk(self, k: int) -> bytes:
+        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
+        w = (self.rid * 31 + (k - 1) * 7) % VOCAB      # tokenizer.token_word, inlined
+        n = _TGI_FIXED + _TGI_FRAG_LEN[w] + (k > 9) + (k > 99) + (k > 999) + (k > 9999) + 1
+        if k > 99999:
+            n += len(str(k)) - 5
+        return b'%x\r\ndata:{"index":%d,"token":%b,"generated_text":null,"details":null}\n\n\r\n' % (
+            n, k, TGI_TOKEN_JSON[w])
 
     def token(self, k: int, last: bool, n: int) -> bytes:
         w = (self.rid * 31 + (k - 1) * 7) % VOCAB      # tokenizer.token_word, inlined
@@ -71,6 +83,12 @@ class CompletionStream:
         self._post = b',"logprobs":null,"finish_reason":""}],"model":%b,"system_fingerprint":"%b"}\n\n' % (
             m, FINGERPRINT.encode())
         self._model = m
+        self._fixed = len(self._pre) + len(self._post)
+
+    def chunk(self, k: int) -> bytes:
+        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
+        w = (self.rid * 31 + (k - 1) * 7) % VOCAB
+        return b"%x\r\n%b%b%b\r\n" % (self._fixed + _TEXT_LEN[w], self._pre, TEXT_JSON[w], self._post)
 
     def token(self, k: int, last: bool, n: int) -> bytes:
         w = token_word(self.rid, k - 1)
@@ -101,6 +119,12 @@ class ChatStream:
                      b'"system_fingerprint":"%b",' % (self.created, orjson.dumps(model), FINGERPRINT.encode())
         self._pre = self._head + b'"choices":[{"index":0,"delta":{"role":"assistant","content":'
         self._post = b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
+        self._fixed = len(self._pre) + len(self._post)
+
+    def chunk(self, k: int) -> bytes:
+        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
+        w = (self.rid * 31 + (k - 1) * 7) % VOCAB
+        return b"%x\r\n%b%b%b\r\n" % (self._fixed + _TEXT_LEN[w], self._pre, TEXT_JSON[w], self._post)
 
     def token(self, k: int, last: bool, n: int) -> bytes:
         w = token_word(self.rid, k - 1)

@@ -6,12 +6,17 @@ import argparse
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.launch.compose import (REPLICA_TEMPLATES, ensure_env_file, replica_services,
+from harness.launch.compose import (REPLICA_TEMPLATES, SECRET_KEYS, ensure_env_file,
                                     run_compose, stack_settings, write_override)
 from harness.launch.health import is_healthy
 from harness.launch.processes import memory_fraction
 
 PROFILES = tuple(REPLICA_TEMPLATES)
+
+
+def _no_secrets_needed(settings: dict) -> dict:
+    """`down` and `ps` read no secret, but compose interpolates the whole file: fill the gaps."""
+    return {k: "unused" for k in SECRET_KEYS if not settings.get(k)}
 
 
 def _int_setting(settings: dict, key: str, default: int) -> int:
@@ -66,7 +71,7 @@ def _down(args) -> int:
     cmd = [a for p in PROFILES for a in ("--profile", p)] + ["down", "--remove-orphans"]
     if args.volumes:
         cmd.append("-v")
-    run_compose(d, cmd)
+    run_compose(d, cmd, env=_no_secrets_needed(stack_settings(d)))
     return 0
 
 
@@ -75,7 +80,8 @@ def _status(args) -> int:
     settings = stack_settings(d)
     n = _replicas(args, settings)
     base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
-    run_compose(d, [a for p in PROFILES for a in ("--profile", p)] + ["ps"], check=False)
+    run_compose(d, [a for p in PROFILES for a in ("--profile", p)] + ["ps"], check=False,
+                env=_no_secrets_needed(settings))
     healthy = 0
     for i in range(n):
         url = f"http://127.0.0.1:{base_port + i}"
@@ -117,5 +123,3 @@ def register(sub) -> None:
     common(q)
     q.set_defaults(func=_status)
 
-
-__all__ = ["register", "replica_services"]

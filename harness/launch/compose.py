@@ -298,3 +298,10 @@ class ComposeLauncher:
         self._save_logs()
         run_compose(self.project_dir, self._args("rm", "-f", "-s", "-v", *self.services),
                     env=self.env, capture=True, check=False)
+        # the project's network goes too, unless other services of the stack still run there
+        everyone = [a for p in REPLICA_TEMPLATES for a in ("--profile", p)]
+        left = run_compose(self.project_dir, everyone + ["ps", "-q"], env=self.env,
+                           capture=True, check=False)
+        if left.returncode == 0 and not left.stdout.split():
+            run_compose(self.project_dir, everyone + ["down", "--remove-orphans"], env=self.env,
+                        capture=True, check=False)

@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     from harness.loadgen.summary import print_table, write_json
     from harness.records.rundir import RunDir
     from harness.scenario.loader import load_scenario
+    from harness.store.runstore import ObservedAppender, RunStore
 
     scenario = load_scenario(args.scenario)
     urls = _urls(args.url)
@@ -72,6 +73,10 @@ def _run(args: argparse.Namespace) -> int:
     rundir.write_scenario(Path(args.scenario).read_text())
     rundir.write_manifest(scenario=scenario.model_dump(mode="json"), command="run", replicas=replicas,
                           levels=levels)
+    # Records and windows also go to the scenario's InfluxDB as they are written (when it has one).
+    store = RunStore(scenario, rundir)
+    rundir.requests = ObservedAppender(rundir.requests, store.record)
+    rundir.windows = ObservedAppender(rundir.windows, store.window)
     status = "interrupted"
     try:
         if urls:
@@ -88,6 +93,9 @@ def _run(args: argparse.Namespace) -> int:
                                      processes=args.processes, web_ui=web_ui)
         status = "complete"
     finally:
+        stored = store.close()
+        if stored is not None:
+            rundir.write_manifest(store={"note": store.note, **stored})
         rundir.close(status)
     if not args.quiet:
         print_table(results)

@@ -1,0 +1,117 @@
+"""Write a run's records to the scenario's InfluxDB as they are made, beside the run directory.
+
+``RunStore`` owns the optional writer (it spools to disk when the database is away, so a failing
+database is counted and never stops a run); ``ObservedAppender`` stands in for a RunDir appender
+so that every row written to the run directory is also seen by an observer (the store, a live
+display) without the load generator knowing about either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from harness.errors import InputError
+from harness.records.rundir import RunDir
+from harness.records.schema import CellWindow, RequestRecord
+from harness.scenario.models import Scenario
+
+log = logging.getLogger(__name__)
+
+
+class ObservedAppender:
+    """Stands in for a RunDir appender: forwards everything, and shows each row to ``on_row``."""
+
+    def __init__(self, inner, on_row: Callable[[Any], None]):
+        self._inner = inner
+        self._on_row = on_row
+
+    def append(self, row) -> None:
+        try:
+            self._on_row(row)
+        except Exception:  # noqa: BLE001 - a display problem must never lose a record
+            log.exception("row observer failed")
+        self._inner.append(row)
+
+    def extend(self, rows) -> None:
+        for r in rows:
+            self.append(r)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def count(self) -> int:
+        return self._inner.count
+
+    @property
+    def path(self):
+        return self._inner.path
+
+
+class RunStore:
+    """The scenario's InfluxDB (optional): requests, windows, cell markers and GPU samples go there
+    beside the run directory (``sweep`` and ``run`` alike). The writer spools to disk when the database is away, so a failing
+    database is counted (manifest ``store``) and never stops the run."""
+
+    def __init__(self, scenario: Scenario, rundir: RunDir):
+        self.writer = None
+        self.note = ""
+        self.run_id = rundir.run_id
+        cfg = scenario.store.influxdb
+        if cfg is None:
+            return
+        try:
+            from harness.store.writer import writer_from_config
+
+            self.writer = writer_from_config(cfg, rundir.path, create_db=cfg.api == "v1")
+            self.note = f"store: InfluxDB {cfg.url} ({cfg.api})"
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the run directory still gets everything
+            log.warning("store: could not start the InfluxDB writer: %s", e)
+            self.note = f"store: not written ({type(e).__name__}: {e})"
+
+    def sink(self):
+        if self.writer is None:
+            return None
+        from harness.telemetry import StoreSink
+
+        return StoreSink(self.writer, run_id=self.run_id)
+
+    def _safe(self, fn, *args, **kw) -> None:
+        if self.writer is None:
+            return
+        try:
+            fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001
+            log.warning("store write failed: %s", e)
+
+    def record(self, rec) -> None:
+        """``rec``: a RequestRecord or its dict (the load generator hands the run dir dicts)."""
+        self._safe(
+            lambda: self.writer.write_requests(
+                [RequestRecord(**rec) if isinstance(rec, dict) else rec]
+            )
+        )
+
+    def window(self, w: CellWindow) -> None:
+        self._safe(lambda: self.writer.write_windows([w]))
+
+    def marker(self, cell: str, event: str) -> None:
+        self._safe(
+            lambda: self.writer.write_marker(self.run_id, "cell", event, time.time_ns(), cell=cell)
+        )
+
+    def close(self) -> dict | None:
+        if self.writer is None:
+            return None
+        try:
+            return self.writer.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("store close failed: %s", e)
+            return {"error": str(e)}

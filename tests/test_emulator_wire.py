@@ -1,0 +1,32 @@
+"""The hot path's pre-framed chunks are byte-identical to framing the ordinary event."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from harness.emulator import wire
+from harness.emulator.histogram import LogHistogram
+
+
+@pytest.mark.parametrize("enc", [wire.TgiStream(5, 3, True, None, None), wire.CompletionStream(7, 3, "m"),
+                                 wire.ChatStream(9, 3, "model/x", True)])
+def test_chunk_equals_framed_event(enc):
+    for k in (1, 2, 9, 10, 99, 100, 999, 1000, 9999, 10000, 123456):
+        event = enc.token(k, False, k)
+        assert enc.chunk(k) == b"%x\r\n%b\r\n" % (len(event), event)
+        assert event.startswith(b"data:{") and event.endswith(b"}\n\n")
+        orjson.loads(event[5:])
+
+
+def test_histogram_percentiles_and_merge():
+    a, b = LogHistogram(), LogHistogram()
+    for v in range(1, 1001):
+        a.record(v)
+    for v in (50_000, 60_000, -3):
+        b.record(v)
+    a.merge(b)
+    s = a.summary()
+    assert s["count"] == 1003 and s["negative"] == 1
+    assert s["p50"] == 501 and s["min"] == 0 and s["max"] == 60_000
+    assert abs(a.percentile(99.9) - 50_000) / 50_000 < 0.02
