@@ -9,6 +9,7 @@ lateness (when it, not the client, is the limit), and the generator's CPU and me
 
     python benchmarks/generator_fidelity.py                       # 64 256 512 1024 streams
     python benchmarks/generator_fidelity.py --streams 256 --measure-s 600   # memory over 10 min
+    python benchmarks/generator_fidelity.py --streams 256 --compare ../old --repeat 3  # A/B, alternating
 """
 
 from __future__ import annotations
@@ -105,14 +106,14 @@ def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
 
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
-              tmp: Path, gt_urls: list[str] | None = None) -> dict:
+              tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
     out = tmp / f"r{streams}.json"
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     t_start = time.monotonic()
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
                              "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],
@@ -151,7 +152,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
-        "streams": streams, "ideal_tok_s": ideal, "tok_s": toks / win_s,
+        "streams": streams, "code": "" if root == ROOT else str(root), "ideal_tok_s": ideal, "tok_s": toks / win_s,
         "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
         "errors": res["requests"] - res["ok"],
         "ttft_mean_err_ms": (lat["ttft"]["mean_s"] - TTFT_S) * 1e3,
@@ -160,7 +161,8 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         "itl_p50_ms": lat["itl"]["p50_s"] * 1e3, "itl_p99_ms": lat["itl"]["p99_s"] * 1e3,
         "emu_itl_p50_ms": gt["itl_us"]["p50"] / 1e3, "emu_itl_p99_ms": gt["itl_us"]["p99"] / 1e3,
         "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
-        "gen_cpu_pct": 100 * (cpu_measure or 0.0), "gen_rss_mb": rss_max / 2**20,
+        "gen_cpu_pct": 100 * (cpu_measure or 0.0),
+        "gen_us_per_token": 1e6 * (cpu_measure or 0.0) / (toks / win_s) if toks else 0.0, "gen_rss_mb": rss_max / 2**20,
         "rss_samples": rss_samples,
     }
 
@@ -178,6 +180,10 @@ def main(argv=None) -> int:
                     help="emulator processes on cores EMULATOR_CPU.. (when one emulator core is the limit)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--compare", default=None, metavar="DIR",
+                    help="another checkout of this repository: each level also runs its generator, "
+                         "alternating with this one against the same emulator (A/B on a shared machine)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each level (and of each side)")
     args = ap.parse_args(argv)
     emu_cpu = None if args.no_pin else args.emulator_cpu
     gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
@@ -192,10 +198,15 @@ def main(argv=None) -> int:
             urls += u
             gt_urls.append(u[0])
         try:
+            roots = [ROOT] + ([Path(args.compare).resolve()] if args.compare else [])
             for n in [int(x) for x in args.streams.split(",")]:
-                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls))
-                r = rows[-1]
-                print(f"{n} streams done: {r['pct_ideal']:.2f}% of ideal", file=sys.stderr, flush=True)
+                for _ in range(args.repeat):
+                    for root in roots:
+                        rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
+                                              gt_urls, root))
+                        r = rows[-1]
+                        print(f"{n} streams done ({r['code'] or 'this tree'}): {r['pct_ideal']:.2f}% of ideal",
+                              file=sys.stderr, flush=True)
         finally:
             for emu in emus:
                 emu.terminate()
@@ -203,17 +214,19 @@ def main(argv=None) -> int:
                     emu.wait(5)
                 except subprocess.TimeoutExpired:
                     emu.kill()
-    hdr = ("streams", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
+    hdr = ("streams", "code", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
-           "gen RSS MB")
+           "gen us/token", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['streams']} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
-              f"{r['gen_cpu_pct']:.0f} | {r['gen_rss_mb']:.0f} |")
+              f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_rss_mb']:.0f} |")
+    if args.compare:
+        print(f"\ncode A: this tree; B: {Path(args.compare).resolve()}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
+from gevent import get_hub
+
 from harness.loadgen.collector import CellInfo, Collector
 from harness.loadgen.replicas import ReplicaPicker
-from harness.loadgen.stream import StreamClient
+from harness.loadgen.stream import StreamClient, StreamResult
 from harness.protocols import protocol_for
 from harness.scenario.models import Scenario
 from harness.workload.arrivals import Arrivals
@@ -113,8 +115,12 @@ class LoadContext:
     def one_request(self, factory: RequestFactory, seg: Segment, intended_pc: int | None = None):
         """Send one request now and account it under ``seg``'s cell and phase.
 
-        Returns None without sending when ``load.max_requests`` measured requests of this cell
-        have been sent (this process's share): the cell then ends early.
+        Returns the :class:`StreamResult`, or None without sending when ``load.max_requests``
+        measured requests of this cell have been sent (this process's share): the cell then ends
+        early. The accounting (record, histograms, Locust events) runs as a hub callback, after
+        this greenlet has moved on: a closed-loop stream sends its next request first, so a wave
+        of streams ending together does not delay each other's next send by everyone's
+        accounting. ``collector.inflight`` drops only once the request is accounted.
         """
         if seg.phase == "measure" and self.max_measure is not None:
             n = self._measure_sent.get(seg.cell, 0)
@@ -130,20 +136,30 @@ class LoadContext:
         col.inflight += 1
         try:
             res = self.client.send(url, spec)
-        finally:
+        except BaseException:
             col.inflight -= 1
+            raise
+        finally:
             self.picker.release(url)
         if res.error_class == "connect":
             self.picker.mark_down(url)
-        phase = seg.phase
-        if intended_pc is None:
-            # closed loop: the phase is the one at the moment the request was actually sent; one
-            # sent just after the plan's end is after every window: cool-down
-            now_seg = self.segment_at(res.start_pc)
-            seg, phase = (now_seg, now_seg.phase) if now_seg is not None else (seg, "cooldown")
-        info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, phase)
-        return col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
-                       self.measure_window_pc(seg.cell))
+        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc)
+        return res
+
+    def _account(self, res: StreamResult, spec, seg: Segment, intended_pc: int | None) -> None:
+        col = self.collector
+        try:
+            phase = seg.phase
+            if intended_pc is None:
+                # closed loop: the phase is the one at the moment the request was actually sent;
+                # one sent just after the plan's end is after every window: cool-down
+                now_seg = self.segment_at(res.start_pc)
+                seg, phase = (now_seg, now_seg.phase) if now_seg is not None else (seg, "cooldown")
+            info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, phase)
+            col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
+                    self.measure_window_pc(seg.cell))
+        finally:
+            col.inflight -= 1
 
     def measure_window_pc(self, cell: str) -> tuple[int, int] | None:
         w = self._windows.get(cell, False)

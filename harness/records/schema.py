@@ -61,7 +61,11 @@ class RequestRecord:
         return self.error_class is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # every field is a scalar: a plain getattr per field equals asdict() at a tenth of its cost
+        return {f: getattr(self, f) for f in _REQUEST_FIELDS}
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(RequestRecord))
 
 
 @dataclass(slots=True)
