@@ -9,7 +9,6 @@ in the ground truth instead of slowing the model down.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heappush as _heappush
 from typing import Callable, Protocol
 
 from harness.emulator.gpu import SharedGpu
@@ -234,7 +233,15 @@ class BatchingReplica:
 
 
 class FixedReplica:
-    """Fixed schedule: TTFT then a token every ITL for every stream, independent of load."""
+    """Fixed schedule: TTFT then a token every ITL for every stream, independent of load.
+
+    Every stream has the same ITL, so the streams' next tokens fall due in the order they were
+    queued: two FIFOs (first tokens, next tokens) ordered by due time replace a heap entry per
+    token, and the replica keeps one timer entry, at its earliest due token. One wake-up of the
+    timer drains every token that is due, in due order, each written with its own schedule.
+    """
+
+    SLICE_NS = 2_000_000      # longest drain before letting the event loop read new requests
 
     def __init__(self, index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
         t = profile.timing
@@ -251,6 +258,10 @@ class FixedReplica:
         self.steps = 0
         self.last_step_ms = t.itl_ms
         self.last_batch = 0
+        self._first: deque = deque()       # (due_ns, seq): first tokens, due = submit + TTFT
+        self._next: deque = deque()        # (due_ns, seq): later tokens, due = previous due + ITL
+        self._armed = 0                    # due of the live timer entry (0: none)
+        self._gen = 0                      # timer entries of older generations are stale
 
     def active(self) -> int:
         return self.n_active
@@ -265,23 +276,56 @@ class FixedReplica:
         seq.replica = self.index
         seq.queued_ns = seq.started_ns = now_ns
         self._set_active(self.n_active + 1, now_ns)
-        self.timer.at(now_ns + self.ttft_ns, self._tick, seq)
+        due = now_ns + self.ttft_ns
+        self._first.append((due, seq))
+        if not self._armed or due < self._armed:
+            self._arm(due)
 
-    def _tick(self, s: Seq, due_ns: int) -> None:
-        """Runs inside the timer, so the next tick goes straight onto its heap."""
-        if s.cancelled:
-            self._set_active(self.n_active - 1, due_ns)
-            return
-        g = s.generated = s.generated + 1
-        if g >= s.max_new:
-            s.finished = True
-            self._set_active(self.n_active - 1, due_ns)
-            self.stats.finished(s, due_ns)
-            s.sink.token(s, due_ns, True)
-            return
-        t = self.timer
-        _heappush(t.heap, (due_ns + self.itl_ns, next(t.counter), self._tick, s))
-        s.sink.token(s, due_ns, False)
+    def _arm(self, due_ns: int) -> None:
+        self._gen += 1
+        self._armed = due_ns
+        self.timer.at(due_ns, self._fire, self._gen)
+
+    def _fire(self, gen: int, _due_ns: int) -> None:
+        if gen != self._gen:
+            return                       # superseded by an earlier entry that already ran
+        self._armed = 0
+        first, nxt = self._first, self._next
+        itl = self.itl_ns
+        now_ns = self.timer.now_ns
+        now = now_ns()
+        stop = now + self.SLICE_NS
+        n = 0
+        while True:
+            if first and (not nxt or first[0][0] <= nxt[0][0]):
+                q = first
+            elif nxt:
+                q = nxt
+            else:
+                return
+            due = q[0][0]
+            if due > now:
+                now = now_ns()
+                if due > now:
+                    break
+            n += 1
+            if n & 31 == 0 and now_ns() > stop:
+                break
+            s = q.popleft()[1]
+            if s.cancelled:
+                self._set_active(self.n_active - 1, due)
+                continue
+            g = s.generated = s.generated + 1
+            if g >= s.max_new:
+                s.finished = True
+                self._set_active(self.n_active - 1, due)
+                self.stats.finished(s, due)
+                s.sink.token(s, due, True)
+                continue
+            nxt.append((due + itl, s))
+            s.sink.token(s, due, False)
+        head = min(first[0][0] if first else 1 << 62, nxt[0][0] if nxt else 1 << 62)
+        self._arm(head)
 
 
 def make_replica(index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):

@@ -101,10 +101,20 @@ def write_port_file(path: str | Path, host: str, ports: list[int]) -> None:
     tmp.replace(p)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    if os.environ.get("SLM_EMULATOR_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+            return uvloop.new_event_loop()
+        except ImportError:
+            pass
+    return asyncio.new_event_loop()
+
+
 def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
           tick_us: float = 100.0, keep_alive_s: float = 15.0) -> None:
     """Run until SIGINT/SIGTERM."""
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()
     asyncio.set_event_loop(loop)
     em = Emulator(profile, replicas, loop, tick_us)
     em.keep_alive_s = keep_alive_s

@@ -109,13 +109,12 @@ class TimerWheel:
         self._armed = -1          # while running, at() never re-arms: the end of the run does
         h = self.heap
         pop = heapq.heappop
-        now = time.monotonic_ns()
-        stop = now + self.SLICE_NS
+        clock = time.monotonic_ns
+        stop = clock() + self.SLICE_NS
         while h:
-            if h[0][0] > now:
-                now = time.monotonic_ns()
-                if h[0][0] > now or now > stop:
-                    break
+            now = clock()
+            if h[0][0] > now or now > stop:
+                break
             due, _, fn, arg = pop(h)
             try:
                 fn(arg, due)
