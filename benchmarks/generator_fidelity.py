@@ -48,7 +48,7 @@ def _pin(cpu: int | None) -> list[str]:
 
 def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tuple[subprocess.Popen, list[str]]:
     port_file = tmp / f"emulator{k}.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([*_pin(cpu), sys.executable, "-m", "harness", "emulate", "--replicas",
                              str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
                              "--port-file", str(port_file)], env=env, stdout=subprocess.DEVNULL,
@@ -113,7 +113,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     out = tmp / f"r{streams}.json"
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     t_start = time.monotonic()
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
                              "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],

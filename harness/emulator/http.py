@@ -59,6 +59,10 @@ DATE = _DateCache()
 def _direct_writer(transport: asyncio.Transport, fd: int) -> Callable[[bytes], None]:
     """``transport.write`` minus asyncio's bookkeeping when nothing is queued: one ``write(2)``.
 
+    Every write of a response goes through it: besides the cost, uvloop's ``transport.write``
+    defers the actual write to the end of the loop iteration, after every other token due in
+    the same wake-up, so the ground truth's stamp would be taken before the bytes left.
+
     Anything not written at once (a full socket buffer, an error) goes through the transport,
     which queues it behind nothing and handles the error as usual, so order is kept.
     """
@@ -198,24 +202,24 @@ class Connection(asyncio.Protocol):
                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
         if self.closed:
             return
-        self.transport.write(bytes(self._head(status, ctype, extra, len(body))) + body)
+        self.fast_write(bytes(self._head(status, ctype, extra, len(body))) + body)
         self._done()
 
     def start_stream(self, status: int, ctype: bytes, extra=None) -> None:
         if not self.closed:
-            self.transport.write(bytes(self._head(status, ctype, extra, None)))
+            self.fast_write(bytes(self._head(status, ctype, extra, None)))
 
     def write_chunk(self, data: bytes) -> None:
         """One chunk of a chunked body (the caller must not pass empty data)."""
-        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self.fast_write(b"%x\r\n%b\r\n" % (len(data), data))
 
     def end_stream(self, last: bytes = b"") -> None:
         if self.closed:
             return
         if last:
-            self.transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last))
+            self.fast_write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last))
         else:
-            self.transport.write(b"0\r\n\r\n")
+            self.fast_write(b"0\r\n\r\n")
         self._done()
 
     def _done(self) -> None:

@@ -78,7 +78,7 @@ class StreamSink:
         if last:
             conn.end_stream(data)
         else:
-            conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            conn.write_chunk(data)
         now = _now()
         gt = self.gt
         gt.tokens_sent += 1
@@ -109,7 +109,7 @@ class StreamSink:
         if self.dead or conn.closed or conn.transport.is_closing():
             return False
         if self.held is None and now_ns - self.ka_ns >= every_ns:
-            conn.transport.write(b"3\r\n:\n\n\r\n")
+            conn.fast_write(b"3\r\n:\n\n\r\n")
             self.ka_ns = now_ns
         return True
 

@@ -3,8 +3,11 @@
 Why raw sockets: a Locust ``HttpUser`` reading ``iter_lines()`` falls behind at a few hundred
 streams on one core (see the project's shared notes); reading HTTP/1.1 and SSE straight off a
 keep-alive socket keeps per-token work to one ``recv``, one ``perf_counter_ns`` per read, one
-``split`` and the protocol's event check. Everything else (histograms, records, Locust events)
-happens once per request, after the stream ends.
+chunk-frame check and the protocol's event check. The reads are done by one :class:`Reactor`
+per process (an epoll set woken through a single gevent watcher), which pushes them into each
+response's parser (:class:`_Response`): no greenlet switch per token, one per request.
+Everything else (histograms, records, Locust events) happens once per request, after the
+stream ends.
 
 Errors are results, never exceptions: each failure gets one class from
 :data:`harness.records.schema.ERROR_CLASSES` and the caller goes on.
@@ -19,10 +22,11 @@ from urllib.parse import urlsplit
 
 from gevent import Timeout
 from gevent import socket as gsocket
+from gevent.event import AsyncResult
 
+from harness.loadgen.reactor import Reactor
 from harness.protocols.base import DONE, ERROR, FINAL, MALFORMED, TOKEN, RequestSpec, WireProtocol
 
-_RECV = 65536
 _MAX_ERROR_BODY = 65536
 
 
@@ -42,10 +46,6 @@ class StreamResult:
     status: int | None = None
     error_class: str | None = None
     error: str | None = None
-
-
-class _Closed(Exception):
-    """The peer closed the connection (recv returned nothing)."""
 
 
 class _Conn:
@@ -100,12 +100,16 @@ class StreamClient:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle_per_replica
+        self._reactor_: Reactor | None = None   # made on first use, in the thread that sends
         self._endpoints: dict[str, _Endpoint] = {}
 
     def close(self) -> None:
         for ep in self._endpoints.values():
             while ep.idle:
                 ep.idle.pop().close()
+        if self._reactor_ is not None:
+            self._reactor_.close()
+            self._reactor_ = None
 
     def _endpoint(self, url: str) -> _Endpoint:
         ep = self._endpoints.get(url)
@@ -142,43 +146,58 @@ class StreamClient:
                 attempt = 1  # a fresh socket is never retried
             reused = not conn.fresh
             conn.fresh = False
+            resp = _Response(res, self.protocol, AsyncResult())
+            reactor = self._reactor()
             timer = Timeout(self.request_timeout_s)
             timer.start()
+            reading = False
             try:
                 conn.sock.sendall(payload)
-                keep = self._read(conn, res)
+                reactor.add(conn.sock, resp)
+                reading = True
+                resp.waiter.get()
+                reading = False
             except Timeout as t:
+                if reading:
+                    reactor.remove(conn.sock)
                 conn.close()
                 if t is not timer:
                     raise
+                resp.close_out()
                 return self._fail(res, "timeout", f"no complete response within {self.request_timeout_s:g} s")
-            except _Closed:
-                if reused and attempt == 0 and res.status is None:
-                    conn.close()      # an idle keep-alive socket the server had closed: retry once
-                    continue
-                conn.close()
-                return self._finish_closed(res)
-            except (gsocket.timeout, TimeoutError):
-                conn.close()
-                return self._fail(res, "timeout", f"no data within {self.request_timeout_s:g} s")
-            except OSError as e:
-                conn.close()
-                if reused and attempt == 0 and res.status is None and e.errno in (
-                        errno.ECONNRESET, errno.EPIPE):
-                    continue
-                if res.status is None and e.errno == errno.ECONNREFUSED:
-                    return self._fail(res, "connect", f"connection refused: {e.strerror}")
-                return self._fail(res, "reset", f"connection error: {e.strerror or e}")
+            except OSError as e:      # the send failed
+                resp.outcome = e
             except BaseException:
+                if reading:
+                    reactor.remove(conn.sock)
                 conn.close()          # killed greenlet (GreenletExit) or a bug: never leak the socket
                 raise
             finally:
                 timer.close()
-            if keep and len(ep.idle) < self.max_idle:
-                ep.idle.append(conn)
-            else:
-                conn.close()
-            return res
+            outcome = resp.outcome
+            if outcome == "ok":
+                if resp.close_out() and len(ep.idle) < self.max_idle:
+                    ep.idle.append(conn)
+                else:
+                    conn.close()
+                return res
+            conn.close()
+            if isinstance(outcome, OSError):
+                resp.close_out()
+                if reused and attempt == 0 and res.status is None and outcome.errno in (
+                        errno.ECONNRESET, errno.EPIPE):
+                    continue
+                if res.status is None and outcome.errno == errno.ECONNREFUSED:
+                    return self._fail(res, "connect", f"connection refused: {outcome.strerror}")
+                return self._fail(res, "reset", f"connection error: {outcome.strerror or outcome}")
+            if isinstance(outcome, BaseException):
+                raise outcome         # a parser bug: let it show
+            # the peer closed the socket
+            if reused and attempt == 0 and res.status is None:
+                continue              # an idle keep-alive socket the server had closed: retry once
+            resp.close_out()
+            res.end_pc = resp.t_end
+            return self._finish_closed(res)
         return res  # pragma: no cover - loop always returns
 
     @staticmethod
@@ -199,27 +218,104 @@ class StreamClient:
         return res
 
     # ------------------------------------------------------------------------------------------
-    def _read(self, conn: _Conn, res: StreamResult) -> bool:
-        """Read one response; fill ``res``. Returns True when the socket may be reused."""
-        sock = conn.sock
-        buf = conn.buf
-        while True:
+    def _reactor(self) -> Reactor:
+        r = self._reactor_
+        if r is None:
+            r = self._reactor_ = Reactor()
+        return r
+
+
+class _Response:
+    """The push parser of one response: the reactor feeds it every read with its timestamp.
+
+    Head, then the body; SSE events are classified by the protocol as they complete. Per token
+    the work is one chunk-frame check and the protocol's event check; everything else happens
+    once, at the end (``close_out``).
+    """
+
+    __slots__ = ("res", "protocol", "event", "final_then_done", "buf", "body", "keep", "sse", "err_body",
+                 "first", "last", "tokens", "events", "final", "done_event", "pending", "error_event",
+                 "outcome", "waiter", "t_end")
+
+    def __init__(self, res: StreamResult, protocol: WireProtocol, waiter):
+        self.res = res
+        self.protocol = protocol
+        self.event = protocol.event
+        self.final_then_done = protocol.final_then_done
+        self.buf = b""
+        self.body: _Body | None = None
+        self.keep = False
+        self.sse = False
+        self.err_body = b""
+        self.first = None
+        self.last = 0
+        self.tokens = 0
+        self.events = 0
+        self.final = None
+        self.done_event = False
+        self.pending = b""
+        self.error_event = False
+        self.outcome = None           # "ok" | "closed" | OSError | Exception (a parser bug)
+        self.waiter = waiter
+        self.t_end = 0
+
+    # -- reactor interface --------------------------------------------------------------------
+    def feed(self, data: bytes, t: int) -> bool:
+        body = self.body
+        if body is None:
+            buf = self.buf + data
             i = buf.find(b"\r\n\r\n")
-            if i >= 0:
-                break
-            chunk = sock.recv(_RECV)
-            if not chunk:
-                raise _Closed()
-            buf += chunk
-        t_head = perf_counter_ns()
-        head = buf[:i].decode("latin-1")
-        rest = buf[i + 4:]
-        lines = head.split("\r\n")
+            if i < 0:
+                self.buf = buf
+                return False
+            self.buf = b""
+            if not self._head(buf[:i], t):
+                return True
+            body = self.body
+            data = buf[i + 4:]
+            if not data:
+                return body.done and body.tail == 0 and self._end(t)
+        piece = body.feed(data)
+        if piece:
+            if self.sse:
+                if self._events(piece, t):
+                    return True
+            elif len(self.err_body) < _MAX_ERROR_BODY:
+                self.err_body += piece[:_MAX_ERROR_BODY - len(self.err_body)]
+        if body.done and body.tail == 0:
+            return self._end(t)
+        return False
+
+    def eof(self, t: int) -> bool:
+        body = self.body
+        if body is not None and body.left is None and not body.chunked:
+            body.done = True              # a close-delimited body: EOF is its end
+            self.keep = False
+            return self._end(t)
+        if body is not None and body.done:
+            self.keep = False             # only the closing CRLF was missing
+            return self._end(t)
+        self.outcome = "closed"
+        self.t_end = t
+        return True
+
+    def error(self, exc: Exception, t: int) -> bool:
+        self.outcome = exc
+        self.t_end = t
+        return True
+
+    def finished(self) -> None:
+        self.waiter.set(self)
+
+    # -- parsing ------------------------------------------------------------------------------
+    def _head(self, raw: bytes, t: int) -> bool:
+        res = self.res
+        lines = raw.decode("latin-1").split("\r\n")
         try:
-            res.status = status = int(lines[0].split(" ", 2)[1])
+            res.status = int(lines[0].split(" ", 2)[1])
         except (IndexError, ValueError):
             res.error_class, res.error = "malformed", f"bad HTTP status line {lines[0][:60]!r}"
-            res.end_pc = t_head
+            self.outcome, self.t_end, self.keep = "ok", t, False
             return False
         headers = {}
         for ln in lines[1:]:
@@ -228,189 +324,124 @@ class StreamClient:
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
         length = int(length) if length is not None and not chunked else None
-        keep = headers.get("connection", "").lower() != "close" and (chunked or length is not None)
-        body = _Body(sock, rest, chunked, length)
+        self.keep = headers.get("connection", "").lower() != "close" and (chunked or length is not None)
+        self.body = _Body(chunked, length)
+        if res.status == 200:
+            ctype = headers.get("content-type", "")
+            self.sse = "text/event-stream" in ctype
+            if not self.sse:
+                res.error_class, res.error = "malformed", f"expected text/event-stream, got {ctype!r}"
+        else:
+            res.error_class = _classify_status(res.status)
+        return True
 
-        if status != 200:
-            data = body.read_all(_MAX_ERROR_BODY)
-            res.end_pc = perf_counter_ns()
-            res.error_class = _classify_status(status)
-            res.error = f"HTTP {status}: {self.protocol.error_message(data)}"[:200]
-            conn.buf = b""
-            return keep and body.done
-        ctype = headers.get("content-type", "")
-        if "text/event-stream" not in ctype:
-            data = body.read_all(_MAX_ERROR_BODY)
-            res.end_pc = perf_counter_ns()
-            res.error_class, res.error = "malformed", f"expected text/event-stream, got {ctype!r}"
-            conn.buf = b""
-            return keep and body.done
-        ok = self._read_events(body, res)
-        conn.buf = b""
-        return ok and keep and body.done
-
-    def _read_events(self, body: "_Body", res: StreamResult) -> bool:
-        """Parse SSE off the body; one timestamp per read. Returns True if the stream was clean."""
-        event = self.protocol.event
-        final_then_done = self.protocol.final_then_done
-        itl = res.itl_ns
-        first = None
-        last = 0
-        tokens = 0
-        events = 0
-        final = None
-        done = False
-        pending = b""
-        error_event = False
-        try:
-            for piece, t in body.pieces():
-                if pending:
-                    piece = pending + piece
-                    pending = b""
-                # fast path: exactly one ``data:`` event in this read (the usual case per token)
-                if piece[:5] == b"data:" and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2:
-                    lines = (piece[:-2],)
+    def _events(self, piece: bytes, t: int) -> bool:
+        """SSE lines of one read; True when an error event or a malformed one ends the stream."""
+        if self.pending:
+            piece = self.pending + piece
+            self.pending = b""
+        # fast path: exactly one ``data:`` event in this read (the usual case per token)
+        if piece[:5] == b"data:" and piece[-2:] == b"\n\n" and piece.count(b"\n") == 2:
+            lines = (piece[:-2],)
+        else:
+            lines = piece.split(b"\n")
+            self.pending = lines.pop()
+        res = self.res
+        for line in lines:
+            if line[:5] != b"data:":
+                if line[:6] == b"event:" and b"error" in line:
+                    self.error_event = True
+                continue
+            payload = line[5:]
+            if payload[:1] == b" " or payload[-1:] == b"\r":
+                payload = payload.strip()
+            kind, n, detail = self.event(payload)
+            if n:
+                if self.first is None:
+                    self.first = t
                 else:
-                    lines = piece.split(b"\n")
-                    pending = lines.pop()
-                for line in lines:
-                    if line[:5] != b"data:":
-                        if line[:6] == b"event:" and b"error" in line:
-                            error_event = True
-                        continue
-                    payload = line[5:]
-                    if payload[:1] == b" " or payload[-1:] == b"\r":
-                        payload = payload.strip()
-                    kind, n, detail = event(payload)
-                    if n:
-                        if first is None:
-                            first = t
-                        else:
-                            itl.append(t - last)
-                        last = t
-                        tokens += n
-                        events += 1
-                    if kind == TOKEN:
-                        if not error_event:
-                            continue
-                        kind = ERROR
-                        detail = "event: error"
-                    if kind == FINAL:
-                        final = detail
-                        if not final_then_done:
-                            done = True
-                    elif kind == DONE:
-                        done = True
-                    elif kind == ERROR:
-                        res.error_class, res.error = "sse_error", f"error event: {detail}"[:200]
-                        break
-                    elif kind == MALFORMED:
-                        res.error_class, res.error = "malformed", str(detail)[:200]
-                        break
-                if res.error_class is not None:
-                    break
-        finally:
-            res.first_pc = first
-            res.events = events
-            res.output_tokens = tokens
-            if final is not None:
-                if final.output_tokens is not None:
-                    res.output_tokens = final.output_tokens
-                res.input_tokens = final.input_tokens
-                res.finish_reason = final.finish_reason or ("length" if done else None)
-            res.end_pc = last if last else perf_counter_ns()
+                    res.itl_ns.append(t - self.last)
+                self.last = t
+                self.tokens += n
+                self.events += 1
+            if kind == TOKEN:
+                if not self.error_event:
+                    continue
+                kind = ERROR
+                detail = "event: error"
+            if kind == FINAL:
+                self.final = detail
+                if not self.final_then_done:
+                    self.done_event = True
+            elif kind == DONE:
+                self.done_event = True
+            elif kind == ERROR:
+                res.error_class, res.error = "sse_error", f"error event: {detail}"[:200]
+            elif kind == MALFORMED:
+                res.error_class, res.error = "malformed", str(detail)[:200]
+            if res.error_class is not None:
+                self.keep = False
+                self.outcome, self.t_end = "ok", t
+                return True
+        return False
+
+    def _end(self, t: int) -> bool:
+        self.outcome, self.t_end = "ok", t
+        return True
+
+    def close_out(self) -> bool:
+        """Fill the result once the response is over; True when the socket may be reused."""
+        res = self.res
+        res.first_pc = self.first
+        res.events = self.events
+        res.output_tokens = self.tokens
+        final = self.final
+        if final is not None:
+            if final.output_tokens is not None:
+                res.output_tokens = final.output_tokens
+            res.input_tokens = final.input_tokens
+            res.finish_reason = final.finish_reason or ("length" if self.done_event else None)
+        body = self.body
+        clean = self.outcome == "ok" and body is not None and body.done and body.tail == 0
+        if res.status is not None and res.status != 200:
+            res.end_pc = self.t_end
+            res.error = f"HTTP {res.status}: {self.protocol.error_message(self.err_body)}"[:200]
+            return self.keep and clean
         if res.error_class is not None:
-            res.end_pc = perf_counter_ns()
+            res.end_pc = self.t_end
             return False
-        if body.eof_before_end:
-            if final is not None or done:
+        res.end_pc = self.last or self.t_end
+        if final is None and not self.done_event:
+            if self.outcome == "closed":
                 return False
-            raise _Closed()
-        if final is None and not done:
             res.error_class = "incomplete"
-            res.error = f"stream ended without the final event after {events} events"
+            res.error = f"stream ended without the final event after {self.events} events"
             return False
         if res.finish_reason is None:
             res.finish_reason = "unknown"
-        return True
-
-
-def _waiting_recv(sock):
-    """``recv`` that waits for readability first, then reads the OS socket directly.
-
-    gevent's ``socket.recv`` tries a non-blocking read first; mid-stream that read almost always
-    fails (the next token is ~10 ms away), which costs a raised exception per token before the
-    greenlet parks. Waiting first saves that on every token. Falls back to ``sock.recv`` when
-    gevent's socket internals are not there.
-    """
-    raw_sock = getattr(sock, "_sock", None)
-    event = getattr(sock, "_read_event", None)
-    wait = getattr(sock, "_wait", None)
-    if raw_sock is None or event is None or wait is None:
-        return sock.recv
-    raw_recv = raw_sock.recv
-    would_block = (errno.EAGAIN, errno.EWOULDBLOCK)
-
-    def recv(n: int) -> bytes:
-        while True:
-            wait(event)
-            try:
-                return raw_recv(n)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                if e.errno in would_block:
-                    continue
-                raise
-
-    return recv
+        return self.keep and clean
 
 
 class _Body:
-    """Incremental HTTP/1.1 body: chunked, Content-Length, or until close; yields data pieces."""
+    """Incremental HTTP/1.1 body decoder (chunked, Content-Length, or until close): bytes in,
+    body data out, ``done`` once the body has ended (``tail``: closing CRLF bytes still due)."""
 
-    __slots__ = ("sock", "raw", "chunked", "left", "chunk_left", "need_crlf", "done", "eof_before_end",
-                 "tail")
+    __slots__ = ("raw", "chunked", "left", "chunk_left", "need_crlf", "done", "tail")
 
-    def __init__(self, sock, rest: bytes, chunked: bool, length: int | None):
-        self.sock = sock
-        self.raw = rest
+    def __init__(self, chunked: bool, length: int | None):
+        self.raw = b""
         self.chunked = chunked
         self.left = length            # None: until close
         self.chunk_left = 0
         self.need_crlf = False
         self.done = False
-        self.eof_before_end = False
         self.tail = 0                 # bytes of the chunked body's closing CRLF still to read
 
-    def pieces(self):
-        """Yield ``(data, perf_counter_ns at arrival)`` until the body ends."""
-        sock = self.sock
-        recv = _waiting_recv(sock)
-        raw = self.raw
-        self.raw = b""
-        t = perf_counter_ns()
-        while True:
-            if raw:
-                data = self._decode(raw) if self.chunked else self._plain(raw)
-                if data:
-                    yield data, t
-            if self.done:
-                while self.tail > 0:          # consume the closing CRLF so keep-alive stays clean
-                    more = sock.recv(self.tail)
-                    if not more:
-                        self.eof_before_end = True
-                        return
-                    self.tail -= len(more)
-                return
-            raw = recv(_RECV)
-            t = perf_counter_ns()
-            if not raw:
-                if self.left is None and not self.chunked:
-                    self.done = True      # close-delimited body: EOF is its end
-                else:
-                    self.eof_before_end = True
-                return
+    def feed(self, raw: bytes) -> bytes:
+        if self.done:                 # only the closing CRLF of a chunked body is left
+            self.tail = max(0, self.tail - len(raw))
+            return b""
+        return self._decode(raw) if self.chunked else self._plain(raw)
 
     def _plain(self, raw: bytes) -> bytes:
         if self.left is None:
@@ -481,14 +512,3 @@ class _Body:
         if pos < n:
             self.raw = raw[pos:]
         return out[0] if len(out) == 1 else b"".join(out)
-
-    def read_all(self, limit: int) -> bytes:
-        """The rest of the body (error responses), at most ``limit`` bytes kept."""
-        out = b""
-        try:
-            for data, _ in self.pieces():
-                if len(out) < limit:
-                    out += data[:limit - len(out)]
-        except (OSError, gsocket.timeout):
-            pass
-        return out
