@@ -105,8 +105,28 @@ def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
     return total, (we - ws) / 1e9
 
 
+def _diagnose(run_dir: Path) -> str:
+    """Where the TTFT error sits: its quantiles, and whether it clusters in time (stalls) or not."""
+    import numpy as np
+    import pandas as pd
+
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    req = req[(req.phase == "measure") & req.error_class.isna() & req.ttft_s.notna()]
+    if req.empty:
+        return "no measured requests"
+    err = (req.ttft_s.to_numpy() - TTFT_S) * 1e3
+    q = np.percentile(err, [10, 50, 90, 99])
+    start = req.start_ns.to_numpy()
+    bins = (start - start.min()) // 100_000_000
+    per_bin = pd.Series(err).groupby(bins).mean().sort_values()
+    itl_max = req.itl_max_s.to_numpy() * 1e3
+    return (f"TTFT err ms p10/p50/p90/p99 {q[0]:.2f}/{q[1]:.2f}/{q[2]:.2f}/{q[3]:.2f}; per 100 ms of starts: "
+            f"median bin {per_bin.median():.2f}, worst bins {', '.join(f'{v:.1f}' for v in per_bin.tail(5))}; "
+            f"requests with an ITL > 15 ms: {100 * (itl_max > 15).mean():.1f}%")
+
+
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
-              tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT) -> dict:
+              tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
@@ -117,7 +137,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     t_start = time.monotonic()
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
                              "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],
-                            env=env, stderr=open(tmp / f"gen{streams}.log", "wb"))
+                            env=env, stderr=open(Path(os.environ.get("FIDELITY_LOG_DIR", tmp)) / f"gen{streams}.log", "wb"))
     ps = psutil.Process(proc.pid)
     cpu0 = None
     rss_max = 0
@@ -149,6 +169,8 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     summary = json.loads(out.read_text())
     res = summary["cells"][0]
     toks, win_s = _tokens_in_window(Path(summary["run_dir"]))
+    if diag:
+        print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']))}", file=sys.stderr, flush=True)
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
@@ -180,6 +202,7 @@ def main(argv=None) -> int:
                     help="emulator processes on cores EMULATOR_CPU.. (when one emulator core is the limit)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--diag", action="store_true", help="print where the TTFT error sits (quantiles, stalls)")
     ap.add_argument("--compare", default=None, metavar="DIR",
                     help="another checkout of this repository: each level also runs its generator, "
                          "alternating with this one against the same emulator (A/B on a shared machine)")
@@ -203,7 +226,7 @@ def main(argv=None) -> int:
                 for _ in range(args.repeat):
                     for root in roots:
                         rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                              gt_urls, root))
+                                              gt_urls, root, args.diag))
                         r = rows[-1]
                         print(f"{n} streams done ({r['code'] or 'this tree'}): {r['pct_ideal']:.2f}% of ideal",
                               file=sys.stderr, flush=True)
