@@ -47,6 +47,9 @@ class WireProtocol:
     path: str = ""
     #: True when a FINAL event may be followed by more events (OpenAI usage chunk, ``[DONE]``).
     final_then_done: bool = False
+    #: ``(prefix, suffix, marker)``: an event payload that starts and ends so and contains the
+    #: marker is one plain token (no JSON parse needed); None when every event must be parsed.
+    plain_token: tuple[bytes, bytes, bytes] | None = None
 
     def body(self, spec: RequestSpec) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError

@@ -15,6 +15,7 @@ from harness.protocols.base import FINAL, TOKEN, Final, RequestSpec, WireProtoco
 class TgiProtocol(WireProtocol):
     name = "tgi"
     path = "/generate_stream"
+    plain_token = (b'{"index":', b"}", b'"generated_text":null')
 
     def __init__(self, model: str = "", sampling=None):
         params: dict = {"details": True}
@@ -39,7 +40,8 @@ class TgiProtocol(WireProtocol):
         # Hot path: a token event that is not the last is recognised without a JSON parse (it
         # must still open and close as an object and carry TGI's null generated_text), which
         # halves the per-token cost; the final event, errors and anything unusual are parsed.
-        if data[:9] == b'{"index":' and data[-1:] == b"}" and b'"generated_text":null' in data:
+        pre, suf, marker = self.plain_token
+        if data[:9] == pre and data[-1:] == suf and marker in data:
             return TOKEN, 1, None
         obj, problem = self._decode(data, "token")
         if problem is not None:
