@@ -124,7 +124,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
     prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
     port_file = tmp / "ports.json"
     cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
-           "--port", "0", "--port-file", str(port_file)]
+           "--port", "0", "--port-file", str(port_file), "--tick-us", str(args.tick_us)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
@@ -183,6 +183,7 @@ def main(argv=None) -> None:
     ap.add_argument("--itl-ms", type=float, default=10)
     ap.add_argument("--output", type=int, default=128)
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--tick-us", type=float, default=100.0, help="the emulator's timer grid (emulate --tick-us)")
     ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="client processes (one per spare core)")
     ap.add_argument("--json", help="also write the rows as JSON here")

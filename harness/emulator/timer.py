@@ -98,11 +98,16 @@ class TimerWheel:
             self._handle = self.loop.call_at(self.loop.time() + max(0.0, delay), self._run)
 
     def _on_fd(self) -> None:
-        try:
-            os.read(self._fd, 8)
-        except BlockingIOError:
-            pass
+        # No read(2) of the expiration count: the end of _run always sets the timer again (or
+        # disarms it), and timerfd_settime clears the count, so the fd stops being readable.
         self._run()
+
+    def _disarm(self) -> None:
+        self._armed = None
+        if self._fd >= 0:
+            v = self._spec.it_value
+            v.tv_sec = v.tv_nsec = 0
+            self._libc.timerfd_settime(self._fd, 0, ctypes.byref(self._spec), None)
 
     def _run(self) -> None:
         self.fires += 1
@@ -123,7 +128,7 @@ class TimerWheel:
         if h:
             self._arm(h[0][0])
         else:
-            self._armed = None
+            self._disarm()
 
     def close(self) -> None:
         if self._fd >= 0:
