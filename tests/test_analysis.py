@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, fields
 
 import pandas as pd
 import pytest
 
 from harness.analysis import KneeSearch, LevelResult, Point, analyze, load_run, pareto_frontier
 from harness.analysis.energy import window_energy
-from harness.analysis.synthetic import ns, power_samples, request, window, write_run
+from harness.analysis.synthetic import (
+    ns,
+    power_samples,
+    request,
+    samples_at,
+    window,
+    write_run,
+)
 from harness.analysis.tokens import tokens_in_window
 from harness.errors import InputError
+from harness.records.schema import GpuSample
 
 
 def _df(records):
@@ -47,29 +56,11 @@ def test_tokens_single_token_and_zero_span():
 # energy
 # ---------------------------------------------------------------------------------------------
 def _samples(points, gpu=0, counter=None):
+    """The sample frame window_energy reads; util 50 + t shows which samples a mean took."""
     rows = [
-        _gs(t, p, gpu, counter[i] if counter else None, 50.0 + i) for i, (t, p) in enumerate(points)
+        asdict(g) for g in samples_at(points, gpu=gpu, counter_j=counter, util=lambda t: 50 + t)
     ]
-    return pd.DataFrame(rows, columns=list(_gs(0, 0, 0, None, None)))
-
-
-def _gs(t, p, gpu, e, u):
-    return dict(
-        ts_ns=ns(t),
-        gpu=gpu,
-        source="emulated",
-        power_w=p,
-        energy_j=e,
-        gpu_util_pct=u,
-        mem_util_pct=None,
-        sm_clock_mhz=None,
-        mem_clock_mhz=None,
-        mem_used_bytes=None,
-        temperature_c=None,
-        throttle_reasons=None,
-        host="",
-        run_id="",
-    )
+    return pd.DataFrame(rows, columns=[f.name for f in fields(GpuSample)])
 
 
 def test_power_integral_hand_computed():

@@ -5,9 +5,10 @@ Times are given in seconds after ``T0_NS`` so that hand-computed cases stay read
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -97,6 +98,32 @@ def window(
     )
 
 
+def samples_at(
+    points: Iterable[tuple[float, float]],
+    *,
+    gpu: int = 0,
+    util: Callable[[float], float] | None = None,
+    counter_j: Sequence[float] | None = None,
+    run_id: str = "synthetic",
+) -> list[GpuSample]:
+    """Samples at given (t_s, power_w) points, so hand-computed energy cases read as a table;
+    ``counter_j`` gives each sample's energy counter reading (free to disagree with the power)."""
+    return [
+        GpuSample(
+            ts_ns=ns(t),
+            gpu=gpu,
+            source="emulated",
+            power_w=p,
+            energy_j=counter_j[i] if counter_j is not None else None,
+            gpu_util_pct=float(util(t)) if util else None,
+            mem_used_bytes=10**9,
+            host="test",
+            run_id=run_id,
+        )
+        for i, (t, p) in enumerate(points)
+    ]
+
+
 def power_samples(
     t0_s: float,
     t1_s: float,
@@ -109,27 +136,20 @@ def power_samples(
     run_id: str = "synthetic",
 ) -> list[GpuSample]:
     """Samples every 1/rate_hz from t0 to t1 inclusive; ``counter`` adds a trapezoidal energy counter."""
-    ts = np.arange(t0_s, t1_s + 1e-9, 1.0 / rate_hz)
-    out, e, prev = [], 0.0, None
-    for t in ts:
-        p = float(power(float(t)))
-        if prev is not None:
-            e += 0.5 * (p + prev[1]) * (t - prev[0])
-        prev = (t, p)
-        out.append(
-            GpuSample(
-                ts_ns=ns(float(t)),
-                gpu=gpu,
-                source="emulated",
-                power_w=p,
-                energy_j=e if counter else None,
-                gpu_util_pct=float(util(float(t))) if util else None,
-                mem_used_bytes=10**9,
-                host="test",
-                run_id=run_id,
-            )
-        )
-    return out
+    points = [
+        (float(t), float(power(float(t)))) for t in np.arange(t0_s, t1_s + 1e-9, 1.0 / rate_hz)
+    ]
+    energy = _trapezoid_j(points) if counter else None
+    return samples_at(points, gpu=gpu, util=util, counter_j=energy, run_id=run_id)
+
+
+def _trapezoid_j(points: list[tuple[float, float]]) -> list[float]:
+    """The energy counter a sampler would read at each point: the running trapezoidal integral."""
+    out, e = [0.0], 0.0
+    for (t0, p0), (t1, p1) in pairwise(points):
+        e += 0.5 * (p1 + p0) * (t1 - t0)
+        out.append(e)
+    return out[: len(points)]
 
 
 SCENARIO_YAML = """name: synthetic

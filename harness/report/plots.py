@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable, Iterable
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.analysis.metrics import CellMetrics
 from harness.analysis.slo import bounds
 from harness.analysis.summary import RunAnalysis
 from harness.report.timeline import Timeline
@@ -35,39 +38,44 @@ def latency_label(key: str) -> str:
     return f"{metric.upper() if metric != 'e2e' else 'e2e'} {pct} (s)"
 
 
-def throughput_vs_latency(a: RunAnalysis) -> str | None:
-    key = a.latency_key
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
+Value = Callable[[CellMetrics], float | None]
+
+
+def _shown(cells: Iterable[CellMetrics], x: Value, y: Value) -> list[CellMetrics]:
+    """Cells with both coordinates: a cell lacking one (no energy, no latency) has no place."""
+    return [c for c in cells if x(c) is not None and y(c) is not None]
+
+
+def _replica_curves(ax: Axes, a: RunAnalysis, x: Value, y: Value, label_dy: int) -> bool:
+    """One curve per replica count, points labelled by level; False when nothing was drawn."""
     drawn = False
     for i, (reps, cells) in enumerate(_by_replicas(a)):
-        pts = [(c.get(key), c.output_tokens_per_s, c) for c in cells if c.get(key) is not None]
+        pts = _shown(cells, x, y)
         if not pts:
             continue
         drawn = True
         col = COLORS[i % len(COLORS)]
-        ax.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            "-o",
-            color=col,
-            ms=5,
-            label=f"{reps} replica{'s' if reps != 1 else ''}",
-        )
-        for x, y, c in pts:
+        label = f"{reps} replica{'s' if reps != 1 else ''}"
+        ax.plot([x(c) for c in pts], [y(c) for c in pts], "-o", color=col, ms=5, label=label)
+        for c in pts:
             ax.annotate(
                 f"{c.level:g}",
-                (x, y),
+                (x(c), y(c)),
                 textcoords="offset points",
-                xytext=(5, -10),
+                xytext=(5, label_dy),
                 fontsize=8,
                 color=col,
             )
-    fr = [c for c in a.cells if c.frontier == "frontier" and c.get(key) is not None]
+    return drawn
+
+
+def _mark_choices(ax: Axes, a: RunAnalysis, x: Value, y: Value) -> None:
+    """Ring the Pareto frontier and star the recommended cell, so the answer stands out."""
+    fr = _shown((c for c in a.cells if c.frontier == "frontier"), x, y)
     if fr:
         ax.scatter(
-            [c.get(key) for c in fr],
-            [c.output_tokens_per_s for c in fr],
+            [x(c) for c in fr],
+            [y(c) for c in fr],
             s=180,
             facecolors="none",
             edgecolors="black",
@@ -76,10 +84,10 @@ def throughput_vs_latency(a: RunAnalysis) -> str | None:
             zorder=5,
         )
     rec = a.cell(a.recommendation.cell) if a.recommendation.cell else None
-    if rec is not None and rec.get(key) is not None:
+    if rec is not None and _shown([rec], x, y):
         ax.scatter(
-            [rec.get(key)],
-            [rec.output_tokens_per_s],
+            [x(rec)],
+            [y(rec)],
             marker="*",
             s=260,
             color="gold",
@@ -87,81 +95,58 @@ def throughput_vs_latency(a: RunAnalysis) -> str | None:
             zorder=6,
             label="recommended",
         )
+
+
+def _tradeoff_axes(
+    a: RunAnalysis, x: Value, y: Value, label_dy: int, labels: tuple[str, str, str]
+) -> tuple[Figure, Axes] | None:
+    """The figure both trade-off plots share (labels: x, y, title); None when no cell has both
+    values. The axes come back so a plot can add its own marks before it is rendered."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    if not _replica_curves(ax, a, x, y, label_dy):
+        return None
+    _mark_choices(ax, a, x, y)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def throughput_vs_latency(a: RunAnalysis) -> str | None:
+    key = a.latency_key
+    made = _tradeoff_axes(
+        a,
+        lambda c: c.get(key),
+        lambda c: c.output_tokens_per_s,
+        -10,
+        (
+            latency_label(key),
+            "output tokens/s",
+            "Throughput vs latency per replica count (labels: level)",
+        ),
+    )
+    if made is None:
+        return None
+    fig, ax = made
     for b in bounds(a.slo):
         if b.key == key:
             ax.axvline(b.limit_s, color="#d62728", ls="--", lw=1)
             ax.text(b.limit_s, ax.get_ylim()[1], " SLO", color="#d62728", va="top", fontsize=8)
-    if not drawn:
-        return None
-    ax.set_xlabel(latency_label(key))
-    ax.set_ylabel("output tokens/s")
-    ax.set_title("Throughput vs latency per replica count (labels: level)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     return _png(fig)
 
 
 def energy_vs_throughput(a: RunAnalysis) -> str | None:
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
-    drawn = False
-    for i, (reps, cells) in enumerate(_by_replicas(a)):
-        pts = [
-            (c.output_tokens_per_s, c.j_per_token, c) for c in cells if c.j_per_token is not None
-        ]
-        if not pts:
-            continue
-        drawn = True
-        col = COLORS[i % len(COLORS)]
-        ax.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            "-o",
-            color=col,
-            ms=5,
-            label=f"{reps} replica{'s' if reps != 1 else ''}",
-        )
-        for x, y, c in pts:
-            ax.annotate(
-                f"{c.level:g}",
-                (x, y),
-                textcoords="offset points",
-                xytext=(5, 4),
-                fontsize=8,
-                color=col,
-            )
-    fr = [c for c in a.cells if c.frontier == "frontier" and c.j_per_token is not None]
-    if fr:
-        ax.scatter(
-            [c.output_tokens_per_s for c in fr],
-            [c.j_per_token for c in fr],
-            s=180,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.6,
-            label="Pareto frontier",
-            zorder=5,
-        )
-    rec = a.cell(a.recommendation.cell) if a.recommendation.cell else None
-    if rec is not None and rec.j_per_token is not None:
-        ax.scatter(
-            [rec.output_tokens_per_s],
-            [rec.j_per_token],
-            marker="*",
-            s=260,
-            color="gold",
-            edgecolors="black",
-            zorder=6,
-            label="recommended",
-        )
-    if not drawn:
-        return None
-    ax.set_xlabel("output tokens/s")
-    ax.set_ylabel("energy per output token (J)")
-    ax.set_title("Energy per token vs throughput")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    made = _tradeoff_axes(
+        a,
+        lambda c: c.output_tokens_per_s,
+        lambda c: c.j_per_token,
+        4,
+        ("output tokens/s", "energy per output token (J)", "Energy per token vs throughput"),
+    )
+    return _png(made[0]) if made is not None else None
 
 
 def timeline_plot(tl: Timeline) -> str | None:
