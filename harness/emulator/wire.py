@@ -71,7 +71,28 @@ class TgiStream:
     error_tail = b""
 
 
-class CompletionStream:
+class _OpenAIStream:
+    """What the two OpenAI streams share: a middle token is ``_pre + text + _post``; errors are
+    TGI's OpenAI error event, then ``[DONE]``."""
+
+    rid: int
+    _pre: bytes
+    _post: bytes
+    _fixed: int
+
+    def chunk(self, k: int) -> bytes:
+        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
+        w = (self.rid * 31 + (k - 1) * 7) % VOCAB
+        return b"%x\r\n%b%b%b\r\n" % (self._fixed + _TEXT_LEN[w], self._pre, TEXT_JSON[w], self._post)
+
+    @staticmethod
+    def error(message: str, error_type: str) -> bytes:
+        return openai_error_event(message)
+
+    error_tail = DONE
+
+
+class CompletionStream(_OpenAIStream):
     """``/v1/completions`` with ``stream: true``."""
 
     def __init__(self, request_id: int, input_tokens: int, model: str):
@@ -85,11 +106,6 @@ class CompletionStream:
         self._model = m
         self._fixed = len(self._pre) + len(self._post)
 
-    def chunk(self, k: int) -> bytes:
-        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
-        w = (self.rid * 31 + (k - 1) * 7) % VOCAB
-        return b"%x\r\n%b%b%b\r\n" % (self._fixed + _TEXT_LEN[w], self._pre, TEXT_JSON[w], self._post)
-
     def token(self, k: int, last: bool, n: int) -> bytes:
         w = token_word(self.rid, k - 1)
         if not last:
@@ -100,14 +116,9 @@ class CompletionStream:
                 b'"choices":[{"index":0,"text":%b,"logprobs":null,"finish_reason":"length"}],"usage":%b}\n\n'
                 % (self.created, self._model, FINGERPRINT.encode(), TEXT_JSON[w], usage)) + DONE
 
-    @staticmethod
-    def error(message: str, error_type: str) -> bytes:
-        return openai_error_event(message)
-
-    error_tail = DONE
 
 
-class ChatStream:
+class ChatStream(_OpenAIStream):
     """``/v1/chat/completions`` with ``stream: true``."""
 
     def __init__(self, request_id: int, input_tokens: int, model: str, include_usage: bool):
@@ -121,11 +132,6 @@ class ChatStream:
         self._post = b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
         self._fixed = len(self._pre) + len(self._post)
 
-    def chunk(self, k: int) -> bytes:
-        """A middle token's event, already framed as one HTTP chunk (the hot path)."""
-        w = (self.rid * 31 + (k - 1) * 7) % VOCAB
-        return b"%x\r\n%b%b%b\r\n" % (self._fixed + _TEXT_LEN[w], self._pre, TEXT_JSON[w], self._post)
-
     def token(self, k: int, last: bool, n: int) -> bytes:
         w = token_word(self.rid, k - 1)
         if not last:
@@ -137,11 +143,6 @@ class ChatStream:
                  "total_tokens": self.input_tokens + n})
         return out + DONE
 
-    @staticmethod
-    def error(message: str, error_type: str) -> bytes:
-        return openai_error_event(message)
-
-    error_tail = DONE
 
 
 def openai_error_event(message: str) -> bytes:
