@@ -77,6 +77,7 @@ class Reactor:
         poll = self.ep.poll
         handlers = self.handlers
         hub_switch = self.hub.switch
+        reads = 0
         while True:
             self.wakeups += 1
             for fd, _ev in poll(0):
@@ -93,13 +94,14 @@ class Reactor:
                         self._done(fd, h)
                     continue
                 t = perf_counter_ns()
-                self.reads += 1
+                reads += 1
                 try:
                     end = h.feed(data, t) if data else h.eof(t)
                 except Exception as e:  # a parser bug must not stop every other stream
                     end = h.error(e, t)
                 if end:
                     self._done(fd, h)
+            self.reads = reads
             try:
                 hub_switch()
             except GreenletExit:

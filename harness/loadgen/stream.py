@@ -235,7 +235,7 @@ class _Response:
 
     __slots__ = ("res", "protocol", "event", "final_then_done", "buf", "body", "keep", "sse", "err_body",
                  "first", "last", "tokens", "events", "final", "done_event", "pending", "error_event",
-                 "outcome", "waiter", "t_end", "plain", "itl_append")
+                 "outcome", "waiter", "t_end", "plain", "itl_append", "fast")
 
     def __init__(self, res: StreamResult, protocol: WireProtocol, waiter):
         self.res = res
@@ -243,6 +243,7 @@ class _Response:
         self.event = protocol.event
         self.plain = protocol.plain_token     # (prefix, suffix, marker) of a plain token event
         self.itl_append = res.itl_ns.append
+        self.fast = False
         self.final_then_done = protocol.final_then_done
         self.buf = b""
         self.body: _Body | None = None
@@ -263,30 +264,40 @@ class _Response:
 
     # -- reactor interface --------------------------------------------------------------------
     def feed(self, data: bytes, t: int) -> bool:
-        plain = self.plain
-        if plain is not None and self.sse and not self.pending and not self.error_event:
-            # The usual read mid-stream, handled in place (no further calls): one whole chunk
-            # carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n``.
-            body = self.body
+        if self.fast and data[-4:] == b"\n\n\r\n":
+            # The usual read mid-stream, handled in place (no further calls, no slices): one whole
+            # chunk carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n``.
             nl = data.find(b"\r\n", 0, 10)
-            if (nl > 0 and data[-4:] == b"\n\n\r\n" and data[nl + 2:nl + 7] == b"data:"
-                    and not body.raw and not body.chunk_left and not body.need_crlf and body.chunked
-                    and data.count(b"\n") == 4):
-                payload = data[nl + 7:-4]
-                if payload[:len(plain[0])] == plain[0] and payload[-1:] == plain[1] and plain[2] in payload:
-                    try:
-                        size = int(data[:nl], 16)
-                    except ValueError:
-                        size = -1
-                    if size == len(data) - nl - 4:
-                        if self.first is None:
-                            self.first = t
-                        else:
-                            self.itl_append(t - self.last)
-                        self.last = t
-                        self.tokens += 1
-                        self.events += 1
-                        return False
+            pre, suf, marker = self.plain
+            if (data.startswith(b"data:", nl + 2) and data.count(b"\n") == 4 and data.startswith(pre, nl + 7)
+                    and data.endswith(suf, 0, len(data) - 4) and marker in data):
+                try:
+                    size = int(data[:nl], 16)
+                except ValueError:
+                    size = -1
+                if size == len(data) - nl - 4:
+                    if self.first is None:
+                        self.first = t
+                    else:
+                        self.itl_append(t - self.last)
+                    self.last = t
+                    self.tokens += 1
+                    self.events += 1
+                    return False
+        end = self._feed(data, t)
+        if not end:
+            self._set_fast()
+        return end
+
+    def _set_fast(self) -> None:
+        """Whether the next read may take the in-place path: a clean SSE chunked stream of a
+        protocol with a plain-token shape, nothing pending, no error event seen."""
+        b = self.body
+        self.fast = (self.plain is not None and self.sse and not self.pending and not self.error_event
+                     and b is not None and b.chunked and not b.raw and not b.chunk_left and not b.need_crlf
+                     and not b.done)
+
+    def _feed(self, data: bytes, t: int) -> bool:
         body = self.body
         if body is None:
             buf = self.buf + data
