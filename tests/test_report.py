@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.analysis import analyze
+from harness.analysis.compare import COMPARED, compare, verdict
 from harness.analysis.synthetic import (
     ModelCell,
     SCENARIO_YAML,
@@ -24,6 +26,7 @@ from harness.analysis.synthetic import (
     write_run,
 )
 from harness.report import write_report
+from harness.report.fmt import change, compared, ms
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,6 +44,21 @@ CELLS = [
 def run_dir(tmp_path_factory):
     return plausible_run(
         tmp_path_factory.mktemp("rep") / "run", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5
+    )
+
+
+@pytest.fixture(scope="module")
+def other_dir(tmp_path_factory):
+    """A second run for compare: three of run_dir's cells (other timings), one cell of its own."""
+    return plausible_run(
+        tmp_path_factory.mktemp("cmp") / "other",
+        CELLS[:3] + [ModelCell(4, 16, 1500, 0.1, 210)],
+        duration_s=5,
+        warmup_s=1,
+        cooldown_s=0.5,
+        seed=3,
+        counter_windows=True,
+        run_id="other-run",
     )
 
 
@@ -146,25 +164,71 @@ def test_report_cli_and_exit_codes(run_dir, tmp_path):
     assert r.returncode == 2 and "run directory not found" in r.stderr
 
 
-def test_compare_cli(run_dir, tmp_path):
-    other = plausible_run(
-        tmp_path / "other",
-        CELLS[:3] + [ModelCell(4, 16, 1500, 0.1, 210)],
-        duration_s=5,
-        warmup_s=1,
-        cooldown_s=0.5,
-        seed=3,
-        counter_windows=True,
-    )
-    r = _cli("compare", str(run_dir), str(other), "--json", str(tmp_path / "cmp.json"))
+def test_compare_cli(run_dir, other_dir, tmp_path):
+    r = _cli("compare", str(run_dir), str(other_dir), "--json", str(tmp_path / "cmp.json"))
     assert r.returncode == 0, r.stderr
     assert "only in A: r2-c4, r2-c16, r2-c64" in r.stdout and "only in B: r4-c16" in r.stdout
+    # without --html no page is written and none is announced
+    assert "comparison:" not in r.stdout and list(tmp_path.rglob("*.html")) == []
     d = json.loads((tmp_path / "cmp.json").read_text())
-    a, b = analyze(run_dir), analyze(other)
+    a, b = analyze(run_dir), analyze(other_dir)
     c = next(x for x in d["cells"] if x["cell"] == "r1-c16")
     va, vb = a.cell("r1-c16").output_tokens_per_s, b.cell("r1-c16").output_tokens_per_s
     assert c["values"]["output_tokens_per_s"]["change"] == pytest.approx((vb - va) / va)
     assert b.cell("r4-c16").energy_source == "window:nvml-counter"
+
+
+def test_compare_html(run_dir, other_dir, tmp_path):
+    page = tmp_path / "cmp.html"
+    r = _cli("compare", str(run_dir), str(other_dir), "--html", str(page))
+    assert r.returncode == 0, r.stderr
+    assert f"comparison: {page}" in r.stdout
+    text = page.read_text()
+    # self-contained: no scripts, no fetches, the figure inline
+    assert not re.search(r"<(script|link|iframe)\b", text)
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(imgs) == 1 and base64.b64decode(imgs[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    a, b = analyze(run_dir), analyze(other_dir)
+    cmp = compare(a, b)
+    assert (a.run_id, b.run_id) == ("synthetic", "other-run")
+    assert f'id="run-a">{a.run_id}<' in text and f'id="run-b">{b.run_id}<' in text
+    for sentence in (a.recommendation.sentence, b.recommendation.sentence):
+        assert html.escape(sentence) in text
+    assert "Cells only in A: r2-c4, r2-c16, r2-c64" in text and "Cells only in B: r4-c16" in text
+    # one table per common cell; each metric's row holds A, B and the change as the console shows
+    assert re.findall(r'<table class="cmp" id="cell-([^"]+)"', text) == [
+        "r1-c4",
+        "r1-c16",
+        "r1-c64",
+    ]
+    for d in cmp.cells:
+        table = text.split(f'id="cell-{d.cell}"', 1)[1].split("</table>", 1)[0]
+        for col, label, higher in COMPARED:
+            va, vb, ch = d.values[col]
+            if va is None and vb is None:
+                assert f">{label}<" not in table
+                continue
+            good = verdict(ch, higher)
+            cls = "" if good is None else f' class="{"good" if good else "bad"}"'
+            assert (
+                f'<td class="l">{label}</td><td>{compared(col, va)}</td>'
+                f"<td>{compared(col, vb)}</td><td{cls}>{change(ch)}</td>"
+            ) in table
+        assert f"<td>{d.frontier_a}</td><td>{d.frontier_b}</td>" in table
+    # the modeled runs differ enough that some change is coloured, and latency is in ms
+    assert 'class="good"' in text or 'class="bad"' in text
+    ttft = a.cell("r1-c16").ttft_p99_s
+    assert f"<td>{ms(ttft)}</td>" in text and ms(ttft) == f"{ttft * 1000:,.0f}"
+
+
+def test_chromium_renders_compare_offline(run_dir, other_dir, tmp_path):
+    page = tmp_path / "cmp.html"
+    assert _cli("compare", str(run_dir), str(other_dir), "--html", str(page)).returncode == 0
+    dom = _chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
+    assert 'id="run-a">synthetic</b>' in dom and 'id="run-b">other-run</b>' in dom
+    assert dom.count('<table class="cmp"') == 3
+    assert dom.count('src="data:image/png;base64,') == 1
 
 
 def test_report_without_energy_or_cells(tmp_path):

@@ -21,6 +21,16 @@ COMPARED = (
     ("j_per_token", "J/token", False),
 )
 
+# a relative change at least this large is called better or worse; a smaller one is noise
+SIGNIFICANT = 0.05
+
+
+def verdict(change: float | None, higher_better: bool) -> bool | None:
+    """True: B is clearly better than A on this metric; False: clearly worse; None: too close."""
+    if change is None or abs(change) < SIGNIFICANT:
+        return None
+    return (change > 0) == higher_better
+
 
 @dataclass
 class CellDiff:
@@ -30,6 +40,13 @@ class CellDiff:
     slo_b: bool | None
     frontier_a: str
     frontier_b: str
+
+    def rows(self):
+        """(column, label, higher is better?, a, b, change) for each metric either run has."""
+        for col, label, higher_better in COMPARED:
+            va, vb, ch = self.values[col]
+            if va is not None or vb is not None:
+                yield col, label, higher_better, va, vb, ch
 
 
 @dataclass

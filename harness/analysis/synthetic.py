@@ -204,6 +204,7 @@ def plausible_run(
     seed: int = 0,
     scenario_yaml: str | None = SCENARIO_YAML,
     counter_windows: bool = False,
+    run_id: str = "synthetic",
 ) -> Path:
     """A run whose cells deliver roughly the modeled throughput/latency/power (for report work)."""
     rng = np.random.default_rng(seed)
@@ -266,5 +267,10 @@ def plausible_run(
         )
         t = c_t
     return write_run(
-        path, requests=reqs, windows=wins, samples=samples, scenario_yaml=scenario_yaml
+        path,
+        requests=reqs,
+        windows=wins,
+        samples=samples,
+        scenario_yaml=scenario_yaml,
+        run_id=run_id,
     )

@@ -32,6 +32,11 @@ def _compare(args: argparse.Namespace) -> int:
     print_comparison(cmp)
     if args.json:
         Path(args.json).write_text(json.dumps(cmp.to_dict(), indent=2, default=str))
+    if args.html:
+        from harness.report.compare_html import render_compare_html
+
+        Path(args.html).write_text(render_compare_html(cmp, a, b), encoding="utf-8")
+        print(f"comparison: {args.html}")
     return 0
 
 
@@ -65,4 +70,9 @@ def register(sub) -> None:
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--latency", choices=LATENCY_KEYS, default=None)
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the comparison as one self-contained HTML page (tables and an overlay figure)",
+    )
     p.set_defaults(func=_compare)

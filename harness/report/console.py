@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.analysis.compare import COMPARED, Comparison
+from harness.analysis.compare import Comparison, verdict
 from harness.analysis.summary import RunAnalysis
-from harness.report.fmt import ms, num, pct, yes_no
+from harness.report.fmt import change, compared, ms, num, pct, yes_no
 
 
 def cells_table(a: RunAnalysis) -> Table:
@@ -70,17 +70,12 @@ def compare_table(cmp: Comparison) -> Table:
         t.add_column(h, justify="right")
     for d in cmp.cells:
         first = True
-        for col, label, higher_better in COMPARED:
-            va, vb, ch = d.values[col]
-            if va is None and vb is None:
-                continue
-            change = "–" if ch is None else f"{ch:+.1%}"
-            if ch is not None and abs(ch) >= 0.05:
-                good = (ch > 0) == higher_better
-                change = f"[{'green' if good else 'red'}]{change}[/]"
-            is_latency = col.endswith("_s") and not col.endswith("_per_s")
-            fmt = ms if is_latency else pct if col == "error_rate" else (lambda v: num(v, 4))
-            t.add_row(d.cell if first else "", label, fmt(va), fmt(vb), change)
+        for col, label, higher_better, va, vb, ch in d.rows():
+            text = change(ch)
+            good = verdict(ch, higher_better)
+            if good is not None:
+                text = f"[{'green' if good else 'red'}]{text}[/]"
+            t.add_row(d.cell if first else "", label, compared(col, va), compared(col, vb), text)
             first = False
         t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", end_section=True)
     return t

@@ -23,6 +23,18 @@ def pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.2g}%" if v < 0.1 else f"{v * 100:.1f}%"
 
 
+def compared(col: str, v: float | None) -> str:
+    """A compared column's value: latencies (``*_s``) in ms, the error rate in %, else 4 digits."""
+    if col.endswith("_s") and not col.endswith("_per_s"):
+        return ms(v)
+    return pct(v) if col == "error_rate" else num(v, 4)
+
+
+def change(ch: float | None) -> str:
+    """A relative change as a signed percentage, '–' when there is none."""
+    return "–" if ch is None else f"{ch:+.1%}"
+
+
 def yes_no(v: bool | None) -> str:
     return "–" if v is None else ("yes" if v else "NO")
 

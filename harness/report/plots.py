@@ -33,9 +33,9 @@ def _by_replicas(a: RunAnalysis):
     return sorted(groups.items())
 
 
-def latency_label(key: str) -> str:
+def latency_label(key: str, unit: str = "s") -> str:
     metric, pct, _ = key.split("_")
-    return f"{metric.upper() if metric != 'e2e' else 'e2e'} {pct} (s)"
+    return f"{metric.upper() if metric != 'e2e' else 'e2e'} {pct} ({unit})"
 
 
 Value = Callable[[CellMetrics], float | None]
@@ -147,6 +147,55 @@ def energy_vs_throughput(a: RunAnalysis) -> str | None:
         ("output tokens/s", "energy per output token (J)", "Energy per token vs throughput"),
     )
     return _png(made[0]) if made is not None else None
+
+
+def compare_tradeoff(a: RunAnalysis, b: RunAnalysis) -> str | None:
+    """Every cell of both runs on one throughput/latency plane (A's frontier latency, in ms), each
+    point named, so a shift between the runs is seen cell by cell; None when no cell has both."""
+    key = a.latency_key
+
+    def x(c: CellMetrics) -> float | None:
+        return c.output_tokens_per_s
+
+    def y(c: CellMetrics) -> float | None:
+        v = c.get(key)
+        return None if v is None else v * 1000
+
+    fig = Figure(figsize=(7.2, 4.8))
+    ax = fig.add_subplot()
+    drawn = False
+    # B's names go below its points so that a cell both runs put close together stays readable
+    for tag, run, marker, col, dy in (("A", a, "o", COLORS[0], 4), ("B", b, "s", COLORS[1], -11)):
+        pts = _shown(run.cells, x, y)
+        if not pts:
+            continue
+        drawn = True
+        ax.scatter(
+            [x(c) for c in pts],
+            [y(c) for c in pts],
+            marker=marker,
+            s=36,
+            color=col,
+            alpha=0.85,
+            label=f"{tag}: {run.run_id}",
+        )
+        for c in pts:
+            ax.annotate(
+                c.cell,
+                (x(c), y(c)),
+                textcoords="offset points",
+                xytext=(5, dy),
+                fontsize=7,
+                color=col,
+            )
+    if not drawn:
+        return None
+    ax.set_xlabel("output tokens/s")
+    ax.set_ylabel(latency_label(key, "ms"))
+    ax.set_title("Throughput vs latency, both runs (labels: cell)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
 
 
 def timeline_plot(tl: Timeline) -> str | None:
