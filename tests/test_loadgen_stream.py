@@ -91,3 +91,56 @@ def test_chunked_decoder_handles_splits_anywhere():
             got = body.feed(wire[:cut]) + body.feed(wire[cut:cut2]) + body.feed(wire[cut2:])
             assert got == payload, (cut, cut2)
             assert body.done and body.tail == 0
+
+
+class _Waiter:
+    def __init__(self):
+        self.value = None
+
+    def set(self, v):
+        self.value = v
+
+
+_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def _tgi_chunk(k: int, last: bool = False) -> bytes:
+    gen = b'"the text"' if last else b"null"
+    det = b'{"finish_reason":"length","generated_tokens":%d,"seed":null,"input_length":3}' % k if last else b"null"
+    ev = b'data:{"index":%d,"token":{"id":%d,"text":"t","logprob":-0.1,"special":false},' \
+         b'"generated_text":%b,"details":%b}\n\n' % (k, k, gen, det)
+    return b"%x\r\n%b\r\n" % (len(ev), ev)
+
+
+def test_reads_of_one_token_several_or_split_parse_alike():
+    """The in-place path (one whole chunk, one plain token) and the general parser must agree,
+    whichever way the reads fall: whole chunks, two chunks in one read, a chunk split in two."""
+    from harness.loadgen.stream import StreamResult, _Response
+
+    chunks = [_tgi_chunk(k) for k in range(1, 10)] + [_tgi_chunk(10, last=True)]
+    wire = _HEAD + b"".join(chunks) + b"0\r\n\r\n"
+    # reads: the head, 3 whole chunks, 2 chunks together, one split, the rest whole + end
+    reads = [_HEAD, chunks[0], chunks[1], chunks[2], chunks[3] + chunks[4], chunks[5][:7], chunks[5][7:],
+             chunks[6], chunks[7], chunks[8], chunks[9] + b"0\r\n\r\n"]
+    assert b"".join(reads) == wire
+    r = _Response(StreamResult("u", 0), protocol_for("tgi"), _Waiter())
+    ends = [r.feed(d, 1000 * i) for i, d in enumerate(reads)]
+    assert ends[:-1] == [False] * (len(reads) - 1) and ends[-1] is True
+    assert r.close_out() is True
+    res = r.res
+    assert res.error_class is None and res.output_tokens == 10 and res.events == 10
+    assert res.finish_reason == "length" and res.input_tokens == 3
+    # one timestamp per read: the two tokens read together share theirs (an ITL of 0)
+    assert res.first_pc == 1000 and res.end_pc == 10_000
+    assert res.itl_ns == [1000, 1000, 1000, 0, 2000, 1000, 1000, 1000, 1000]
+
+
+def test_in_place_path_gives_way_to_an_error_event():
+    from harness.loadgen.stream import StreamResult, _Response
+
+    err = b'data:{"error":"Request failed during generation: boom","error_type":"generation"}\n\n'
+    reads = [_HEAD, _tgi_chunk(1), _tgi_chunk(2), b"%x\r\n%b\r\n" % (len(err), err)]
+    r = _Response(StreamResult("u", 0), protocol_for("tgi"), _Waiter())
+    assert [r.feed(d, i) for i, d in enumerate(reads)] == [False, False, False, True]
+    assert r.close_out() is False
+    assert r.res.error_class == "sse_error" and "boom" in r.res.error and r.res.events == 2
