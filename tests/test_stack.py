@@ -574,12 +574,20 @@ def test_stack_cli_up_status_down(engine_and_images, tmp_path):
                 assert time.monotonic() < deadline, "balancer never served a request"
                 time.sleep(1)
         assert out["generated_text"]
-        for _ in range(8):
+        # HAProxy learns the second replica through DNS and a health check a few seconds after
+        # the first: keep sending (each request through the balancer) until both have served two
+        sent, deadline = 1, time.monotonic() + 45
+        while True:
+            served = [http_json(f"http://127.0.0.1:{base + i}/emulator/ground_truth")["total"]
+                      ["requests_received"] for i in range(2)]
+            assert sum(served) == sent, (served, sent)     # every request reached exactly one replica
+            if min(served) >= 2:
+                break
+            assert time.monotonic() < deadline, f"the balancer never spread requests: {served}"
             http_json(f"http://127.0.0.1:{bal}/generate", json.dumps(
                 {"inputs": "x", "parameters": {"max_new_tokens": 2}}).encode())
-        served = [http_json(f"http://127.0.0.1:{base + i}/emulator/ground_truth")["total"]
-                  ["requests_received"] for i in range(2)]
-        assert sum(served) == 9 and min(served) >= 2, served
+            sent += 1
+            time.sleep(0.2)
     finally:
         r = cli("down", "-v")
     assert r.returncode == 0, r.stdout + r.stderr
