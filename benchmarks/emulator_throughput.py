@@ -4,7 +4,8 @@ The emulator runs as a child process pinned to one CPU core with a fixed-timing 
 stream: first token after TTFT, then one every ITL, OUTPUT tokens per request); closed-loop client
 processes on the other cores hold S streams open (keep-alive, a new request as soon as one ends)
 and count the events they receive. Per stream count it prints the ideal token rate, what the
-emulator wrote (its ground truth), what the clients received, the emulator's send lateness
+emulator wrote (its ground truth), what the clients received, the share of token writes a full
+client socket left in the emulator's buffer (buffered %), the emulator's send lateness
 percentiles (actual write time - scheduled time) and the emulator's CPU use.
 
     python benchmarks/emulator_throughput.py                      # default stream counts
@@ -171,6 +172,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
             "late_p999_us": lat.get("p999"), "late_max_us": lat.get("max"),
             "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
+            "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
             "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]]}
 
 
@@ -196,15 +198,15 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
           f"{args.replicas} replica(s), {args.seconds:g} s per level")
     print("| streams | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us | p99.9 us | max us "
-          "| emulator CPU % user + sys |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| emulator CPU % user + sys | buffered % |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for s in (int(x) for x in args.streams.split(",")):
         r = run_level(s, args, server_core, client_cores)
         rows.append(r)
         print(f"| {s} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | {r['received_tok_s']:.0f} | "
               f"{r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | {r['late_p999_us']:.0f} | {r['late_max_us']} | "
-              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} |", flush=True)
+              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
         if args.episodes:
             print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}",
                   flush=True)

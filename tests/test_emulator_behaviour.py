@@ -40,6 +40,7 @@ def test_two_replicas_token_counts_and_order():
         assert [p["requests_completed"] for p in gt["per_replica"]] == [12, 12]
         assert gt["total"]["itl_us"]["count"] == sum(len(r["events"]) - 1 for r in results)
         assert gt["total"]["lateness_us"]["count"] == gt["total"]["tokens_sent"]
+        assert gt["total"]["tokens_buffered"] == 0      # these clients read every token at once
 
 
 def test_validation_422_bodies(tmp_path):

@@ -14,7 +14,7 @@ from harness.emulator.histogram import LogHistogram
 
 HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us")
 COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "requests_cancelled",
-            "requests_faulted", "tokens_sent")
+            "requests_faulted", "tokens_sent", "tokens_buffered")
 
 
 class GroundTruth:
@@ -31,6 +31,7 @@ class GroundTruth:
         self.requests_cancelled = 0
         self.requests_faulted = 0
         self.tokens_sent = 0
+        self.tokens_buffered = 0    # token writes the client's full socket left in our buffer
         # cleared in place on reset: open streams keep references to the count lists
         for k in HISTOGRAMS:
             h = getattr(self, k, None)

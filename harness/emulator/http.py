@@ -64,22 +64,26 @@ def _direct_writer(transport: asyncio.Transport, fd: int) -> Callable[[bytes], N
     the same wake-up, so the ground truth's stamp would be taken before the bytes left.
 
     Anything not written at once (a full socket buffer, an error) goes through the transport,
-    which queues it behind nothing and handles the error as usual, so order is kept.
+    which queues it behind nothing and handles the error as usual, so order is kept. Returns
+    True when the kernel took all of ``data`` now, False when (some of) it waits in the
+    transport's buffer: the ground truth counts those writes, whose stamp is earlier than the
+    moment the bytes really left (a client that does not keep up).
     """
     size = transport.get_write_buffer_size
     write = transport.write
     oswrite = os.write
 
-    def fast(data: bytes) -> None:
+    def fast(data: bytes) -> bool:
         if not size():
             try:
                 n = oswrite(fd, data)
             except OSError:
                 n = 0
             if n == len(data):
-                return
+                return True
             data = data[n:]
         write(data)
+        return False
     return fast
 
 

@@ -45,7 +45,8 @@ class StreamSink:
         k = seq.generated
         if self.slow or last or k == 1 or self.conn.closed:
             return self._token(seq, due_ns, last)
-        self.write(self.enc.chunk(k))
+        if not self.write(self.enc.chunk(k)):
+            self.gt.tokens_buffered += 1
         now = _now()
         v = (now - due_ns) // 1000
         if 0 <= v < LINEAR:
