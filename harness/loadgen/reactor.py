@@ -24,7 +24,10 @@ from greenlet import GreenletExit, greenlet
 
 _RECV = 65536
 # gevent's monkey patching takes epoll out of ``select``; the OS's own is what is wanted here
-_epoll = get_original("select", "epoll")
+try:
+    _epoll = get_original("select", "epoll")
+except AttributeError:      # not Linux: the load generator cannot run, everything else can
+    _epoll = None
 
 
 class Handler(Protocol):
@@ -42,6 +45,9 @@ class Reactor:
 
     def __init__(self):
         self.hub = get_hub()
+        if _epoll is None:
+            raise RuntimeError("slm-harness's stream reader needs Linux (select.epoll); "
+                               "run the load generator on Linux (or in the compose stack)")
         self.ep = _epoll()
         self.handlers: dict[int, tuple] = {}   # fd -> (raw recv, handler)
         self.glet = greenlet(self._run, parent=self.hub)
