@@ -45,3 +45,12 @@ def test_empty_rundir_files_are_typed_and_readable(tmp_path):
     for name in ("requests", "gpu_samples", "windows"):
         df = pd.read_parquet(rd.path / f"{name}.parquet")
         assert len(df) == 0 and len(df.columns) > 3
+
+
+def test_close_twice_keeps_the_rows(tmp_path):
+    ap = ParquetAppender(tmp_path / "z.parquet", SCHEMA, flush_rows=10, background=True)
+    for i in range(25):
+        ap.append({"i": i, "s": "x"})
+    ap.close()
+    ap.close()                      # idempotent: must not reopen (and empty) the file
+    assert pd.read_parquet(tmp_path / "z.parquet")["i"].tolist() == list(range(25))

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 from harness.emulator.gpu import SharedGpu
 from harness.emulator.profile import FixedTiming, Profile, RooflineTiming
+from harness.emulator.timer import SLICE_NS
 
 
 class Sink(Protocol):
@@ -241,8 +242,6 @@ class FixedReplica:
     timer drains every token that is due, in due order, each written with its own schedule.
     """
 
-    SLICE_NS = 2_000_000      # longest drain before letting the event loop read new requests
-
     def __init__(self, index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
         t = profile.timing
         assert isinstance(t, FixedTiming)
@@ -294,7 +293,7 @@ class FixedReplica:
         itl = self.itl_ns
         now_ns = self.timer.now_ns
         now = now_ns()
-        stop = now + self.SLICE_NS
+        stop = now + SLICE_NS
         n = 0
         while True:
             if first and (not nxt or first[0][0] <= nxt[0][0]):

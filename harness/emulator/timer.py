@@ -22,6 +22,10 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+#: Longest stretch spent writing due tokens before letting the loop read new requests (the
+#: timer's own run, and a fixed-timing replica's drain inside one timer entry).
+SLICE_NS = 2_000_000
+
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 
@@ -51,9 +55,6 @@ class TimerWheel:
     """``at(due_ns, fn, arg)`` calls ``fn(arg, due_ns)`` at monotonic time ``due_ns`` or up to one
     tick later: wake-ups are rounded up to a grid of ``tick_ns`` so that at high token rates one
     wake-up writes every token that fell due since the last (never early, at most a tick late)."""
-
-    # Longest stretch spent writing due tokens before letting the loop read new requests.
-    SLICE_NS = 2_000_000
 
     def __init__(self, loop: asyncio.AbstractEventLoop, use_timerfd: bool = True, tick_ns: int = 100_000):
         self.loop = loop
@@ -115,7 +116,7 @@ class TimerWheel:
         h = self.heap
         pop = heapq.heappop
         clock = time.monotonic_ns
-        stop = clock() + self.SLICE_NS
+        stop = clock() + SLICE_NS
         while h:
             now = clock()
             if h[0][0] > now or now > stop:

@@ -53,8 +53,6 @@ class Reactor:
         self.glet = greenlet(self._run, parent=self.hub)
         self.watcher = self.hub.loop.io(self.ep.fileno(), 1)
         self.watcher.start(self.glet.switch)
-        self.reads = 0
-        self.wakeups = 0
 
     def add(self, sock, handler: Handler) -> None:
         raw = getattr(sock, "_sock", sock)      # gevent's socket wraps a non-blocking OS socket
@@ -64,7 +62,9 @@ class Reactor:
 
     def remove(self, sock) -> None:
         """Stop reading ``sock`` (its response timed out or its greenlet was killed)."""
-        fd = getattr(sock, "_sock", sock).fileno()
+        self._forget(getattr(sock, "_sock", sock).fileno())
+
+    def _forget(self, fd: int) -> None:
         if self.handlers.pop(fd, None) is not None:
             try:
                 self.ep.unregister(fd)
@@ -72,20 +72,14 @@ class Reactor:
                 pass
 
     def _done(self, fd: int, handler: Handler) -> None:
-        del self.handlers[fd]
-        try:
-            self.ep.unregister(fd)
-        except OSError:
-            pass
+        self._forget(fd)
         handler.finished()
 
     def _run(self) -> None:
         poll = self.ep.poll
         handlers = self.handlers
         hub_switch = self.hub.switch
-        reads = 0
         while True:
-            self.wakeups += 1
             for fd, _ev in poll(0):
                 entry = handlers.get(fd)
                 if entry is None:
@@ -100,14 +94,12 @@ class Reactor:
                         self._done(fd, h)
                     continue
                 t = perf_counter_ns()
-                reads += 1
                 try:
                     end = h.feed(data, t) if data else h.eof(t)
                 except Exception as e:  # a parser bug must not stop every other stream
                     end = h.error(e, t)
                 if end:
                     self._done(fd, h)
-            self.reads = reads
             try:
                 hub_switch()
             except GreenletExit:

@@ -74,6 +74,7 @@ class ParquetAppender:
         self.flush_rows = flush_rows
         self.background = background
         self._rows: list[dict] = []
+        # None once closed; an empty run still leaves a readable, typed file
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         self._lock = threading.Lock()
         self.count = 0
@@ -132,18 +133,17 @@ class ParquetAppender:
 
     def _write(self, rows: list[dict]) -> None:
         try:
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
             self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
         except Exception as e:  # disk full, bad value: reported at close, the run goes on
             log.exception("writing %s", self.path)
             self.error = e
 
     def close(self) -> None:
+        """Write what is left and close the file; a second call does nothing."""
+        if self._writer is None:
+            return
         self.flush()
         with self._lock:
-            if self._writer is None:  # an empty run still has a readable, typed file
-                self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
             self._writer.close()
             self._writer = None
 
