@@ -5,14 +5,7 @@
 # Tables go to stdout and $OUT. Wheels the machine lacks travel in .whl/ (docs/gpu-runs.md).
 #   WHAT="emu gen bare" EMU_STREAMS=512,1024 GEN_STREAMS=64,256,512,1024 bash scripts/device/speed.sh
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+. scripts/device/env.sh
 WHAT=${WHAT:-emu gen bare}
 echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); python $(python3 -V)"
 for w in $WHAT; do

@@ -6,14 +6,8 @@
 # Results are packed into $OUT (the device tool brings them back). Python packages the machine
 # lacks travel as wheels in .whl/ (docs/gpu-runs.md says which).
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+. scripts/device/env.sh
+export HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 scripts/gpu/make_random_model.py /tmp/smollm2-135m-random || exit 1
 if [ "${SKIP_ENERGY:-0}" != 1 ]; then
