@@ -266,7 +266,8 @@ class _Response:
     def feed(self, data: bytes, t: int) -> bool:
         if self.fast and data[-4:] == b"\n\n\r\n":
             # The usual read mid-stream, handled in place (no further calls, no slices): one whole
-            # chunk carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n``.
+            # chunk carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n``. The
+            # accounting below is the token branch of ``_events``, inlined on purpose.
             nl = data.find(b"\r\n", 0, 10)
             pre, suf, marker = self.plain
             if (data.startswith(b"data:", nl + 2) and data.count(b"\n") == 4 and data.startswith(pre, nl + 7)
