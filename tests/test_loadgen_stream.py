@@ -144,3 +144,22 @@ def test_in_place_path_gives_way_to_an_error_event():
     assert [r.feed(d, i) for i, d in enumerate(reads)] == [False, False, False, True]
     assert r.close_out() is False
     assert r.res.error_class == "sse_error" and "boom" in r.res.error and r.res.events == 2
+
+
+def test_token_times_are_arrivals_even_when_the_reader_is_held_up():
+    """A token that waits in the socket while the generator's loop is blocked keeps its arrival
+    time (the kernel's receive stamp), so the generator's own delay stays out of ITL."""
+    import gevent
+    from gevent.monkey import get_original
+    block = get_original("time", "sleep")
+    with fake_server(ttft_ms=30, itl_ms=40) as url:
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=5)
+        c.send(url, RequestSpec("warm", 1, 1))        # connection open, kernel stamps on
+        job = gevent.spawn(c.send, url, RequestSpec("hold", 1, 3))
+        gevent.sleep(0.045)     # token 1 arrives at ~30 ms and is read at once
+        block(0.05)             # the whole loop stalls past token 2 (~70 ms), read at ~95 ms
+        r = job.get(timeout=5)
+    assert r.error_class is None and r.output_tokens == 3, r.error
+    gaps_ms = [g / 1e6 for g in r.itl_ns]
+    # read times would give ~[65, 15]; arrival times give the server's 40 ms cadence
+    assert all(33 <= g <= 52 for g in gaps_ms), gaps_ms

@@ -6,16 +6,25 @@ gevent's way of reading a socket costs, per token: a switch from the hub to the 
 switch back. At 100k tokens/s on one core that alone is the whole budget. Here every in-flight
 response's socket sits in one ``select.epoll`` whose own fd is a single gevent watcher: when any
 stream has data, the hub switches once to the reactor greenlet, which asks epoll which sockets are
-ready and, for each, does one ``recv``, stamps it with ``perf_counter_ns`` and pushes the bytes into
-that response's parser. The request's own greenlet sleeps from its send until its response is
-complete (one wake-up per request). A socket is registered only while its response is read, so
+ready and, for each, does one ``recvmsg`` and pushes the bytes into that response's parser. The
+request's own greenlet sleeps from its send until its response is complete (one wake-up per request). A socket is registered only while its response is read, so
 an idle keep-alive socket the server closes never wakes the reactor.
+
+Timestamps come from the kernel: every socket asks for ``SO_TIMESTAMPNS``, so each read carries
+the time its last segment reached this host (``CLOCK_REALTIME``, put on the ``perf_counter_ns``
+scale with the clocks' offset read once per wake-up). A token's time is therefore when it
+arrived, not when this process got round to it: the generator's own scheduling delay (another
+stream's parsing, a record flush, the GIL) stays out of TTFT and ITL. Where the kernel gives no
+stamp (a FIN, another OS) the read time is used. Tokens that queued up in the socket while the
+reader was behind share the stamp of the last one, as they shared the read time before.
 """
 
 from __future__ import annotations
 
 import select
-from time import perf_counter_ns
+import socket
+import struct
+from time import perf_counter_ns, time_ns
 from typing import Protocol
 
 from gevent import get_hub
@@ -23,6 +32,9 @@ from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
 
 _RECV = 65536
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # Linux x86/arm value; Python leaves it unnamed
+_ANC = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 32   # one struct timespec
+_timespec = struct.Struct("qq").unpack
 # gevent's monkey patching takes epoll out of ``select``; the OS's own is what is wanted here
 try:
     _epoll = get_original("select", "epoll")
@@ -49,15 +61,23 @@ class Reactor:
             raise RuntimeError("slm-harness's stream reader needs Linux (select.epoll); "
                                "run the load generator on Linux (or in the compose stack)")
         self.ep = _epoll()
-        self.handlers: dict[int, tuple] = {}   # fd -> (raw recv, handler)
+        self.handlers: dict[int, tuple] = {}   # fd -> (raw recvmsg, handler)
         self.glet = greenlet(self._run, parent=self.hub)
         self.watcher = self.hub.loop.io(self.ep.fileno(), 1)
         self.watcher.start(self.glet.switch)
 
+    @staticmethod
+    def prepare(sock) -> None:
+        """Ask the kernel to stamp every read of ``sock``; once per connection, before use."""
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass   # no kernel stamps: each read is stamped when it happens
+
     def add(self, sock, handler: Handler) -> None:
         raw = getattr(sock, "_sock", sock)      # gevent's socket wraps a non-blocking OS socket
         fd = raw.fileno()
-        self.handlers[fd] = (raw.recv, handler)
+        self.handlers[fd] = (raw.recvmsg, handler)
         self.ep.register(fd, select.EPOLLIN)
 
     def remove(self, sock) -> None:
@@ -80,20 +100,26 @@ class Reactor:
         handlers = self.handlers
         hub_switch = self.hub.switch
         while True:
+            # realtime - monotonic, read once per wake-up: kernel stamps -> perf_counter_ns scale
+            off = time_ns() - perf_counter_ns()
             for fd, _ev in poll(0):
                 entry = handlers.get(fd)
                 if entry is None:
                     continue
-                recv, h = entry
+                recvmsg, h = entry
                 try:
-                    data = recv(_RECV)
+                    data, anc, _flags, _addr = recvmsg(_RECV, _ANC)
                 except BlockingIOError:
                     continue
                 except OSError as e:
                     if h.error(e, perf_counter_ns()):
                         self._done(fd, h)
                     continue
-                t = perf_counter_ns()
+                if anc:
+                    sec, ns = _timespec(anc[0][2])
+                    t = sec * 1_000_000_000 + ns - off
+                else:
+                    t = perf_counter_ns()
                 try:
                     end = h.feed(data, t) if data else h.eof(t)
                 except Exception as e:  # a parser bug must not stop every other stream

@@ -120,6 +120,7 @@ class StreamClient:
     def _connect(self, ep: _Endpoint) -> _Conn:
         sock = gsocket.create_connection((ep.host, ep.port), timeout=self.connect_timeout_s)
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        Reactor.prepare(sock)   # kernel receive stamps: token times are arrivals
         sock.settimeout(None)   # one timer per request (below), not one per recv
         return _Conn(sock)
 
