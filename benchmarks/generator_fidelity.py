@@ -105,11 +105,19 @@ def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
     return total, (we - ws) / 1e9
 
 
-def _diagnose(run_dir: Path) -> str:
+def _diagnose(run_dir: Path, lag_log: Path) -> str:
     """Where the TTFT error sits: its quantiles, and whether it clusters in time (stalls) or not."""
     import numpy as np
     import pandas as pd
 
+    lag = ""
+    if lag_log.exists():   # the reader's late wake-ups: perf_counter ns, lag ns, sockets ready
+        a = np.loadtxt(lag_log, ndmin=2)
+        lag_log.unlink()
+        gaps = np.diff(a[:, 0]) / 1e6
+        lag = (f"; reader late (>=5 ms) {len(a)} wake-ups, lag ms p50/max {np.median(a[:, 1]) / 1e6:.1f}/"
+               f"{a[:, 1].max() / 1e6:.1f}, ready p50 {np.median(a[:, 2]):.0f}, ms between them p10/p50/p90 "
+               + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
     req = pd.read_parquet(run_dir / "requests.parquet")
     req = req[(req.phase == "measure") & req.error_class.isna() & req.ttft_s.notna()]
     if req.empty:
@@ -122,7 +130,7 @@ def _diagnose(run_dir: Path) -> str:
     itl_max = req.itl_max_s.to_numpy() * 1e3
     return (f"TTFT err ms p10/p50/p90/p99 {q[0]:.2f}/{q[1]:.2f}/{q[2]:.2f}/{q[3]:.2f}; per 100 ms of starts: "
             f"median bin {per_bin.median():.2f}, worst bins {', '.join(f'{v:.1f}' for v in per_bin.tail(5))}; "
-            f"requests with an ITL > 15 ms: {100 * (itl_max > 15).mean():.1f}%")
+            f"requests with an ITL > 15 ms: {100 * (itl_max > 15).mean():.1f}%{lag}")
 
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
@@ -134,6 +142,9 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    lag_log = tmp / f"lag{streams}.txt"
+    if diag:
+        env["SLM_READER_LAG_LOG"] = str(lag_log)
     t_start = time.monotonic()
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
                              "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],
@@ -170,7 +181,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     res = summary["cells"][0]
     toks, win_s = _tokens_in_window(Path(summary["run_dir"]))
     if diag:
-        print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']))}", file=sys.stderr, flush=True)
+        print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']), lag_log)}", file=sys.stderr, flush=True)
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {

@@ -21,6 +21,7 @@ reader was behind share the stamp of the last one, as they shared the read time 
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -32,6 +33,7 @@ from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
 
 _RECV = 65536
+LATE_NS = 5_000_000   # a read this long after its data arrived counts as late (reader health)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # Linux x86/arm value; Python leaves it unnamed
 _ANC = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 32   # one struct timespec
 _timespec = struct.Struct("qq").unpack
@@ -65,6 +67,11 @@ class Reactor:
         self.glet = greenlet(self._run, parent=self.hub)
         self.watcher = self.hub.loop.io(self.ep.fileno(), 1)
         self.watcher.start(self.glet.switch)
+        # Reader health: wake-ups whose oldest read had waited in the kernel >= LATE_NS (when,
+        # how long, how many sockets were ready). Kernel stamps keep token times exact through
+        # such waits, but a wait longer than the gap between two tokens merges their stamps.
+        self.late: list[tuple[int, int, int]] = []
+        self.lag_max_ns = 0
 
     @staticmethod
     def prepare(sock) -> None:
@@ -99,10 +106,13 @@ class Reactor:
         poll = self.ep.poll
         handlers = self.handlers
         hub_switch = self.hub.switch
+        late = self.late
         while True:
             # realtime - monotonic, read once per wake-up: kernel stamps -> perf_counter_ns scale
             off = time_ns() - perf_counter_ns()
-            for fd, _ev in poll(0):
+            oldest = 0
+            ready = poll(0)
+            for fd, _ev in ready:
                 entry = handlers.get(fd)
                 if entry is None:
                     continue
@@ -120,18 +130,32 @@ class Reactor:
                     t = sec * 1_000_000_000 + ns - off
                 else:
                     t = perf_counter_ns()
+                if not oldest:
+                    oldest = t       # epoll lists sockets in the order they became ready
                 try:
                     end = h.feed(data, t) if data else h.eof(t)
                 except Exception as e:  # a parser bug must not stop every other stream
                     end = h.error(e, t)
                 if end:
                     self._done(fd, h)
+            if oldest:
+                now = perf_counter_ns()
+                lag = now - oldest
+                if lag >= LATE_NS:
+                    if lag > self.lag_max_ns:
+                        self.lag_max_ns = lag
+                    if len(late) < 100_000:
+                        late.append((now, lag, len(ready)))
             try:
                 hub_switch()
             except GreenletExit:
                 return
 
     def close(self) -> None:
+        log = os.environ.get("SLM_READER_LAG_LOG")   # diagnosis: benchmarks/generator_fidelity.py --diag
+        if log and self.late:
+            with open(log, "a") as f:
+                f.writelines(f"{now} {lag} {n}\n" for now, lag, n in self.late)
         self.watcher.stop()
         self.watcher.close()
         self.ep.close()
