@@ -118,6 +118,10 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
         lag = (f"; reader late (>=5 ms) {len(a)} wake-ups, lag ms p50/max {np.median(a[:, 1]) / 1e6:.1f}/"
                f"{a[:, 1].max() / 1e6:.1f}, ready p50 {np.median(a[:, 2]):.0f}, ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
+    stacks = Path(str(lag_log) + ".stacks")
+    if stacks.exists():   # SLM_READER_WATCHDOG_MS: what the process did while the reader stalled
+        print(stacks.read_text()[:12000], file=sys.stderr)
+        stacks.unlink()
     req = pd.read_parquet(run_dir / "requests.parquet")
     req = req[(req.phase == "measure") & req.error_class.isna() & req.ttft_s.notna()]
     if req.empty:

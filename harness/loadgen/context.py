@@ -152,6 +152,7 @@ class LoadContext:
 
     def _account(self, res: StreamResult, spec, seg: Segment, intended_pc: int | None) -> None:
         col = self.collector
+        self.client.pump()   # reads first: the accounting below is the slow part of a request
         try:
             phase = seg.phase
             if intended_pc is None:

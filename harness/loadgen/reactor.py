@@ -72,6 +72,10 @@ class Reactor:
         # such waits, but a wait longer than the gap between two tokens merges their stamps.
         self.late: list[tuple[int, int, int]] = []
         self.lag_max_ns = 0
+        self.woke_ns = 0
+        self.pumping = False
+        if os.environ.get("SLM_READER_WATCHDOG_MS"):
+            _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
 
     @staticmethod
     def prepare(sock) -> None:
@@ -103,59 +107,108 @@ class Reactor:
         handler.finished()
 
     def _run(self) -> None:
-        poll = self.ep.poll
-        handlers = self.handlers
         hub_switch = self.hub.switch
-        late = self.late
         while True:
-            # realtime - monotonic, read once per wake-up: kernel stamps -> perf_counter_ns scale
-            off = time_ns() - perf_counter_ns()
-            oldest = 0
-            ready = poll(0)
-            for fd, _ev in ready:
-                entry = handlers.get(fd)
-                if entry is None:
-                    continue
-                recvmsg, h = entry
-                try:
-                    data, anc, _flags, _addr = recvmsg(_RECV, _ANC)
-                except BlockingIOError:
-                    continue
-                except OSError as e:
-                    if h.error(e, perf_counter_ns()):
-                        self._done(fd, h)
-                    continue
-                if anc:
-                    sec, ns = _timespec(anc[0][2])
-                    t = sec * 1_000_000_000 + ns - off
-                else:
-                    t = perf_counter_ns()
-                if not oldest:
-                    oldest = t       # epoll lists sockets in the order they became ready
-                try:
-                    end = h.feed(data, t) if data else h.eof(t)
-                except Exception as e:  # a parser bug must not stop every other stream
-                    end = h.error(e, t)
-                if end:
-                    self._done(fd, h)
-            if oldest:
-                now = perf_counter_ns()
-                lag = now - oldest
-                if lag >= LATE_NS:
-                    if lag > self.lag_max_ns:
-                        self.lag_max_ns = lag
-                    if len(late) < 100_000:
-                        late.append((now, lag, len(ready)))
+            self.pump()
             try:
                 hub_switch()
             except GreenletExit:
                 return
+
+    def pump(self) -> None:
+        """Read every socket that is ready now, without waiting.
+
+        The reactor greenlet does this on each wake-up; request greenlets also call it between
+        their own steps (a response's end, its accounting). gevent runs up to 50 queued
+        callbacks before it looks at sockets again, and each of those can be a whole request's
+        end-and-next-send; when many streams end together that held every stream's read for
+        tens of milliseconds (long enough for two tokens to merge into one read)."""
+        if self.pumping:
+            return
+        self.pumping = True
+        try:
+            self._pump()
+        finally:
+            self.pumping = False
+
+    def _pump(self) -> None:
+        handlers = self.handlers
+        # realtime - monotonic, read once per pass: kernel stamps -> perf_counter_ns scale
+        off = time_ns() - perf_counter_ns()
+        oldest = 0
+        ready = self.ep.poll(0)
+        for fd, _ev in ready:
+            entry = handlers.get(fd)
+            if entry is None:
+                continue
+            recvmsg, h = entry
+            try:
+                data, anc, _flags, _addr = recvmsg(_RECV, _ANC)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if h.error(e, perf_counter_ns()):
+                    self._done(fd, h)
+                continue
+            if anc:
+                sec, ns = _timespec(anc[0][2])
+                t = sec * 1_000_000_000 + ns - off
+            else:
+                t = perf_counter_ns()
+            if not oldest:
+                oldest = t       # epoll lists sockets in the order they became ready
+            try:
+                end = h.feed(data, t) if data else h.eof(t)
+            except Exception as e:  # a parser bug must not stop every other stream
+                end = h.error(e, t)
+            if end:
+                self._done(fd, h)
+        if oldest:
+            self.woke_ns = now = perf_counter_ns()
+            lag = now - oldest
+            if lag >= LATE_NS:
+                if lag > self.lag_max_ns:
+                    self.lag_max_ns = lag
+                if len(self.late) < 100_000:
+                    self.late.append((now, lag, len(ready)))
 
     def close(self) -> None:
         log = os.environ.get("SLM_READER_LAG_LOG")   # diagnosis: benchmarks/generator_fidelity.py --diag
         if log and self.late:
             with open(log, "a") as f:
                 f.writelines(f"{now} {lag} {n}\n" for now, lag, n in self.late)
+        stacks = getattr(self, "stalls", None)
+        if log and stacks:
+            with open(log + ".stacks", "a") as f:
+                for st, n in stacks.most_common(30):
+                    f.write(f"{n} x\n{st}\n\n")
         self.watcher.stop()
         self.watcher.close()
         self.ep.close()
+
+
+def _start_watchdog(reactor: Reactor, ms: float) -> None:
+    """Diagnosis only (SLM_READER_WATCHDOG_MS): when the reactor has not run for ``ms`` while
+    streams are open, count every thread's innermost frames, to find what holds the process."""
+    import collections
+    import sys
+    import traceback
+
+    real_sleep = get_original("time", "sleep")
+    reactor.stalls = collections.Counter()
+    get_ident = get_original("_thread", "get_ident")
+
+    def watch():
+        me = get_ident()
+        while True:
+            real_sleep(ms / 4e3)
+            if reactor.handlers and reactor.woke_ns and perf_counter_ns() - reactor.woke_ns > ms * 1e6:
+                for tid, frame in sys._current_frames().items():
+                    if tid == me:
+                        continue
+                    st = "".join(traceback.format_stack(frame)[-10:])
+                    if "task_queue_get" in st or "watch" in st:
+                        continue   # idle pool threads
+                    reactor.stalls[f"thread {tid}:\n{st}"] += 1
+
+    get_original("_thread", "start_new_thread")(watch, ())   # an OS thread, not a greenlet

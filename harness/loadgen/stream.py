@@ -158,6 +158,7 @@ class StreamClient:
                 reading = True
                 resp.waiter.get()
                 reading = False
+                reactor.pump()        # other streams' reads before this one's end-and-next-send
             except Timeout as t:
                 if reading:
                     reactor.remove(conn.sock)
@@ -217,6 +218,11 @@ class StreamClient:
             res.error = ("connection closed before the response" if res.status is None
                          else f"connection closed mid-stream after {res.events} events")
         return res
+
+    def pump(self) -> None:
+        """Read whatever other streams have ready now (see :meth:`Reactor.pump`)."""
+        if self._reactor_ is not None:
+            self._reactor_.pump()
 
     # ------------------------------------------------------------------------------------------
     def _reactor(self) -> Reactor:
