@@ -153,6 +153,8 @@ class StreamClient:
             timer.start()
             reading = False
             try:
+                if reused:   # TTFT starts at the send (a fresh socket's connect still counts)
+                    res.start_pc = perf_counter_ns()
                 conn.sock.sendall(payload)
                 reactor.add(conn.sock, resp)
                 reading = True
