@@ -34,6 +34,7 @@ from greenlet import GreenletExit, greenlet
 
 _RECV = 65536
 LATE_NS = 5_000_000   # a read this long after its data arrived counts as late (reader health)
+PUMP_NS = 1_000_000   # request greenlets read other streams when no pass began in this long
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # Linux x86/arm value; Python leaves it unnamed
 _ANC = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 32   # one struct timespec
 _timespec = struct.Struct("qq").unpack
@@ -70,10 +71,13 @@ class Reactor:
         # Reader health: wake-ups whose oldest read had waited in the kernel >= LATE_NS (when,
         # how long, how many sockets were ready). Kernel stamps keep token times exact through
         # such waits, but a wait longer than the gap between two tokens merges their stamps.
-        self.late: list[tuple[int, int, int]] = []
+        self.late: list[tuple[int, int, int]] = []   # kept only for SLM_READER_LAG_LOG
+        self.keep_late = bool(os.environ.get("SLM_READER_LAG_LOG"))
+        self.late_count = 0
         self.lag_max_ns = 0
         self.woke_ns = 0
         self.pumping = False
+        self.pass_ns = 0
         if os.environ.get("SLM_READER_WATCHDOG_MS"):
             _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
 
@@ -122,8 +126,10 @@ class Reactor:
         their own steps (a response's end, its accounting). gevent runs up to 50 queued
         callbacks before it looks at sockets again, and each of those can be a whole request's
         end-and-next-send; when many streams end together that held every stream's read for
-        tens of milliseconds (long enough for two tokens to merge into one read)."""
-        if self.pumping:
+        tens of milliseconds (long enough for two tokens to merge into one read). A pass that
+        began less than PUMP_NS ago makes this a no-op: under full load the reactor's own passes
+        come that often, and extra ones would only cost."""
+        if self.pumping or perf_counter_ns() - self.pass_ns < PUMP_NS:
             return
         self.pumping = True
         try:
@@ -134,7 +140,8 @@ class Reactor:
     def _pump(self) -> None:
         handlers = self.handlers
         # realtime - monotonic, read once per pass: kernel stamps -> perf_counter_ns scale
-        off = time_ns() - perf_counter_ns()
+        self.pass_ns = pc = perf_counter_ns()
+        off = time_ns() - pc
         oldest = 0
         ready = self.ep.poll(0)
         for fd, _ev in ready:
@@ -169,7 +176,8 @@ class Reactor:
             if lag >= LATE_NS:
                 if lag > self.lag_max_ns:
                     self.lag_max_ns = lag
-                if len(self.late) < 100_000:
+                self.late_count += 1
+                if self.keep_late and len(self.late) < 100_000:
                     self.late.append((now, lag, len(ready)))
 
     def close(self) -> None:
