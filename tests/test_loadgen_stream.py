@@ -223,3 +223,50 @@ def test_pump_reads_ready_sockets_without_the_hub():
             b.close()
         for s in (srv, cli, peer):
             s.close()
+
+
+def test_reader_falling_behind_is_counted_and_reported(caplog):
+    """Data that waited >= 5 ms in the kernel before it was read counts as the reader falling
+    behind; the run's log says so when the reader closes."""
+    import logging
+    import time as _time
+
+    from harness.loadgen.reactor import Reactor
+
+    class H:
+        def feed(self, data, t):
+            return False
+
+        def eof(self, t):
+            return True
+
+        def error(self, exc, t):
+            return True
+
+        def finished(self):
+            pass
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    cli = socket.create_connection(srv.getsockname())
+    peer, _ = srv.accept()
+    r = Reactor()
+    try:
+        Reactor.prepare(cli)
+        r.add(cli, H())
+        peer.send(b"x")
+        _time.sleep(0.001)
+        r.pump()                          # read at once: on time
+        assert r.late_count == 0
+        peer.send(b"y")
+        _time.sleep(0.03)                 # the reader is busy elsewhere for 30 ms
+        r.pass_ns = 0
+        r.pump()
+        assert r.late_count == 1 and 25 <= r.lag_max_ns / 1e6 < 1000
+    finally:
+        with caplog.at_level(logging.WARNING, logger="harness.loadgen.reactor"):
+            r.close()
+        for s in (srv, cli, peer):
+            s.close()
+    assert "fell behind 1 time(s)" in caplog.text

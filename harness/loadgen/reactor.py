@@ -21,6 +21,7 @@ reader was behind share the stamp of the last one, as they shared the read time 
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -31,6 +32,8 @@ from typing import Protocol
 from gevent import get_hub
 from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
+
+log = logging.getLogger(__name__)
 
 _RECV = 65536
 LATE_NS = 5_000_000   # a read this long after its data arrived counts as late (reader health)
@@ -181,13 +184,18 @@ class Reactor:
                     self.late.append((now, lag, len(ready)))
 
     def close(self) -> None:
-        log = os.environ.get("SLM_READER_LAG_LOG")   # diagnosis: benchmarks/generator_fidelity.py --diag
-        if log and self.late:
-            with open(log, "a") as f:
+        if self.late_count:
+            log.warning("the stream reader fell behind %d time(s) (data waited up to %.1f ms in the kernel "
+                        "before it was read). Token times are kernel stamps and stay exact unless two tokens "
+                        "of one stream queued together; if this grows, this generator process is near its "
+                        "limit: use more processes (--processes N)", self.late_count, self.lag_max_ns / 1e6)
+        path = os.environ.get("SLM_READER_LAG_LOG")   # diagnosis: benchmarks/generator_fidelity.py --diag
+        if path and self.late:
+            with open(path, "a") as f:
                 f.writelines(f"{now} {lag} {n}\n" for now, lag, n in self.late)
         stacks = getattr(self, "stalls", None)
-        if log and stacks:
-            with open(log + ".stacks", "a") as f:
+        if path and stacks:
+            with open(path + ".stacks", "a") as f:
                 for st, n in stacks.most_common(30):
                     f.write(f"{n} x\n{st}\n\n")
         self.watcher.stop()
