@@ -17,6 +17,6 @@ load: {mode: concurrency, levels: [$S], warmup_s: 4, duration_s: 10, cooldown_s:
 EOS
 taskset -c 2 python3 -m harness run /tmp/s.yaml --quiet --url http://127.0.0.1:18080,http://127.0.0.1:18081 --results /tmp/res --json /tmp/r.json 2> "$OUT/gen.log" &
 sleep 6
-bash scripts/device/pyspy_profile.sh "$(pgrep -f 'harness run /tmp/s.yaml' | head -1)" gen
+bash scripts/device/pyspy_profile.sh "$(pgrep -f '^python3 -m harness run /tmp/s.yaml' | head -1)" gen
 wait %3
 pkill -f "harness emulate"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # pyspy_profile.sh PID NAME: sample process PID with py-spy for 6 s (250 Hz, non-blocking), print
 # its user/system CPU over those seconds and the busiest lines (own) and frames (cumulative).
-# The raw samples stay in $OUT/NAME.raw. Used by profile_gen.sh and profile_emu.sh.
+# The raw samples stay in $OUT/NAME.raw. PYSPY_ARGS=--native adds C frames (syscalls, clock reads). Used by profile_gen.sh and profile_emu.sh.
 set -u
 pid=$1; name=$2
 read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-py-spy record -p "$pid" -d 6 -r 250 --nonblocking -f raw -o "$OUT/$name.raw" > /dev/null 2>&1
+mode=--nonblocking; case "${PYSPY_ARGS:-}" in *--native*) mode= ;; esac   # native frames need pauses
+py-spy record -p "$pid" -d 6 -r 250 $mode ${PYSPY_ARGS:-} -f raw -o "$OUT/$name.raw" > "$OUT/$name.pyspy.log" 2>&1 || tail -3 "$OUT/$name.pyspy.log"
 read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
 echo "$name CPU over the profile: user $((u1 - u0)) ticks, system $((s1 - s0)) ticks (of $((6 * $(getconf CLK_TCK))))"
 python3 - "$OUT/$name.raw" <<'EOP'

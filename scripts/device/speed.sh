@@ -7,6 +7,14 @@
 set -u
 . scripts/device/env.sh
 WHAT=${WHAT:-emu gen bare}
+# RPS=MASK (e.g. fff0): receive packet steering on loopback for this run, restored afterwards.
+# On loopback the receiver's TCP work runs on the sending core; RPS moves it to the CPUs in MASK,
+# as a real NIC moves it to another host (docs/emulator.md, "Loopback and RPS").
+if [ -n "${RPS:-}" ]; then
+  rps=/sys/class/net/lo/queues/rx-0/rps_cpus; rps_old=$(cat $rps)
+  echo "$RPS" > $rps && trap 'echo "$rps_old" > $rps' EXIT
+  echo "# RPS on lo: $(cat $rps)"
+fi
 echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); python $(python3 -V)"
 for w in $WHAT; do
   case $w in
