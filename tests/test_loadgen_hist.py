@@ -56,3 +56,39 @@ def test_slo_verdict_per_check():
     assert evaluate(Slo(), st, 10.0).ok
     empty = evaluate(Slo.model_validate({"ttft_s": {"p99": 1}}), PhaseStats(), 10.0)
     assert not empty.ok          # no data is not a pass
+
+
+def test_reader_health_goes_to_the_cell_and_phase_and_merges_across_workers():
+    """Late read passes are credited to the next request accounted, travel in the stats delta
+    (sum of passes, max of the wait), and show in the summary and under the console table."""
+    import io
+
+    from rich.console import Console
+
+    from harness.loadgen.collector import CellInfo, Collector
+    from harness.loadgen.result import CellResult
+    from harness.loadgen.stream import StreamResult
+    from harness.loadgen.summary import print_table
+    from harness.protocols import RequestSpec
+
+    health = iter([(0, 0), (3, 12_000_000), (1, 30_000_000), (0, 0)])
+    workers = []
+    for w in range(2):
+        col = Collector(forward=True)
+        col.reader_health = lambda: next(health)
+        for phase in ("warmup", "measure"):
+            res = StreamResult("http://r", 1_000, end_pc=2_000_000, first_pc=1_500_000, output_tokens=2,
+                               itl_ns=[400_000], events=2, status=200, finish_reason="length")
+            col.add(res, RequestSpec("p", 1, 2), CellInfo("run", "c1", 1, 4, phase), 1_000)
+        workers.append(col.export())
+    master = Collector()
+    for payload in workers:
+        master.absorb(payload)
+    assert master.phase_stats("c1", "warmup").reader_late == 0 + 1
+    m = master.cell_stats("c1")
+    assert (m.reader_late, m.reader_lag_max_ns) == (3, 12_000_000)   # the measured phase only
+    r = CellResult("run", "c1", 1, 4, "concurrency", m, measure_s=1.0)
+    assert r.summary()["generator"] == {"late_read_passes": 3, "lag_max_ms": 12.0}
+    out = io.StringIO()
+    print_table([r], Console(file=out, width=200))
+    assert "fell behind in c1 (3 read passes" in out.getvalue() and "up to 12.0 ms" in out.getvalue()

@@ -39,13 +39,18 @@ class PhaseStats:
     first_start_ns: int | None = None
     last_end_ns: int | None = None
     window_tokens: float = 0.0   # (measure) output tokens that arrived inside the measured window
+    # reader health: read passes whose oldest data had waited >= 5 ms in the kernel, and the
+    # longest such wait, credited to the next request accounted (see Reactor.take_late)
+    reader_late: int = 0
+    reader_lag_max_ns: int = 0
     hist: HistSet = field(default_factory=HistSet)
 
     def to_wire(self) -> dict:
         return {"requests": self.requests, "ok": self.ok, "errors": dict(self.errors),
                 "output_tokens": self.output_tokens, "input_tokens": self.input_tokens,
                 "first_start_ns": self.first_start_ns, "last_end_ns": self.last_end_ns,
-                "window_tokens": self.window_tokens, "hist": self.hist.encode()}
+                "window_tokens": self.window_tokens, "reader_late": self.reader_late,
+                "reader_lag_max_ns": self.reader_lag_max_ns, "hist": self.hist.encode()}
 
     def absorb(self, d: dict) -> None:
         self.requests += d["requests"]
@@ -55,6 +60,8 @@ class PhaseStats:
         self.output_tokens += d["output_tokens"]
         self.input_tokens += d["input_tokens"]
         self.window_tokens += d.get("window_tokens", 0.0)
+        self.reader_late += d.get("reader_late", 0)
+        self.reader_lag_max_ns = max(self.reader_lag_max_ns, d.get("reader_lag_max_ns", 0))
         if d["first_start_ns"] is not None:
             self.first_start_ns = min(self.first_start_ns or d["first_start_ns"], d["first_start_ns"])
         if d["last_end_ns"] is not None:
@@ -95,6 +102,8 @@ class Collector:
         self.wall_offset_ns = time.time_ns() - perf_counter_ns()
         self.recent: deque[tuple[int, int]] = deque()   # (end_ns, output tokens), last 10 s
         self.current_cell: str | None = None
+        # () -> (late read passes, longest wait ns) since the last call: the stream reader's health
+        self.reader_health: Callable[[], tuple[int, int]] | None = None
 
     # ------------------------------------------------------------------------------------------
     def phase_stats(self, cell: str, phase: str) -> PhaseStats:
@@ -125,6 +134,11 @@ class Collector:
             error_class=res.error_class, error=res.error, protocol=self.protocol)
         st = self.phase_stats(info.cell, info.phase)
         st.requests += 1
+        if self.reader_health is not None:
+            late, lag = self.reader_health()
+            if late:
+                st.reader_late += late
+                st.reader_lag_max_ns = max(st.reader_lag_max_ns, lag)
         st.first_start_ns = intended_ns if st.first_start_ns is None else min(st.first_start_ns, intended_ns)
         st.last_end_ns = end_ns if st.last_end_ns is None else max(st.last_end_ns, end_ns)
         st.input_tokens += rec.input_tokens or 0

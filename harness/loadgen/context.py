@@ -74,6 +74,7 @@ class LoadContext:
                               connect_timeout_s=sc.target.connect_timeout_s)
         col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
                         forward=forward)
+        col.reader_health = client.take_late
         plan = build_plan(sc.load, list(msg.levels), msg.replicas)
         # the plan's wall-clock start on this process's perf counter, through the collector's own
         # offset: a record's intended_ns falls in a window exactly when its phase says so

@@ -78,6 +78,8 @@ class Reactor:
         self.keep_late = bool(os.environ.get("SLM_READER_LAG_LOG"))
         self.late_count = 0
         self.lag_max_ns = 0
+        self._late_since = 0       # the same two since the last take_late()
+        self._lag_since = 0
         self.woke_ns = 0
         self.pumping = False
         self.pass_ns = 0
@@ -180,8 +182,17 @@ class Reactor:
                 if lag > self.lag_max_ns:
                     self.lag_max_ns = lag
                 self.late_count += 1
+                self._late_since += 1
+                if lag > self._lag_since:
+                    self._lag_since = lag
                 if self.keep_late and len(self.late) < 100_000:
                     self.late.append((now, lag, len(ready)))
+
+    def take_late(self) -> tuple[int, int]:
+        """(late read passes, longest wait in ns) since the previous call."""
+        out = (self._late_since, self._lag_since)
+        self._late_since = self._lag_since = 0
+        return out
 
     def close(self) -> None:
         if self.late_count:

@@ -58,4 +58,7 @@ class CellResult:
             "phases": {p: {"requests": s.requests, "ok": s.ok, "errors": dict(s.errors)}
                        for p, s in self.phases.items()},
             "slo": self.slo.to_dict(),
+            # the load generator's own health: read passes that found data which had waited
+            # >= 5 ms in the kernel (token times stay exact; tokens that queued together share one)
+            "generator": {"late_read_passes": m.reader_late, "lag_max_ms": m.reader_lag_max_ns / 1e6},
         }

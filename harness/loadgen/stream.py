@@ -221,6 +221,11 @@ class StreamClient:
                          else f"connection closed mid-stream after {res.events} events")
         return res
 
+    def take_late(self) -> tuple[int, int]:
+        """The reader's late passes and longest wait since the last call (:meth:`Reactor.take_late`)."""
+        r = self._reactor_
+        return (0, 0) if r is None else r.take_late()
+
     def pump(self) -> None:
         """Read whatever other streams have ready now (see :meth:`Reactor.pump`)."""
         if self._reactor_ is not None:

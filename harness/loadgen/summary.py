@@ -39,6 +39,14 @@ def print_table(results: list[CellResult], console=None) -> None:
             errors[k] = errors.get(k, 0) + v
     if errors:
         console.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(errors.items())))
+    behind = [r for r in results if r.measure.reader_late]
+    if behind:
+        worst = max(r.measure.reader_lag_max_ns for r in behind) / 1e6
+        console.print(f"the load generator fell behind in {', '.join(r.cell for r in behind)} "
+                      f"({sum(r.measure.reader_late for r in behind)} read passes found data that had waited "
+                      f">= 5 ms, up to {worst:.1f} ms): token times are the kernel's arrival stamps, but "
+                      "tokens of one stream that queued together share one; use more generator "
+                      "processes (--processes N) if ITL matters at this load")
 
 
 def summary_dict(results: list[CellResult], run_dir: str | None = None) -> dict:
