@@ -118,7 +118,14 @@ class Reactor:
     def _run(self) -> None:
         hub_switch = self.hub.switch
         while True:
-            self.pump()
+            # always a full pass here: the epoll fd is level-triggered, so returning without
+            # reading (pump's 1 ms rule) would have the hub switch straight back, a busy loop
+            if not self.pumping:
+                self.pumping = True
+                try:
+                    self._pump()
+                finally:
+                    self.pumping = False
             try:
                 hub_switch()
             except GreenletExit:
