@@ -270,3 +270,25 @@ def test_reader_falling_behind_is_counted_and_reported(caplog):
         for s in (srv, cli, peer):
             s.close()
     assert "fell behind 1 time(s)" in caplog.text
+
+
+def test_reader_does_not_spin_between_tokens():
+    """Tokens from 12 streams, well under a millisecond apart: the reader must sleep in epoll
+    between them, not spin (a pass that returned without reading from the level-triggered epoll
+    fd once made the hub switch straight back until 1 ms had passed)."""
+    import time as _time
+
+    import gevent
+
+    with fake_server(ttft_ms=5, itl_ms=1) as url:
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=10)
+        warm = [gevent.spawn(c.send, url, RequestSpec("warm", 1, 2)) for _ in range(12)]
+        gevent.joinall(warm)
+        cpu0, t0 = _time.process_time(), _time.perf_counter()
+        jobs = [gevent.spawn(c.send, url, RequestSpec("busy", 1, 300)) for _ in range(12)]
+        gevent.joinall(jobs)
+        cpu, wall = _time.process_time() - cpu0, _time.perf_counter() - t0
+    assert all(j.value.error_class is None and j.value.output_tokens == 300 for j in jobs)
+    assert wall > 0.25, wall                       # the server really spaced the tokens out
+    # measured here: ~0.3 of a core; the spinning reader took ~0.67
+    assert cpu / wall < 0.5, (cpu, wall)
