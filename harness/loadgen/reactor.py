@@ -7,8 +7,9 @@ switch back. At 100k tokens/s on one core that alone is the whole budget. Here e
 response's socket sits in one ``select.epoll`` whose own fd is a single gevent watcher: when any
 stream has data, the hub switches once to the reactor greenlet, which asks epoll which sockets are
 ready and, for each, does one ``recvmsg`` and pushes the bytes into that response's parser. The
-request's own greenlet sleeps from its send until its response is complete (one wake-up per request). A socket is registered only while its response is read, so
-an idle keep-alive socket the server closes never wakes the reactor.
+request's own greenlet sleeps from its send until its response is complete (one wake-up per
+request). A socket is registered only while its response is read, so an idle keep-alive socket
+the server closes never wakes the reactor.
 
 Timestamps come from the kernel: every socket asks for ``SO_TIMESTAMPNS``, so each read carries
 the time its last segment reached this host (``CLOCK_REALTIME``, put on the ``perf_counter_ns``
@@ -83,6 +84,7 @@ class Reactor:
         self.woke_ns = 0
         self.pumping = False
         self.pass_ns = 0
+        self.stalls = None         # collections.Counter of stacks, with SLM_READER_WATCHDOG_MS
         if os.environ.get("SLM_READER_WATCHDOG_MS"):
             _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
 
@@ -120,18 +122,13 @@ class Reactor:
         while True:
             # always a full pass here: the epoll fd is level-triggered, so returning without
             # reading (pump's 1 ms rule) would have the hub switch straight back, a busy loop
-            if not self.pumping:
-                self.pumping = True
-                try:
-                    self._pump()
-                finally:
-                    self.pumping = False
+            self.pump(force=True)
             try:
                 hub_switch()
             except GreenletExit:
                 return
 
-    def pump(self) -> None:
+    def pump(self, force: bool = False) -> None:
         """Read every socket that is ready now, without waiting.
 
         The reactor greenlet does this on each wake-up; request greenlets also call it between
@@ -139,9 +136,9 @@ class Reactor:
         callbacks before it looks at sockets again, and each of those can be a whole request's
         end-and-next-send; when many streams end together that held every stream's read for
         tens of milliseconds (long enough for two tokens to merge into one read). A pass that
-        began less than PUMP_NS ago makes this a no-op: under full load the reactor's own passes
-        come that often, and extra ones would only cost."""
-        if self.pumping or perf_counter_ns() - self.pass_ns < PUMP_NS:
+        began less than PUMP_NS ago makes this a no-op (unless ``force``): under full load the
+        reactor's own passes come that often, and extra ones would only cost."""
+        if self.pumping or (not force and perf_counter_ns() - self.pass_ns < PUMP_NS):
             return
         self.pumping = True
         try:
@@ -211,7 +208,7 @@ class Reactor:
         if path and self.late:
             with open(path, "a") as f:
                 f.writelines(f"{now} {lag} {n}\n" for now, lag, n in self.late)
-        stacks = getattr(self, "stalls", None)
+        stacks = self.stalls
         if path and stacks:
             with open(path + ".stacks", "a") as f:
                 for st, n in stacks.most_common(30):
@@ -241,8 +238,8 @@ def _start_watchdog(reactor: Reactor, ms: float) -> None:
                     if tid == me:
                         continue
                     st = "".join(traceback.format_stack(frame)[-10:])
-                    if "task_queue_get" in st or "watch" in st:
-                        continue   # idle pool threads
+                    if "task_queue_get" in st:
+                        continue   # an idle gevent pool thread
                     reactor.stalls[f"thread {tid}:\n{st}"] += 1
 
     get_original("_thread", "start_new_thread")(watch, ())   # an OS thread, not a greenlet
