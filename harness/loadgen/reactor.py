@@ -183,12 +183,10 @@ class Reactor:
             self.woke_ns = now = perf_counter_ns()
             lag = now - oldest
             if lag >= LATE_NS:
-                if lag > self.lag_max_ns:
-                    self.lag_max_ns = lag
+                self.lag_max_ns = max(self.lag_max_ns, lag)
                 self.late_count += 1
                 self._late_since += 1
-                if lag > self._lag_since:
-                    self._lag_since = lag
+                self._lag_since = max(self._lag_since, lag)
                 if self.keep_late and len(self.late) < 100_000:
                     self.late.append((now, lag, len(ready)))
 
@@ -211,8 +209,7 @@ class Reactor:
         stacks = self.stalls
         if path and stacks:
             with open(path + ".stacks", "a") as f:
-                for st, n in stacks.most_common(30):
-                    f.write(f"{n} x\n{st}\n\n")
+                f.writelines(f"{n} x\n{st}\n\n" for st, n in stacks.most_common(30))
         self.watcher.stop()
         self.watcher.close()
         self.ep.close()
