@@ -165,40 +165,54 @@ def test_token_times_are_arrivals_even_when_the_reader_is_held_up():
     assert all(33 <= g <= 52 for g in gaps_ms), gaps_ms
 
 
-def test_pump_reads_ready_sockets_without_the_hub():
+class _Recorder:
+    """A reactor handler that keeps every read (data, stamp) and never ends."""
+
+    def __init__(self):
+        self.got = []
+
+    def feed(self, data, t):
+        self.got.append((data, t))
+        return False
+
+    def eof(self, t):
+        return True
+
+    def error(self, exc, t):
+        return True
+
+    def finished(self):
+        pass
+
+
+@pytest.fixture
+def tcp_pair():
+    """(client, peer): a loopback TCP connection; the client asks for kernel receive stamps."""
+    from harness.loadgen.reactor import Reactor
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    cli = socket.create_connection(srv.getsockname())
+    peer, _ = srv.accept()
+    Reactor.prepare(cli)
+    yield cli, peer
+    for s in (srv, cli, peer):
+        s.close()
+
+
+def test_pump_reads_ready_sockets_without_the_hub(tcp_pair):
     """A request greenlet's ``pump`` reads every ready stream at once, stamped with its arrival,
     without yielding to the event loop (which may have 50 callbacks queued before its next poll)."""
     import time as _time
 
     from harness.loadgen.reactor import Reactor
 
-    class H:
-        def __init__(self):
-            self.got = []
-
-        def feed(self, data, t):
-            self.got.append((data, t))
-            return False
-
-        def eof(self, t):
-            return True
-
-        def error(self, exc, t):
-            return True
-
-        def finished(self):
-            pass
-
+    cli, peer = tcp_pair
     r = Reactor()
     pairs = [socket.socketpair(socket.AF_UNIX) for _ in range(3)]
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
     try:
-        Reactor.prepare(cli)
-        handlers = [H() for _ in range(4)]
+        handlers = [_Recorder() for _ in range(4)]
         for (a, _b), h in zip(pairs, handlers):
             r.add(a, h)
         r.add(cli, handlers[3])
@@ -221,11 +235,9 @@ def test_pump_reads_ready_sockets_without_the_hub():
         for a, b in pairs:
             a.close()
             b.close()
-        for s in (srv, cli, peer):
-            s.close()
 
 
-def test_reader_falling_behind_is_counted_and_reported(caplog):
+def test_reader_falling_behind_is_counted_and_reported(caplog, tcp_pair):
     """Data that waited >= 5 ms in the kernel before it was read counts as the reader falling
     behind; the run's log says so when the reader closes."""
     import logging
@@ -233,28 +245,10 @@ def test_reader_falling_behind_is_counted_and_reported(caplog):
 
     from harness.loadgen.reactor import Reactor
 
-    class H:
-        def feed(self, data, t):
-            return False
-
-        def eof(self, t):
-            return True
-
-        def error(self, exc, t):
-            return True
-
-        def finished(self):
-            pass
-
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
+    cli, peer = tcp_pair
     r = Reactor()
     try:
-        Reactor.prepare(cli)
-        r.add(cli, H())
+        r.add(cli, _Recorder())
         peer.send(b"x")
         _time.sleep(0.001)
         r.pump()                          # read at once: on time
@@ -267,8 +261,6 @@ def test_reader_falling_behind_is_counted_and_reported(caplog):
     finally:
         with caplog.at_level(logging.WARNING, logger="harness.loadgen.reactor"):
             r.close()
-        for s in (srv, cli, peer):
-            s.close()
     assert "fell behind 1 time(s)" in caplog.text
 
 
