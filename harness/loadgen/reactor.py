@@ -81,9 +81,8 @@ class Reactor:
         self.lag_max_ns = 0
         self._late_since = 0       # the same two since the last take_late()
         self._lag_since = 0
-        self.woke_ns = 0
         self.pumping = False
-        self.pass_ns = 0
+        self.pass_ns = 0           # when the last read pass began (perf_counter_ns)
         self.stalls = None         # collections.Counter of stacks, with SLM_READER_WATCHDOG_MS
         if os.environ.get("SLM_READER_WATCHDOG_MS"):
             _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
@@ -180,7 +179,7 @@ class Reactor:
             if end:
                 self._done(fd, h)
         if oldest:
-            self.woke_ns = now = perf_counter_ns()
+            now = perf_counter_ns()
             lag = now - oldest
             if lag >= LATE_NS:
                 self.lag_max_ns = max(self.lag_max_ns, lag)
@@ -230,7 +229,7 @@ def _start_watchdog(reactor: Reactor, ms: float) -> None:
         me = get_ident()
         while True:
             real_sleep(ms / 4e3)
-            if reactor.handlers and reactor.woke_ns and perf_counter_ns() - reactor.woke_ns > ms * 1e6:
+            if reactor.handlers and reactor.pass_ns and perf_counter_ns() - reactor.pass_ns > ms * 1e6:
                 for tid, frame in sys._current_frames().items():
                     if tid == me:
                         continue
