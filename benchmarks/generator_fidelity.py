@@ -138,7 +138,8 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
-              tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False) -> dict:
+              tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
+              variant: str = "") -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
@@ -146,6 +147,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    env.update(_variant_env(variant))
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)
@@ -189,19 +191,35 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
-        "streams": streams, "code": "" if root == ROOT else str(root), "ideal_tok_s": ideal, "tok_s": toks / win_s,
+        "streams": streams, "code": "" if root == ROOT else str(root), "variant": variant, "ideal_tok_s": ideal, "tok_s": toks / win_s,
         "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
         "errors": res["requests"] - res["ok"],
         "ttft_mean_err_ms": (lat["ttft"]["mean_s"] - TTFT_S) * 1e3,
         "ttft_p99_err_ms": (lat["ttft"]["p99_s"] - TTFT_S) * 1e3,
         "ttft_mean_vs_emu_ms": lat["ttft"]["mean_s"] * 1e3 - gt["ttft_us"]["mean"] / 1e3,
         "itl_p50_ms": lat["itl"]["p50_s"] * 1e3, "itl_p99_ms": lat["itl"]["p99_s"] * 1e3,
+        # closed loop: each stream's cycle is its request's e2e plus the gap to its next send, so the
+        # mean gap is what the throughput lost that the responses' own times do not explain
+        "e2e_mean_ms": lat["e2e"]["mean_s"] * 1e3,
+        "gap_mean_ms": (streams * TOKENS / (toks / win_s) - lat["e2e"]["mean_s"]) * 1e3 if toks else 0.0,
         "emu_itl_p50_ms": gt["itl_us"]["p50"] / 1e3, "emu_itl_p99_ms": gt["itl_us"]["p99"] / 1e3,
         "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
         "gen_cpu_pct": 100 * (cpu_measure or 0.0),
         "gen_us_per_token": 1e6 * (cpu_measure or 0.0) / (toks / win_s) if toks else 0.0, "gen_rss_mb": rss_max / 2**20,
         "rss_samples": rss_samples,
     }
+
+
+def _variant_env(variant: str) -> dict[str, str]:
+    """``"SLM_NATIVE=0 SLM_DELAY_ACKS=0"`` -> the generator's extra environment."""
+    return dict(kv.split("=", 1) for kv in variant.split())
+
+
+def _reader() -> str:
+    """Which stream reader the generator gets on this machine (harness.loadgen.native)."""
+    sys.path.insert(0, str(ROOT))
+    from harness.loadgen.native import load
+    return "C pass (fastread.c)" if load() is not None else "Python (no C compiler, or SLM_NATIVE=0)"
 
 
 def main(argv=None) -> int:
@@ -222,7 +240,12 @@ def main(argv=None) -> int:
                     help="another checkout of this repository: each level also runs its generator, "
                          "alternating with this one against the same emulator (A/B on a shared machine)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level (and of each side)")
+    ap.add_argument("--variants", default="", metavar="ENV;ENV",
+                    help="';'-separated generator environments run alternately at each level against the same "
+                         "emulator, e.g. ';SLM_NATIVE=0' (default settings, then the Python reader)")
     args = ap.parse_args(argv)
+    variants = args.variants.split(";") if args.variants else [""]
+    print(f"# generator reader: {_reader()}", flush=True)
     emu_cpu = None if args.no_pin else args.emulator_cpu
     gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
                                          else args.emulator_cpu + args.emulator_processes)
@@ -240,11 +263,12 @@ def main(argv=None) -> int:
             for n in [int(x) for x in args.streams.split(",")]:
                 for _ in range(args.repeat):
                     for root in roots:
-                        rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                              gt_urls, root, args.diag))
-                        r = rows[-1]
-                        print(f"{n} streams done ({r['code'] or 'this tree'}): {r['pct_ideal']:.2f}% of ideal",
-                              file=sys.stderr, flush=True)
+                        for v in variants:
+                            rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
+                                                  gt_urls, root, args.diag, v.strip()))
+                            r = rows[-1]
+                            print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
+                                  file=sys.stderr, flush=True)
         finally:
             for emu in emus:
                 emu.terminate()
@@ -252,15 +276,15 @@ def main(argv=None) -> int:
                     emu.wait(5)
                 except subprocess.TimeoutExpired:
                     emu.kill()
-    hdr = ("streams", "code", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
-           "TTFT vs emu ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
+    hdr = ("streams", "code", "variant", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
+           "TTFT vs emu ms", "e2e mean ms", "gap mean ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
            "gen us/token", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
-              f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
+              f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
               f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_rss_mb']:.0f} |")
     if args.compare:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real: InfluxDB 1.x and VictoriaMetrics servers, Chromium
-# for the web UI and report checks, Docker engine + docker-compose + debootstrap for the stack test.
+# for the web UI and report checks, Docker engine + docker-compose + debootstrap for the stack test,
+# and a C compiler: the load generator's C read pass (harness/loadgen/fastread.c) is tested for real.
 # Idempotent: does nothing for packages already present. Needs root (or sudo) for apt-get.
 set -euo pipefail
 need=()
 for pair in influxd:influxdb victoria-metrics:victoria-metrics chromium:chromium \
             chromedriver:chromium-driver dockerd:docker.io docker-compose:docker-compose \
-            debootstrap:debootstrap; do
+            debootstrap:debootstrap cc:gcc; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

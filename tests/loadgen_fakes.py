@@ -110,7 +110,8 @@ class Server:
                 choice = ({"index": 0, "delta": {"content": text}, "finish_reason": "length" if last else None}
                           if chat else {"index": 0, "text": text, "finish_reason": "length" if last else None})
                 ev = {"id": "x", "object": "chunk", "choices": [choice]}
-            writer.write(_chunk(b"data:" + json.dumps(ev).encode() + b"\n\n"))
+            # compact, as TGI (serde_json) and the emulator write it: the reader's in-place path
+            writer.write(_chunk(b"data:" + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n"))
             if last and not tgi:
                 usage = {"id": "x", "choices": [], "usage": {"prompt_tokens": len(prompt.split()),
                                                               "completion_tokens": n}}

@@ -14,6 +14,18 @@ from tests.loadgen_fakes import fake_server
 PROTOCOLS = ("tgi", "openai-completions", "openai-chat")
 
 
+@pytest.fixture(autouse=True, params=["c-pass", "python"])
+def reader(request, monkeypatch):
+    """Every test here runs with both stream readers: the C pass (fastread.c, built with the
+    machine's compiler; CI installs one, so it must load) and the pure-Python fallback."""
+    from harness.loadgen import native
+
+    monkeypatch.setenv("SLM_NATIVE", "1" if request.param == "c-pass" else "0")
+    if request.param == "c-pass":
+        assert native.load() is not None, "the C reader did not build: is a C compiler (cc) installed?"
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def server():
     with fake_server(ttft_ms=30, itl_ms=8) as url:
@@ -284,3 +296,75 @@ def test_reader_does_not_spin_between_tokens():
     assert wall > 0.25, wall                       # the server really spaced the tokens out
     # measured here: ~0.3 of a core; the spinning reader took ~0.67
     assert cpu / wall < 0.5, (cpu, wall)
+
+
+def test_long_streams_count_alike_in_both_readers(reader):
+    """600 plain token events: the C pass takes them in place (its per-socket ITL buffer of 512
+    fills and is drained on the way) and hands the same counts and gaps to Python as the
+    pure-Python reader computes."""
+    with fake_server(ttft_ms=5, itl_ms=1) as url:
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=10)
+        r = c.send(url, RequestSpec("long", 1, 600))
+        reactor = c._reactor_
+        in_place = reactor._lib.fr_handled(reactor._fr) if reactor.native else 0
+        c.close()
+    assert r.error_class is None and r.output_tokens == 600 and r.events == 600, r.error
+    assert len(r.itl_ns) == 599 and min(r.itl_ns) >= 0
+    assert sum(r.itl_ns) == r.end_pc - r.first_pc          # every gap, in order, no token twice
+    assert 0.3 < sum(r.itl_ns) / 1e9 < 5                    # ~600 x 1 ms
+    if reader == "c-pass":
+        assert in_place >= 590, in_place                  # not silently left to Python
+    else:
+        assert in_place == 0
+
+
+def test_timeout_mid_stream_keeps_the_tokens_read_so_far(reader):
+    """A response cut by the request timeout still reports the tokens that came before it,
+    including those the C pass took in place and had not yet handed over."""
+    with fake_server(ttft_ms=5, itl_ms=5) as url:
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=0.5)
+        r = c.send(url, RequestSpec("slow", 1, 400))
+        ok = c.send(url, RequestSpec("after", 1, 3))
+        c.close()
+    assert r.error_class == "timeout"
+    assert 30 <= r.events <= 100 and r.output_tokens == r.events, r.events   # ~0.5 s / 5 ms
+    assert len(r.itl_ns) == r.events - 1
+    assert ok.error_class is None and ok.output_tokens == 3
+
+
+def test_c_pass_takes_only_whole_plain_token_chunks(tcp_pair, reader):
+    """The reads of ``test_reads_of_one_token_several_or_split_parse_alike`` over a real socket:
+    the C pass takes whole plain token chunks in place and leaves everything else (the head, two
+    chunks in one read, a split chunk, the final event) to the Python parser; both readers give
+    the same result."""
+    import time as _time
+
+    from harness.loadgen.reactor import Reactor
+    from harness.loadgen.stream import StreamResult, _Response
+
+    cli, peer = tcp_pair
+    chunks = [_tgi_chunk(k) for k in range(1, 10)] + [_tgi_chunk(10, last=True)]
+    reads = [_HEAD, chunks[0], chunks[1], chunks[2], chunks[3] + chunks[4], chunks[5][:7], chunks[5][7:],
+             chunks[6], chunks[7], chunks[8], chunks[9] + b"0\r\n\r\n"]
+    r = Reactor(protocol_for("tgi").plain_token)
+    assert r.native == (reader == "c-pass")
+    resp = _Response(StreamResult("u", 0), protocol_for("tgi"), _Waiter())
+    try:
+        r.add(cli, resp)
+        for d in reads:
+            peer.send(d)
+            _time.sleep(0.002)     # each its own read
+            r.pass_ns = 0
+            r.pump()
+        in_place = r._lib.fr_handled(r._fr) if r.native else 0
+    finally:
+        r.close()
+    assert resp.waiter.value is resp                        # complete: the final event was seen
+    assert resp.close_out() is True
+    res = resp.res
+    assert res.error_class is None and res.output_tokens == 10 and res.events == 10
+    assert res.finish_reason == "length" and res.input_tokens == 3
+    # in place: chunks 1, 2, 3 (the first only once the head was parsed), 7, 8, 9
+    assert in_place == (6 if reader == "c-pass" else 0), in_place
+    assert len(res.itl_ns) == 9 and sum(res.itl_ns) == res.end_pc - res.first_pc
+    assert min(res.itl_ns) == 0                             # the two tokens read together

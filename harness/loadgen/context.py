@@ -125,7 +125,9 @@ class LoadContext:
         early. The accounting (record, histograms, Locust events) runs as a hub callback, after
         this greenlet has moved on: a closed-loop stream sends its next request first, so a wave
         of streams ending together does not delay each other's next send by everyone's
-        accounting. ``collector.inflight`` drops only once the request is accounted.
+        accounting. ``collector.inflight`` drops only once the request is accounted. (A separate
+        low-priority accountant greenlet measured worse at 1024 streams: 98.7/99.0% of ideal
+        against 99.2/99.3% for this, docs/loadgen.md.)
         """
         if seg.phase == "measure" and self.max_measure is not None:
             n = self._measure_sent.get(seg.cell, 0)

@@ -22,6 +22,7 @@ reader was behind share the stamp of the last one, as they shared the read time 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import select
@@ -33,6 +34,9 @@ from typing import Protocol
 from gevent import get_hub
 from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
+
+from harness.loadgen.native import Out, Slot
+from harness.loadgen.native import load as load_native
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,11 @@ except AttributeError:      # not Linux: the load generator cannot run, everythi
 
 
 class Handler(Protocol):
-    """A response being read: ``feed``/``eof``/``error`` return True once it is complete."""
+    """A response being read: ``feed``/``eof``/``error`` return True once it is complete.
+
+    A handler may also offer ``resume() -> (has_first, last_ns) | None`` (the next read may be
+    taken in place by the C pass: one whole plain token event) and ``absorb(first_ns, last_ns,
+    tokens, itls)`` (the tokens the C pass took since; called before any other read is fed)."""
 
     def feed(self, data: bytes, t_ns: int) -> bool: ...
     def eof(self, t_ns: int) -> bool: ...
@@ -60,15 +68,23 @@ class Handler(Protocol):
 
 class Reactor:
     """``add(sock, handler)`` reads ``sock`` into ``handler`` until it is done; create it in the
-    thread (gevent hub) whose greenlets will use it."""
+    thread (gevent hub) whose greenlets will use it.
 
-    def __init__(self):
+    ``plain``: the protocol's plain token shape ``(prefix, suffix, marker)`` (``WireProtocol.
+    plain_token``), which the C pass (``fastread.c``, when it builds) takes in place; ``native``:
+    False reads in Python whatever is available."""
+
+    def __init__(self, plain: tuple[bytes, bytes, bytes] | None = None, native: bool = True):
         self.hub = get_hub()
         if _epoll is None:
             raise RuntimeError("slm-harness's stream reader needs Linux (select.epoll); "
                                "run the load generator on Linux (or in the compose stack)")
         self.ep = _epoll()
-        self.handlers: dict[int, tuple] = {}   # fd -> (raw recvmsg, handler)
+        self.handlers: dict[int, tuple] = {}   # fd -> (raw recvmsg, handler), or (C slot, handler)
+        self._lib = load_native() if native else None   # None also with SLM_NATIVE=0 or no compiler
+        self._fr = None
+        if self._lib is not None:
+            self._open_native(plain)
         self.glet = greenlet(self._run, parent=self.hub)
         self.watcher = self.hub.loop.io(self.ep.fileno(), 1)
         self.watcher.start(self.glet.switch)
@@ -95,10 +111,32 @@ class Reactor:
         except OSError:
             pass   # no kernel stamps: each read is stamped when it happens
 
+    def _open_native(self, plain) -> None:
+        lib = self._lib
+        pre, suf, marker = plain or (b"", b"", b"")
+        fr = lib.fr_new(self.ep.fileno(), pre, len(pre), suf, len(suf), marker, len(marker), 1 if plain else 0)
+        if not fr:
+            self._lib = None
+            return
+        self._fr = fr
+        self._outs = (Out * 4096).from_address(lib.fr_outs(fr))
+        self._buf = (ctypes.c_char * (32 * _RECV)).from_address(lib.fr_buf(fr))
+        self._pump = self._pump_native
+
+    @property
+    def native(self) -> bool:
+        """Whether reads go through the C pass."""
+        return self._fr is not None
+
     def add(self, sock, handler: Handler) -> None:
         raw = getattr(sock, "_sock", sock)      # gevent's socket wraps a non-blocking OS socket
         fd = raw.fileno()
-        self.handlers[fd] = (raw.recvmsg, handler)
+        if self._fr is not None:
+            slot = Slot.from_address(self._lib.fr_slot_of(self._fr, fd))
+            slot.on = slot.tokens = slot.n_itl = slot.first = 0
+            self.handlers[fd] = (slot, handler)
+        else:
+            self.handlers[fd] = (raw.recvmsg, handler)
         self.ep.register(fd, select.EPOLLIN)
 
     def remove(self, sock) -> None:
@@ -106,7 +144,10 @@ class Reactor:
         self._forget(getattr(sock, "_sock", sock).fileno())
 
     def _forget(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
+        entry = self.handlers.pop(fd, None)
+        if entry is not None:
+            if self._fr is not None:
+                _drain(entry[0], entry[1])   # tokens taken in place belong to the response
             try:
                 self.ep.unregister(fd)
             except OSError:
@@ -179,15 +220,56 @@ class Reactor:
             if end:
                 self._done(fd, h)
         if oldest:
-            now = perf_counter_ns()
-            lag = now - oldest
-            if lag >= LATE_NS:
-                self.lag_max_ns = max(self.lag_max_ns, lag)
-                self.late_count += 1
-                self._late_since += 1
-                self._lag_since = max(self._lag_since, lag)
-                if self.keep_late and len(self.late) < 100_000:
-                    self.late.append((now, lag, len(ready)))
+            self._health(oldest, len(ready))
+
+    def _pump_native(self) -> None:
+        """``_pump`` with the C pass: plain token reads never reach Python (fastread.c)."""
+        self.pass_ns = perf_counter_ns()
+        lib, fr = self._lib, self._fr
+        k = lib.fr_pass(fr)
+        handlers = self.handlers
+        outs, buf = self._outs, self._buf
+        for i in range(k):
+            o = outs[i]
+            fd = o.fd
+            entry = handlers.get(fd)
+            if entry is None:
+                continue
+            slot, h = entry
+            if slot.on:
+                _drain(slot, h)
+            n, t = o.len, o.t
+            try:
+                if n > 0:
+                    off = o.off
+                    end = h.feed(buf[off:off + n], t)
+                elif n == 0:
+                    end = h.eof(t)
+                else:
+                    end = h.error(OSError(-n, os.strerror(-n)), t)
+            except Exception as e:  # a parser bug must not stop every other stream
+                end = h.error(e, t)
+            if end:
+                self._done(fd, h)
+                continue
+            resume = getattr(h, "resume", None)
+            st = resume() if resume is not None else None
+            if st is not None:
+                lib.fr_enable(fr, fd, *st)
+        oldest = lib.fr_oldest(fr)
+        if oldest:
+            self._health(oldest, lib.fr_ready(fr))
+
+    def _health(self, oldest: int, ready: int) -> None:
+        now = perf_counter_ns()
+        lag = now - oldest
+        if lag >= LATE_NS:
+            self.lag_max_ns = max(self.lag_max_ns, lag)
+            self.late_count += 1
+            self._late_since += 1
+            self._lag_since = max(self._lag_since, lag)
+            if self.keep_late and len(self.late) < 100_000:
+                self.late.append((now, lag, ready))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
@@ -211,7 +293,21 @@ class Reactor:
                 f.writelines(f"{n} x\n{st}\n\n" for st, n in stacks.most_common(30))
         self.watcher.stop()
         self.watcher.close()
+        if self._fr is not None:
+            for slot, h in self.handlers.values():
+                _drain(slot, h)
+            self.handlers.clear()
+            self._lib.fr_free(self._fr)
+            self._fr = None
         self.ep.close()
+
+
+def _drain(slot, h) -> None:
+    """Hand the tokens the C pass took for ``h`` over to it and stop the in-place path."""
+    n = slot.tokens
+    if n:
+        h.absorb(slot.first, slot.last, n, slot.itl[:slot.n_itl])
+    slot.on = slot.tokens = slot.n_itl = slot.first = 0
 
 
 def _start_watchdog(reactor: Reactor, ms: float) -> None:

@@ -1,0 +1,234 @@
+/* One read pass of the stream reader in C (harness/loadgen/native.py loads it through ctypes).
+ *
+ * Why: at ~100k tokens/s the Python pass (epoll list, recvmsg tuple, cmsg unpack, the plain-token
+ * check, the ITL append) costs more than the kernel's own work per token. This does exactly what
+ * Reactor._pump does, and handles in place the one read that is most of a stream: a whole chunk
+ * carrying one whole plain token event (``HEX\r\ndata:{...}\n\n\r\n``, the same test as
+ * _Response.feed's in-place path). Such a read only stamps the token into the socket's slot
+ * (first time, last time, token count, ITLs). Every other read (a response head, the final event,
+ * an error event, EOF, a socket error, a chunk split across reads, a full ITL buffer) is copied
+ * out for Python, which first takes the slot's tokens over (Reactor._pump_native). Python decides
+ * when a slot may take the in-place path (fr_enable) and when it stops (fr_disable).
+ *
+ * Plain C with no Python API: any Python can load it, and the pure-Python pass stays the fallback.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define RECV 65536
+#define ITL_CAP 512         /* ITLs a slot keeps before the next token goes to Python (which drains) */
+#define MAX_EVENTS 4096
+#define PAT 96
+
+typedef struct {
+    int64_t first;          /* perf_counter_ns of the first token taken here, 0: none */
+    int64_t last;           /* of the last token (ITL base) */
+    int32_t tokens;         /* tokens taken here since Python last drained the slot */
+    int32_t n_itl;
+    int32_t on;             /* Python allows the in-place path for this socket's next reads */
+    int32_t has_first;      /* the response's first token has been seen (by Python or here) */
+    int64_t itl[ITL_CAP];
+} fr_slot;
+
+typedef struct {            /* what Python reads back per read it must handle */
+    int32_t fd;
+    int32_t len;            /* > 0 bytes at buf[off]; 0 EOF; < 0 -errno */
+    int64_t off;
+    int64_t t;              /* perf_counter_ns scale */
+} fr_out;
+
+typedef struct {
+    int epfd;
+    char pre[PAT], suf[PAT], marker[PAT];
+    int pre_len, suf_len, marker_len, plain;
+    fr_slot **slots;        /* by fd */
+    int nslots;
+    unsigned char *buf;     /* reads handed to Python */
+    size_t buf_cap;
+    fr_out *out;
+    int out_cap;
+    struct epoll_event ev[MAX_EVENTS];
+    unsigned char scratch[RECV];
+    /* per pass, for reader health */
+    int64_t oldest;         /* stamp of the first socket read in the pass (epoll order), 0: none */
+    int32_t ready;
+    int64_t handled;        /* tokens taken in place, all time (diagnosis) */
+} fr_ctx;
+
+static int64_t clock_ns(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void copy_pat(char *dst, int *len, const char *src, int n) {
+    if (n < 0 || n > PAT) n = 0;
+    memcpy(dst, src, n);
+    *len = n;
+}
+
+fr_ctx *fr_new(int epfd, const char *pre, int pre_len, const char *suf, int suf_len,
+               const char *marker, int marker_len, int plain) {
+    fr_ctx *c = calloc(1, sizeof(fr_ctx));
+    if (!c) return NULL;
+    c->epfd = epfd;
+    copy_pat(c->pre, &c->pre_len, pre, pre_len);
+    copy_pat(c->suf, &c->suf_len, suf, suf_len);
+    copy_pat(c->marker, &c->marker_len, marker, marker_len);
+    c->plain = plain && pre_len <= PAT && suf_len <= PAT && marker_len <= PAT;
+    c->out_cap = MAX_EVENTS;
+    c->out = calloc(c->out_cap, sizeof(fr_out));
+    c->buf_cap = (size_t)32 * RECV;
+    c->buf = malloc(c->buf_cap);
+    if (!c->out || !c->buf) {
+        free(c->out); free(c->buf); free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void fr_free(fr_ctx *c) {
+    if (!c) return;
+    for (int i = 0; i < c->nslots; i++) free(c->slots[i]);
+    free(c->slots); free(c->out); free(c->buf); free(c);
+}
+
+unsigned char *fr_buf(fr_ctx *c) { return c->buf; }
+fr_out *fr_outs(fr_ctx *c) { return c->out; }
+int64_t fr_oldest(fr_ctx *c) { return c->oldest; }
+int32_t fr_ready(fr_ctx *c) { return c->ready; }
+int64_t fr_handled(fr_ctx *c) { return c->handled; }
+
+/* The slot of ``fd`` (made on first use), or NULL when out of memory. */
+fr_slot *fr_slot_of(fr_ctx *c, int fd) {
+    if (fd < 0) return NULL;
+    if (fd >= c->nslots) {
+        int n = c->nslots ? c->nslots : 1024;
+        while (n <= fd) n *= 2;
+        fr_slot **s = realloc(c->slots, n * sizeof(fr_slot *));
+        if (!s) return NULL;
+        memset(s + c->nslots, 0, (n - c->nslots) * sizeof(fr_slot *));
+        c->slots = s;
+        c->nslots = n;
+    }
+    if (!c->slots[fd]) c->slots[fd] = calloc(1, sizeof(fr_slot));
+    return c->slots[fd];
+}
+
+/* Python allows the in-place path: the response is between events, ``last`` its last token. */
+void fr_enable(fr_ctx *c, int fd, int has_first, int64_t last) {
+    fr_slot *s = fr_slot_of(c, fd);
+    if (!s) return;
+    s->on = c->plain;
+    s->has_first = has_first;
+    s->last = last;
+}
+
+/* Stop the in-place path and forget what the slot holds (after Python drained it, or unregistered). */
+void fr_disable(fr_ctx *c, int fd) {
+    if (fd < 0 || fd >= c->nslots || !c->slots[fd]) return;
+    fr_slot *s = c->slots[fd];
+    s->on = 0;
+    s->first = 0;
+    s->tokens = 0;
+    s->n_itl = 0;
+}
+
+/* The in-place test of _Response.feed: one whole chunk with one whole plain token event. */
+static int plain_token(const fr_ctx *c, const unsigned char *d, int n) {
+    if (n < 16 || memcmp(d + n - 4, "\n\n\r\n", 4) != 0) return 0;
+    int nl = -1;
+    for (int i = 1; i < 9 && i + 1 < n; i++)
+        if (d[i] == '\r' && d[i + 1] == '\n') { nl = i; break; }
+    if (nl < 0) return 0;
+    long size = 0;
+    for (int i = 0; i < nl; i++) {
+        unsigned char ch = d[i];
+        int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+              : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
+        if (v < 0) return 0;
+        size = size * 16 + v;
+    }
+    if (size != n - nl - 4) return 0;
+    if (n < nl + 7 + c->pre_len || memcmp(d + nl + 2, "data:", 5) != 0) return 0;
+    if (memcmp(d + nl + 7, c->pre, c->pre_len) != 0) return 0;
+    if (n - 4 < c->suf_len || memcmp(d + n - 4 - c->suf_len, c->suf, c->suf_len) != 0) return 0;
+    int lines = 0;
+    for (const unsigned char *p = d; (p = memchr(p, '\n', d + n - p)) != NULL; p++)
+        if (++lines > 4) return 0;
+    if (lines != 4) return 0;
+    return c->marker_len == 0 || memmem(d, n, c->marker, c->marker_len) != NULL;
+}
+
+/* One pass: every socket epoll says is ready, one recvmsg each. Returns how many reads Python
+ * must handle (fr_outs); plain token reads of enabled slots are taken in place. */
+int fr_pass(fr_ctx *c) {
+    int64_t mono = clock_ns(CLOCK_MONOTONIC);
+    int64_t off = clock_ns(CLOCK_REALTIME) - mono;   /* kernel stamps -> perf_counter_ns scale */
+    c->oldest = 0;
+    int n = epoll_wait(c->epfd, c->ev, MAX_EVENTS, 0);
+    c->ready = n > 0 ? n : 0;
+    int k = 0;
+    size_t pos = 0;
+    char anc[CMSG_SPACE(sizeof(struct timespec))];
+    for (int i = 0; i < n; i++) {
+        int fd = c->ev[i].data.fd;
+        if (k >= c->out_cap || c->buf_cap - pos < RECV) break;   /* level-triggered: next pass */
+        fr_slot *s = (fd >= 0 && fd < c->nslots) ? c->slots[fd] : NULL;
+        int inplace = s && s->on;
+        unsigned char *dst = inplace ? c->scratch : c->buf + pos;
+        struct iovec iov = { dst, RECV };
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = anc;
+        mh.msg_controllen = sizeof anc;
+        ssize_t got = recvmsg(fd, &mh, 0);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+            c->out[k].fd = fd; c->out[k].len = -errno; c->out[k].off = 0;
+            c->out[k++].t = clock_ns(CLOCK_MONOTONIC);
+            continue;
+        }
+        int64_t t = 0;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+                t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - off;
+                break;
+            }
+        }
+        if (!t) t = clock_ns(CLOCK_MONOTONIC);
+        if (!c->oldest) c->oldest = t;
+        if (inplace && got > 0 && plain_token(c, dst, (int)got) && s->n_itl < ITL_CAP) {
+            if (!s->has_first) {
+                s->has_first = 1;
+                s->first = t;
+            } else {
+                s->itl[s->n_itl++] = t - s->last;
+            }
+            s->last = t;
+            s->tokens++;
+            c->handled++;
+            continue;
+        }
+        if (inplace && got > 0) {                /* not a plain token: Python takes the bytes */
+            memcpy(c->buf + pos, dst, got);
+            dst = c->buf + pos;
+        }
+        c->out[k].fd = fd;
+        c->out[k].len = (int32_t)got;
+        c->out[k].off = (int64_t)pos;
+        c->out[k++].t = t;
+        pos += got;
+    }
+    return k;
+}
