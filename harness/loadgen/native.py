@@ -89,7 +89,7 @@ def enabled() -> bool:
 
 
 def load():
-    """The loaded library (functions typed), or None (then why is logged once at debug level)."""
+    """The loaded library (functions typed), or None (then why is logged once)."""
     if not enabled() or not sys.platform.startswith("linux"):
         return None
     with _LOCK:
@@ -103,12 +103,13 @@ def _load():
     if not target.exists():
         why = _build(src, target)
         if why:
-            log.debug("native stream reader unavailable (%s); reading in Python", why)
+            log.info("C read pass unavailable (%s); the stream reader runs in Python (fine to a few hundred "
+                     "streams per process; see docs/loadgen.md)", why)
             return None
     try:
         lib = ctypes.PyDLL(str(target))   # PyDLL keeps the GIL: no wait to get it back per pass
     except OSError as e:
-        log.debug("native stream reader unavailable (%s); reading in Python", e)
+        log.info("C read pass unavailable (%s); the stream reader runs in Python", e)
         return None
     vp, i32, i64, cp = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_char_p
     sigs = {"fr_new": (vp, [ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, ctypes.c_int]),

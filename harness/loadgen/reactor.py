@@ -119,6 +119,7 @@ class Reactor:
             self._lib = None
             return
         self._fr = fr
+        self._slots: dict[int, Slot] = {}
         self._outs = (Out * 4096).from_address(lib.fr_outs(fr))
         self._buf = (ctypes.c_char * (32 * _RECV)).from_address(lib.fr_buf(fr))
         self._pump = self._pump_native
@@ -132,9 +133,10 @@ class Reactor:
         raw = getattr(sock, "_sock", sock)      # gevent's socket wraps a non-blocking OS socket
         fd = raw.fileno()
         if self._fr is not None:
-            slot = Slot.from_address(self._lib.fr_slot_of(self._fr, fd))
-            slot.on = slot.tokens = slot.n_itl = slot.first = 0
-            self.handlers[fd] = (slot, handler)
+            slot = self._slots.get(fd)    # C memory of a fd's slot stays put until close()
+            if slot is None:
+                slot = self._slots[fd] = Slot.from_address(self._lib.fr_slot_of(self._fr, fd))
+            self.handlers[fd] = (slot, handler)   # drained (all zero) when its last response let go
         else:
             self.handlers[fd] = (raw.recvmsg, handler)
         self.ep.register(fd, select.EPOLLIN)
@@ -297,6 +299,7 @@ class Reactor:
             for slot, h in self.handlers.values():
                 _drain(slot, h)
             self.handlers.clear()
+            self._slots.clear()
             self._lib.fr_free(self._fr)
             self._fr = None
         self.ep.close()
