@@ -57,9 +57,12 @@ def _build(src: bytes, target: Path) -> str | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return "no C compiler (cc/gcc) on PATH"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        return f"cannot write the build to {target.parent} ({e.strerror or e}); set SLM_NATIVE_CACHE"
     try:
         with tempfile.NamedTemporaryFile("wb", suffix=".c", delete=False) as f:
             f.write(src)
