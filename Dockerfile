@@ -27,13 +27,17 @@ RUN python3 -m venv /opt/slm \
  && if [ -d /src/locustfiles ]; then cp -r /src/locustfiles/. /app/locustfiles/; fi
 
 FROM ${BASE_IMAGE}
+# The stream reader's C pass, built on the host (scripts/build-images.sh): the image has no
+# compiler. Without it the reader runs in Python (harness/loadgen/native.py).
+ARG NATIVE=deploy/docker/no-native
 # no useradd in a minbase Debian tree: write the account directly
 RUN echo 'slm:x:10001:10001:slm-harness:/app:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'slm:x:10001:' >> /etc/group \
  && mkdir -p /app /results && chown 10001:10001 /app /results
 COPY --from=build /opt/slm /opt/slm
 COPY --from=build --chown=10001:10001 /app /app
-ENV PATH=/opt/slm/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+COPY ${NATIVE}/ /opt/slm/native/
+ENV PATH=/opt/slm/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 SLM_NATIVE_CACHE=/opt/slm/native
 USER 10001:10001
 WORKDIR /app
 EXPOSE 8000 8089

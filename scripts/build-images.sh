@@ -113,6 +113,15 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 3. the harness image and the InfluxDB 1.x test image
 # ---------------------------------------------------------------------------------------------
+# The stream reader's C pass, built here with the host's compiler (the image has none); its name
+# is keyed by harness/loadgen/fastread.c, which the image key below already covers.
+NATIVE="$BUILD/native"
+rm -rf "$NATIVE"; mkdir -p "$NATIVE"
+if why=$(cd "$ROOT" && "$PY" -c 'import sys; from harness.loadgen.native import build_into; print(build_into(sys.argv[1]) or "")' "$NATIVE") && [ -z "$why" ]; then
+  log "C read pass built: $(ls "$NATIVE")"
+else
+  log "C read pass not built (${why:-python failed}); the image's stream reader runs in Python"
+fi
 # Inputs of the harness image: the base, the wheels, the Dockerfile and the files it copies.
 harness_key=$(cd "$ROOT" && {
   echo "$BASE_IMAGE"; cat "$WHEELS/.key"; cat Dockerfile .dockerignore
@@ -127,6 +136,7 @@ if [ $FORCE = 1 ] || ! image_exists "$HARNESS_IMAGE"; then
   [ "$rel_wheels" != "$WHEELS" ] || { log "STACK_BUILD_DIR must be inside the repository"; exit 2; }
   DOCKER_BUILDKIT=0 docker build -q --network none \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WHEELS="$rel_wheels" \
+    --build-arg NATIVE="${NATIVE#"$ROOT"/}" \
     --build-arg PIP_INSTALL_ARGS="--no-index --find-links /wheels" \
     --label org.slm-harness.inputs="$harness_key" \
     -t "$HARNESS_IMAGE" -t slm-harness:local "$ROOT" >/dev/null 2>"$BUILD/docker-build.log" \

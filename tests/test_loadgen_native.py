@@ -17,6 +17,7 @@ def test_build_compiles_into_the_cache_and_reports_compiler_errors(tmp_path):
     target = tmp_path / "cache" / "fastread-test.so"
     assert native._build(native.SOURCE.read_bytes(), target) is None
     assert target.exists() and target.stat().st_size > 1000
+    assert target.stat().st_mode & 0o777 == 0o644          # readable by other users (an image's)
     why = native._build(b"this is not C;", tmp_path / "bad.so")
     assert why is not None and "failed" in why
     assert not (tmp_path / "bad.so").exists()

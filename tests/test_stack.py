@@ -398,6 +398,15 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
 
         # master saw both worker containers; the records carry both worker ids
         assert f"{WORKERS} workers connected" in master_log
+        # the workers read streams with the C pass built by scripts/build-images.sh
+        for w in range(1, WORKERS + 1):
+            wl = subprocess.run(["docker", "logs", container(project, "locust-worker", w)],
+                                capture_output=True, text=True)
+            assert "C read pass unavailable" not in wl.stdout + wl.stderr, (wl.stdout + wl.stderr)[-2000:]
+        probe = subprocess.run(["docker", "run", "--rm", "--network", "none", images["HARNESS_IMAGE"], "python", "-c",
+                                "from harness.loadgen.native import load; print('c-pass' if load() else 'python')"],
+                               capture_output=True, text=True, timeout=120)
+        assert probe.stdout.strip() == "c-pass", probe.stdout + probe.stderr
         records = pd.read_parquet(run / "requests.parquet")
         assert records["worker"].nunique() == WORKERS
         # the SLO verdict (error budget 0.1%, broken by the kill) is the exit code

@@ -74,6 +74,7 @@ def _build(src: bytes, target: Path) -> str | None:
             os.unlink(csrc)
         if p.returncode != 0:
             return f"{cc} failed: {p.stderr.strip()[-400:]}"
+        os.chmod(tmp, 0o644)   # mkstemp's 0600 would keep it from other users (an image's own)
         os.replace(tmp, target)
         return None
     except (OSError, subprocess.SubprocessError) as e:
@@ -99,10 +100,23 @@ def load():
         return _load()
 
 
+def library_name(src: bytes | None = None) -> str:
+    """The built library's file name: keyed by the source, so an edited source is rebuilt."""
+    src = SOURCE.read_bytes() if src is None else src
+    return f"fastread-{hashlib.sha256(src).hexdigest()[:16]}.so"
+
+
+def build_into(folder: str | os.PathLike) -> str | None:
+    """Build the library into ``folder`` ahead of use (an image build: the image itself has no
+    compiler, and reads it from ``SLM_NATIVE_CACHE``); the reason it could not, or None."""
+    src = SOURCE.read_bytes()
+    return _build(src, Path(folder) / library_name(src))
+
+
 @cache
 def _load():
     src = SOURCE.read_bytes()
-    target = _cache_dir() / f"fastread-{hashlib.sha256(src).hexdigest()[:16]}.so"
+    target = _cache_dir() / library_name(src)
     if not target.exists():
         why = _build(src, target)
         if why:
