@@ -135,7 +135,10 @@ class Reactor:
         if self._fr is not None:
             slot = self._slots.get(fd)    # C memory of a fd's slot stays put until close()
             if slot is None:
-                slot = self._slots[fd] = Slot.from_address(self._lib.fr_slot_of(self._fr, fd))
+                addr = self._lib.fr_slot_of(self._fr, fd)
+                if not addr:
+                    raise MemoryError("no memory for the C read pass's socket slot")
+                slot = self._slots[fd] = Slot.from_address(addr)
             self.handlers[fd] = (slot, handler)   # drained (all zero) when its last response let go
         else:
             self.handlers[fd] = (raw.recvmsg, handler)
