@@ -99,6 +99,13 @@ void fr_free(fr_ctx *c) {
     free(c->slots); free(c->out); free(c->buf); free(c);
 }
 
+/* sizes Python's ctypes views must match (harness/loadgen/native.py checks them on load) */
+int fr_itl_cap(void) { return ITL_CAP; }
+int fr_slot_size(void) { return (int)sizeof(fr_slot); }
+int fr_out_size(void) { return (int)sizeof(fr_out); }
+int fr_out_cap(fr_ctx *c) { return c->out_cap; }
+long fr_buf_cap(fr_ctx *c) { return (long)c->buf_cap; }
+
 unsigned char *fr_buf(fr_ctx *c) { return c->buf; }
 fr_out *fr_outs(fr_ctx *c) { return c->out; }
 int64_t fr_oldest(fr_ctx *c) { return c->oldest; }

@@ -33,7 +33,7 @@ class Out(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_int32), ("len", ctypes.c_int32), ("off", ctypes.c_int64), ("t", ctypes.c_int64)]
 
 
-ITL_CAP = 512   # fastread.c's ITL_CAP
+ITL_CAP = 512   # fastread.c's ITL_CAP (checked when the library loads)
 
 
 class Slot(ctypes.Structure):
@@ -133,8 +133,15 @@ def _load():
             "fr_free": (None, [vp]), "fr_buf": (vp, [vp]), "fr_outs": (vp, [vp]),
             "fr_oldest": (i64, [vp]), "fr_ready": (i32, [vp]), "fr_handled": (i64, [vp]),
             "fr_slot_of": (vp, [vp, ctypes.c_int]), "fr_enable": (None, [vp, ctypes.c_int, ctypes.c_int, i64]),
-            "fr_disable": (None, [vp, ctypes.c_int]), "fr_pass": (ctypes.c_int, [vp])}
+            "fr_disable": (None, [vp, ctypes.c_int]), "fr_pass": (ctypes.c_int, [vp]),
+            "fr_itl_cap": (ctypes.c_int, []), "fr_slot_size": (ctypes.c_int, []),
+            "fr_out_size": (ctypes.c_int, []), "fr_out_cap": (ctypes.c_int, [vp]),
+            "fr_buf_cap": (ctypes.c_long, [vp])}
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
+    if (lib.fr_itl_cap(), lib.fr_slot_size(), lib.fr_out_size()) != (ITL_CAP, ctypes.sizeof(Slot),
+                                                                     ctypes.sizeof(Out)):
+        log.info("C read pass does not match its Python views; the stream reader runs in Python")
+        return None
     return lib

@@ -120,8 +120,8 @@ class Reactor:
             return
         self._fr = fr
         self._slots: dict[int, Slot] = {}
-        self._outs = (Out * 4096).from_address(lib.fr_outs(fr))
-        self._buf = (ctypes.c_char * (32 * _RECV)).from_address(lib.fr_buf(fr))
+        self._outs = (Out * lib.fr_out_cap(fr)).from_address(lib.fr_outs(fr))
+        self._buf = (ctypes.c_char * lib.fr_buf_cap(fr)).from_address(lib.fr_buf(fr))
         self._pump = self._pump_native
 
     @property
