@@ -211,7 +211,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
 
 
 def _variant_env(variant: str) -> dict[str, str]:
-    """``"SLM_NATIVE=0 SLM_DELAY_ACKS=0"`` -> the generator's extra environment."""
+    """``"SLM_NATIVE=0 SLM_READER_WATCHDOG_MS=20"`` -> the generator's extra environment."""
     return dict(kv.split("=", 1) for kv in variant.split())
 
 

@@ -8,7 +8,8 @@
  * (first time, last time, token count, ITLs). Every other read (a response head, the final event,
  * an error event, EOF, a socket error, a chunk split across reads, a full ITL buffer) is copied
  * out for Python, which first takes the slot's tokens over (Reactor._pump_native). Python decides
- * when a slot may take the in-place path (fr_enable) and when it stops (fr_disable).
+ * when a slot may take the in-place path (fr_enable); it stops the path and clears the slot by
+ * writing the slot's fields itself when it takes the tokens over (reactor._drain).
  *
  * Plain C with no Python API: any Python can load it, and the pure-Python pass stays the fallback.
  */
@@ -135,16 +136,6 @@ void fr_enable(fr_ctx *c, int fd, int has_first, int64_t last) {
     s->on = c->plain;
     s->has_first = has_first;
     s->last = last;
-}
-
-/* Stop the in-place path and forget what the slot holds (after Python drained it, or unregistered). */
-void fr_disable(fr_ctx *c, int fd) {
-    if (fd < 0 || fd >= c->nslots || !c->slots[fd]) return;
-    fr_slot *s = c->slots[fd];
-    s->on = 0;
-    s->first = 0;
-    s->tokens = 0;
-    s->n_itl = 0;
 }
 
 /* The in-place test of _Response.feed: one whole chunk with one whole plain token event. */

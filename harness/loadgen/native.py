@@ -100,9 +100,8 @@ def load():
         return _load()
 
 
-def library_name(src: bytes | None = None) -> str:
+def library_name(src: bytes) -> str:
     """The built library's file name: keyed by the source, so an edited source is rebuilt."""
-    src = SOURCE.read_bytes() if src is None else src
     return f"fastread-{hashlib.sha256(src).hexdigest()[:16]}.so"
 
 
@@ -133,7 +132,7 @@ def _load():
             "fr_free": (None, [vp]), "fr_buf": (vp, [vp]), "fr_outs": (vp, [vp]),
             "fr_oldest": (i64, [vp]), "fr_ready": (i32, [vp]), "fr_handled": (i64, [vp]),
             "fr_slot_of": (vp, [vp, ctypes.c_int]), "fr_enable": (None, [vp, ctypes.c_int, ctypes.c_int, i64]),
-            "fr_disable": (None, [vp, ctypes.c_int]), "fr_pass": (ctypes.c_int, [vp]),
+            "fr_pass": (ctypes.c_int, [vp]),
             "fr_itl_cap": (ctypes.c_int, []), "fr_slot_size": (ctypes.c_int, []),
             "fr_out_size": (ctypes.c_int, []), "fr_out_cap": (ctypes.c_int, [vp]),
             "fr_buf_cap": (ctypes.c_long, [vp])}
