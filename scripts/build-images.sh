@@ -113,14 +113,15 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 3. the harness image and the InfluxDB 1.x test image
 # ---------------------------------------------------------------------------------------------
-# The stream reader's C pass, built here with the host's compiler (the image has none); its name
-# is keyed by harness/loadgen/fastread.c, which the image key below already covers.
+# The C helpers (the stream reader's read pass, the emulator's token writer), built here with the
+# host's compiler (the image has none); their names are keyed by their sources, which the image
+# key below already covers.
 NATIVE="$BUILD/native"
 rm -rf "$NATIVE"; mkdir -p "$NATIVE"
-if why=$(cd "$ROOT" && "$PY" -c 'import sys; from harness.loadgen.native import build_into; print(build_into(sys.argv[1]) or "")' "$NATIVE") && [ -z "$why" ]; then
-  log "C read pass built: $(ls "$NATIVE")"
+if why=$(cd "$ROOT" && "$PY" -c 'import sys; from harness.cbuild import build_into; print(build_into(sys.argv[1]) or "")' "$NATIVE") && [ -z "$why" ]; then
+  log "C helpers built: $(ls "$NATIVE")"
 else
-  log "C read pass not built (${why:-python failed}); the image's stream reader runs in Python"
+  log "C helpers not built (${why:-python failed}); the image's stream reader and emulator run in Python"
 fi
 # Inputs of the harness image: the base, the wheels, the Dockerfile and the files it copies.
 harness_key=$(cd "$ROOT" && {

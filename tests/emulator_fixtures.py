@@ -40,7 +40,7 @@ def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, bytes]
         return e.code, e.read()
 
 
-def write_profile(dir_: Path, name: str, *, timing: str, limits: str = "") -> str:
+def write_profile(dir_: Path, name: str, *, timing: str, limits: str = "", max_total_tokens: int = 1024) -> str:
     """A small custom profile YAML for a test (path returned)."""
     text = f"""name: {name}
 model: {{id: test/model, params: 134515008, weight_bytes: 269030016, layers: 30, kv_heads: 3, head_dim: 64}}
@@ -48,7 +48,7 @@ gpu: {{name: test gpu, memory_bytes: 25769803776, mem_bandwidth_gb_s: 900, peak_
       idle_w: 50, active_w: 150, power_limit_w: 300, sm_clock_mhz: 1500}}
 limits:
   max_input_tokens: 64
-  max_total_tokens: 1024
+  max_total_tokens: {max_total_tokens}
 {limits}
 timing:
 {timing}

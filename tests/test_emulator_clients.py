@@ -12,9 +12,11 @@ from text_generation.errors import OverloadedError, ValidationError
 from tests.emulator_fixtures import emulator, get_json, post
 
 
-@pytest.fixture(scope="module")
-def reps():
-    with emulator(replicas=2, profile="cpu-demo") as r:
+@pytest.fixture(scope="module", params=["cpu-demo", "fixed-50ms-10ms"])
+def reps(request):
+    """Both engines: batching (every token written in Python) and fixed timing (middle tokens
+    written by the C token writer, fastemit.c)."""
+    with emulator(replicas=2, profile=request.param) as r:
         yield r
 
 

@@ -15,10 +15,19 @@ from tests.emulator_fixtures import emulator, get_json, post
 PROMPT = "a b c d"
 
 
-@pytest.fixture(scope="module")
-def url():
-    with emulator(1, "fixed-50ms-10ms") as reps:
-        yield reps.urls[0]
+@pytest.fixture(scope="module", params=["c-writer", "python"])
+def url(request):
+    """Every fault with both token writers: fastemit.c (faulted streams are handed back to Python
+    token by token) and the Python drain (``SLM_NATIVE=0``)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLM_NATIVE", "1" if request.param == "c-writer" else "0")
+    try:
+        with emulator(1, "fixed-50ms-10ms") as reps:
+            state = get_json(reps.urls[0] + "/emulator/ground_truth")
+            assert state["writer"] == ("c" if request.param == "c-writer" else "python")
+            yield reps.urls[0]
+    finally:
+        mp.undo()
 
 
 def _raw_stream(url: str, fault: str, max_new: int = 10, timeout: float = 5.0,

@@ -19,6 +19,28 @@ def test_chunk_equals_framed_event(enc):
         orjson.loads(event[5:])
 
 
+@pytest.mark.parametrize("enc", [wire.TgiStream(5, 3, True, None, None), wire.CompletionStream(7, 3, "m"),
+                                 wire.ChatStream(9, 3, "model/x", True), wire.TgiStream(10**12 + 3, 3, False, 1, None)])
+def test_c_writer_chunks_are_the_python_chunks(enc):
+    """fastemit.c formats middle tokens itself: byte for byte what wire.py's chunk() gives."""
+    import ctypes
+
+    from harness.emulator.native import load_emitter
+    em = load_emitter()
+    assert em is not None, "the C token writer did not build: is a C compiler (cc) installed?"
+    try:
+        ring = em.ring(10_000_000)
+        kind, pre, post = enc.c_parts
+        sid = em.add(em.ptr, ring, 0, -1, enc.rid, 1, 1 << 30, 0, kind, 1, None, pre, len(pre), post, len(post))
+        assert sid >= 0
+        buf = ctypes.create_string_buffer(4096)
+        for k in (2, 9, 10, 99, 100, 999, 1000, 9999, 10000, 123456):
+            n = em.lib.em_format(em.ptr, sid, k, buf)
+            assert buf.raw[:n] == enc.chunk(k), k
+    finally:
+        em.close()
+
+
 def test_histogram_percentiles_and_merge():
     a, b = LogHistogram(), LogHistogram()
     for v in range(1, 1001):

@@ -233,8 +233,8 @@ class ReplicaApp:
 
         def lost():
             if not seq.finished and not seq.cancelled:
-                seq.cancelled = True
                 gt.requests_cancelled += 1
+                self.engine.cancel(seq)
         conn.on_lost = lost
         self.engine.submit(seq, self.em.timer.now_ns())
 

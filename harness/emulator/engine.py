@@ -8,12 +8,16 @@ in the ground truth instead of slowing the model down.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Callable, Protocol
 
 from harness.emulator.gpu import SharedGpu
+from harness.emulator.native import EM_CANCELLED, EM_FIRST, EM_IDLE, EM_PARTIAL, EM_SLICE, F_CANCEL, F_PY, NEVER
 from harness.emulator.profile import FixedTiming, Profile, RooflineTiming
 from harness.emulator.timer import SLICE_NS
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -29,7 +33,7 @@ class Seq:
     """One request inside a replica."""
 
     __slots__ = ("rid", "input_tokens", "max_new", "generated", "prefill_left", "sink",
-                 "received_ns", "queued_ns", "started_ns", "cancelled", "finished", "replica")
+                 "received_ns", "queued_ns", "started_ns", "cancelled", "finished", "replica", "sid")
 
     def __init__(self, rid: int, input_tokens: int, max_new: int, sink: Sink, received_ns: int):
         self.rid = rid
@@ -44,6 +48,7 @@ class Seq:
         self.cancelled = False
         self.finished = False
         self.replica = -1
+        self.sid = -1        # its stream in the C token writer while queued there (NativeFixedReplica)
 
     @property
     def reserved_tokens(self) -> int:
@@ -118,6 +123,10 @@ class BatchingReplica:
 
     def active(self) -> int:
         return len(self.queue) + len(self.prefilling) + len(self.running)
+
+    def cancel(self, seq: Seq) -> None:
+        """The client went away: the stream's next turn drops it."""
+        seq.cancelled = True
 
     def submit(self, seq: Seq, now_ns: int) -> None:
         seq.replica = self.index
@@ -265,6 +274,10 @@ class FixedReplica:
     def active(self) -> int:
         return self.n_active
 
+    def cancel(self, seq: Seq) -> None:
+        """The client went away: the stream's next turn drops it."""
+        seq.cancelled = True
+
     def _set_active(self, n: int, now_ns: int) -> None:
         self.n_active = n
         self.last_batch = n
@@ -327,7 +340,139 @@ class FixedReplica:
         self._arm(head)
 
 
-def make_replica(index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None):
+class NativeFixedReplica(FixedReplica):
+    """:class:`FixedReplica` whose later tokens are queued and written by the C token writer.
+
+    The same schedule and the same ground truth; what changes is who writes a middle token of a
+    healthy stream: ``em_drain`` (fastemit.c) formats and sends it, and stamps the C side's
+    histograms. Python keeps the first-token FIFO and writes every first token, every last token,
+    every token of a faulted stream, and whatever the kernel did not take at once (the stream
+    then stays with Python). The two FIFOs are merged by due time as in the Python drain: C writes
+    its tokens due strictly before the earliest first token, then hands over.
+    """
+
+    def __init__(self, index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats, emitter, counts):
+        super().__init__(index, profile, gpu, timer, stats)
+        self.em = emitter
+        self.counts = counts          # this replica's NativeCounts (folded into its GroundTruth)
+        self.ring = emitter.ring(self.itl_ns)
+        self.seqs: dict[int, Seq] = {}   # sid -> stream queued in C
+
+    def cancel(self, seq: Seq) -> None:
+        seq.cancelled = True
+        if seq.sid >= 0:
+            self.em.flag(self.em.ptr, seq.sid, F_CANCEL)
+
+    def _fire(self, gen: int, _due_ns: int) -> None:
+        if gen != self._gen:
+            return
+        self._armed = 0
+        first = self._first
+        em = self.em
+        drain, ptr, ring, out, ref = em.drain, em.ptr, self.ring, em.out, em.out_ref
+        now_ns = self.timer.now_ns
+        stop = now_ns() + SLICE_NS
+        while True:
+            code = drain(ptr, ring, first[0][0] if first else NEVER, stop, ref)
+            if code == EM_FIRST:
+                if not first:
+                    break
+                due = first[0][0]
+                now = now_ns()
+                if due > now or now > stop:
+                    break
+                try:
+                    self._first_token(first.popleft()[1], due)
+                except Exception:    # one broken stream must not stop this replica's clock
+                    log.exception("emulator: writing a first token failed")
+            elif code == EM_IDLE or code == EM_SLICE:
+                break
+            else:
+                try:
+                    self._handed_over(code, out)
+                except Exception:
+                    log.exception("emulator: a token handed back by the C writer failed")
+        head = min(first[0][0] if first else NEVER, em.head(ptr, ring))
+        if head != NEVER:
+            self._arm(head)
+
+    def _first_token(self, s: Seq, due: int) -> None:
+        if s.cancelled:
+            self._set_active(self.n_active - 1, due)
+            return
+        s.generated = 1
+        sink = s.sink
+        if s.max_new <= 1:
+            s.finished = True
+            self._set_active(self.n_active - 1, due)
+            self.stats.finished(s, due)
+            sink.token(s, due, True)
+            return
+        sink.token(s, due, False)
+        kind, flags, fd, pre, post = sink.c_spec()
+        sid = self._add(s, due, fd, kind, flags, pre, post)
+        if sid < 0 and fd >= 0:      # no descriptor left for the dup: Python writes this one
+            sid = self._add(s, due, -1, kind, flags | F_PY, pre, post)
+        if sid < 0:
+            log.error("emulator: cannot queue a stream (out of memory); closing it")
+            s.cancelled = True
+            self._set_active(self.n_active - 1, due)
+            sink.abort()
+            return
+        s.sid = sid
+        sink.c_attach(self.em, sid)
+        self.seqs[sid] = s
+
+    def _add(self, s: Seq, due: int, fd: int, kind: int, flags: int, pre: bytes, post: bytes) -> int:
+        return self.em.add(self.em.ptr, self.ring, due + self.itl_ns, fd, s.rid, 1, s.max_new, s.sink.last_ns,
+                           kind, flags, self.counts.ptr, pre, len(pre), post, len(post))
+
+    def _release(self, s: Seq) -> None:
+        sid = s.sid
+        self.em.release(self.em.ptr, sid)
+        del self.seqs[sid]
+        s.sid = -1
+        s.sink.c_attach(None, -1)
+
+    def _handed_over(self, code: int, o) -> None:
+        s = self.seqs[o.sid]
+        due = o.due
+        s.generated = o.k
+        sink = s.sink
+        if code == EM_PARTIAL:       # counted and stamped in C; the rest waits in the transport
+            sink.c_partial(o.last_ns, self.em.rest())
+            return
+        if code == EM_CANCELLED:     # popped for good: nothing of it is queued in C any more
+            self._release(s)
+            if not s.cancelled:      # C could not requeue it (out of memory)
+                s.cancelled = True
+                sink.abort()
+            self._set_active(self.n_active - 1, due)
+            return
+        if s.cancelled:              # a fault ended it
+            if o.last:
+                self._release(s)
+                self._set_active(self.n_active - 1, due)
+            else:                    # C requeued it: its next turn drops it
+                self.em.flag(self.em.ptr, o.sid, F_CANCEL)
+            return
+        sink.c_sync(o.last_ns)
+        if o.last:
+            self._release(s)
+            s.finished = True
+            self._set_active(self.n_active - 1, due)
+            self.stats.finished(s, due)
+            sink.token(s, due, True)
+        else:
+            sink.token(s, due, False)
+
+
+def make_replica(index: int, profile: Profile, gpu: SharedGpu, timer: Timer, stats=None, emitter=None,
+                 counts=None):
+    """``emitter`` (a :class:`harness.emulator.native.Emitter`, real time only) and ``counts`` (the
+    replica's NativeCounts) put a fixed-timing replica's middle tokens on the C writer."""
     if isinstance(profile.timing, FixedTiming):
+        if emitter is not None:
+            return NativeFixedReplica(index, profile, gpu, timer, stats, emitter, counts)
         return FixedReplica(index, profile, gpu, timer, stats)
     return BatchingReplica(index, profile, gpu, timer, stats)

@@ -20,7 +20,20 @@ COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "req
 class GroundTruth:
     def __init__(self, replica: int):
         self.replica = replica
+        self.native = None          # NativeCounts: what the C token writer counted, not yet folded
         self.reset()
+
+    def fold(self) -> None:
+        """Take in what the C token writer counted since the last fold (a summary does it)."""
+        if self.native is not None:
+            self.native.fold(self)
+
+    def detach(self) -> None:
+        """Fold the C side's counts in for good and free them (the emulator stops)."""
+        if self.native is not None:
+            self.native.fold(self)
+            self.native.close()
+            self.native = None
 
     def reset(self) -> None:
         self.since_ns = time.time_ns()
@@ -41,6 +54,8 @@ class GroundTruth:
                 h.clear()
         # episodes of writes >= 16 ms late: [first write ns, last write ns, writes, worst us]
         self.spikes: deque = deque(maxlen=32)
+        if self.native is not None:
+            self.native.clear()
 
     def late(self, now_ns: int, lateness_us: int) -> None:
         """A write at least 16 ms behind its schedule: counted, and its episode kept for diagnosis."""
@@ -56,7 +71,21 @@ class GroundTruth:
         else:
             sp.append([now_ns, now_ns, 1, lateness_us])
 
+    def merge_episodes(self, eps: list[list[int]]) -> None:
+        """Add episodes counted elsewhere (the C writer), joining those less than 100 ms apart."""
+        merged: list[list[int]] = []
+        for e in sorted(list(self.spikes) + eps):
+            if merged and e[0] - merged[-1][1] < 100_000_000:
+                m = merged[-1]
+                m[1] = max(m[1], e[1])
+                m[2] += e[2]
+                m[3] = max(m[3], e[3])
+            else:
+                merged.append(list(e))
+        self.spikes = deque(merged, maxlen=32)
+
     def summary(self) -> dict:
+        self.fold()
         out = {"replica": self.replica, "since_ns": self.since_ns}
         for k in COUNTERS:
             out[k] = getattr(self, k)
@@ -76,6 +105,7 @@ def merge_summaries(parts: list[GroundTruth]) -> dict:
     total = GroundTruth(-1)
     total.since_ns = min(p.since_ns for p in parts)
     for p in parts:
+        p.fold()
         for k in COUNTERS:
             setattr(total, k, getattr(total, k) + getattr(p, k))
         for k in ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us"):

@@ -11,6 +11,7 @@ LINEAR = 16384     # exact 1-us buckets below this
 _SUB = 64          # buckets per power of two above it
 _E0 = LINEAR.bit_length() - 7   # shift of the first log bucket
 _SIZE = LINEAR + _SUB * 40
+SIZE = _SIZE      # fastemit.c's HSIZE (checked when it loads)
 
 
 def _index(v: int) -> int:

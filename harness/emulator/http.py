@@ -102,6 +102,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = True
         self.on_lost: Callable[[], None] | None = None
         self.fast_write: Callable[[bytes], None] | None = None
+        self.fd = -1                 # the socket's descriptor (the C token writer dups it)
         self._continued = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -114,7 +115,8 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            self.fast_write = _direct_writer(transport, sock.fileno())
+            self.fd = sock.fileno()
+            self.fast_write = _direct_writer(transport, self.fd)
 
     def connection_lost(self, exc):
         self.closed = True

@@ -21,7 +21,8 @@ from harness.emulator.gpu import SharedGpu
 from harness.emulator.groundtruth import GroundTruth, merge_summaries
 from harness.emulator.http import Connection
 from harness.emulator.metrics import TgiMetrics
-from harness.emulator.profile import Profile
+from harness.emulator.native import load_emitter
+from harness.emulator.profile import FixedTiming, Profile
 from harness.emulator.timer import TimerWheel
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 class Emulator:
     def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
-                 tick_us: float = 100.0):
+                 tick_us: float = 100.0, native: bool = True):
         self.profile = profile
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
@@ -39,7 +40,13 @@ class Emulator:
         self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
                         for _ in range(replicas)]
         self.ground_truth = [GroundTruth(i) for i in range(replicas)]
-        self.engines = [make_replica(i, profile, self.gpu, self.timer, self.metrics[i]) for i in range(replicas)]
+        # the C token writer (fastemit.c) where it builds: fixed-timing replicas' middle tokens
+        self.emitter = load_emitter() if native and isinstance(profile.timing, FixedTiming) else None
+        for g in self.ground_truth:
+            if self.emitter is not None:
+                g.native = self.emitter.counts()
+        self.engines = [make_replica(i, profile, self.gpu, self.timer, self.metrics[i], self.emitter,
+                                     self.ground_truth[i].native) for i in range(replicas)]
         self.apps = [ReplicaApp(self, i) for i in range(replicas)]
         self.servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
@@ -76,10 +83,16 @@ class Emulator:
         for s in self.servers:
             await s.wait_closed()
         self.timer.close()
+        for g in self.ground_truth:
+            g.detach()
+        if self.emitter is not None:
+            self.emitter.close()
+            self.emitter = None
 
     def ground_truth_summary(self, replica: int) -> dict:
         return {"emulated": True, "replica": replica, "replicas": self.n,
                 "timer": "timerfd" if self.timer.precise else "asyncio",
+                "writer": "c" if self.emitter is not None else "python",
                 "total": merge_summaries(self.ground_truth),
                 "per_replica": [g.summary() for g in self.ground_truth]}
 

@@ -16,13 +16,14 @@ from harness.emulator.faults import Fault
 from harness.emulator.groundtruth import GroundTruth
 from harness.emulator.histogram import LINEAR
 from harness.emulator.http import Connection
+from harness.emulator.native import F_PY, K_SILENT
 
 _now = time.monotonic_ns
 
 
 class StreamSink:
     __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer", "ka_ns",
-                 "slow", "lat", "itl", "write")
+                 "slow", "lat", "itl", "write", "c_em", "c_sid")
 
     def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
         self.ka_ns = _now()         # last write of any kind (SSE keep-alive comments too)
@@ -39,6 +40,8 @@ class StreamSink:
         self.held: list[bytes] | None = None
         self.seq = None
         self.timer = timer
+        self.c_em = None            # the C token writer while it holds this stream, and its id there
+        self.c_sid = -1
 
     def token(self, seq, due_ns: int, last: bool) -> None:
         """The hot path: a middle token of a healthy stream (one write, two histogram bumps)."""
@@ -109,10 +112,45 @@ class StreamSink:
         conn = self.conn
         if self.dead or conn.closed or conn.transport.is_closing():
             return False
-        if self.held is None and now_ns - self.ka_ns >= every_ns:
-            conn.fast_write(b"3\r\n:\n\n\r\n")
-            self.ka_ns = now_ns
+        if self.held is None:
+            ka = self.ka_ns
+            if self.c_sid >= 0:
+                ka = max(ka, self.c_em.last_ns(self.c_em.ptr, self.c_sid))
+            if now_ns - ka >= every_ns:
+                conn.fast_write(b"3\r\n:\n\n\r\n")
+                self.ka_ns = now_ns
         return True
+
+    # -- the C token writer (engine.NativeFixedReplica) ----------------------------------------
+    def c_spec(self) -> tuple[int, int, int, bytes, bytes]:
+        """(kind, flags, socket fd, pre, post) for ``em_add``: a faulted or held stream, or one
+        without a socket, stays on this Python path (F_PY: C hands every token back)."""
+        kind, pre, post = self.enc.c_parts
+        conn = self.conn
+        if self.slow or self.held is not None or conn.closed or conn.fd < 0:
+            return kind, F_PY, -1, pre, post
+        return kind, 0, conn.fd, pre, post
+
+    def c_attach(self, em, sid: int) -> None:
+        self.c_em, self.c_sid = em, sid
+
+    def c_sync(self, last_ns: int) -> None:
+        """C hands a token back: its writes so far are this stream's latest."""
+        if last_ns > self.last_ns:
+            self.last_ns = last_ns
+            if last_ns > self.ka_ns:
+                self.ka_ns = last_ns
+
+    def c_partial(self, last_ns: int, rest: bytes) -> None:
+        """The kernel took part of C's write: the rest goes through the transport, and so does
+        every later byte of this stream (C flagged it F_PY), so the order is kept."""
+        self.last_ns = self.ka_ns = last_ns
+        if not self.conn.closed:
+            self.conn.transport.write(rest)
+
+    def abort(self) -> None:
+        self.dead = self.slow = True
+        self.conn.close()
 
     # -- faults (slow path) -------------------------------------------------------------------
     def _fault(self, seq, k: int, last: bool) -> bool:
@@ -165,6 +203,7 @@ class WholeSink:
     """Non-streaming routes: one JSON body when the last token is due."""
 
     __slots__ = ("conn", "build", "gt", "fault", "extra", "dead")
+    last_ns = 0
 
     def __init__(self, conn: Connection, build, gt: GroundTruth, fault: Fault | None, extra):
         self.conn = conn
@@ -207,6 +246,21 @@ class WholeSink:
         gt.requests_completed += 1
         gt.lateness_us.record((now - due_ns) // 1000)
         gt.e2e_us.record((now - seq.received_ns) // 1000)
+
+    # the C token writer holds a non-streaming request as a silent stream: only its last token
+    # comes back to Python
+    def c_spec(self) -> tuple[int, int, int, bytes, bytes]:
+        return K_SILENT, 0, -1, b"", b""
+
+    def c_attach(self, em, sid: int) -> None:
+        pass
+
+    def c_sync(self, last_ns: int) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.dead = True
+        self.conn.close()
 
     def timer_release(self, seq, due_ns, ms):
         import asyncio

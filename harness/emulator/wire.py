@@ -14,6 +14,7 @@ import time
 
 import orjson
 
+from harness.emulator.native import K_OPENAI, K_TGI
 from harness.emulator.tokenizer import TEXT_JSON, TGI_TOKEN_JSON, VOCAB, generated_text, token_id, token_logprob, \
     token_text, token_word
 
@@ -35,6 +36,8 @@ def sse(obj) -> bytes:
 
 class TgiStream:
     """``/generate_stream`` (and ``/`` with ``stream: true``)."""
+
+    c_parts = (K_TGI, b"", b"")    # fastemit.c builds this class's chunk() itself
 
     def __init__(self, request_id: int, input_tokens: int, details: bool, seed, prompt: str | None):
         self.rid = request_id
@@ -90,6 +93,11 @@ class _OpenAIStream:
         return openai_error_event(message)
 
     error_tail = DONE
+
+    @property
+    def c_parts(self) -> tuple[int, bytes, bytes]:
+        """fastemit.c builds chunk() from these."""
+        return K_OPENAI, self._pre, self._post
 
 
 class CompletionStream(_OpenAIStream):
