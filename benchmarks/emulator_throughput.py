@@ -10,6 +10,7 @@ percentiles (actual write time - scheduled time) and the emulator's CPU use.
 
     python benchmarks/emulator_throughput.py                      # default stream counts
     python benchmarks/emulator_throughput.py --streams 256,1024 --seconds 10
+    python benchmarks/emulator_throughput.py --streams 1024 --variants ";SLM_NATIVE=0"   # C vs Python writer
 """
 
 from __future__ import annotations
@@ -119,14 +120,20 @@ def _cpu_s(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tck, int(fields[12]) / tck
 
 
-def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> dict:
+def _env(variant: str) -> dict:
+    """``"A=1 B=2"`` as a dict (a --variants entry)."""
+    return dict(kv.split("=", 1) for kv in variant.split()) if variant.strip() else {}
+
+
+def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
     port_file = tmp / "ports.json"
     cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
            "--port", "0", "--port-file", str(port_file), "--tick-us", str(args.tick_us)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               **_env(variant))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
     try:
@@ -167,13 +174,13 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int]) -> 
     window = (w1 - w0)
     per_stream = args.output / ((args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0)
     lat = tot["lateness_us"]
-    return {"streams": streams, "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
+    return {"streams": streams, "variant": variant, "writer": gt.get("writer"), "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
             "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
             "late_p999_us": lat.get("p999"), "late_max_us": lat.get("max"),
             "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
-            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]]}
+            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc")}
 
 
 def main(argv=None) -> None:
@@ -188,6 +195,9 @@ def main(argv=None) -> None:
     ap.add_argument("--tick-us", type=float, default=100.0, help="the emulator's timer grid (emulate --tick-us)")
     ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="client processes (one per spare core)")
+    ap.add_argument("--variants", default="", metavar="ENV;ENV",
+                    help="';'-separated emulator environments run one after the other at each level, e.g. "
+                         "';SLM_NATIVE=0' compares the C token writer with the Python one in one run")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
     args = ap.parse_args(argv)
@@ -197,19 +207,22 @@ def main(argv=None) -> None:
     print(f"# emulator pinned to core {server_core}; {args.clients} client process(es) on cores {client_cores}; "
           f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
           f"{args.replicas} replica(s), {args.seconds:g} s per level")
-    print("| streams | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us | p99.9 us | max us "
-          "| emulator CPU % user + sys | buffered % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| streams | variant | writer | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us "
+          "| p99.9 us | max us | emulator CPU % user + sys | buffered % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
+    variants = args.variants.split(";") if args.variants else [""]
     for s in (int(x) for x in args.streams.split(",")):
-        r = run_level(s, args, server_core, client_cores)
-        rows.append(r)
-        print(f"| {s} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | {r['received_tok_s']:.0f} | "
-              f"{r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | {r['late_p999_us']:.0f} | {r['late_max_us']} | "
-              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
-        if args.episodes:
-            print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}",
-                  flush=True)
+        for v in variants:
+            r = run_level(s, args, server_core, client_cores, v)
+            rows.append(r)
+            print(f"| {s} | {v or 'default'} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
+                  f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
+                  f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
+                  f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
+            if args.episodes:
+                print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
+                      f"GC pauses: {r['gc']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

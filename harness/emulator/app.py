@@ -109,6 +109,7 @@ class ReplicaApp:
     def _ground_truth_reset(self, req, conn):
         for g in self.em.ground_truth:
             g.reset()
+        self.em.gc.reset()
         conn.respond(200, b'{"reset":true}')
 
     def _state(self, req, conn):

@@ -20,7 +20,8 @@ for w in $WHAT; do
   case $w in
   emu)
     python3 benchmarks/emulator_throughput.py --streams "${EMU_STREAMS:-512,1024,1280}" --seconds 5 --ramp-s 3 \
-      --clients 8 --episodes --json "$OUT/emulator_throughput.json" 2>&1 | tee "$OUT/emulator_throughput.txt" ;;
+      --clients "${EMU_CLIENTS:-8}" --episodes ${EMU_ARGS:-} --json "$OUT/emulator_throughput.json" 2>&1 \
+      | tee "$OUT/emulator_throughput.txt" ;;
   emu-asyncio)
     SLM_EMULATOR_LOOP=asyncio python3 benchmarks/emulator_throughput.py --streams "${EMU_STREAMS:-512,1024,1280}" \
       --seconds 5 --ramp-s 3 --clients 8 --json "$OUT/emulator_throughput_asyncio.json" 2>&1 \
