@@ -65,7 +65,7 @@ SCENARIO = """
 name: fidelity
 target: {{protocol: tgi, request_timeout_s: 60}}
 workload: {{seed: 1, prompt_tokens: {{dist: fixed, value: 16}}, output_tokens: {{dist: fixed, value: {tokens}}}}}
-load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: {measure}, cooldown_s: 0.5}}
+load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: {measure}, cooldown_s: 0.5{stages}}}
 """
 
 
@@ -139,10 +139,12 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
               tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
-              variant: str = "") -> dict:
+              variant: str = "", ramp_s: float = 0.0) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
-    scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s))
+    stages = f", stages: [{{duration_s: {ramp_s}, target: {streams}}}]" if ramp_s > 0 else ""
+    scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s,
+                                    stages=stages))
     out = tmp / f"r{streams}.json"
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
@@ -159,7 +161,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     cpu0 = None
     rss_max = 0
     rss_samples = []
-    measure_start = t_start + 1.0 + warmup_s
+    measure_start = t_start + 1.0 + ramp_s + warmup_s
     measure_end = measure_start + measure_s
     cpu_measure = None
     gt = None
@@ -191,7 +193,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
-        "streams": streams, "code": "" if root == ROOT else str(root), "variant": variant, "ideal_tok_s": ideal, "tok_s": toks / win_s,
+        "streams": streams, "code": "" if root == ROOT else str(root), "variant": variant, "ramp_s": ramp_s, "ideal_tok_s": ideal, "tok_s": toks / win_s,
         "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
         "errors": res["requests"] - res["ok"],
         "ttft_mean_err_ms": (lat["ttft"]["mean_s"] - TTFT_S) * 1e3,
@@ -226,6 +228,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", default="64,256,512,1024")
     ap.add_argument("--warmup-s", type=float, default=3.0)
+    ap.add_argument("--ramp-s", default="0", metavar="S[,S]",
+                    help="start the streams over S seconds (a ramp stage: Locust spawns them one by one) "
+                         "instead of all at once (0); one cycle (1.32) spreads their phases evenly. Several "
+                         "values run alternately at each level, like --variants")
     ap.add_argument("--measure-s", type=float, default=10.0)
     ap.add_argument("--emulator-cpu", type=int, default=0)
     ap.add_argument("--generator-cpu", type=int, default=None,
@@ -263,9 +269,9 @@ def main(argv=None) -> int:
             for n in [int(x) for x in args.streams.split(",")]:
                 for _ in range(args.repeat):
                     for root in roots:
-                        for v in variants:
+                        for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
                             rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                  gt_urls, root, args.diag, v.strip()))
+                                                  gt_urls, root, args.diag, v.strip(), ramp))
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
@@ -276,13 +282,13 @@ def main(argv=None) -> int:
                     emu.wait(5)
                 except subprocess.TimeoutExpired:
                     emu.kill()
-    hdr = ("streams", "code", "variant", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
+    hdr = ("streams", "code", "variant", "ramp s", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "e2e mean ms", "gap mean ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
            "gen us/token", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ramp_s']:g} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
