@@ -125,6 +125,33 @@ def _env(variant: str) -> dict:
     return dict(kv.split("=", 1) for kv in variant.split()) if variant.strip() else {}
 
 
+def _core_state(pid: int, core: int) -> dict:
+    """What else ran on the emulator's core: its involuntary context switches, the core's steal
+    and softirq ticks, and the CPU time of that core's ksoftirqd (loopback receive work the
+    kernel deferred from the emulator's send path)."""
+    out = {"nvcsw": 0, "steal": 0, "softirq": 0, "ksoftirqd": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches"):
+                out["nvcsw"] = int(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{core} "):
+                f = line.split()
+                out["softirq"], out["steal"] = int(f[7]), int(f[8])
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    if (p / "comm").read_text().strip() == f"ksoftirqd/{core}":
+                        f = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                        out["ksoftirqd"] = int(f[11]) + int(f[12])
+                        break
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return out
+
+
 def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
     prof = tmp / "bench.yaml"
@@ -160,10 +187,10 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             procs.append(p)
         time.sleep(max(0.0, t_start - time.monotonic()))
         _post(base + "/emulator/ground_truth/reset")
-        cpu0, w0 = _cpu_s(server.pid), time.monotonic()
+        cpu0, w0, core0 = _cpu_s(server.pid), time.monotonic(), _core_state(server.pid, server_core)
         time.sleep(max(0.0, t_end - time.monotonic()))
         gt = _get(base + "/emulator/ground_truth")
-        cpu1, w1 = _cpu_s(server.pid), time.monotonic()
+        cpu1, w1, core1 = _cpu_s(server.pid), time.monotonic(), _core_state(server.pid, server_core)
         received = sum(q.get(timeout=60) for _ in procs)
         for p in procs:
             p.join(timeout=30)
@@ -180,7 +207,8 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
-            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc")}
+            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc"),
+            "core": {k: core1[k] - core0[k] for k in core0}}
 
 
 def main(argv=None) -> None:
@@ -222,7 +250,7 @@ def main(argv=None) -> None:
                   f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
             if args.episodes:
                 print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
-                      f"GC pauses: {r['gc']}", flush=True)
+                      f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
