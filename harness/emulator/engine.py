@@ -360,11 +360,11 @@ class NativeFixedReplica(FixedReplica):
 
     def cancel(self, seq: Seq) -> None:
         seq.cancelled = True
-        if seq.sid >= 0:
+        if seq.sid >= 0 and self.em.ptr:    # (no ptr: the emulator stopped and freed the writer)
             self.em.flag(self.em.ptr, seq.sid, F_CANCEL)
 
     def _fire(self, gen: int, _due_ns: int) -> None:
-        if gen != self._gen:
+        if gen != self._gen or not self.em.ptr:
             return
         self._armed = 0
         first = self._first

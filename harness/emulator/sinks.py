@@ -114,8 +114,8 @@ class StreamSink:
             return False
         if self.held is None:
             ka = self.ka_ns
-            if self.c_sid >= 0:
-                ka = max(ka, self.c_em.last_ns(self.c_em.ptr, self.c_sid))
+            if self.c_sid >= 0 and self.c_em.ptr:
+                ka = max(ka, self.c_em.last_ns(self.c_sid))
             if now_ns - ka >= every_ns:
                 conn.fast_write(b"3\r\n:\n\n\r\n")
                 self.ka_ns = now_ns
