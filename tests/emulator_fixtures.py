@@ -20,6 +20,31 @@ def emulator(replicas: int = 2, profile: str = "cpu-demo", in_process: bool = Fa
             yield reps
 
 
+@contextlib.contextmanager
+def emulate_process(profile: str, *args: str):
+    """``slm-harness emulate`` as its own process, with CLI options the launcher does not pass
+    (e.g. ``--keep-alive-s``); yields the first replica's URL."""
+    import os
+    import subprocess
+    import sys
+    import time
+    with tempfile.TemporaryDirectory() as d:
+        pf = Path(d) / "ports.json"
+        root = str(Path(__file__).resolve().parents[1])
+        p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", profile, "--port", "0",
+                              "--port-file", str(pf), *args],
+                             env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 30
+            while not pf.exists():
+                assert p.poll() is None and time.time() < deadline, "the emulator did not start"
+                time.sleep(0.05)
+            yield json.loads(pf.read_text())["urls"][0]
+        finally:
+            p.terminate()
+            p.wait(timeout=10)
+
+
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())

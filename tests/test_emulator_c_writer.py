@@ -16,7 +16,7 @@ import time
 import orjson
 import pytest
 
-from tests.emulator_fixtures import emulator, get_json, post, write_profile
+from tests.emulator_fixtures import emulate_process, emulator, get_json, post, write_profile
 
 FIXED_1MS = """  mode: fixed
   ttft_ms: 5
@@ -159,32 +159,14 @@ def test_keep_alive_comments_see_the_c_writers_tokens(tmp_path, itl_ms, max_new,
     """A stream the C writer holds is silent to Python: its keep-alive check must read the C
     side's last write, so a comment goes out after 250 ms of real silence and never between
     tokens 100 ms apart."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     prof = write_profile(tmp_path, "ka", timing=f"  mode: fixed\n  ttft_ms: 5\n  itl_ms: {itl_ms}\n")
-    pf = tmp_path / "ports.json"
-    root = str(Path(__file__).resolve().parents[1])
-    p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", prof, "--port", "0",
-                          "--port-file", str(pf), "--keep-alive-s", "0.25"],
-                         env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while not pf.exists() and time.time() < deadline:
-            time.sleep(0.05)
-        url = json.loads(pf.read_text())["urls"][0]
+    with emulate_process(prof, "--keep-alive-s", "0.25") as url:
         assert get_json(url + "/emulator/ground_truth")["writer"] == "c"
         port = int(url.rsplit(":", 1)[1])
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(_request(port, max_new))
         data = _read_stream(s)
         s.close()
-    finally:
-        p.terminate()
-        p.wait(timeout=10)
     assert [e["index"] for e in _events(data)] == list(range(1, max_new + 1))
     n = data.count(b"\r\n:\n\n\r\n")
     assert (n >= max_new - 1) if comments else (n == 0), data

@@ -153,34 +153,16 @@ def test_faults_counted_and_server_still_serves(url):
 
 def test_sse_keep_alive_comments_while_silent(tmp_path):
     """TGI (axum) sends ``:`` comments on a silent stream; clients must skip them."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from text_generation import Client
 
-    from tests.emulator_fixtures import write_profile
+    from tests.emulator_fixtures import emulate_process, write_profile
     prof = write_profile(tmp_path, "slow-first", timing="  mode: fixed\n  ttft_ms: 1200\n  itl_ms: 5")
-    pf = tmp_path / "ports.json"
-    root = str(Path(__file__).resolve().parents[1])
-    p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", prof, "--port", "0",
-                          "--port-file", str(pf), "--keep-alive-s", "0.3"],
-                         env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while not pf.exists() and time.time() < deadline:
-            time.sleep(0.05)
-        u = json.loads(pf.read_text())["urls"][0]
+    with emulate_process(prof, "--keep-alive-s", "0.3") as u:
         data, how = _raw_stream(u, "truncate:1000", max_new=3)   # truncate after 1000: no effect
         assert how == "complete"
         assert data.count(b":\n\n") >= 2 and len(_events(data)) == 3
         events = list(Client(u, timeout=30).generate_stream("a b", max_new_tokens=3))
         assert len(events) == 3 and events[-1].details.generated_tokens == 3
-    finally:
-        p.terminate()
-        p.wait(timeout=10)
 
 
 def test_ground_truth_reset_mid_stream_keeps_counting(url):
