@@ -170,3 +170,52 @@ def test_keep_alive_comments_see_the_c_writers_tokens(tmp_path, itl_ms, max_new,
     assert [e["index"] for e in _events(data)] == list(range(1, max_new + 1))
     n = data.count(b"\r\n:\n\n\r\n")
     assert (n >= max_new - 1) if comments else (n == 0), data
+
+
+def test_c_drain_writes_due_tokens_in_order_and_its_counts_fold_into_the_ground_truth():
+    """em_drain against a socket pair, without a server: tokens due 20-18 ms ago are written in
+    order, stamped late (a late episode), the last one is handed back to Python, and a summary
+    folds the C side's counts in."""
+    from harness.emulator import wire
+    from harness.emulator.groundtruth import GroundTruth
+    from harness.emulator.native import EM_CANCELLED, EM_PY, F_CANCEL, NEVER, load_emitter
+
+    em = load_emitter()
+    assert em is not None, "the C token writer did not build: is a C compiler (cc) installed?"
+    gt = GroundTruth(0)
+    gt.native = em.counts()
+    a, b = socket.socketpair()
+    try:
+        ring = em.ring(1_000_000)                       # ITL 1 ms
+        enc = wire.TgiStream(3, 2, False, None, None)
+        kind, pre, post = enc.c_parts
+        now = time.monotonic_ns()
+        sid = em.add(em.ptr, ring, now - 20_000_000, a.fileno(), enc.rid, 1, 5, now - 21_000_000, kind, 0,
+                     gt.native.ptr, pre, len(pre), post, len(post))
+        assert sid >= 0
+        code = em.drain(em.ptr, ring, NEVER, time.monotonic_ns() + 1_000_000_000, em.out_ref)
+        assert (code, em.out.sid, em.out.k, em.out.last) == (EM_PY, sid, 5, 1)   # the last: Python's
+        assert b.recv(65536) == enc.chunk(2) + enc.chunk(3) + enc.chunk(4)
+        s = gt.summary()
+        assert s["tokens_sent"] == 3 and s["itl_us"]["count"] == 3
+        assert s["lateness_us"]["count"] == 3 and s["lateness_us"]["min"] >= 16384
+        assert [e[2] for e in s["late_episodes"]] == [3]     # one episode of 3 late writes
+        assert gt.summary()["tokens_sent"] == 3               # folded once, not twice
+        em.release(em.ptr, sid)
+
+        # a cancelled stream is handed back at its next turn, without a write
+        sid = em.add(em.ptr, ring, time.monotonic_ns() - 1000, a.fileno(), enc.rid, 1, 5, 0, kind, 0,
+                     gt.native.ptr, pre, len(pre), post, len(post))
+        em.flag(em.ptr, sid, F_CANCEL)
+        code = em.drain(em.ptr, ring, NEVER, time.monotonic_ns() + 1_000_000_000, em.out_ref)
+        assert (code, em.out.sid) == (EM_CANCELLED, sid)
+        em.release(em.ptr, sid)
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(65536)
+        assert gt.summary()["tokens_sent"] == 3
+    finally:
+        a.close()
+        b.close()
+        gt.detach()
+        em.close()

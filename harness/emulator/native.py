@@ -95,6 +95,8 @@ class NativeCounts:
     def fold(self, gt) -> None:
         """Add the C side's counts to ``gt`` (a GroundTruth) and zero them here."""
         v = self.view
+        if not v.tokens_sent:       # every count here comes with a write: nothing new
+            return
         for h, c in ((gt.lateness_us, v.lat), (gt.itl_us, v.itl)):
             counts = h.counts
             for i, n in enumerate(memoryview(c.counts).cast("B").cast("Q")):
