@@ -207,7 +207,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
-            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc"),
+            "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc"), "timer_wake_us": gt.get("timer_wake_us"), "loop_stalls": gt.get("loop_stalls"),
             "core": {k: core1[k] - core0[k] for k in core0}}
 
 
@@ -250,7 +250,9 @@ def main(argv=None) -> None:
                   f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
             if args.episodes:
                 print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
-                      f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}", flush=True)
+                      f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
+                      f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, since the previous wake-up ms, CPU ms): "
+                      f"{r['loop_stalls']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -110,6 +110,7 @@ class ReplicaApp:
         for g in self.em.ground_truth:
             g.reset()
         self.em.gc.reset()
+        self.em.timer.reset_diagnosis()
         conn.respond(200, b'{"reset":true}')
 
     def _state(self, req, conn):

@@ -128,6 +128,8 @@ class Emulator:
                 "timer": "timerfd" if self.timer.precise else "asyncio",
                 "writer": "c" if self.emitter is not None else "python",
                 "gc": self.gc.summary(),
+                "timer_wake_us": self.timer.wake_us.summary(),
+                "loop_stalls": list(self.timer.stalls),
                 "total": merge_summaries(self.ground_truth),
                 "per_replica": [g.summary() for g in self.ground_truth]}
 

@@ -10,6 +10,7 @@ back to ``loop.call_at``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import ctypes.util
 import heapq
@@ -19,6 +20,8 @@ import sys
 import logging
 import time
 from typing import Callable
+
+from harness.emulator.histogram import LogHistogram
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,21 @@ class TimerWheel:
         if self._fd >= 0:
             loop.add_reader(self._fd, self._on_fd)
         self.fires = 0
+        # how late each wake-up came after the time it was armed for (us): the scheduler's and
+        # the event loop's share of the tokens' lateness, apart from the drain's own queueing
+        self.wake_us = LogHistogram()
+        # wake-ups >= 10 ms late: [ms since start or reset, wall ms and CPU ms since the previous one].
+        # CPU close to wall: the loop itself was busy (requests, a long drain); CPU near zero:
+        # the process was not running (descheduled)
+        self.stalls: collections.deque = collections.deque(maxlen=32)
+        self._last = (time.monotonic_ns(), time.process_time_ns())
+        self._t0 = self._last[0]
+
+    def reset_diagnosis(self) -> None:
+        """Start the wake-up histogram and the stall list afresh (a ground-truth reset)."""
+        self.wake_us.clear()
+        self.stalls.clear()
+        self._t0 = time.monotonic_ns()
 
     @property
     def precise(self) -> bool:
@@ -112,11 +130,21 @@ class TimerWheel:
 
     def _run(self) -> None:
         self.fires += 1
+        clock = time.monotonic_ns
+        t = clock()
+        if self._armed is not None and self._armed > 0:
+            late_us = (t - self._armed) // 1000
+            self.wake_us.record(late_us)
+            cpu = time.process_time_ns()
+            t_prev, cpu_prev = self._last
+            if late_us >= 10_000:
+                self.stalls.append([round((t - self._t0) / 1e6, 1), round((t - t_prev) / 1e6, 1),
+                                    round((cpu - cpu_prev) / 1e6, 1)])
+            self._last = (t, cpu)
         self._armed = -1          # while running, at() never re-arms: the end of the run does
         h = self.heap
         pop = heapq.heappop
-        clock = time.monotonic_ns
-        stop = clock() + SLICE_NS
+        stop = t + SLICE_NS
         while h:
             now = clock()
             if h[0][0] > now or now > stop:
