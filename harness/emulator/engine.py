@@ -284,6 +284,13 @@ class FixedReplica:
         self.gpu.set_rate(self.index, min(1.0, n / self.util_streams), now_ns)
         self.stats.batch(n, 0)
 
+    def _finish(self, s: Seq, due: int) -> None:
+        """``s``'s last token is due: it leaves the replica, then the token is written."""
+        s.finished = True
+        self._set_active(self.n_active - 1, due)
+        self.stats.finished(s, due)
+        s.sink.token(s, due, True)
+
     def submit(self, seq: Seq, now_ns: int) -> None:
         seq.replica = self.index
         seq.queued_ns = seq.started_ns = now_ns
@@ -329,10 +336,7 @@ class FixedReplica:
                 continue
             g = s.generated = s.generated + 1
             if g >= s.max_new:
-                s.finished = True
-                self._set_active(self.n_active - 1, due)
-                self.stats.finished(s, due)
-                s.sink.token(s, due, True)
+                self._finish(s, due)
                 continue
             nxt.append((due + itl, s))
             s.sink.token(s, due, False)
@@ -403,10 +407,7 @@ class NativeFixedReplica(FixedReplica):
         s.generated = 1
         sink = s.sink
         if s.max_new <= 1:
-            s.finished = True
-            self._set_active(self.n_active - 1, due)
-            self.stats.finished(s, due)
-            sink.token(s, due, True)
+            self._finish(s, due)
             return
         sink.token(s, due, False)
         kind, flags, fd, pre, post = sink.c_spec()
@@ -459,10 +460,7 @@ class NativeFixedReplica(FixedReplica):
         sink.c_sync(o.last_ns)
         if o.last:
             self._release(s)
-            s.finished = True
-            self._set_active(self.n_active - 1, due)
-            self.stats.finished(s, due)
-            sink.token(s, due, True)
+            self._finish(s, due)
         else:
             sink.token(s, due, False)
 

@@ -72,9 +72,9 @@ typedef struct {
 } em_ring;
 
 typedef struct {                  /* what em_drain leaves to Python */
-    int32_t sid, k, last, err;
-    int64_t due, last_ns, now;
-    int32_t rest_off, rest_len;   /* EM_PARTIAL: the unsent bytes, in em_rest() */
+    int32_t sid, k, last;
+    int32_t rest_len;             /* EM_PARTIAL: how many unsent bytes em_rest() holds */
+    int64_t due, last_ns;
 } em_out;
 
 typedef struct {
@@ -186,11 +186,6 @@ static int push(em_ring *r, int64_t due, int32_t sid) {
 int64_t em_head(em *e, int32_t ring) {
     em_ring *r = &e->rings[ring];
     return r->head == r->tail ? INT64_MAX : r->buf[r->head & r->mask].due;
-}
-
-int64_t em_queued(em *e, int32_t ring) {
-    em_ring *r = &e->rings[ring];
-    return (int64_t)(r->tail - r->head);
 }
 
 /* A stream whose k-th token (its first) was just written by Python; its next token is due at
@@ -328,7 +323,6 @@ int em_drain(em *e, int32_t ring, int64_t limit, int64_t stop_ns, em_out *o) {
         if (s->kind == K_SILENT) continue;
         int32_t len = format(e, s, k);
         ssize_t w = send(s->fd, e->chunk, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        int err = w < 0 ? errno : 0;
         now = now_ns();
         em_gt *g = s->gt;
         int64_t v = (now - x.due) / 1000;
@@ -342,9 +336,8 @@ int em_drain(em *e, int32_t ring, int64_t limit, int64_t stop_ns, em_out *o) {
             memcpy(e->rest, e->chunk + off, (size_t)(len - off));
             g->tokens_buffered++;
             s->flags |= F_PY;      /* from now on its bytes go through the event loop, in order */
-            o->k = k; o->last = 0; o->last_ns = now; o->err = err;
-            o->rest_off = 0; o->rest_len = len - off;
-            o->now = now;
+            o->k = k; o->last = 0; o->last_ns = now;
+            o->rest_len = len - off;  /* an error (w < 0) sends nothing: the transport reports it */
             return EM_PARTIAL;
         }
     }

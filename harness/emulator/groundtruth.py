@@ -13,6 +13,8 @@ from collections import deque
 from harness.emulator.histogram import LogHistogram
 
 HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us")
+#: late writes closer than this to the previous one belong to its episode (fastemit.c: EPISODE_GAP_NS)
+EPISODE_GAP_NS = 100_000_000
 COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "requests_cancelled",
             "requests_faulted", "tokens_sent", "tokens_buffered")
 
@@ -31,7 +33,7 @@ class GroundTruth:
     def detach(self) -> None:
         """Fold the C side's counts in for good and free them (the emulator stops)."""
         if self.native is not None:
-            self.native.fold(self)
+            self.fold()
             self.native.close()
             self.native = None
 
@@ -63,7 +65,7 @@ class GroundTruth:
         if lateness_us <= 0:
             return
         sp = self.spikes
-        if sp and now_ns - sp[-1][1] < 100_000_000:
+        if sp and now_ns - sp[-1][1] < EPISODE_GAP_NS:
             e = sp[-1]
             e[1] = now_ns
             e[2] += 1
@@ -75,7 +77,7 @@ class GroundTruth:
         """Add episodes counted elsewhere (the C writer), joining those less than 100 ms apart."""
         merged: list[list[int]] = []
         for e in sorted(list(self.spikes) + eps):
-            if merged and e[0] - merged[-1][1] < 100_000_000:
+            if merged and e[0] - merged[-1][1] < EPISODE_GAP_NS:
                 m = merged[-1]
                 m[1] = max(m[1], e[1])
                 m[2] += e[2]

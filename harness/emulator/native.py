@@ -32,9 +32,8 @@ NEVER = (1 << 63) - 1
 class Out(ctypes.Structure):
     """What ``em_drain`` leaves to Python (``em_out``)."""
 
-    _fields_ = [("sid", ctypes.c_int32), ("k", ctypes.c_int32), ("last", ctypes.c_int32), ("err", ctypes.c_int32),
-                ("due", ctypes.c_int64), ("last_ns", ctypes.c_int64), ("now", ctypes.c_int64),
-                ("rest_off", ctypes.c_int32), ("rest_len", ctypes.c_int32)]
+    _fields_ = [("sid", ctypes.c_int32), ("k", ctypes.c_int32), ("last", ctypes.c_int32),
+                ("rest_len", ctypes.c_int32), ("due", ctypes.c_int64), ("last_ns", ctypes.c_int64)]
 
 
 class _Hist(ctypes.Structure):
@@ -59,7 +58,7 @@ def _load():
     cbuild.type_functions(lib, {
         "em_new": (vp, [cp, vp, cp, vp, i32]), "em_free": (None, [vp]),
         "em_gt_new": (vp, []), "em_gt_free": (None, [vp]), "em_gt_clear": (None, [vp]),
-        "em_ring_new": (i32, [vp, i64]), "em_head": (i64, [vp, i32]), "em_queued": (i64, [vp, i32]),
+        "em_ring_new": (i32, [vp, i64]), "em_head": (i64, [vp, i32]),
         "em_add": (i32, [vp, i32, i64, ctypes.c_int, u64, i32, i32, i64, i32, i32, vp, cp, i32, cp, i32]),
         "em_flag": (None, [vp, i32, i32]), "em_last_ns": (i64, [vp, i32]), "em_release": (None, [vp, i32]),
         "em_rest": (vp, [vp]), "em_drain": (ctypes.c_int, [vp, i32, i64, i64, vp]),
@@ -152,8 +151,7 @@ class Emitter:
 
     def rest(self) -> bytes:
         """The bytes of the last EM_PARTIAL that the kernel did not take."""
-        o = self.out
-        return ctypes.string_at(self.lib.em_rest(self.ptr) + o.rest_off, o.rest_len)
+        return ctypes.string_at(self.lib.em_rest(self.ptr), self.out.rest_len)
 
     def last_ns(self, sid: int) -> int:
         return self.lib.em_last_ns(self.ptr, sid)

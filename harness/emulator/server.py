@@ -72,8 +72,8 @@ class Emulator:
         self.ground_truth = [GroundTruth(i) for i in range(replicas)]
         # the C token writer (fastemit.c) where it builds: fixed-timing replicas' middle tokens
         self.emitter = load_emitter() if native and isinstance(profile.timing, FixedTiming) else None
-        for g in self.ground_truth:
-            if self.emitter is not None:
+        if self.emitter is not None:
+            for g in self.ground_truth:
                 g.native = self.emitter.counts()
         self.engines = [make_replica(i, profile, self.gpu, self.timer, self.metrics[i], self.emitter,
                                      self.ground_truth[i].native) for i in range(replicas)]
