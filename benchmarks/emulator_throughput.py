@@ -251,7 +251,7 @@ def main(argv=None) -> None:
             if args.episodes:
                 print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
                       f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
-                      f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, since the previous wake-up ms, CPU ms): "
+                      f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, wall ms and CPU ms since the last CPU sample): "
                       f"{r['loop_stalls']}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

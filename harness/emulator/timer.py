@@ -75,7 +75,8 @@ class TimerWheel:
         # how late each wake-up came after the time it was armed for (us): the scheduler's and
         # the event loop's share of the tokens' lateness, apart from the drain's own queueing
         self.wake_us = LogHistogram()
-        # wake-ups >= 10 ms late: [ms since start or reset, wall ms and CPU ms since the previous one].
+        # wake-ups >= 10 ms late: [ms since start or reset, wall ms and CPU ms since the previous
+        # CPU sample, taken at a wake-up at most 1 ms before the previous one].
         # CPU close to wall: the loop itself was busy (requests, a long drain); CPU near zero:
         # the process was not running (descheduled)
         self.stalls: collections.deque = collections.deque(maxlen=32)
@@ -135,12 +136,15 @@ class TimerWheel:
         if self._armed is not None and self._armed > 0:
             late_us = (t - self._armed) // 1000
             self.wake_us.record(late_us)
-            cpu = time.process_time_ns()
             t_prev, cpu_prev = self._last
-            if late_us >= 10_000:
-                self.stalls.append([round((t - self._t0) / 1e6, 1), round((t - t_prev) / 1e6, 1),
-                                    round((cpu - cpu_prev) / 1e6, 1)])
-            self._last = (t, cpu)
+            # the process's CPU clock is a system call (~1 us): read at most once a millisecond,
+            # which still tells a >= 10 ms stall's CPU from its wall time
+            if late_us >= 10_000 or t - t_prev >= 1_000_000:
+                cpu = time.process_time_ns()
+                if late_us >= 10_000:
+                    self.stalls.append([round((t - self._t0) / 1e6, 1), round((t - t_prev) / 1e6, 1),
+                                        round((cpu - cpu_prev) / 1e6, 1)])
+                self._last = (t, cpu)
         self._armed = -1          # while running, at() never re-arms: the end of the run does
         h = self.heap
         pop = heapq.heappop
