@@ -164,21 +164,24 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     measure_start = t_start + 1.0 + ramp_s + warmup_s
     measure_end = measure_start + measure_s
     cpu_measure = None
+    sleeps = 0.0
     gt = None
     while proc.poll() is None:
         try:
             now = time.monotonic()
             kids = [ps] + ps.children(recursive=True)
             t = sum(p.cpu_times().user + p.cpu_times().system for p in kids)
+            sw = ps.num_ctx_switches().voluntary   # the main thread's: the event loop's sleeps
             rss = sum(p.memory_info().rss for p in kids)
             rss_max = max(rss_max, rss)
             rss_samples.append((now - t_start, rss))
             if cpu0 is None and now >= measure_start:
-                cpu0 = (now, t)
+                cpu0 = (now, t, sw)
                 for u in urls:   # ground truth over the measured window only
                     _post(u + "/emulator/ground_truth/reset")
             if cpu0 is not None and cpu_measure is None and now >= measure_end:
                 cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
+                sleeps = (sw - cpu0[2]) / (now - cpu0[0])
                 gt = _gt_total(gt_urls)
         except psutil.NoSuchProcess:
             break
@@ -208,6 +211,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
         "gen_cpu_pct": 100 * (cpu_measure or 0.0),
         "gen_us_per_token": 1e6 * (cpu_measure or 0.0) / (toks / win_s) if toks else 0.0, "gen_rss_mb": rss_max / 2**20,
+        "gen_sleeps_s": sleeps,
         "rss_samples": rss_samples,
     }
 
@@ -284,7 +288,7 @@ def main(argv=None) -> int:
                     emu.kill()
     hdr = ("streams", "code", "variant", "ramp s", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "e2e mean ms", "gap mean ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
-           "gen us/token", "gen RSS MB")
+           "gen us/token", "gen sleeps/s", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
@@ -292,7 +296,7 @@ def main(argv=None) -> int:
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
-              f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_rss_mb']:.0f} |")
+              f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_sleeps_s']:.0f} | {r['gen_rss_mb']:.0f} |")
     if args.compare:
         print(f"\ncode A: this tree; B: {Path(args.compare).resolve()}")
     if args.json:

@@ -298,6 +298,29 @@ def test_reader_does_not_spin_between_tokens():
     assert cpu / wall < 0.5, (cpu, wall)
 
 
+@pytest.mark.parametrize("interval_us", [0, 1000])
+def test_reader_batches_reads_with_an_interval(interval_us, monkeypatch):
+    """12 streams at 1 ms ITL (~12 tokens a millisecond). With SLM_READER_INTERVAL_US=1000 the
+    reader sleeps out the rest of a millisecond after a pass that read something, so a pass takes
+    several streams' tokens instead of waking for each; either way every token is counted."""
+    import gevent
+
+    monkeypatch.setenv("SLM_READER_INTERVAL_US", str(interval_us))
+    with fake_server(ttft_ms=5, itl_ms=1) as url:
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=10)
+        jobs = [gevent.spawn(c.send, url, RequestSpec("busy", 1, 300)) for _ in range(12)]
+        gevent.joinall(jobs)
+        r = c._reactor_
+        passes, reads = r.passes, r.reads
+        c.close()
+    assert all(j.value.error_class is None and j.value.output_tokens == 300 for j in jobs)
+    assert reads >= 12 * 300 * 0.9, reads                 # not merged: ~one read per token
+    if interval_us:
+        assert reads / passes >= 4, (reads, passes)
+    else:   # waking for every segment: 1.2-1.8 reads a pass here
+        assert reads / passes < 4, (reads, passes)
+
+
 def test_long_streams_count_alike_in_both_readers(reader):
     """600 plain token events: the C pass takes them in place (its per-socket ITL buffer of 512
     fills and is drained on the way) and hands the same counts and gaps to Python as the
