@@ -101,11 +101,10 @@ class Reactor:
         self.pumping = False
         # SLM_READER_INTERVAL_US=N: after a pass that read something, the next pass begins no
         # sooner than N us; the reader sleeps out the rest instead of waking on every segment.
-        # Token times are kernel receive stamps, so this moves no token's time; it batches reads
-        # (the test: 1.2-1.8 reads a pass without it, >= 4 with 1000 us) and cut the generator's CPU per token by 7-25% on
-        # the lent machines. Off by default: the responses that end within one interval then send
-        # their next requests together, and those bursts raised the TTFT the benchmark measured
-        # (256 streams: +0.47/+0.77 ms against +0.25/+0.29 ms; docs/loadgen.md).
+        # Token times are kernel receive stamps, so this moves no token's time. It batches reads
+        # (the test: 1.2-1.8 reads a pass without it, >= 4 with 1000 us), and it cut the
+        # generator's CPU per token by 7-25% on the lent machines. Off by default: at 256 streams it raised the TTFT the benchmark
+        # measured (+0.47/+0.77 ms against +0.25/+0.29 ms, cause not found; docs/loadgen.md).
         self.interval_ns = int(float(os.environ.get("SLM_READER_INTERVAL_US", "0")) * 1000)
         self.passes = 0            # read passes that found a ready socket, and the reads they made
         self.reads = 0
