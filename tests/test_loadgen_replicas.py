@@ -30,3 +30,23 @@ def test_a_refusing_replica_is_skipped_for_a_while():
     solo = ReplicaPicker(["http://dead"], down_s=5)
     solo.mark_down("http://dead")
     assert solo.acquire() == "http://dead"   # nothing else to choose: keep trying (and recording)
+
+
+def test_a_chain_stays_on_its_replica_only_where_the_policy_would_pick_it():
+    """``prefers``: the closed loop's chain keeps a stream on its socket only where ``acquire``
+    would pick that replica anyway (counting the ending request as done), so a replica with
+    fewer requests, or one back from the dead, still draws streams over."""
+    p = ReplicaPicker(["http://a", "http://b"])
+    p.outstanding.update({"http://a": 3, "http://b": 2})
+    assert p.prefers("http://a")                # 2 of its own left vs 2: a tie stays
+    p.outstanding["http://b"] = 1
+    assert not p.prefers("http://a")            # b has fewer: the loop moves the stream there
+    assert p.prefers("http://b")
+    p.mark_down("http://a")
+    assert not p.prefers("http://a")            # refused a connection a moment ago
+    single = ReplicaPicker(["http://only"])
+    single.outstanding["http://only"] = 9
+    assert single.prefers("http://only")
+    rr = ReplicaPicker(["http://a", "http://b"], policy="round-robin")
+    assert [rr.prefers("http://a"), rr.prefers("http://a"), rr.prefers("http://b"), rr.acquire()] == \
+        [True, False, True, "http://a"]

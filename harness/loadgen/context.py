@@ -8,6 +8,7 @@ phase, so nothing is sent per request.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from dataclasses import dataclass, field
 from time import perf_counter_ns
@@ -16,7 +17,7 @@ from gevent import get_hub
 
 from harness.loadgen.collector import CellInfo, Collector
 from harness.loadgen.replicas import ReplicaPicker
-from harness.loadgen.stream import StreamClient, StreamResult
+from harness.loadgen.stream import Chain, StreamClient, StreamResult
 from harness.protocols import protocol_for
 from harness.scenario.models import Scenario
 from harness.workload.arrivals import Arrivals
@@ -64,6 +65,7 @@ class LoadContext:
     _windows: dict = field(default_factory=dict)
     _next_stream: int = 0
     _prepared: dict = field(default_factory=dict)   # RequestFactory -> its next (spec, body)
+    chained: bool = True                 # closed loops send their next request from the reader (Chain)
 
     @classmethod
     def build(cls, msg: PlanMessage, *, events=None, forward: bool = False, record_sink=None,
@@ -86,7 +88,7 @@ class LoadContext:
             share = sc.load.max_requests // w + (1 if stream_index % w < sc.load.max_requests % w else 0)
         ctx = cls(sc, plan, msg.run_id, list(msg.urls), client, ReplicaPicker(msg.urls, sc.target.balance),
                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
-                  max_measure=share)
+                  max_measure=share, chained=os.environ.get("SLM_CHAIN", "1") != "0")
         settle_heap()
         return ctx
 
@@ -118,7 +120,8 @@ class LoadContext:
     def arrivals(self, stream: int) -> Arrivals:
         return Arrivals(self.scenario.load.arrival, self.scenario.workload.seed, stream)
 
-    def one_request(self, factory: RequestFactory, seg: Segment, intended_pc: int | None = None):
+    def one_request(self, factory: RequestFactory, seg: Segment | None, intended_pc: int | None = None,
+                    chain: Chain | None = None):
         """Send one request now and account it under ``seg``'s cell and phase.
 
         Returns the :class:`StreamResult`, or None without sending when ``load.max_requests``
@@ -129,30 +132,71 @@ class LoadContext:
         accounting. ``collector.inflight`` drops only once the request is accounted. (A separate
         low-priority accountant greenlet measured worse at 1024 streams: 98.7/99.0% of ideal
         against 99.2/99.3% for this, docs/loadgen.md.)
+
+        A closed loop passes its :class:`Chain` (from :meth:`chain`): the reader then sends the
+        stream's next request as soon as this one's end is read, and the next call collects that
+        request (``seg`` is then ignored: the chain chose it when it sent).
         """
-        if seg.phase == "measure" and self.max_measure is not None:
-            n = self._measure_sent.get(seg.cell, 0)
-            if n >= self.max_measure:
-                self.exhausted.add(seg.cell)
-                return None
-            self._measure_sent[seg.cell] = n + 1
-        if seg.cell in self.exhausted:
-            return None
-        spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
-        url = self.picker.acquire()
         col = self.collector
-        col.inflight += 1
-        try:
-            res = self.client.send(url, spec, body)
-        except BaseException:
-            col.inflight -= 1
-            raise
-        finally:
-            self.picker.release(url)
+        pending = chain.pending if chain is not None else None
+        if pending is not None:
+            spec, seg, url = pending.spec, pending.tag, pending.ep.url
+            self.picker.hold(url)
+            col.inflight += 1
+            try:
+                res = self.client.wait(chain)
+            except BaseException:
+                col.inflight -= 1
+                raise
+            finally:
+                self.picker.release(url)
+        else:
+            if not self._may_send(seg):
+                return None
+            spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
+            url = self.picker.acquire()
+            col.inflight += 1
+            try:
+                res = self.client.send(url, spec, body, chain)
+            except BaseException:
+                col.inflight -= 1
+                raise
+            finally:
+                self.picker.release(url)
         if res.error_class == "connect":
             self.picker.mark_down(url)
         get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory)
         return res
+
+    def _may_send(self, seg: Segment) -> bool:
+        """False when ``seg``'s cell may send no more (its share of ``load.max_requests`` is
+        sent); counts the request otherwise."""
+        if seg.phase == "measure" and self.max_measure is not None:
+            n = self._measure_sent.get(seg.cell, 0)
+            if n >= self.max_measure:
+                self.exhausted.add(seg.cell)
+                return False
+            self._measure_sent[seg.cell] = n + 1
+        return seg.cell not in self.exhausted
+
+    def chain(self, factory: RequestFactory) -> Chain | None:
+        """A closed-loop stream's :class:`Chain` (None with ``SLM_CHAIN=0``, for comparison)."""
+        if not self.chained:
+            return None
+        return Chain(lambda url: self._chained(factory, url))
+
+    def _chained(self, factory: RequestFactory, url: str):
+        """The chain's next request, at the moment a response from ``url`` ends: what the closed
+        loop would send next, or None where it would not send on this socket (the plan is over,
+        the cell is exhausted, or the balance policy would pick another replica)."""
+        now = perf_counter_ns()
+        if self.ended(now) or not self.picker.prefers(url):
+            return None
+        seg = self.segment_at(now)
+        if seg is None or not self._may_send(seg):
+            return None
+        spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
+        return spec, body, seg
 
     def _prepare(self, factory: RequestFactory) -> tuple:
         spec = factory.next()

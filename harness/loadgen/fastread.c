@@ -4,7 +4,8 @@
  * check, the ITL append) costs more than the kernel's own work per token. This does exactly what
  * Reactor._pump does, and handles in place the one read that is most of a stream: a whole chunk
  * carrying one whole plain token event (``HEX\r\ndata:{...}\n\n\r\n``, the same test as
- * _Response.feed's in-place path). Such a read only stamps the token into the socket's slot
+ * _Response.feed's in-place path), or several such chunks back to back (a reader that fell
+ * behind). Such a read only stamps its tokens into the socket's slot
  * (first time, last time, token count, ITLs). Every other read (a response head, the final event,
  * an error event, EOF, a socket error, a chunk split across reads, a full ITL buffer) is copied
  * out for Python, which first takes the slot's tokens over (Reactor._pump_native). Python decides
@@ -164,6 +165,33 @@ static int plain_token(const fr_ctx *c, const unsigned char *d, int n) {
     return c->marker_len == 0 || memmem(d, n, c->marker, c->marker_len) != NULL;
 }
 
+/* Whole plain token chunks back to back, and nothing else: how many (0: not such a read). A
+ * reader that fell behind finds several tokens of a stream queued together; taking them here
+ * keeps catching up cheap (in Python each costs the general parser, and a pass of them can hold
+ * every other stream for over 10 ms, which merges more tokens: a feedback loop). */
+static int plain_tokens(const fr_ctx *c, const unsigned char *d, int n) {
+    int pos = 0, k = 0;
+    while (pos < n) {
+        int nl = -1;
+        for (int i = pos + 1; i < pos + 9 && i + 1 < n; i++)
+            if (d[i] == '\r' && d[i + 1] == '\n') { nl = i; break; }
+        if (nl < 0) return 0;
+        long size = 0;
+        for (int i = pos; i < nl; i++) {
+            unsigned char ch = d[i];
+            int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+                  : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
+            if (v < 0) return 0;
+            size = size * 16 + v;
+        }
+        long len = (long)(nl - pos) + 2 + size + 2;
+        if (size <= 0 || len > n - pos || !plain_token(c, d + pos, (int)len)) return 0;
+        pos += (int)len;
+        k++;
+    }
+    return k;
+}
+
 /* One pass: every socket epoll says is ready, one recvmsg each. Returns how many reads Python
  * must handle (fr_outs); plain token reads of enabled slots are taken in place. */
 int fr_pass(fr_ctx *c) {
@@ -206,16 +234,20 @@ int fr_pass(fr_ctx *c) {
         }
         if (!t) t = clock_ns(CLOCK_MONOTONIC);
         if (!c->oldest) c->oldest = t;
-        if (inplace && got > 0 && plain_token(c, dst, (int)got) && s->n_itl < ITL_CAP) {
-            if (!s->has_first) {
-                s->has_first = 1;
-                s->first = t;
-            } else {
-                s->itl[s->n_itl++] = t - s->last;
+        int ntok = (inplace && got > 0) ? plain_tokens(c, dst, (int)got) : 0;
+        if (ntok > 0 && s->n_itl + ntok <= ITL_CAP) {
+            /* tokens read together share the read's stamp, as in Python: ITLs after the first 0 */
+            for (int j = 0; j < ntok; j++) {
+                if (!s->has_first) {
+                    s->has_first = 1;
+                    s->first = t;
+                } else {
+                    s->itl[s->n_itl++] = t - s->last;
+                }
+                s->last = t;
+                s->tokens++;
             }
-            s->last = t;
-            s->tokens++;
-            c->handled++;
+            c->handled += ntok;
             continue;
         }
         if (inplace && got > 0) {                /* not a plain token: Python takes the bytes */

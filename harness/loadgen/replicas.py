@@ -52,5 +52,29 @@ class ReplicaPicker:
         self.outstanding[url] += 1
         return url
 
+    def prefers(self, url: str) -> bool:
+        """Whether :meth:`acquire` would pick ``url`` now, counting one of its requests as done
+        (a closed loop's chain: the request whose end is being read). A chained request stays on
+        its socket only then, so the policy still decides where load goes: a replica back from
+        the dead, or a less loaded one, draws streams over as it would without the chain. Ties go
+        to ``url``. Round robin advances as if ``url`` had been acquired."""
+        urls = self.urls if len(self.urls) == 1 else self._up()
+        if url not in urls:
+            return False
+        n = len(urls)
+        if n == 1:
+            return True
+        if self.policy == "round-robin":
+            if urls[self._rr % n] != url:
+                return False
+            self._rr += 1
+            return True
+        mine = self.outstanding[url] - 1
+        return all(mine <= self.outstanding[u] for u in urls if u != url)
+
+    def hold(self, url: str) -> None:
+        """Count a request already sent to ``url`` (a closed loop's chained request)."""
+        self.outstanding[url] += 1
+
     def release(self, url: str) -> None:
         self.outstanding[url] -= 1

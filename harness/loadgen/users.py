@@ -80,14 +80,16 @@ class ClosedLoopUser(_LLMUser):
     def stream(self) -> None:
         ctx = self._ctx()
         factory = ctx.factory(ctx.new_stream())
+        chain = ctx.chain(factory)   # the reader sends the next request the moment one ends
         _sleep_until(ctx.t0_pc)
         while True:
-            now = perf_counter_ns()
-            seg = None if ctx.ended(now) else ctx.segment_at(now)
-            if seg is None:
-                gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
-                continue
-            rec = ctx.one_request(factory, seg)
+            if chain is None or chain.pending is None:
+                now = perf_counter_ns()
+                seg = None if ctx.ended(now) else ctx.segment_at(now)
+                if seg is None:
+                    gevent.sleep(0.05)   # the plan is over: send nothing new, let others drain
+                    continue
+            rec = ctx.one_request(factory, seg, chain=chain)
             if rec is None:
                 gevent.sleep(0.05)   # this cell's max_requests are sent: wait for the next cell
             elif rec.error_class == "connect":
