@@ -139,30 +139,24 @@ class LoadContext:
         """
         col = self.collector
         pending = chain.pending if chain is not None else None
-        if pending is not None:
+        if pending is not None:        # sent by the reader already: collect it
             spec, seg, url = pending.spec, pending.tag, pending.ep.url
             self.picker.hold(url)
-            col.inflight += 1
-            try:
-                res = self.client.wait(chain)
-            except BaseException:
-                col.inflight -= 1
-                raise
-            finally:
-                self.picker.release(url)
+            run = (self.client.wait, chain)
         else:
             if not self._may_send(seg):
                 return None
             spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
             url = self.picker.acquire()
-            col.inflight += 1
-            try:
-                res = self.client.send(url, spec, body, chain)
-            except BaseException:
-                col.inflight -= 1
-                raise
-            finally:
-                self.picker.release(url)
+            run = (self.client.send, url, spec, body, chain)
+        col.inflight += 1
+        try:
+            res = run[0](*run[1:])
+        except BaseException:
+            col.inflight -= 1
+            raise
+        finally:
+            self.picker.release(url)
         if res.error_class == "connect":
             self.picker.mark_down(url)
         get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory)
