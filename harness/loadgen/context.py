@@ -11,6 +11,7 @@ import gc
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from time import perf_counter_ns
 
 from gevent import get_hub
@@ -142,16 +143,16 @@ class LoadContext:
         if pending is not None:        # sent by the reader already: collect it
             spec, seg, url = pending.spec, pending.tag, pending.ep.url
             self.picker.hold(url)
-            run = (self.client.wait, chain)
+            run = partial(self.client.wait, chain)
         else:
             if not self._may_send(seg):
                 return None
             spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
             url = self.picker.acquire()
-            run = (self.client.send, url, spec, body, chain)
+            run = partial(self.client.send, url, spec, body, chain)
         col.inflight += 1
         try:
-            res = run[0](*run[1:])
+            res = run()
         except BaseException:
             col.inflight -= 1
             raise

@@ -139,22 +139,29 @@ void fr_enable(fr_ctx *c, int fd, int has_first, int64_t last) {
     s->last = last;
 }
 
-/* The in-place test of _Response.feed: one whole chunk with one whole plain token event. */
-static int plain_token(const fr_ctx *c, const unsigned char *d, int n) {
-    if (n < 16 || memcmp(d + n - 4, "\n\n\r\n", 4) != 0) return 0;
+/* The chunk-size line at d: the offset of its CRLF, with the size in *size; -1 when d does not
+ * start with 1-8 hex digits and a CRLF. */
+static int chunk_head(const unsigned char *d, int n, long *size) {
     int nl = -1;
     for (int i = 1; i < 9 && i + 1 < n; i++)
         if (d[i] == '\r' && d[i + 1] == '\n') { nl = i; break; }
-    if (nl < 0) return 0;
-    long size = 0;
+    if (nl < 0) return -1;
+    long v = 0;
     for (int i = 0; i < nl; i++) {
         unsigned char ch = d[i];
-        int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+        int x = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
               : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
-        if (v < 0) return 0;
-        size = size * 16 + v;
+        if (x < 0) return -1;
+        v = v * 16 + x;
     }
-    if (size != n - nl - 4) return 0;
+    *size = v;
+    return nl;
+}
+
+/* The in-place test of _Response.feed: the whole chunk d[0..n), whose size line ends at nl,
+ * carries one whole plain token event. */
+static int plain_token(const fr_ctx *c, const unsigned char *d, int n, int nl) {
+    if (n < 16 || memcmp(d + n - 4, "\n\n\r\n", 4) != 0) return 0;
     if (n < nl + 7 + c->pre_len || memcmp(d + nl + 2, "data:", 5) != 0) return 0;
     if (memcmp(d + nl + 7, c->pre, c->pre_len) != 0) return 0;
     if (n - 4 < c->suf_len || memcmp(d + n - 4 - c->suf_len, c->suf, c->suf_len) != 0) return 0;
@@ -172,20 +179,11 @@ static int plain_token(const fr_ctx *c, const unsigned char *d, int n) {
 static int plain_tokens(const fr_ctx *c, const unsigned char *d, int n) {
     int pos = 0, k = 0;
     while (pos < n) {
-        int nl = -1;
-        for (int i = pos + 1; i < pos + 9 && i + 1 < n; i++)
-            if (d[i] == '\r' && d[i + 1] == '\n') { nl = i; break; }
-        if (nl < 0) return 0;
-        long size = 0;
-        for (int i = pos; i < nl; i++) {
-            unsigned char ch = d[i];
-            int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
-                  : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
-            if (v < 0) return 0;
-            size = size * 16 + v;
-        }
-        long len = (long)(nl - pos) + 2 + size + 2;
-        if (size <= 0 || len > n - pos || !plain_token(c, d + pos, (int)len)) return 0;
+        long size;
+        int nl = chunk_head(d + pos, n - pos, &size);
+        if (nl < 0 || size <= 0) return 0;
+        long len = (long)nl + 2 + size + 2;
+        if (len > n - pos || !plain_token(c, d + pos, (int)len, nl)) return 0;
         pos += (int)len;
         k++;
     }

@@ -103,8 +103,9 @@ class Reactor:
         # sooner than N us; the reader sleeps out the rest instead of waking on every segment.
         # Token times are kernel receive stamps, so this moves no token's time. It batches reads
         # (the test: 1.2-1.8 reads a pass without it, >= 4 with 1000 us), and it cut the
-        # generator's CPU per token by 7-25% on the lent machines. Off by default: at 256 streams it raised the TTFT the benchmark
-        # measured (+0.47/+0.77 ms against +0.25/+0.29 ms, cause not found; docs/loadgen.md).
+        # generator's CPU per token by 7-25% on the lent machines. Off by default: at 256 streams
+        # it raised the TTFT the benchmark measured (+0.47/+0.77 ms against +0.25/+0.29 ms, cause
+        # not found; docs/loadgen.md).
         self.interval_ns = int(float(os.environ.get("SLM_READER_INTERVAL_US", "0")) * 1000)
         self.passes = 0            # read passes that found a ready socket, and the reads they made
         self.reads = 0
@@ -211,9 +212,13 @@ class Reactor:
             return 0
         self.pumping = True
         try:
-            return self._pump()
+            ready = self._pump()
         finally:
             self.pumping = False
+        if ready:
+            self.passes += 1
+            self.reads += ready
+        return ready
 
     def _pump(self) -> int:
         handlers = self.handlers
@@ -248,9 +253,6 @@ class Reactor:
                 end = h.error(e, t)
             if end:
                 self._done(fd, h)
-        if ready:
-            self.passes += 1
-            self.reads += len(ready)
         if oldest:
             self._health(oldest, len(ready))
         return len(ready)
@@ -291,9 +293,6 @@ class Reactor:
                 lib.fr_enable(fr, fd, *st)
         oldest = lib.fr_oldest(fr)
         ready = lib.fr_ready(fr)
-        if ready:
-            self.passes += 1
-            self.reads += ready
         if oldest:
             self._health(oldest, ready)
         return ready

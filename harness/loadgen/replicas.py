@@ -33,8 +33,11 @@ class ReplicaPicker:
         up = [u for u in self.urls if self.down_until[u] <= now]
         return up or self.urls
 
+    def _choices(self) -> list[str]:
+        return self.urls if len(self.urls) == 1 else self._up()
+
     def acquire(self) -> str:
-        urls = self.urls if len(self.urls) == 1 else self._up()
+        urls = self._choices()
         n = len(urls)
         if self.policy == "round-robin" or n == 1:
             url = urls[self._rr % n]
@@ -58,7 +61,7 @@ class ReplicaPicker:
         its socket only then, so the policy still decides where load goes: a replica back from
         the dead, or a less loaded one, draws streams over as it would without the chain. Ties go
         to ``url``. Round robin advances as if ``url`` had been acquired."""
-        urls = self.urls if len(self.urls) == 1 else self._up()
+        urls = self._choices()
         if url not in urls:
             return False
         n = len(urls)

@@ -224,15 +224,14 @@ class StreamClient:
         payload = self._payload(ep, body)
         resp = _Response(StreamResult(ep.url, perf_counter_ns()), self.protocol, AsyncResult())
         try:
-            n = conn.sock._sock.send(payload)   # never blocks: this is the reader's own pass
-            if n < len(payload):
-                raise BlockingIOError
+            sent = conn.sock._sock.send(payload)   # never blocks: this is the reader's own pass
         except OSError:
-            # not sent whole (a full or broken socket): wait() sends it again on another socket
+            sent = -1
+        if sent == len(payload):
+            self._reactor().add(conn.sock, resp)
+        else:   # not sent whole (a full or broken socket): wait() sends it again on another socket
             resp.outcome = OSError(errno.EPIPE, "the kept-alive socket did not take the request")
             resp.t_end = perf_counter_ns()
-        else:
-            self._reactor().add(conn.sock, resp)
         chain.pending = _Pending(ep, conn, resp, spec, body, tag)
         return True
 
@@ -462,10 +461,13 @@ class _Response:
     def reusable(self) -> bool:
         """A clean, complete 200 response on a keep-alive socket: what :meth:`close_out` says
         True to, without filling the result."""
-        b = self.body
-        return (self.outcome == "ok" and self.keep and b is not None and b.done and b.tail == 0
-                and self.res.status == 200 and self.res.error_class is None
+        return (self.keep and self._clean() and self.res.status == 200 and self.res.error_class is None
                 and (self.final is not None or self.done_event))
+
+    def _clean(self) -> bool:
+        """The response ended and its whole body was read: nothing of it is left in the socket."""
+        b = self.body
+        return self.outcome == "ok" and b is not None and b.done and b.tail == 0
 
     def resume(self) -> tuple[bool, int] | None:
         """Whether the reactor's C pass may take the next reads in place (the ``fast`` test)."""
@@ -574,8 +576,7 @@ class _Response:
                 res.output_tokens = final.output_tokens
             res.input_tokens = final.input_tokens
             res.finish_reason = final.finish_reason or ("length" if self.done_event else None)
-        body = self.body
-        clean = self.outcome == "ok" and body is not None and body.done and body.tail == 0
+        clean = self._clean()
         if res.status is not None and res.status != 200:
             res.end_pc = self.t_end
             res.error = f"HTTP {res.status}: {self.protocol.error_message(self.err_body)}"[:200]
