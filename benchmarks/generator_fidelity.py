@@ -81,6 +81,30 @@ def _gt_total(gt_urls: list[str]) -> dict:
     return out
 
 
+def _core_times(cpu: int | None) -> list[int] | None:
+    """/proc/stat's jiffies of one core (user nice system idle iowait irq softirq steal ...)."""
+    if cpu is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    return [int(x) for x in line.split()[1:]]
+    except OSError:
+        pass
+    return None
+
+
+def _core_share(t0: list[int] | None, t1: list[int] | None) -> tuple[float, float]:
+    """(steal %, softirq %) of a core between two samples: a virtual machine's host taking the core
+    away, and the kernel's network work (loopback delivery and ACKs) run on it."""
+    if not t0 or not t1:
+        return 0.0, 0.0
+    d = [b - a for a, b in zip(t0, t1)]
+    total = sum(d[:8]) or 1
+    return 100 * d[7] / total, 100 * d[6] / total
+
+
 def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
     """Output tokens that arrived inside the measured window (tokens spread evenly from the first
     token to the last of each request), and the window's length: closed-loop streams start in
@@ -111,13 +135,23 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
     import pandas as pd
 
     lag = ""
-    if lag_log.exists():   # the reader's late wake-ups: perf_counter ns, lag ns, sockets ready
+    if lag_log.exists():   # the reader's late wake-ups: perf_counter ns, lag ns, sockets ready, pass ns
         a = np.loadtxt(lag_log, ndmin=2)
         lag_log.unlink()
         gaps = np.diff(a[:, 0]) / 1e6
         lag = (f"; reader late (>=5 ms) {len(a)} wake-ups, lag ms p50/max {np.median(a[:, 1]) / 1e6:.1f}/"
-               f"{a[:, 1].max() / 1e6:.1f}, ready p50 {np.median(a[:, 2]):.0f}, ms between them p10/p50/p90 "
+               f"{a[:, 1].max() / 1e6:.1f}, ready p50 {np.median(a[:, 2]):.0f}, "
+               + (f"pass ms p50/max {np.median(a[:, 3]) / 1e6:.1f}/{a[:, 3].max() / 1e6:.1f}, " if a.shape[1] > 3 else "")
+               + (f"CPU in the 5 longest passes ms {', '.join(f'{c / 1e6:.1f}/{d / 1e6:.1f}' for d, c in sorted(zip(a[:, 3], a[:, 4]))[-5:])}, "
+                  if a.shape[1] > 4 else "")
+               + f"ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
+    gcl = Path(str(lag_log) + ".gc")
+    if gcl.exists():   # the generator's cyclic collections of >= 1 ms: generation, ns
+        g = np.loadtxt(gcl, ndmin=2)
+        gcl.unlink()
+        lag += (f"; collections >= 1 ms: {len(g)} (gen2 {int((g[:, 0] == 2).sum())}), ms p50/max "
+                f"{np.median(g[:, 1]) / 1e6:.1f}/{g[:, 1].max() / 1e6:.1f}")
     stacks = Path(str(lag_log) + ".stacks")
     if stacks.exists():   # SLM_READER_WATCHDOG_MS: what the process did while the reader stalled
         print(stacks.read_text()[:12000], file=sys.stderr)
@@ -165,6 +199,8 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     measure_end = measure_start + measure_s
     cpu_measure = None
     sleeps = 0.0
+    steal = softirq = 0.0
+    core0 = None
     gt = None
     while proc.poll() is None:
         try:
@@ -177,11 +213,13 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
             rss_samples.append((now - t_start, rss))
             if cpu0 is None and now >= measure_start:
                 cpu0 = (now, t, sw)
+                core0 = _core_times(gen_cpu)
                 for u in urls:   # ground truth over the measured window only
                     _post(u + "/emulator/ground_truth/reset")
             if cpu0 is not None and cpu_measure is None and now >= measure_end:
                 cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
                 sleeps = (sw - cpu0[2]) / (now - cpu0[0])
+                steal, softirq = _core_share(core0, _core_times(gen_cpu))
                 gt = _gt_total(gt_urls)
         except psutil.NoSuchProcess:
             break
@@ -211,7 +249,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
         "gen_cpu_pct": 100 * (cpu_measure or 0.0),
         "gen_us_per_token": 1e6 * (cpu_measure or 0.0) / (toks / win_s) if toks else 0.0, "gen_rss_mb": rss_max / 2**20,
-        "gen_sleeps_s": sleeps,
+        "gen_sleeps_s": sleeps, "core_steal_pct": steal, "core_softirq_pct": softirq,
         "rss_samples": rss_samples,
     }
 
@@ -288,7 +326,7 @@ def main(argv=None) -> int:
                     emu.kill()
     hdr = ("streams", "code", "variant", "ramp s", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "e2e mean ms", "gap mean ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
-           "gen us/token", "gen sleeps/s", "gen RSS MB")
+           "gen us/token", "gen sleeps/s", "gen core steal %", "gen core softirq %", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
@@ -296,7 +334,8 @@ def main(argv=None) -> int:
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
-              f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_sleeps_s']:.0f} | {r['gen_rss_mb']:.0f} |")
+              f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_sleeps_s']:.0f} | "
+              f"{r.get('core_steal_pct', 0):.1f} | {r.get('core_softirq_pct', 0):.1f} | {r['gen_rss_mb']:.0f} |")
     if args.compare:
         print(f"\ncode A: this tree; B: {Path(args.compare).resolve()}")
     if args.json:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter_ns
 
-from gevent import get_hub
+from gevent import get_hub, spawn_later
 
 from harness.loadgen.collector import CellInfo, Collector
 from harness.loadgen.replicas import ReplicaPicker
@@ -91,6 +91,8 @@ class LoadContext:
                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
                   max_measure=share, chained=os.environ.get("SLM_CHAIN", "1") != "0")
         settle_heap()
+        if events is not None:
+            events.spawning_complete.add_listener(_freeze_streams)
         return ctx
 
     # ------------------------------------------------------------------------------------------
@@ -226,6 +228,17 @@ class LoadContext:
             w = self._windows[cell] = (None if span is None else
                                        (self.t0_pc + int(span[0] * 1e9), self.t0_pc + int(span[1] * 1e9)))
         return w
+
+
+def _freeze_streams(**_kw) -> None:
+    """Once the users are spawned (and again after each change in their number), move what
+    their streams keep for the whole run (greenlets and their frames, watchers, request factories,
+    chains) out of the collector's reach as well, a moment after the last spawn so the newest
+    streams have made theirs. A full collection walked all of them: 40-50 ms with 512 streams
+    locally, long enough to merge two tokens of every open stream (an ITL p99 of 20 ms). Freezing
+    costs nothing (the collector's lists are spliced); the little garbage young at that moment is
+    kept for good, once per spawn."""
+    spawn_later(0.2, gc.freeze)
 
 
 def settle_heap() -> None:

@@ -28,7 +28,7 @@ import os
 import select
 import socket
 import struct
-from time import perf_counter_ns, time_ns
+from time import perf_counter_ns, thread_time_ns, time_ns
 from typing import Protocol
 
 from gevent import get_hub
@@ -92,8 +92,12 @@ class Reactor:
         # Reader health: wake-ups whose oldest read had waited in the kernel >= LATE_NS (when,
         # how long, how many sockets were ready). Kernel stamps keep token times exact through
         # such waits, but a wait longer than the gap between two tokens merges their stamps.
-        self.late: list[tuple[int, int, int]] = []   # kept only for SLM_READER_LAG_LOG
+        self.late: list[tuple[int, ...]] = []   # kept only for SLM_READER_LAG_LOG
+        self.pass_cpu = 0          # this thread's CPU clock when the pass began (with the lag log)
         self.keep_late = bool(os.environ.get("SLM_READER_LAG_LOG"))
+        self.gc_pauses: list[tuple[int, int]] = []   # with the lag log: (generation, ns) >= 1 ms
+        if self.keep_late:
+            _time_gc(self.gc_pauses)
         self.late_count = 0
         self.lag_max_ns = 0
         self._late_since = 0       # the same two since the last take_late()
@@ -224,6 +228,8 @@ class Reactor:
         handlers = self.handlers
         # realtime - monotonic, read once per pass: kernel stamps -> perf_counter_ns scale
         self.pass_ns = pc = perf_counter_ns()
+        if self.keep_late:
+            self.pass_cpu = thread_time_ns()
         off = time_ns() - pc
         oldest = 0
         ready = self.ep.poll(0)
@@ -260,6 +266,8 @@ class Reactor:
     def _pump_native(self) -> int:
         """``_pump`` with the C pass: plain token reads never reach Python (fastread.c)."""
         self.pass_ns = perf_counter_ns()
+        if self.keep_late:
+            self.pass_cpu = thread_time_ns()
         lib, fr = self._lib, self._fr
         k = lib.fr_pass(fr)
         handlers = self.handlers
@@ -306,7 +314,9 @@ class Reactor:
             self._late_since += 1
             self._lag_since = max(self._lag_since, lag)
             if self.keep_late and len(self.late) < 100_000:
-                self.late.append((now, lag, ready))
+                # how much of the wait was the pass itself (reading and handling what it found),
+                # and how much CPU this thread had in it (less than the pass: not running)
+                self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
@@ -325,7 +335,10 @@ class Reactor:
         path = os.environ.get("SLM_READER_LAG_LOG")   # diagnosis: benchmarks/generator_fidelity.py --diag
         if path and self.late:
             with open(path, "a") as f:
-                f.writelines(f"{now} {lag} {n}\n" for now, lag, n in self.late)
+                f.writelines(" ".join(map(str, row)) + "\n" for row in self.late)
+        if path and self.gc_pauses:
+            with open(path + ".gc", "a") as f:
+                f.writelines(f"{g} {ns}\n" for g, ns in self.gc_pauses)
         stacks = self.stalls
         if path and stacks:
             with open(path + ".stacks", "a") as f:
@@ -348,6 +361,21 @@ def _drain(slot, h) -> None:
     if n:
         h.absorb(slot.first, slot.last, n, slot.itl[:slot.n_itl])
     slot.on = slot.tokens = slot.n_itl = slot.first = 0
+
+
+def _time_gc(out: list) -> None:
+    """Diagnosis only (SLM_READER_LAG_LOG): note every cyclic collection of 1 ms or more."""
+    import gc
+
+    t0 = [0]
+
+    def cb(phase, info):
+        if phase == "start":
+            t0[0] = perf_counter_ns()
+        elif perf_counter_ns() - t0[0] >= 1_000_000 and len(out) < 100_000:
+            out.append((info["generation"], perf_counter_ns() - t0[0]))
+
+    gc.callbacks.append(cb)
 
 
 def _start_watchdog(reactor: Reactor, ms: float) -> None:
