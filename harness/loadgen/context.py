@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter_ns
 
-from gevent import get_hub, spawn_later
+from gevent import get_hub
 
 from harness.loadgen.collector import CellInfo, Collector
 from harness.loadgen.replicas import ReplicaPicker
@@ -66,6 +66,7 @@ class LoadContext:
     _windows: dict = field(default_factory=dict)
     _next_stream: int = 0
     _prepared: dict = field(default_factory=dict)   # RequestFactory -> its next (spec, body)
+    _frozen_pc: int = 0                  # when the heap was last frozen (FREEZE_NS)
     chained: bool = True                 # closed loops send their next request from the reader (Chain)
 
     @classmethod
@@ -91,8 +92,6 @@ class LoadContext:
                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
                   max_measure=share, chained=os.environ.get("SLM_CHAIN", "1") != "0")
         settle_heap()
-        if events is not None:
-            events.spawning_complete.add_listener(_freeze_streams)
         return ctx
 
     # ------------------------------------------------------------------------------------------
@@ -215,6 +214,10 @@ class LoadContext:
                     self.measure_window_pc(seg.cell))
         finally:
             col.inflight -= 1
+            now = perf_counter_ns()
+            if now - self._frozen_pc >= FREEZE_NS:
+                self._frozen_pc = now
+                gc.freeze()
             # draw this stream's next request now, off the path from a response's end to the next
             # send (a closed loop's throughput at 1024 streams is lost on that path); the factory's
             # sequence is unchanged, only drawn one request early
@@ -230,15 +233,14 @@ class LoadContext:
         return w
 
 
-def _freeze_streams(**_kw) -> None:
-    """Once the users are spawned (and again after each change in their number), move what
-    their streams keep for the whole run (greenlets and their frames, watchers, request factories,
-    chains) out of the collector's reach as well, a moment after the last spawn so the newest
-    streams have made theirs. A full collection walked all of them: 40-50 ms with 512 streams
-    locally, long enough to merge two tokens of every open stream (an ITL p99 of 20 ms). Freezing
-    costs nothing (the collector's lists are spliced); the little garbage young at that moment is
-    kept for good, once per spawn."""
-    spawn_later(0.2, gc.freeze)
+#: How often the accounting moves every object alive out of the cyclic collector's reach. A
+#: request's objects (its result, response, timer, greenlet frames) live for its whole stream, a
+#: second or more: long enough to be promoted and then walked by every older collection, which at
+#: 1024 streams made collections of 2-10 ms, each holding every stream's read. Frozen, they are
+#: walked at most for the 100 ms before the next freeze. Freezing costs nothing (lists spliced),
+#: and objects still die by reference counting; only garbage in reference cycles could no longer
+#: be found, and a request makes none (tests/test_loadgen_stream.py checks).
+FREEZE_NS = 100_000_000
 
 
 def settle_heap() -> None:
@@ -256,3 +258,5 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(0.0005)
+    if os.environ.get("SLM_GC") == "0":   # diagnosis: no automatic collections at all
+        gc.disable()
