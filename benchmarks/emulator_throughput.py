@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from loopback_rps import steer_loopback  # noqa: E402  (benchmarks/, beside this script)
+
 PROFILE = """name: bench-fixed
 description: fixed timing for the throughput benchmark
 model: {{id: emulated/bench, params: 134515008, weight_bytes: 269030016, layers: 30, kv_heads: 3, head_dim: 64}}
@@ -228,6 +230,10 @@ def main(argv=None) -> None:
                          "';SLM_NATIVE=0' compares the C token writer with the Python one in one run")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
+    ap.add_argument("--rps", action="store_true",
+                    help="loopback packets received on every core but the emulator's (root; restored after): the "
+                         "clients' TCP receive is not charged to the emulator's core, as with two hosts "
+                         "(benchmarks/loopback_rps.py)")
     args = ap.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     # the emulator gets the last core (core 0 tends to carry more interrupts and housekeeping)
@@ -238,6 +244,13 @@ def main(argv=None) -> None:
     print("| streams | variant | writer | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us "
           "| p99.9 us | max us | emulator CPU % user + sys | buffered % |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    with steer_loopback(server_core if args.rps else None):
+        rows = _levels(args, server_core, client_cores)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
     rows = []
     variants = args.variants.split(";") if args.variants else [""]
     for s in (int(x) for x in args.streams.split(",")):
@@ -253,8 +266,7 @@ def main(argv=None) -> None:
                       f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
                       f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, wall ms and CPU ms since the last CPU sample): "
                       f"{r['loop_stalls']}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import psutil
 
+from loopback_rps import steer_loopback
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 128
 TTFT_S = 0.050
@@ -283,6 +285,10 @@ def main(argv=None) -> int:
                     help="emulator processes on cores EMULATOR_CPU.. (when one emulator core is the limit)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--rps", action="store_true",
+                    help="loopback packets received on every core but the generator's (root; restored after): "
+                         "the emulator's side of each ACK is not charged to the generator's core, as with two "
+                         "hosts (benchmarks/loopback_rps.py)")
     ap.add_argument("--diag", action="store_true", help="print where the TTFT error sits (quantiles, stalls)")
     ap.add_argument("--compare", default=None, metavar="DIR",
                     help="another checkout of this repository: each level also runs its generator, "
@@ -297,8 +303,10 @@ def main(argv=None) -> int:
     emu_cpu = None if args.no_pin else args.emulator_cpu
     gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
                                          else args.emulator_cpu + args.emulator_processes)
+    if args.rps and gen_cpu is None:
+        ap.error("--rps needs the generator pinned (no --no-pin)")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="fidelity-") as d:
+    with steer_loopback(gen_cpu if args.rps else None), tempfile.TemporaryDirectory(prefix="fidelity-") as d:
         tmp = Path(d)
         emus, urls, gt_urls = [], [], []
         for k in range(args.emulator_processes):
