@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loopback_rps import steer_loopback  # noqa: E402  (benchmarks/, beside this script)
+from host import core_ticks, variant_env  # noqa: E402  (benchmarks/, beside this script)
+from loopback_rps import steer_loopback  # noqa: E402
 
 PROFILE = """name: bench-fixed
 description: fixed timing for the throughput benchmark
@@ -122,11 +123,6 @@ def _cpu_s(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tck, int(fields[12]) / tck
 
 
-def _env(variant: str) -> dict:
-    """``"A=1 B=2"`` as a dict (a --variants entry)."""
-    return dict(kv.split("=", 1) for kv in variant.split()) if variant.strip() else {}
-
-
 def _core_state(pid: int, core: int) -> dict:
     """What else ran on the emulator's core: its involuntary context switches, the core's steal
     and softirq ticks, and the CPU time of that core's ksoftirqd (loopback receive work the
@@ -136,10 +132,9 @@ def _core_state(pid: int, core: int) -> dict:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("nonvoluntary_ctxt_switches"):
                 out["nvcsw"] = int(line.split()[1])
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith(f"cpu{core} "):
-                f = line.split()
-                out["softirq"], out["steal"] = int(f[7]), int(f[8])
+        ticks = core_ticks(core)
+        if ticks:
+            out["softirq"], out["steal"] = ticks["softirq"], ticks["steal"]
         for p in Path("/proc").iterdir():
             if p.name.isdigit():
                 try:
@@ -162,7 +157,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
     cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
            "--port", "0", "--port-file", str(port_file), "--tick-us", str(args.tick_us)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               **_env(variant))
+               **variant_env(variant))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
     try:

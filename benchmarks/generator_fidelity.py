@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from host import core_share, core_ticks, variant_env
 from loopback_rps import steer_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,30 +82,6 @@ def _gt_total(gt_urls: list[str]) -> dict:
                     for q in ("mean", "p50", "p99")}
     out["tokens_sent"] = sum(p["tokens_sent"] for p in parts)
     return out
-
-
-def _core_times(cpu: int | None) -> list[int] | None:
-    """/proc/stat's jiffies of one core (user nice system idle iowait irq softirq steal ...)."""
-    if cpu is None:
-        return None
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith(f"cpu{cpu} "):
-                    return [int(x) for x in line.split()[1:]]
-    except OSError:
-        pass
-    return None
-
-
-def _core_share(t0: list[int] | None, t1: list[int] | None) -> tuple[float, float]:
-    """(steal %, softirq %) of a core between two samples: a virtual machine's host taking the core
-    away, and the kernel's network work (loopback delivery and ACKs) run on it."""
-    if not t0 or not t1:
-        return 0.0, 0.0
-    d = [b - a for a, b in zip(t0, t1)]
-    total = sum(d[:8]) or 1
-    return 100 * d[7] / total, 100 * d[6] / total
 
 
 def _tokens_in_window(run_dir: Path) -> tuple[float, float]:
@@ -185,7 +162,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    env.update(_variant_env(variant))
+    env.update(variant_env(variant))
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)
@@ -215,13 +192,13 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
             rss_samples.append((now - t_start, rss))
             if cpu0 is None and now >= measure_start:
                 cpu0 = (now, t, sw)
-                core0 = _core_times(gen_cpu)
+                core0 = core_ticks(gen_cpu)
                 for u in urls:   # ground truth over the measured window only
                     _post(u + "/emulator/ground_truth/reset")
             if cpu0 is not None and cpu_measure is None and now >= measure_end:
                 cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
                 sleeps = (sw - cpu0[2]) / (now - cpu0[0])
-                steal, softirq = _core_share(core0, _core_times(gen_cpu))
+                steal, softirq = core_share(core0, core_ticks(gen_cpu))
                 gt = _gt_total(gt_urls)
         except psutil.NoSuchProcess:
             break
@@ -254,11 +231,6 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         "gen_sleeps_s": sleeps, "core_steal_pct": steal, "core_softirq_pct": softirq,
         "rss_samples": rss_samples,
     }
-
-
-def _variant_env(variant: str) -> dict[str, str]:
-    """``"SLM_NATIVE=0 SLM_READER_WATCHDOG_MS=20"`` -> the generator's extra environment."""
-    return dict(kv.split("=", 1) for kv in variant.split())
 
 
 def _reader() -> str:
