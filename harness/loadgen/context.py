@@ -250,11 +250,13 @@ def settle_heap() -> None:
     A full collection walks every tracked object; with the imported libraries that is tens of
     milliseconds during which no greenlet reads its socket, which shows up as a late token on
     every open stream (an ITL p99 of 20-30 ms where the server sent every 10 ms). Frozen objects
-    are never scanned again; what the run itself creates is still collected.
+    are never scanned again. During the run the accounting freezes again every FREEZE_NS; what a
+    finished run left in reference cycles is unfrozen and collected here, when the next one starts.
 
     Also: the GIL switch interval goes down to 0.5 ms, so that when a background thread (the
     records writer) holds the interpreter, the event loop gets it back within that, not 5 ms.
     """
+    gc.unfreeze()   # a previous run's objects (FREEZE_NS froze them) may be garbage now: found here
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(0.0005)
