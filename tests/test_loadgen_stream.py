@@ -468,3 +468,48 @@ def test_a_request_leaves_no_garbage_for_the_cyclic_collector(chained):
             gc.garbage.clear()
         c.close()
     assert not any(n in ("_Response", "StreamResult", "AsyncResult", "_Body", "_Pending") for n in cyclic), cyclic
+
+
+def test_a_chained_request_keeps_its_socket_in_the_epoll_set(reader):
+    """The reader's epoll set holds a socket exactly while a response is read on it; a chained
+    request takes the socket over within its predecessor's end, so a chain of three requests
+    costs one register and one unregister (epoll_ctl on this nested set is a slow system call)."""
+    from harness.loadgen.stream import Chain
+
+    proto = protocol_for("tgi")
+    left = [2]
+
+    def nxt(u):
+        if not left[0]:
+            return None
+        left[0] -= 1
+        spec = RequestSpec("next", 1, 4)
+        return spec, proto.body(spec), "tag"
+
+    class Counting:
+        def __init__(self, ep):
+            self.ep, self.calls = ep, []
+
+        def register(self, fd, ev):
+            self.calls.append("register")
+            return self.ep.register(fd, ev)
+
+        def unregister(self, fd):
+            self.calls.append("unregister")
+            return self.ep.unregister(fd)
+
+        def __getattr__(self, name):
+            return getattr(self.ep, name)
+
+    with fake_server(ttft_ms=2, itl_ms=1) as url:
+        c = StreamClient(proto, request_timeout_s=10)
+        r = c._reactor()
+        r.ep = counting = Counting(r.ep)
+        chain = Chain(nxt)
+        results = [c.send(url, RequestSpec("first", 1, 4), chain=chain)]
+        while chain.pending is not None:
+            results.append(c.wait(chain))
+        assert [x.output_tokens for x in results] == [4, 4, 4]
+        assert not r.handlers                     # nothing left in the set
+        c.close()
+    assert counting.calls == ["register", "unregister"]

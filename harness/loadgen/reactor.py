@@ -155,10 +155,18 @@ class Reactor:
                 if not addr:
                     raise MemoryError("no memory for the C read pass's socket slot")
                 slot = self._slots[fd] = Slot.from_address(addr)
-            self.handlers[fd] = (slot, handler)   # drained (all zero) when its last response let go
+            entry = (slot, handler)   # the slot is drained (all zero) when its last response let go
         else:
-            self.handlers[fd] = (raw.recvmsg, handler)
-        self.ep.register(fd, select.EPOLLIN)
+            entry = (raw.recvmsg, handler)
+        # A socket is in the epoll set exactly while it has a handler. A chained request takes the
+        # socket over inside its predecessor's ``finished`` (``_done``), still registered: no
+        # epoll_ctl at all then. (This epoll set is itself watched by gevent's, and the kernel
+        # checks such nested sets under a global mutex on every ADD; at 1024 streams the lent
+        # machines' watchdog caught the reader inside epoll_ctl in 6 of 15 stalls >= 12 ms.)
+        fresh = fd not in self.handlers
+        self.handlers[fd] = entry
+        if fresh:
+            self.ep.register(fd, select.EPOLLIN)
 
     def remove(self, sock) -> None:
         """Stop reading ``sock`` (its response timed out or its greenlet was killed)."""
@@ -175,8 +183,12 @@ class Reactor:
                 pass
 
     def _done(self, fd: int, handler: Handler) -> None:
-        self._forget(fd)
-        handler.finished()
+        entry = self.handlers.get(fd)
+        if entry is not None and self._fr is not None:
+            _drain(entry[0], handler)   # tokens taken in place belong to the response, first
+        handler.finished()              # may hand the socket straight on (a chained request)
+        if self.handlers.get(fd) is entry:
+            self._forget(fd)            # not taken on: out of the epoll set until its next request
 
     def _run(self) -> None:
         hub_switch = self.hub.switch
