@@ -430,22 +430,28 @@ def test_chain_sends_the_next_request_as_the_response_ends(reader):
     assert idle == 1        # one socket carried all three, then went back to the idle pool
 
 
+def _chain_of(proto, n: int, tokens: int = 4):
+    """A Chain whose next-request function gives ``n`` more requests of ``tokens`` tokens, then None."""
+    from harness.loadgen.stream import Chain
+
+    left = [n]
+
+    def nxt(_url):
+        if not left[0]:
+            return None
+        left[0] -= 1
+        spec = RequestSpec("next", 1, tokens)
+        return spec, proto.body(spec), "tag"
+
+    return Chain(nxt)
+
+
 @pytest.mark.parametrize("chained", [False, True])
 def test_a_request_leaves_no_garbage_for_the_cyclic_collector(chained):
     """Every object a request makes is freed by reference counting: garbage in reference cycles
     is freed only by the cyclic collector, whose collections hold every stream's read (a response
     and its waiter pointing at each other made one such cycle per request)."""
-    from harness.loadgen.stream import Chain
-
     proto = protocol_for("tgi")
-    left = [3]
-
-    def nxt(u):
-        if not left[0]:
-            return None
-        left[0] -= 1
-        spec = RequestSpec("next", 1, 4)
-        return spec, proto.body(spec), "tag"
 
     with fake_server(ttft_ms=2, itl_ms=1) as url:
         c = StreamClient(proto, request_timeout_s=10)
@@ -453,7 +459,7 @@ def test_a_request_leaves_no_garbage_for_the_cyclic_collector(chained):
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)               # what a collection finds stays in gc.garbage
         try:
-            chain = Chain(nxt) if chained else None
+            chain = _chain_of(proto, 3) if chained else None
             results = [c.send(url, RequestSpec("x", 1, 4), chain=chain)]
             while chain is not None and chain.pending is not None:
                 results.append(c.wait(chain))
@@ -474,17 +480,7 @@ def test_a_chained_request_keeps_its_socket_in_the_epoll_set(reader):
     """The reader's epoll set holds a socket exactly while a response is read on it; a chained
     request takes the socket over within its predecessor's end, so a chain of three requests
     costs one register and one unregister (epoll_ctl on this nested set is a slow system call)."""
-    from harness.loadgen.stream import Chain
-
     proto = protocol_for("tgi")
-    left = [2]
-
-    def nxt(u):
-        if not left[0]:
-            return None
-        left[0] -= 1
-        spec = RequestSpec("next", 1, 4)
-        return spec, proto.body(spec), "tag"
 
     class Counting:
         def __init__(self, ep):
@@ -505,7 +501,7 @@ def test_a_chained_request_keeps_its_socket_in_the_epoll_set(reader):
         c = StreamClient(proto, request_timeout_s=10)
         r = c._reactor()
         r.ep = counting = Counting(r.ep)
-        chain = Chain(nxt)
+        chain = _chain_of(proto, 2)
         results = [c.send(url, RequestSpec("first", 1, 4), chain=chain)]
         while chain.pending is not None:
             results.append(c.wait(chain))
