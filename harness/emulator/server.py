@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 from harness.emulator.app import ReplicaApp
@@ -25,37 +24,9 @@ from harness.emulator.metrics import TgiMetrics
 from harness.emulator.native import load_emitter
 from harness.emulator.profile import FixedTiming, Profile
 from harness.emulator.timer import TimerWheel
+from harness.gcpauses import GcPauses
 
 log = logging.getLogger(__name__)
-
-
-class GcPauses:
-    """The garbage collector's pauses in this process, per generation: a pause of the event loop
-    delays every token due meanwhile, so the ground truth reports them beside the lateness."""
-
-    def __init__(self):
-        self.count = [0, 0, 0]
-        self.total_ns = [0, 0, 0]
-        self.max_ns = [0, 0, 0]
-        self._t0 = 0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._t0 = time.perf_counter_ns()
-            return
-        g = info["generation"]
-        d = time.perf_counter_ns() - self._t0
-        self.count[g] += 1
-        self.total_ns[g] += d
-        if d > self.max_ns[g]:
-            self.max_ns[g] = d
-
-    def reset(self) -> None:
-        self.count, self.total_ns, self.max_ns = [0, 0, 0], [0, 0, 0], [0, 0, 0]
-
-    def summary(self) -> dict:
-        return {f"gen{g}": {"collections": self.count[g], "total_ms": round(self.total_ns[g] / 1e6, 3),
-                            "max_ms": round(self.max_ns[g] / 1e6, 3)} for g in range(3)}
 
 
 class Emulator:
@@ -82,8 +53,7 @@ class Emulator:
         self.ports: list[int] = []
         self.keep_alive_s = 15.0
         self._ka_task: asyncio.Task | None = None
-        self.gc = GcPauses()
-        gc.callbacks.append(self.gc)
+        self.gc = GcPauses().start()
 
     async def start(self, host: str = "127.0.0.1", base_port: int = 0) -> list[int]:
         for i, app in enumerate(self.apps):
@@ -117,8 +87,7 @@ class Emulator:
         self.timer.close()
         for g in self.ground_truth:
             g.detach()
-        if self.gc in gc.callbacks:
-            gc.callbacks.remove(self.gc)
+        self.gc.stop()
         if self.emitter is not None:
             self.emitter.close()
             self.emitter = None

@@ -36,6 +36,7 @@ from gevent import sleep as gsleep
 from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
 
+from harness.gcpauses import GcPauses
 from harness.loadgen.native import Out, Slot
 from harness.loadgen.native import load as load_native
 
@@ -95,9 +96,8 @@ class Reactor:
         self.late: list[tuple[int, ...]] = []   # kept only for SLM_READER_LAG_LOG
         self.pass_cpu = 0          # this thread's CPU clock when the pass began (with the lag log)
         self.keep_late = bool(os.environ.get("SLM_READER_LAG_LOG"))
-        self.gc_pauses: list[tuple[int, int]] = []   # with the lag log: (generation, ns) >= 1 ms
-        if self.keep_late:
-            _time_gc(self.gc_pauses)
+        # with the lag log: every cyclic collection of >= 1 ms, (generation, ns)
+        self.gc_pauses = GcPauses(keep_ns=1_000_000).start() if self.keep_late else None
         self.late_count = 0
         self.lag_max_ns = 0
         self._late_since = 0       # the same two since the last take_late()
@@ -348,9 +348,11 @@ class Reactor:
         if path and self.late:
             with open(path, "a") as f:
                 f.writelines(" ".join(map(str, row)) + "\n" for row in self.late)
-        if path and self.gc_pauses:
-            with open(path + ".gc", "a") as f:
-                f.writelines(f"{g} {ns}\n" for g, ns in self.gc_pauses)
+        if self.gc_pauses is not None:
+            self.gc_pauses.stop()
+            if path and self.gc_pauses.long:
+                with open(path + ".gc", "a") as f:
+                    f.writelines(f"{g} {ns}\n" for g, ns in self.gc_pauses.long)
         stacks = self.stalls
         if path and stacks:
             with open(path + ".stacks", "a") as f:
@@ -373,21 +375,6 @@ def _drain(slot, h) -> None:
     if n:
         h.absorb(slot.first, slot.last, n, slot.itl[:slot.n_itl])
     slot.on = slot.tokens = slot.n_itl = slot.first = 0
-
-
-def _time_gc(out: list) -> None:
-    """Diagnosis only (SLM_READER_LAG_LOG): note every cyclic collection of 1 ms or more."""
-    import gc
-
-    t0 = [0]
-
-    def cb(phase, info):
-        if phase == "start":
-            t0[0] = perf_counter_ns()
-        elif perf_counter_ns() - t0[0] >= 1_000_000 and len(out) < 100_000:
-            out.append((info["generation"], perf_counter_ns() - t0[0]))
-
-    gc.callbacks.append(cb)
 
 
 def _start_watchdog(reactor: Reactor, ms: float) -> None:
