@@ -123,7 +123,7 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
                + (f"pass ms p50/max {np.median(a[:, 3]) / 1e6:.1f}/{a[:, 3].max() / 1e6:.1f}, " if a.shape[1] > 3 else "")
                + (f"CPU in the 5 longest passes ms {', '.join(f'{c / 1e6:.1f}/{d / 1e6:.1f}' for d, c in sorted(zip(a[:, 3], a[:, 4]))[-5:])}, "
                   if a.shape[1] > 4 else "")
-               + f"ms between them p10/p50/p90 "
+               + "ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
     gcl = Path(str(lag_log) + ".gc")
     if gcl.exists():   # the generator's cyclic collections of >= 1 ms: generation, ns
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "
               f"{r['gen_cpu_pct']:.0f} | {r['gen_us_per_token']:.1f} | {r['gen_sleeps_s']:.0f} | "
-              f"{r.get('core_steal_pct', 0):.1f} | {r.get('core_softirq_pct', 0):.1f} | {r['gen_rss_mb']:.0f} |")
+              f"{r['core_steal_pct']:.1f} | {r['core_softirq_pct']:.1f} | {r['gen_rss_mb']:.0f} |")
     if args.compare:
         print(f"\ncode A: this tree; B: {Path(args.compare).resolve()}")
     if args.json:
