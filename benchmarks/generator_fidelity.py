@@ -123,6 +123,11 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
                + (f"pass ms p50/max {np.median(a[:, 3]) / 1e6:.1f}/{a[:, 3].max() / 1e6:.1f}, " if a.shape[1] > 3 else "")
                + (f"CPU in the 5 longest passes ms {', '.join(f'{c / 1e6:.1f}/{d / 1e6:.1f}' for d, c in sorted(zip(a[:, 3], a[:, 4]))[-5:])}, "
                   if a.shape[1] > 4 else "")
+               + (f"in those passes: reads for Python p50/max {np.median(a[:, 5]):.0f}/{a[:, 5].max():.0f}, "
+                  f"ends p50/max {np.median(a[:, 6]):.0f}/{a[:, 6].max():.0f}, "
+                  f"in the 5 longest (ms: reads, ends, ms of it in C) "
+                  f"{', '.join(f'{d / 1e6:.1f}: {o:.0f}, {e:.0f}, {c / 1e6:.1f}' for d, o, e, c in sorted(zip(a[:, 3], a[:, 5], a[:, 6], a[:, 7]))[-5:])}; "
+                  if a.shape[1] > 7 else "")
                + "ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
     gcl = Path(str(lag_log) + ".gc")
@@ -233,6 +238,47 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     }
 
 
+def run_floor(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
+              tmp: Path, gt_urls: list[str], ramp_s: float = 0.0) -> dict:
+    """The same level read by ``bare_reader.py`` (nothing per token but a kernel stamp), on the
+    generator's core, against the same emulators over the same kind of window: the floor.
+
+    Where the floor misses a target too, the machine (its emulators, the kernel's loopback path,
+    other guests) cannot show that target in that run, whatever the product does."""
+    for u in urls:
+        _post(u + "/emulator/ground_truth/reset")
+    out = tmp / f"floor{streams}.json"
+    proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, str(ROOT / "benchmarks" / "bare_reader.py"),
+                             "--url", ",".join(urls), "--streams", str(streams), "--warmup-s", str(warmup_s),
+                             "--measure-s", str(measure_s), "--ramp-s", str(ramp_s), "--kernel-stamps",
+                             "--signal", "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    core0 = core1 = gt = None
+    for line in proc.stdout:
+        if line.startswith("# measure"):
+            core0 = core_ticks(gen_cpu)
+            for u in urls:   # ground truth over the measured window only
+                _post(u + "/emulator/ground_truth/reset")
+        elif line.startswith("# end"):
+            core1 = core_ticks(gen_cpu)
+            gt = _gt_total(gt_urls)
+    if proc.wait() != 0 or gt is None:
+        raise SystemExit(f"bare_reader.py failed at {streams} streams (exit {proc.returncode})")
+    r = json.loads(out.read_text())[0]
+    steal, softirq = core_share(core0, core1)
+    return {
+        "streams": streams, "code": "floor", "variant": "bare reader", "ramp_s": ramp_s,
+        "ideal_tok_s": r["ideal_tok_s"], "tok_s": r["tok_s"], "pct_ideal": r["pct_ideal"], "requests": 0, "errors": 0,
+        "ttft_mean_err_ms": r["ttft_mean_err_ms"], "ttft_p99_err_ms": r["ttft_p99_err_ms"],
+        "ttft_mean_vs_emu_ms": r["ttft_mean_err_ms"] + TTFT_S * 1e3 - gt["ttft_us"]["mean"] / 1e3,
+        "itl_p50_ms": r["itl_p50_ms"], "itl_p99_ms": r["itl_p99_ms"], "e2e_mean_ms": 0.0, "gap_mean_ms": 0.0,
+        "emu_itl_p50_ms": gt["itl_us"]["p50"] / 1e3, "emu_itl_p99_ms": gt["itl_us"]["p99"] / 1e3,
+        "emu_late_p99_ms": gt["lateness_us"].get("p99", 0) / 1e3,
+        "gen_cpu_pct": r["cpu_pct"], "gen_us_per_token": r["us_per_token"], "gen_rss_mb": r["rss_mb"],
+        "gen_sleeps_s": 0.0, "core_steal_pct": steal, "core_softirq_pct": softirq, "rss_samples": [],
+    }
+
+
 def _reader() -> str:
     """Which stream reader the generator gets on this machine (harness.loadgen.native)."""
     sys.path.insert(0, str(ROOT))
@@ -265,6 +311,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", default=None, metavar="DIR",
                     help="another checkout of this repository: each level also runs its generator, "
                          "alternating with this one against the same emulator (A/B on a shared machine)")
+    ap.add_argument("--floor", action="store_true",
+                    help="each run of a level is followed by bare_reader.py at that level on the same cores and "
+                         "emulators (code 'floor'): what the machine lets a reader with nothing per token show")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level (and of each side)")
     ap.add_argument("--variants", default="", metavar="ENV;ENV",
                     help="';'-separated generator environments run alternately at each level against the same "
@@ -297,6 +346,11 @@ def main(argv=None) -> int:
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
+                    if args.floor:
+                        for ramp in [float(x) for x in args.ramp_s.split(",")]:
+                            rows.append(run_floor(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls, ramp))
+                            print(f"{n} streams done (floor): {rows[-1]['pct_ideal']:.2f}% of ideal",
+                                  file=sys.stderr, flush=True)
         finally:
             for emu in emus:
                 emu.terminate()
@@ -310,7 +364,7 @@ def main(argv=None) -> int:
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['streams']} | {'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ramp_s']:g} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+        print(f"| {r['streams']} | {r['code'] if r['code'] == 'floor' else 'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ramp_s']:g} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "

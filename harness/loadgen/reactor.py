@@ -115,6 +115,9 @@ class Reactor:
         self.reads = 0
         self.closed = False
         self.pass_ns = 0           # when the last read pass began (perf_counter_ns)
+        self.pass_outs = 0         # reads the last pass handed to Python, and responses it ended
+        self.pass_ends = 0
+        self.pass_c_ns = 0         # with the lag log: how long the last pass's C part took
         self.stalls = None         # collections.Counter of stacks, with SLM_READER_WATCHDOG_MS
         if os.environ.get("SLM_READER_WATCHDOG_MS"):
             _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
@@ -183,6 +186,7 @@ class Reactor:
                 pass
 
     def _done(self, fd: int, handler: Handler) -> None:
+        self.pass_ends += 1
         entry = self.handlers.get(fd)
         if entry is not None and self._fr is not None:
             _drain(entry[0], handler)   # tokens taken in place belong to the response, first
@@ -245,6 +249,7 @@ class Reactor:
         off = time_ns() - pc
         oldest = 0
         ready = self.ep.poll(0)
+        self.pass_outs, self.pass_ends = len(ready), 0
         for fd, _ev in ready:
             entry = handlers.get(fd)
             if entry is None:
@@ -282,6 +287,9 @@ class Reactor:
             self.pass_cpu = thread_time_ns()
         lib, fr = self._lib, self._fr
         k = lib.fr_pass(fr)
+        self.pass_outs, self.pass_ends = k, 0
+        if self.keep_late:
+            self.pass_c_ns = perf_counter_ns() - self.pass_ns
         handlers = self.handlers
         outs, buf = self._outs, self._buf
         for i in range(k):
@@ -327,8 +335,11 @@ class Reactor:
             self._lag_since = max(self._lag_since, lag)
             if self.keep_late and len(self.late) < 100_000:
                 # how much of the wait was the pass itself (reading and handling what it found),
-                # and how much CPU this thread had in it (less than the pass: not running)
-                self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu))
+                # how much CPU this thread had in it (less than the pass: not running), and how
+                # many reads it handed to Python and responses it ended (each end sends a chained
+                # request and wakes its greenlet)
+                self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu,
+                                  self.pass_outs, self.pass_ends, self.pass_c_ns))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
