@@ -509,3 +509,128 @@ def test_a_chained_request_keeps_its_socket_in_the_epoll_set(reader):
         assert not r.handlers                     # nothing left in the set
         c.close()
     assert counting.calls == ["register", "unregister"]
+
+
+@pytest.mark.parametrize("proto_name", ["tgi", "openai-chat"])
+@pytest.mark.parametrize("slice_us", ["0.001", "0"])
+def test_reads_handled_in_slices_keep_every_stream_whole_and_in_order(proto_name, slice_us, reader, monkeypatch):
+    """When handling a pass's reads outlasts SLM_READER_SLICE_US, the C pass reads every stream
+    again before the rest, and queues what it hands over behind them. With a slice of 1 ns that
+    happens after every read handed to Python: 40 closed loops of chained requests must still
+    count every token once, in order (gaps >= 0 adding up to first-to-last), with no errors."""
+    import gevent
+
+    monkeypatch.setenv("SLM_READER_SLICE_US", slice_us)
+    proto = protocol_for(proto_name)
+    with fake_server(ttft_ms=2, itl_ms=1) as url:
+        c = StreamClient(proto, request_timeout_s=20)
+
+        def loop():
+            chain = _chain_of(proto, 4, tokens=20)
+            out = [c.send(url, RequestSpec("first", 1, 20), chain=chain)]
+            while chain.pending is not None:
+                out.append(c.wait(chain))
+            return out
+
+        jobs = [gevent.spawn(loop) for _ in range(40)]
+        gevent.joinall(jobs, raise_error=True)
+        nested = c._reactor_.nested_passes
+        c.close()
+    results = [r for j in jobs for r in j.value]
+    assert len(results) == 200
+    for r in results:
+        assert r.error_class is None and r.output_tokens == 20 and r.events == 20, r.error
+        assert len(r.itl_ns) == 19 and min(r.itl_ns) >= 0
+        assert sum(r.itl_ns) == r.end_pc - r.first_pc
+    if reader == "c-pass" and slice_us != "0":
+        assert nested > 100, nested      # the slices really ran passes in between
+    else:
+        assert nested == 0
+
+
+def test_a_socket_read_again_between_slices_is_not_taken_in_place_ahead_of_its_queued_read(monkeypatch):
+    """Reads of one socket queued by two C passes are handled in the order they were read: once
+    the first is handled, the in-place path stays off while the second is still queued, so a third
+    pass cannot take a newer token ahead of it (that token's gap would come out negative)."""
+    import time as _time
+
+    from harness.loadgen import native
+    from harness.loadgen.reactor import Reactor
+    from harness.loadgen.stream import StreamResult, _Response
+
+    monkeypatch.setenv("SLM_NATIVE", "1")
+    monkeypatch.setenv("SLM_READER_SLICE_US", "0.001")   # a further pass after every read handled
+    assert native.load() is not None
+    pairs = []
+    for _ in range(2):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        cli = socket.create_connection(srv.getsockname())
+        peer, _ = srv.accept()
+        srv.close()
+        Reactor.prepare(cli)
+        pairs.append((cli, peer))
+    (x, px), (y, py) = pairs
+    chunks = [_tgi_chunk(k) for k in range(1, 5)] + [_tgi_chunk(5, last=True)]
+
+    class Y:      # another stream: while its read is handled, X's next token arrives (B)
+        def feed(self, data, t):
+            px.send(chunks[2])
+            _time.sleep(0.003)
+            return False
+
+        def eof(self, t):
+            return True
+
+        error = eof
+
+        def finished(self):
+            pass
+
+    class X:      # the stream under test: while its first queued read is handled, one more (C)
+        def __init__(self, resp):
+            self.resp, self.fed = resp, 0
+
+        def feed(self, data, t):
+            self.fed += 1
+            if self.fed == 2:
+                px.send(chunks[3])
+                _time.sleep(0.003)
+            return self.resp.feed(data, t)
+
+        def __getattr__(self, name):
+            return getattr(self.resp, name)
+
+    r = Reactor(protocol_for("tgi").plain_token)
+    resp = _Response(StreamResult("u", 0), protocol_for("tgi"), _Waiter())
+    try:
+        r.add(x, X(resp))
+        r.add(y, Y())
+        px.send(_HEAD + chunks[0])            # head and first token: handled, in place from now on
+        _time.sleep(0.003)
+        r.pass_ns = 0
+        r.pump()
+        r.pass_ns = 0
+        r.pump()                              # empties epoll's ready list (X was put back on it)
+        r._slots[x.fileno()].on = 0           # X's next read goes to Python (A) ...
+        py.send(b"y")                         # ... after Y's, which brings B
+        _time.sleep(0.002)
+        px.send(chunks[1])
+        _time.sleep(0.003)
+        r.pass_ns = 0
+        r.pump()
+        assert r.nested_passes >= 2
+        px.send(chunks[4] + b"0\r\n\r\n")
+        _time.sleep(0.003)
+        r.pass_ns = 0
+        r.pump()
+    finally:
+        r.close()
+        for s in (x, px, y, py):
+            s.close()
+    assert resp.waiter.done and resp.close_out() is True
+    res = resp.res
+    assert res.output_tokens == 5 and res.events == 5, (res.output_tokens, res.error)
+    assert min(res.itl_ns) >= 0, res.itl_ns              # in the order the kernel stamped them
+    assert sum(res.itl_ns) == res.end_pc - res.first_pc

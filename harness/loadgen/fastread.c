@@ -217,6 +217,7 @@ int fr_pass(fr_ctx *c) {
         ssize_t got = recvmsg(fd, &mh, 0);
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+            if (s) s->on = 0;
             c->out[k].fd = fd; c->out[k].len = -errno; c->out[k].off = 0;
             c->out[k++].t = clock_ns(CLOCK_MONOTONIC);
             continue;
@@ -252,6 +253,10 @@ int fr_pass(fr_ctx *c) {
             memcpy(c->buf + pos, dst, got);
             dst = c->buf + pos;
         }
+        /* Python re-enables the in-place path once it has handled this read (fr_enable); until
+         * then a further pass must copy this socket's reads out after it, never take them in
+         * place ahead of it (Reactor._pump_native may run a pass before handling every read) */
+        if (s) s->on = 0;
         c->out[k].fd = fd;
         c->out[k].len = (int32_t)got;
         c->out[k].off = (int64_t)pos;

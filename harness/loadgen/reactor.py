@@ -118,6 +118,11 @@ class Reactor:
         self.pass_outs = 0         # reads the last pass handed to Python, and responses it ended
         self.pass_ends = 0
         self.pass_c_ns = 0         # with the lag log: how long the last pass's C part took
+        self.pass_nested = 0       # further C passes the last pass ran between its slices
+        self.nested_passes = 0     # and all of them, since the start
+        # SLM_READER_SLICE_US: how long the reads handed to Python are handled before another C
+        # pass reads every stream (0: never; for comparison)
+        self.slice_ns = int(float(os.environ.get("SLM_READER_SLICE_US", "2000")) * 1000)
         self.stalls = None         # collections.Counter of stacks, with SLM_READER_WATCHDOG_MS
         if os.environ.get("SLM_READER_WATCHDOG_MS"):
             _start_watchdog(self, float(os.environ["SLM_READER_WATCHDOG_MS"]))
@@ -281,49 +286,86 @@ class Reactor:
         return len(ready)
 
     def _pump_native(self) -> int:
-        """``_pump`` with the C pass: plain token reads never reach Python (fastread.c)."""
+        """``_pump`` with the C pass: plain token reads never reach Python (fastread.c).
+
+        The reads it hands to Python are handled in slices of SLICE_NS: when handling them takes
+        longer (a bunch of responses ending together, each with its chained send, ~0.1 ms apiece
+        on the lent machines), another C pass reads every socket in between, and what it hands
+        over is queued behind. Without that, a pass of 100-250 ends held every other stream's
+        read for 20-40 ms there, long enough to merge two or three of its tokens into one read."""
         self.pass_ns = perf_counter_ns()
         if self.keep_late:
             self.pass_cpu = thread_time_ns()
         lib, fr = self._lib, self._fr
         k = lib.fr_pass(fr)
-        self.pass_outs, self.pass_ends = k, 0
+        ready = lib.fr_ready(fr)
+        oldest = lib.fr_oldest(fr)
+        self.pass_outs, self.pass_ends, self.pass_nested = k, 0, 0
         if self.keep_late:
             self.pass_c_ns = perf_counter_ns() - self.pass_ns
-        handlers = self.handlers
-        outs, buf = self._outs, self._buf
-        for i in range(k):
-            o = outs[i]
-            fd = o.fd
-            entry = handlers.get(fd)
-            if entry is None:
-                continue
-            slot, h = entry
-            if slot.on:
-                _drain(slot, h)
-            n, t = o.len, o.t
-            try:
-                if n > 0:
-                    off = o.off
-                    end = h.feed(buf[off:off + n], t)
-                elif n == 0:
-                    end = h.eof(t)
-                else:
-                    end = h.error(OSError(-n, os.strerror(-n)), t)
-            except Exception as e:  # a parser bug must not stop every other stream
-                end = h.error(e, t)
-            if end:
-                self._done(fd, h)
-                continue
-            resume = getattr(h, "resume", None)
-            st = resume() if resume is not None else None
-            if st is not None:
-                lib.fr_enable(fr, fd, *st)
-        oldest = lib.fr_oldest(fr)
-        ready = lib.fr_ready(fr)
+        if k:
+            handlers = self.handlers
+            work = self._outs_list(k)
+            slice_ns = self.slice_ns
+            slice_end = perf_counter_ns() + slice_ns
+            later: dict[int, int] = {}   # fd -> position of its last read a further pass queued
+            i = 0
+            while i < len(work):
+                fd, n, t, data = work[i]
+                i += 1
+                entry = handlers.get(fd)
+                if entry is None:
+                    continue
+                slot, h = entry
+                if slot.tokens:
+                    _drain(slot, h)   # tokens taken in place before this read come first
+                try:
+                    if n > 0:
+                        end = h.feed(data, t)
+                    elif n == 0:
+                        end = h.eof(t)
+                    else:
+                        end = h.error(OSError(-n, os.strerror(-n)), t)
+                except Exception as e:  # a parser bug must not stop every other stream
+                    end = h.error(e, t)
+                if end:
+                    self._done(fd, h)
+                elif later.get(fd, 0) <= i:   # no later read of this socket queued: in place again
+                    resume = getattr(h, "resume", None)
+                    st = resume() if resume is not None else None
+                    if st is not None:
+                        lib.fr_enable(fr, fd, *st)
+                if slice_ns and i < len(work) and perf_counter_ns() > slice_end:
+                    k = lib.fr_pass(fr)    # read every stream again before the rest
+                    ready += lib.fr_ready(fr)
+                    oldest = oldest or lib.fr_oldest(fr)
+                    self.pass_nested += 1
+                    self.nested_passes += 1
+                    if k:
+                        self.pass_outs += k
+                        base = len(work)
+                        work.extend(self._outs_list(k))
+                        for j in range(base, len(work)):
+                            later[work[j][0]] = j + 1   # a socket's last queued read, 1-based
+                    slice_end = perf_counter_ns() + slice_ns
         if oldest:
             self._health(oldest, ready)
         return ready
+
+    def _outs_list(self, k: int) -> list[tuple[int, int, int, bytes | None]]:
+        """The C pass's reads for Python as (fd, len, t, bytes): copied out of its buffers, which
+        the next pass reuses."""
+        outs, buf = self._outs, self._buf
+        out = []
+        for i in range(k):
+            o = outs[i]
+            n = o.len
+            if n > 0:
+                off = o.off
+                out.append((o.fd, n, o.t, buf[off:off + n]))
+            else:
+                out.append((o.fd, n, o.t, None))
+        return out
 
     def _health(self, oldest: int, ready: int) -> None:
         now = perf_counter_ns()
@@ -339,7 +381,7 @@ class Reactor:
                 # many reads it handed to Python and responses it ended (each end sends a chained
                 # request and wakes its greenlet)
                 self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu,
-                                  self.pass_outs, self.pass_ends, self.pass_c_ns))
+                                  self.pass_outs, self.pass_ends, self.pass_c_ns, self.pass_nested))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
