@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from host import core_share, core_ticks, variant_env
+from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, variant_env
 from loopback_rps import steer_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +168,14 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     env.update(variant_env(variant))
+    latency = env.pop(CPU_LATENCY_VAR, None)
+    with cpu_latency(None if latency is None else int(latency)):
+        return _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
+                          scen, out, env)
+
+
+def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
+               scen, out, env) -> dict:
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)

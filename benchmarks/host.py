@@ -4,6 +4,9 @@ the core; softirq: the kernel's network work ran on it)."""
 
 from __future__ import annotations
 
+import os
+import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 #: /proc/stat's per-core columns, in order
@@ -35,3 +38,31 @@ def core_share(t0: dict[str, int] | None, t1: dict[str, int] | None) -> tuple[fl
     d = {k: t1[k] - t0[k] for k in TICKS}
     total = sum(d.values()) or 1
     return 100 * d["steal"] / total, 100 * d["softirq"] / total
+
+
+#: A ``--variants`` entry's pseudo-variable for the benchmark itself, not the measured process:
+#: hold every core's wake-up latency at this many microseconds for the run (see
+#: :func:`cpu_latency`). ``BENCH_CPU_LATENCY_US=0`` keeps idle cores polling.
+CPU_LATENCY_VAR = "BENCH_CPU_LATENCY_US"
+
+
+@contextmanager
+def cpu_latency(us: int | None):
+    """Within the block, no core enters an idle state slower to leave than ``us`` microseconds
+    (PM QoS, ``/dev/cpu_dma_latency``; root). None: nothing changes.
+
+    Why: with ``--rps`` the kernel hands loopback packets to other cores. An idle core has halted;
+    on a virtual machine a halted vCPU gives its physical core back, and a packet handed to it
+    waits until the host runs it again. With 0, idle cores poll, as on a latency-tuned host."""
+    if us is None:
+        yield None
+        return
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    except OSError as e:
+        raise SystemExit(f"{CPU_LATENCY_VAR}: cannot open /dev/cpu_dma_latency ({e.strerror}); run as root") from None
+    try:
+        os.write(fd, struct.pack("i", int(us)))
+        yield us
+    finally:
+        os.close(fd)   # the request lasts while the file is open
