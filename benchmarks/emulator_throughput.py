@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from host import core_ticks, variant_env  # noqa: E402  (benchmarks/, beside this script)
+from host import CPU_LATENCY_VAR, core_ticks, cpu_latency, variant_env  # noqa: E402  (benchmarks/, beside this script)
 from loopback_rps import steer_loopback  # noqa: E402
 
 PROFILE = """name: bench-fixed
@@ -220,6 +220,7 @@ def main(argv=None) -> None:
     ap.add_argument("--tick-us", type=float, default=100.0, help="the emulator's timer grid (emulate --tick-us)")
     ap.add_argument("--clients", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="client processes (one per spare core)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each level (variants alternate)")
     ap.add_argument("--variants", default="", metavar="ENV;ENV",
                     help="';'-separated emulator environments run one after the other at each level, e.g. "
                          "';SLM_NATIVE=0' compares the C token writer with the Python one in one run")
@@ -248,19 +249,21 @@ def main(argv=None) -> None:
 def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
     rows = []
     variants = args.variants.split(";") if args.variants else [""]
-    for s in (int(x) for x in args.streams.split(",")):
-        for v in variants:
+    runs = [(s, v) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat) for v in variants]
+    for s, v in runs:
+        latency = variant_env(v).pop(CPU_LATENCY_VAR, None)
+        with cpu_latency(None if latency is None else int(latency)):
             r = run_level(s, args, server_core, client_cores, v)
-            rows.append(r)
-            print(f"| {s} | {v or 'default'} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
-                  f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
-                  f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
-                  f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
-            if args.episodes:
-                print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
-                      f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
-                      f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, wall ms and CPU ms since the last CPU sample): "
-                      f"{r['loop_stalls']}", flush=True)
+        rows.append(r)
+        print(f"| {s} | {v or 'default'} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
+              f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
+              f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
+              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
+        if args.episodes:
+            print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
+                  f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
+                  f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, wall ms and CPU ms since the last CPU sample): "
+                  f"{r['loop_stalls']}", flush=True)
     return rows
 
 
