@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from host import CPU_LATENCY_VAR, core_ticks, cpu_latency, variant_env  # noqa: E402  (benchmarks/, beside this script)
+from host import core_ticks, cpu_latency, run_latency, variant_env  # noqa: E402  (benchmarks/, beside this script)
 from loopback_rps import steer_loopback  # noqa: E402
 
 PROFILE = """name: bench-fixed
@@ -229,7 +229,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rps", action="store_true",
                     help="loopback packets received on every core but the emulator's (root; restored after): the "
                          "clients' TCP receive is not charged to the emulator's core, as with two hosts "
-                         "(benchmarks/loopback_rps.py)")
+                         "(benchmarks/loopback_rps.py); idle cores poll for the runs (BENCH_CPU_LATENCY_US, "
+                         "benchmarks/host.py)")
     args = ap.parse_args(argv)
     cores = sorted(os.sched_getaffinity(0))
     # the emulator gets the last core (core 0 tends to carry more interrupts and housekeeping)
@@ -251,8 +252,7 @@ def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
     variants = args.variants.split(";") if args.variants else [""]
     runs = [(s, v) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat) for v in variants]
     for s, v in runs:
-        latency = variant_env(v).pop(CPU_LATENCY_VAR, None)
-        with cpu_latency(None if latency is None else int(latency)):
+        with cpu_latency(run_latency(v, args.rps)):
             r = run_level(s, args, server_core, client_cores, v)
         rows.append(r)
         print(f"| {s} | {v or 'default'} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "

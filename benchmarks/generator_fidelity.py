@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, variant_env
+from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, run_latency, variant_env
 from loopback_rps import steer_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
               tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
-              variant: str = "", ramp_s: float = 0.0) -> dict:
+              variant: str = "", ramp_s: float = 0.0, rps: bool = False) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     stages = f", stages: [{{duration_s: {ramp_s}, target: {streams}}}]" if ramp_s > 0 else ""
@@ -168,8 +168,8 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     env.update(variant_env(variant))
-    latency = env.pop(CPU_LATENCY_VAR, None)
-    with cpu_latency(None if latency is None else int(latency)):
+    env.pop(CPU_LATENCY_VAR, None)
+    with cpu_latency(run_latency(variant, rps)):
         return _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
                           scen, out, env)
 
@@ -314,7 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rps", action="store_true",
                     help="loopback packets received on every core but the generator's (root; restored after): "
                          "the emulator's side of each ACK is not charged to the generator's core, as with two "
-                         "hosts (benchmarks/loopback_rps.py)")
+                         "hosts (benchmarks/loopback_rps.py); idle cores poll for the runs (BENCH_CPU_LATENCY_US, "
+                         "benchmarks/host.py), so the packets handed to them do not wait for a halted vCPU")
     ap.add_argument("--diag", action="store_true", help="print where the TTFT error sits (quantiles, stalls)")
     ap.add_argument("--compare", default=None, metavar="DIR",
                     help="another checkout of this repository: each level also runs its generator, "
@@ -350,13 +351,14 @@ def main(argv=None) -> int:
                     for root in roots:
                         for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
                             rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                  gt_urls, root, args.diag, v.strip(), ramp))
+                                                  gt_urls, root, args.diag, v.strip(), ramp, args.rps))
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
                     if args.floor:
                         for ramp in [float(x) for x in args.ramp_s.split(",")]:
-                            rows.append(run_floor(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls, ramp))
+                            with cpu_latency(run_latency("", args.rps)):
+                                rows.append(run_floor(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp, gt_urls, ramp))
                             print(f"{n} streams done (floor): {rows[-1]['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
         finally:

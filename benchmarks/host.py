@@ -42,8 +42,16 @@ def core_share(t0: dict[str, int] | None, t1: dict[str, int] | None) -> tuple[fl
 
 #: A ``--variants`` entry's pseudo-variable for the benchmark itself, not the measured process:
 #: hold every core's wake-up latency at this many microseconds for the run (see
-#: :func:`cpu_latency`). ``BENCH_CPU_LATENCY_US=0`` keeps idle cores polling.
+#: :func:`cpu_latency`). ``BENCH_CPU_LATENCY_US=0`` keeps idle cores polling; ``none`` leaves
+#: the machine's setting (``--rps`` holds 0 otherwise).
 CPU_LATENCY_VAR = "BENCH_CPU_LATENCY_US"
+
+
+def run_latency(variant: str, rps: bool) -> int | None:
+    """The wake-up latency to hold for one run: the variant's, else 0 with ``--rps`` (the cores
+    RPS hands packets to must be awake, as another host's would be), else none."""
+    v = variant_env(variant).get(CPU_LATENCY_VAR, "0" if rps else "none")
+    return None if v == "none" else int(v)
 
 
 @contextmanager
