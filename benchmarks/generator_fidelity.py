@@ -125,9 +125,10 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
                   if a.shape[1] > 4 else "")
                + (f"in those passes: reads for Python p50/max {np.median(a[:, 5]):.0f}/{a[:, 5].max():.0f}, "
                   f"ends p50/max {np.median(a[:, 6]):.0f}/{a[:, 6].max():.0f}, "
-                  f"in the 5 longest (ms: reads, ends, ms of its first C pass, further C passes) "
-                  f"{', '.join(f'{d / 1e6:.1f}: {o:.0f}, {e:.0f}, {c / 1e6:.1f}, {x:.0f}' for d, o, e, c, x in sorted(zip(a[:, 3], a[:, 5], a[:, 6], a[:, 7], a[:, 8]))[-5:])}; "
-                  if a.shape[1] > 8 else "")
+                  f"in the 5 longest (ms: reads, ends, ms of its first C pass, further C passes, "
+                  f"ms of its slowest system call in C) "
+                  f"{', '.join(f'{d / 1e6:.1f}: {o:.0f}, {e:.0f}, {c / 1e6:.1f}, {x:.0f}, {m / 1e6:.2f}' for d, o, e, c, x, m in sorted(zip(a[:, 3], a[:, 5], a[:, 6], a[:, 7], a[:, 8], a[:, 9]))[-5:])}; "
+                  if a.shape[1] > 9 else "")
                + "ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
     gcl = Path(str(lag_log) + ".gc")

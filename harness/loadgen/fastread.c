@@ -61,6 +61,8 @@ typedef struct {
     int64_t oldest;         /* stamp of the first socket read in the pass (epoll order), 0: none */
     int32_t ready;
     int64_t handled;        /* tokens taken in place, all time (diagnosis) */
+    int timing;             /* diagnosis (fr_set_timing): time each system call of a pass */
+    int64_t max_call;       /* the pass's slowest epoll_wait or recvmsg, ns (with timing) */
 } fr_ctx;
 
 static int64_t clock_ns(clockid_t id) {
@@ -113,6 +115,8 @@ fr_out *fr_outs(fr_ctx *c) { return c->out; }
 int64_t fr_oldest(fr_ctx *c) { return c->oldest; }
 int32_t fr_ready(fr_ctx *c) { return c->ready; }
 int64_t fr_handled(fr_ctx *c) { return c->handled; }
+int64_t fr_max_call(fr_ctx *c) { return c->max_call; }
+void fr_set_timing(fr_ctx *c, int on) { c->timing = on; }
 
 /* The slot of ``fd`` (made on first use), or NULL when out of memory. */
 fr_slot *fr_slot_of(fr_ctx *c, int fd) {
@@ -196,7 +200,13 @@ int fr_pass(fr_ctx *c) {
     int64_t mono = clock_ns(CLOCK_MONOTONIC);
     int64_t off = clock_ns(CLOCK_REALTIME) - mono;   /* kernel stamps -> perf_counter_ns scale */
     c->oldest = 0;
+    c->max_call = 0;
+    int64_t t0 = c->timing ? clock_ns(CLOCK_MONOTONIC) : 0, t1;
     int n = epoll_wait(c->epfd, c->ev, MAX_EVENTS, 0);
+    if (c->timing) {
+        t1 = clock_ns(CLOCK_MONOTONIC);
+        c->max_call = t1 - t0;
+    }
     c->ready = n > 0 ? n : 0;
     int k = 0;
     size_t pos = 0;
@@ -214,7 +224,12 @@ int fr_pass(fr_ctx *c) {
         mh.msg_iovlen = 1;
         mh.msg_control = anc;
         mh.msg_controllen = sizeof anc;
+        if (c->timing) t0 = clock_ns(CLOCK_MONOTONIC);
         ssize_t got = recvmsg(fd, &mh, 0);
+        if (c->timing) {
+            t1 = clock_ns(CLOCK_MONOTONIC);
+            if (t1 - t0 > c->max_call) c->max_call = t1 - t0;
+        }
         if (got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
             if (s) s->on = 0;

@@ -55,6 +55,7 @@ def _load():
         "fr_new": (vp, [ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, ctypes.c_int]),
         "fr_free": (None, [vp]), "fr_buf": (vp, [vp]), "fr_outs": (vp, [vp]),
         "fr_oldest": (i64, [vp]), "fr_ready": (i32, [vp]), "fr_handled": (i64, [vp]),
+        "fr_max_call": (i64, [vp]), "fr_set_timing": (None, [vp, ctypes.c_int]),
         "fr_slot_of": (vp, [vp, ctypes.c_int]), "fr_enable": (None, [vp, ctypes.c_int, ctypes.c_int, i64]),
         "fr_pass": (ctypes.c_int, [vp]),
         "fr_itl_cap": (ctypes.c_int, []), "fr_slot_size": (ctypes.c_int, []),

@@ -96,6 +96,8 @@ class Reactor:
         self.late: list[tuple[int, ...]] = []   # kept only for SLM_READER_LAG_LOG
         self.pass_cpu = 0          # this thread's CPU clock when the pass began (with the lag log)
         self.keep_late = bool(os.environ.get("SLM_READER_LAG_LOG"))
+        if self.keep_late and self._fr is not None:
+            self._lib.fr_set_timing(self._fr, 1)   # diagnosis: each late pass's slowest system call
         # with the lag log: every cyclic collection of >= 1 ms, (generation, ns)
         self.gc_pauses = GcPauses(keep_ns=1_000_000).start() if self.keep_late else None
         self.late_count = 0
@@ -118,6 +120,7 @@ class Reactor:
         self.pass_outs = 0         # reads the last pass handed to Python, and responses it ended
         self.pass_ends = 0
         self.pass_c_ns = 0         # with the lag log: how long the last pass's C part took
+        self.pass_max_call = 0     # with the lag log: the last pass's slowest system call in C, ns
         self.pass_nested = 0       # further C passes the last pass ran between its slices
         self.nested_passes = 0     # and all of them, since the start
         # SLM_READER_SLICE_US: how long the reads handed to Python are handled before another C
@@ -303,6 +306,7 @@ class Reactor:
         self.pass_outs, self.pass_ends, self.pass_nested = k, 0, 0
         if self.keep_late:
             self.pass_c_ns = perf_counter_ns() - self.pass_ns
+            self.pass_max_call = lib.fr_max_call(fr)
         if k:
             handlers = self.handlers
             work = self._outs_list(k)
@@ -341,6 +345,8 @@ class Reactor:
                     oldest = oldest or lib.fr_oldest(fr)
                     self.pass_nested += 1
                     self.nested_passes += 1
+                    if self.keep_late:
+                        self.pass_max_call = max(self.pass_max_call, lib.fr_max_call(fr))
                     if k:
                         self.pass_outs += k
                         base = len(work)
@@ -381,7 +387,8 @@ class Reactor:
                 # many reads it handed to Python and responses it ended (each end sends a chained
                 # request and wakes its greenlet)
                 self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu,
-                                  self.pass_outs, self.pass_ends, self.pass_c_ns, self.pass_nested))
+                                  self.pass_outs, self.pass_ends, self.pass_c_ns, self.pass_nested,
+                                  self.pass_max_call))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
