@@ -74,8 +74,10 @@ load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: 
 
 def _gt_total(gt_urls: list[str]) -> dict:
     """Ground truth of every emulator process: counts added, percentiles weighted by count."""
-    parts = [_get(u + "/emulator/ground_truth")["total"] for u in gt_urls]
-    out = {}
+    whole = [_get(u + "/emulator/ground_truth") for u in gt_urls]
+    parts = [w["total"] for w in whole]
+    out = {"gc_max_ms": max((g.get("max_ms", 0.0) for w in whole for g in w.get("gc", {}).values()), default=0.0),
+           "stalls": sum(len(w.get("loop_stalls", [])) for w in whole)}
     for key in ("ttft_us", "itl_us", "lateness_us"):
         n = sum(p[key].get("count", 0) for p in parts) or 1
         out[key] = {q: sum(p[key].get(q, 0) * p[key].get("count", 0) for p in parts) / n
@@ -158,7 +160,7 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
               tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
-              variant: str = "", ramp_s: float = 0.0, rps: bool = False) -> dict:
+              variant: str = "", ramp_s: float = 0.0, rps: bool = False, emu_cpus: tuple[int, ...] = ()) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     stages = f", stages: [{{duration_s: {ramp_s}, target: {streams}}}]" if ramp_s > 0 else ""
@@ -172,11 +174,11 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     env.pop(CPU_LATENCY_VAR, None)
     with cpu_latency(run_latency(variant, rps)):
         return _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
-                          scen, out, env)
+                          scen, out, env, emu_cpus)
 
 
 def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
-               scen, out, env) -> dict:
+               scen, out, env, emu_cpus) -> dict:
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)
@@ -192,8 +194,9 @@ def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, 
     measure_end = measure_start + measure_s
     cpu_measure = None
     sleeps = 0.0
-    steal = softirq = 0.0
+    steal = softirq = emu_steal = 0.0
     core0 = None
+    emu0: list = []
     gt = None
     while proc.poll() is None:
         try:
@@ -207,9 +210,11 @@ def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, 
             if cpu0 is None and now >= measure_start:
                 cpu0 = (now, t, sw)
                 core0 = core_ticks(gen_cpu)
+                emu0 = [core_ticks(c) for c in emu_cpus]
                 for u in urls:   # ground truth over the measured window only
                     _post(u + "/emulator/ground_truth/reset")
             if cpu0 is not None and cpu_measure is None and now >= measure_end:
+                emu_steal = max((core_share(a, core_ticks(c))[0] for a, c in zip(emu0, emu_cpus)), default=0.0)
                 cpu_measure = (t - cpu0[1]) / (now - cpu0[0])
                 sleeps = (sw - cpu0[2]) / (now - cpu0[0])
                 steal, softirq = core_share(core0, core_ticks(gen_cpu))
@@ -223,7 +228,9 @@ def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, 
     res = summary["cells"][0]
     toks, win_s = _tokens_in_window(Path(summary["run_dir"]))
     if diag:
-        print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']), lag_log)}", file=sys.stderr, flush=True)
+        print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']), lag_log)}; emulators: longest collection "
+              f"{gt['gc_max_ms']:.1f} ms, timer wake-ups >= 10 ms late {gt['stalls']}, most steal on their cores "
+              f"{emu_steal:.1f}%", file=sys.stderr, flush=True)
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
@@ -336,6 +343,7 @@ def main(argv=None) -> int:
                                          else args.emulator_cpu + args.emulator_processes)
     if args.rps and gen_cpu is None:
         ap.error("--rps needs the generator pinned (no --no-pin)")
+    emu_cpus = () if emu_cpu is None else tuple(range(emu_cpu, emu_cpu + args.emulator_processes))
     rows = []
     with steer_loopback(gen_cpu if args.rps else None), tempfile.TemporaryDirectory(prefix="fidelity-") as d:
         tmp = Path(d)
@@ -352,7 +360,8 @@ def main(argv=None) -> int:
                     for root in roots:
                         for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
                             rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                  gt_urls, root, args.diag, v.strip(), ramp, args.rps))
+                                                  gt_urls, root, args.diag, v.strip(), ramp, args.rps,
+                                                  emu_cpus))
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
