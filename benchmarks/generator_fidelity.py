@@ -133,6 +133,17 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
                   if a.shape[1] > 9 else "")
                + "ms between them p10/p50/p90 "
                + ("/".join(f"{v:.0f}" for v in np.percentile(gaps, [10, 50, 90])) if len(gaps) else "-"))
+    hold = Path(str(lag_log) + ".holders")
+    if hold.exists():   # which greenlet ran longest before each late pass: lag ns, its ns, its name
+        by = {}
+        for line in hold.read_text().splitlines():
+            _lag, ns, name = line.split(" ", 2)
+            n, tot, mx = by.get(name, (0, 0, 0))
+            by[name] = (n + 1, tot + int(ns), max(mx, int(ns)))
+        hold.unlink()
+        top = sorted(by.items(), key=lambda kv: -kv[1][1])[:4]
+        lag += "; before late passes, the longest runner: " + ", ".join(
+            f"{name} {n}x max {mx / 1e6:.1f} ms" for name, (n, _t, mx) in top)
     gcl = Path(str(lag_log) + ".gc")
     if gcl.exists():   # the generator's cyclic collections of >= 1 ms: generation, ns
         g = np.loadtxt(gcl, ndmin=2)

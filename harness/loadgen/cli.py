@@ -7,7 +7,6 @@ Exit code 0 when every cell met the scenario's SLO, 1 when one violated it, 2 fo
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from harness.errors import InputError, LaunchError

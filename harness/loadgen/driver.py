@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gevent
 
-from harness.loadgen.collector import Collector, PhaseStats
+from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
 from harness.loadgen.result import CellResult
 from harness.loadgen.slo import evaluate

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from time import perf_counter_ns
 
-import gevent
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 

@@ -37,6 +37,7 @@ from gevent.monkey import get_original
 from greenlet import GreenletExit, greenlet
 
 from harness.gcpauses import GcPauses
+from harness.loadgen.switchlog import SwitchLog
 from harness.loadgen.native import Out, Slot
 from harness.loadgen.native import load as load_native
 
@@ -100,6 +101,11 @@ class Reactor:
             self._lib.fr_set_timing(self._fr, 1)   # diagnosis: each late pass's slowest system call
         # with the lag log: every cyclic collection of >= 1 ms, (generation, ns)
         self.gc_pauses = GcPauses(keep_ns=1_000_000).start() if self.keep_late else None
+        # with the lag log: which greenlet held the loop before each late pass (lag, ns, name)
+        self.switch_log = SwitchLog().start() if self.keep_late else None
+        if self.switch_log is not None:
+            self.switch_log.names[self.glet] = "the reader (its own passes)"
+        self.holders: list[tuple[int, int, str]] = []
         self.late_count = 0
         self.lag_max_ns = 0
         self._late_since = 0       # the same two since the last take_late()
@@ -389,6 +395,8 @@ class Reactor:
                 self.late.append((now, lag, ready, now - self.pass_ns, thread_time_ns() - self.pass_cpu,
                                   self.pass_outs, self.pass_ends, self.pass_c_ns, self.pass_nested,
                                   self.pass_max_call))
+                if self.switch_log is not None:
+                    self.holders.append((lag, *self.switch_log.holder(oldest, self.pass_ns)))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
@@ -408,6 +416,11 @@ class Reactor:
         if path and self.late:
             with open(path, "a") as f:
                 f.writelines(" ".join(map(str, row)) + "\n" for row in self.late)
+        if self.switch_log is not None:
+            self.switch_log.stop()
+            if path and self.holders:
+                with open(path + ".holders", "a") as f:
+                    f.writelines(f"{lag} {ns} {name}\n" for lag, ns, name in self.holders)
         if self.gc_pauses is not None:
             self.gc_pauses.stop()
             if path and self.gc_pauses.long:

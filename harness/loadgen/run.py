@@ -9,8 +9,6 @@ written to ``histograms/CELL.json`` and returned in a :class:`CellResult`.
 
 from __future__ import annotations
 
-import time
-from time import perf_counter_ns
 from typing import Callable
 
 from harness.loadgen.result import CellResult

@@ -7,7 +7,7 @@ A failed request is a record with ``error_class`` set, never an exception.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
 Phase = Literal["warmup", "measure", "cooldown", "ramp"]

@@ -66,7 +66,7 @@ class InfluxQLReader:
         """Points of one measurement that hold ``field`` (0 when none)."""
         w = f" WHERE {where}" if where else ""
         df = self.query(f'SELECT count("{field}") FROM "{measurement}"{w}')
-        return 0 if df.empty else int(df.iloc[0][f"count"])
+        return 0 if df.empty else int(df.iloc[0]["count"])
 
     def close(self) -> None:
         self._pool.clear()
