@@ -115,12 +115,21 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
     import numpy as np
     import pandas as pd
 
+    # the measured window on this machine's perf_counter scale (the records are wall-clock ns;
+    # every process here shares CLOCK_MONOTONIC and CLOCK_REALTIME)
+    win = pd.read_parquet(run_dir / "windows.parquet")
+    w = win[win.phase == "measure"].iloc[0]
+    off = time.time_ns() - time.perf_counter_ns()
+    ws, we = int(w.start_ns) - off, int(w.end_ns) - off
     lag = ""
+    a = np.zeros((0, 10))
     if lag_log.exists():   # the reader's late wake-ups: perf_counter ns, lag ns, sockets ready, pass ns
         a = np.loadtxt(lag_log, ndmin=2)
         lag_log.unlink()
+        a = a[(a[:, 0] >= ws) & (a[:, 0] < we)]   # the measured window only
+    if len(a):
         gaps = np.diff(a[:, 0]) / 1e6
-        lag = (f"; reader late (>=5 ms) {len(a)} wake-ups, lag ms p50/max {np.median(a[:, 1]) / 1e6:.1f}/"
+        lag = (f"; in the measured window, reader late (>=5 ms) {len(a)} wake-ups, lag ms p50/max {np.median(a[:, 1]) / 1e6:.1f}/"
                f"{a[:, 1].max() / 1e6:.1f}, ready p50 {np.median(a[:, 2]):.0f}, "
                + (f"pass ms p50/max {np.median(a[:, 3]) / 1e6:.1f}/{a[:, 3].max() / 1e6:.1f}, " if a.shape[1] > 3 else "")
                + (f"CPU in the 5 longest passes ms {', '.join(f'{c / 1e6:.1f}/{d / 1e6:.1f}' for d, c in sorted(zip(a[:, 3], a[:, 4]))[-5:])}, "
@@ -137,12 +146,14 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
     if hold.exists():   # which greenlet ran longest before each late pass: lag ns, its ns, its name
         by = {}
         for line in hold.read_text().splitlines():
-            _lag, ns, name = line.split(" ", 2)
+            t, _lag, ns, name = line.split(" ", 3)
+            if not ws <= int(t) < we:
+                continue
             n, tot, mx = by.get(name, (0, 0, 0))
             by[name] = (n + 1, tot + int(ns), max(mx, int(ns)))
         hold.unlink()
         top = sorted(by.items(), key=lambda kv: -kv[1][1])[:4]
-        lag += "; before late passes, the longest runner: " + ", ".join(
+        lag += "; before those passes, the longest runner: " + ", ".join(
             f"{name} {n}x max {mx / 1e6:.1f} ms" for name, (n, _t, mx) in top)
     gcl = Path(str(lag_log) + ".gc")
     if gcl.exists():   # the generator's cyclic collections of >= 1 ms: generation, ns

@@ -101,7 +101,7 @@ class Reactor:
             self._lib.fr_set_timing(self._fr, 1)   # diagnosis: each late pass's slowest system call
         # with the lag log: every cyclic collection of >= 1 ms, (generation, ns)
         self.gc_pauses = GcPauses(keep_ns=1_000_000).start() if self.keep_late else None
-        # with the lag log: which greenlet held the loop before each late pass (lag, ns, name)
+        # with the lag log: which greenlet held the loop before each late pass (when, lag, ns, name)
         self.switch_log = SwitchLog().start() if self.keep_late else None
         if self.switch_log is not None:
             self.switch_log.names[self.glet] = "the reader (its own passes)"
@@ -396,7 +396,7 @@ class Reactor:
                                   self.pass_outs, self.pass_ends, self.pass_c_ns, self.pass_nested,
                                   self.pass_max_call))
                 if self.switch_log is not None:
-                    self.holders.append((lag, *self.switch_log.holder(oldest, self.pass_ns)))
+                    self.holders.append((now, lag, *self.switch_log.holder(oldest, self.pass_ns)))
 
     def take_late(self) -> tuple[int, int]:
         """(late read passes, longest wait in ns) since the previous call."""
@@ -420,7 +420,7 @@ class Reactor:
             self.switch_log.stop()
             if path and self.holders:
                 with open(path + ".holders", "a") as f:
-                    f.writelines(f"{lag} {ns} {name}\n" for lag, ns, name in self.holders)
+                    f.writelines(f"{t} {lag} {ns} {name}\n" for t, lag, ns, name in self.holders)
         if self.gc_pauses is not None:
             self.gc_pauses.stop()
             if path and self.gc_pauses.long:
