@@ -219,6 +219,7 @@ class Sweep:
     cells_done: list[str] = field(default_factory=list)
     _cell_rows: list = field(default_factory=list)
     _cell_windows: list = field(default_factory=list)
+    _sigterm: Any = field(default_factory=lambda: _SigtermSeen())   # set by run()
 
     # -- the plan ---------------------------------------------------------------------------
     @property
@@ -278,8 +279,9 @@ class Sweep:
         self._telemetry = _Telemetry(self.scenario, rd, [self._store.sink()])
         status, message = "interrupted", ""
         try:
-            with _sigterm_raises():
+            with _sigterm_raises() as self._sigterm:
                 self._run_groups(rd)
+                self._sigterm.check()
             status = "complete"
         except LaunchError as e:
             status, message = "launch-failed", f"replicas could not be launched: {e}"
@@ -363,6 +365,7 @@ class Sweep:
             rd.write_manifest(auto_results=auto)
 
     def _run_cell(self, rd: RunDir, reps, r: int, lv: float) -> CellMetrics | None:
+        self._sigterm.check()   # a SIGTERM whose exception was swallowed stops before the next cell
         from harness.loadgen.run import run_cell
 
         cell = cell_name(self.mode, r, lv)
@@ -431,19 +434,33 @@ def _cell_line(m: CellMetrics) -> str:
     return f"{m.output_tokens_per_s:,.0f} tok/s, TTFT p99 {ttft}{err}"
 
 
+class _SigtermSeen:
+    """Whether SIGTERM came. The handler's exception can land where Python ignores exceptions (a
+    weakref callback, a ``__del__``: "Exception ignored in ..."), so the sweep also checks this
+    between cells and at its end."""
+
+    hit = False
+
+    def check(self) -> None:
+        if self.hit:
+            raise Terminated()
+
+
 @contextmanager
 def _sigterm_raises():
-    """SIGTERM behaves like Ctrl-C while the sweep runs (main thread only)."""
+    """SIGTERM behaves like Ctrl-C while the sweep runs (main thread only); yields a _SigtermSeen."""
+    seen = _SigtermSeen()
 
     def handler(signum, frame):
+        seen.hit = True
         raise Terminated()
 
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
-        yield
+        yield seen
         return
     try:
-        yield
+        yield seen
     finally:
         signal.signal(signal.SIGTERM, old)

@@ -271,3 +271,29 @@ def test_resume_of_a_killed_run_names_the_unreadable_file(tmp_path):
     assert p.returncode == 2
     assert f"{run / 'requests.parquet'}: cannot resume: the file is unreadable" in p.stderr
     assert (run / "requests.parquet").read_bytes().startswith(b"PAR1")  # left as it was
+
+
+def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_sweep():
+    """The SIGTERM handler raises where the signal lands; inside a weakref callback or a
+    ``__del__`` Python prints "Exception ignored in ..." and goes on (CI saw a sweep finish with
+    exit 0 that way). What the handler saw stays recorded, and the sweep checks it."""
+    import gc
+    import os
+
+    from harness.sweep import Terminated, _sigterm_raises
+
+    class Dies:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):   # bytecode for the handler to run in: inside __del__
+                pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _sigterm_raises() as seen:
+        d = Dies()
+        del d                       # the handler's Terminated is raised, and ignored, in __del__
+        gc.collect()
+        assert seen.hit
+        with pytest.raises(Terminated):
+            seen.check()
+    assert signal.getsignal(signal.SIGTERM) is before     # the old handler is back
