@@ -77,7 +77,10 @@ def _gt_total(gt_urls: list[str]) -> dict:
     whole = [_get(u + "/emulator/ground_truth") for u in gt_urls]
     parts = [w["total"] for w in whole]
     out = {"gc_max_ms": max((g.get("max_ms", 0.0) for w in whole for g in w.get("gc", {}).values()), default=0.0),
-           "stalls": sum(len(w.get("loop_stalls", [])) for w in whole)}
+           "stalls": sum(len(w.get("loop_stalls", [])) for w in whole),
+           # with --diag the generator stamps its sends (SLM_SENT_HEADER): requests' way to the parser
+           "req_delay_p99_us": max((p.get("request_delay_us", {}).get("p99", 0) for p in parts), default=0),
+           "req_delay_max_us": max((p.get("request_delay_us", {}).get("max", 0) for p in parts), default=0)}
     for key in ("ttft_us", "itl_us", "lateness_us"):
         n = sum(p[key].get("count", 0) for p in parts) or 1
         out[key] = {q: sum(p[key].get(q, 0) * p[key].get("count", 0) for p in parts) / n
@@ -204,6 +207,7 @@ def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, 
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)
+        env["SLM_SENT_HEADER"] = "1"
     t_start = time.monotonic()
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, "-m", "harness", "run", str(scen), "--quiet",
                              "--url", ",".join(urls), "--results", str(tmp / "res"), "--json", str(out)],
@@ -252,7 +256,8 @@ def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, 
     if diag:
         print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']), lag_log)}; emulators: longest collection "
               f"{gt['gc_max_ms']:.1f} ms, timer wake-ups >= 10 ms late {gt['stalls']}, most steal on their cores "
-              f"{emu_steal:.1f}%", file=sys.stderr, flush=True)
+              f"{emu_steal:.1f}%, requests' way from the generator's send to the emulator's parser p99/max ms "
+              f"{gt['req_delay_p99_us'] / 1e3:.2f}/{gt['req_delay_max_us'] / 1e3:.1f}", file=sys.stderr, flush=True)
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {

@@ -10,7 +10,6 @@ import statistics
 import time
 
 import aiohttp
-import pytest
 
 from tests.emulator_fixtures import emulator, get_json, get_text, post, stream_tgi, write_profile
 
@@ -164,3 +163,26 @@ def test_throughput_saturates_with_concurrency(tmp_path):
     assert x[32] > x[8], x
     assert x[64] < 1.3 * x[32], x          # the knee: doubling concurrency adds < 30%
     assert x[64] < 2000 * 1.05, x
+
+
+def test_request_delay_from_the_clients_sent_header(monkeypatch):
+    """A request carrying ``X-Sent-Ns`` (the client's CLOCK_MONOTONIC at its send, same host) is
+    counted in ``request_delay_us``: the load generator's requests with SLM_SENT_HEADER=1, and a
+    hand-made one stamped 50 ms in the past. Requests without it are not counted."""
+    from harness.loadgen.stream import StreamClient
+    from harness.protocols import RequestSpec, protocol_for
+
+    monkeypatch.setenv("SLM_SENT_HEADER", "1")
+    with emulator(1, "cpu-demo") as reps:
+        url = reps.urls[0]
+        c = StreamClient(protocol_for("tgi"), request_timeout_s=30)
+        results = [c.send(url, RequestSpec(PROMPT, 8, 3)) for _ in range(3)]
+        c.close()
+        assert all(r.error_class is None and r.output_tokens == 3 for r in results)
+        gt = get_json(url + "/emulator/ground_truth")["total"]["request_delay_us"]
+        assert gt["count"] == 3 and 0 <= gt["max"] < 1_000_000, gt     # loopback: well under a second
+        post(url + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}},
+             {"x-sent-ns": str(time.monotonic_ns() - 50_000_000)})
+        post(url + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}})   # no header
+        gt = get_json(url + "/emulator/ground_truth")["total"]["request_delay_us"]
+    assert gt["count"] == 4 and gt["max"] >= 50_000, gt

@@ -188,6 +188,12 @@ class ReplicaApp:
         """Admission, validation and submission shared by every generating route."""
         gt, metrics = self.gt, self.metrics
         gt.requests_received += 1
+        sent = req.headers.get("x-sent-ns")
+        if sent is not None:      # a client on this host stamped its send (groundtruth.py)
+            try:
+                gt.request_delay_us.record((req.received_ns - int(sent)) // 1000)
+            except ValueError:
+                pass
         metrics.request()
         extra = [(b"x-compute-type", b"gpu+optimized"), (b"x-compute-characters", b"%d" % len(req.body)),
                  (b"x-emulator-replica", b"%d" % self.index)]

@@ -3,6 +3,10 @@
 ``lateness_us`` = (time ``transport.write`` returned) - (time the model scheduled the token);
 ``ttft_us``/``itl_us`` are measured between actual writes, from the moment the request was fully
 read. The load generator's accuracy benchmark compares its own measurements with these.
+``request_delay_us``: from the client's ``X-Sent-Ns`` header (its ``CLOCK_MONOTONIC`` when it sent,
+on the same host) to the moment the request was fully read here, for the requests that carry it
+(the load generator adds it with ``SLM_SENT_HEADER=1``, for diagnosis): how long a request took to
+reach the emulator's parser, which its own TTFT cannot see.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections import deque
 
 from harness.emulator.histogram import LogHistogram
 
-HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us")
+HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us", "request_delay_us")
 #: late writes closer than this to the previous one belong to its episode (fastemit.c: EPISODE_GAP_NS)
 EPISODE_GAP_NS = 100_000_000
 COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "requests_cancelled",
@@ -91,7 +95,7 @@ class GroundTruth:
         out = {"replica": self.replica, "since_ns": self.since_ns}
         for k in COUNTERS:
             out[k] = getattr(self, k)
-        for k in ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us"):
+        for k in HISTOGRAMS:
             out[k] = getattr(self, k).summary()
         # the latest episodes of writes >= 16 ms late: start (ms after since_ns), length ms,
         # writes, worst lateness us
@@ -110,7 +114,7 @@ def merge_summaries(parts: list[GroundTruth]) -> dict:
         p.fold()
         for k in COUNTERS:
             setattr(total, k, getattr(total, k) + getattr(p, k))
-        for k in ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us"):
+        for k in HISTOGRAMS:
             getattr(total, k).merge(getattr(p, k))
     s = total.summary()
     s.pop("replica")

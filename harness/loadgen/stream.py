@@ -16,6 +16,7 @@ Errors are results, never exceptions: each failure gets one class from
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from urllib.parse import urlsplit
@@ -140,6 +141,9 @@ class StreamClient:
         self._reactor_: Reactor | None = None   # made on first use, in the thread that sends
         load_native()   # build the C pass now, before any request waits for it
         self._endpoints: dict[str, _Endpoint] = {}
+        # diagnosis (SLM_SENT_HEADER=1): each request carries its send time (CLOCK_MONOTONIC ns), so
+        # an emulator on this host can tell how long requests took to reach it (request_delay_us)
+        self.sent_header = os.environ.get("SLM_SENT_HEADER") == "1"
 
     def close(self) -> None:
         for ep in self._endpoints.values():
@@ -164,8 +168,9 @@ class StreamClient:
 
     # ------------------------------------------------------------------------------------------
     def _payload(self, ep: _Endpoint, body: bytes) -> bytes:
+        sent = b"X-Sent-Ns: %d\r\n" % perf_counter_ns() if self.sent_header else b""
         return (b"POST " + self.protocol.path.encode() + b" HTTP/1.1\r\nHost: " + ep.hostport +
-                b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
+                b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n" + sent +
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     def send(self, url: str, spec: RequestSpec, body: bytes | None = None,
