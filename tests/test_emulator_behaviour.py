@@ -167,18 +167,32 @@ def test_throughput_saturates_with_concurrency(tmp_path):
 
 def test_request_delay_from_the_clients_sent_header(monkeypatch):
     """A request carrying ``X-Sent-Ns`` (the client's CLOCK_MONOTONIC at its send, same host) is
-    counted in ``request_delay_us``: the load generator's requests with SLM_SENT_HEADER=1, and a
-    hand-made one stamped 50 ms in the past. Requests without it are not counted."""
-    from harness.loadgen.stream import StreamClient
+    counted in ``request_delay_us``: the load generator's chained requests with SLM_SENT_HEADER=1
+    (not the first, whose socket may still have to connect), and a hand-made one stamped 50 ms in
+    the past. Requests without it are not counted."""
+    from harness.loadgen.stream import Chain, StreamClient
     from harness.protocols import RequestSpec, protocol_for
+
+    proto = protocol_for("tgi")
+    left = [3]
+
+    def nxt(_url):
+        if not left[0]:
+            return None
+        left[0] -= 1
+        spec = RequestSpec(PROMPT, 8, 3)
+        return spec, proto.body(spec), None
 
     monkeypatch.setenv("SLM_SENT_HEADER", "1")
     with emulator(1, "cpu-demo") as reps:
         url = reps.urls[0]
-        c = StreamClient(protocol_for("tgi"), request_timeout_s=30)
-        results = [c.send(url, RequestSpec(PROMPT, 8, 3)) for _ in range(3)]
+        c = StreamClient(proto, request_timeout_s=30)
+        chain = Chain(nxt)
+        results = [c.send(url, RequestSpec(PROMPT, 8, 3), chain=chain)]
+        while chain.pending is not None:
+            results.append(c.wait(chain))
         c.close()
-        assert all(r.error_class is None and r.output_tokens == 3 for r in results)
+        assert len(results) == 4 and all(r.error_class is None and r.output_tokens == 3 for r in results)
         gt = get_json(url + "/emulator/ground_truth")["total"]["request_delay_us"]
         assert gt["count"] == 3 and 0 <= gt["max"] < 1_000_000, gt     # loopback: well under a second
         post(url + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}},

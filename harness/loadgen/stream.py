@@ -141,8 +141,10 @@ class StreamClient:
         self._reactor_: Reactor | None = None   # made on first use, in the thread that sends
         load_native()   # build the C pass now, before any request waits for it
         self._endpoints: dict[str, _Endpoint] = {}
-        # diagnosis (SLM_SENT_HEADER=1): each request carries its send time (CLOCK_MONOTONIC ns), so
-        # an emulator on this host can tell how long requests took to reach it (request_delay_us)
+        # diagnosis (SLM_SENT_HEADER=1): each chained request carries its send time (CLOCK_MONOTONIC
+        # ns), so an emulator on this host can tell how long requests took to reach it
+        # (request_delay_us). Only chained ones: they are sent the moment their payload is built, on
+        # a warm socket; another request's payload is built before its socket is found or connected
         self.sent_header = os.environ.get("SLM_SENT_HEADER") == "1"
 
     def close(self) -> None:
@@ -167,8 +169,8 @@ class StreamClient:
         return _Conn(sock)
 
     # ------------------------------------------------------------------------------------------
-    def _payload(self, ep: _Endpoint, body: bytes) -> bytes:
-        sent = b"X-Sent-Ns: %d\r\n" % perf_counter_ns() if self.sent_header else b""
+    def _payload(self, ep: _Endpoint, body: bytes, stamp: bool = False) -> bytes:
+        sent = b"X-Sent-Ns: %d\r\n" % perf_counter_ns() if stamp else b""
         return (b"POST " + self.protocol.path.encode() + b" HTTP/1.1\r\nHost: " + ep.hostport +
                 b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n" + sent +
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -226,7 +228,7 @@ class StreamClient:
         if nxt is None:
             return False
         spec, body, tag = nxt
-        payload = self._payload(ep, body)
+        payload = self._payload(ep, body, self.sent_header)   # sent right now, on a warm socket
         resp = _Response(StreamResult(ep.url, perf_counter_ns()), self.protocol, AsyncResult())
         try:
             sent = conn.sock._sock.send(payload)   # never blocks: this is the reader's own pass
