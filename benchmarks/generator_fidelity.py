@@ -185,7 +185,7 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
               tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
-              variant: str = "", ramp_s: float = 0.0, rps: bool = False, emu_cpus: tuple[int, ...] = ()) -> dict:
+              variant: str = "", ramp_s: float = 0.0, emu_cpus: tuple[int, ...] = ()) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     stages = f", stages: [{{duration_s: {ramp_s}, target: {streams}}}]" if ramp_s > 0 else ""
@@ -196,14 +196,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         _post(u + "/emulator/ground_truth/reset")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     env.update(variant_env(variant))
-    env.pop(CPU_LATENCY_VAR, None)
-    with cpu_latency(run_latency(variant, rps)):
-        return _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
-                          scen, out, env, emu_cpus)
-
-
-def _run_level(streams, urls, gen_cpu, warmup_s, measure_s, tmp, gt_urls, root, diag, variant, ramp_s,
-               scen, out, env, emu_cpus) -> dict:
+    env.pop(CPU_LATENCY_VAR, None)   # for the benchmark itself (the caller holds it), not the generator
     lag_log = tmp / f"lag{streams}.txt"
     if diag:
         env["SLM_READER_LAG_LOG"] = str(lag_log)
@@ -288,8 +281,6 @@ def run_floor(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
 
     Where the floor misses a target too, the machine (its emulators, the kernel's loopback path,
     other guests) cannot show that target in that run, whatever the product does."""
-    for u in urls:
-        _post(u + "/emulator/ground_truth/reset")
     out = tmp / f"floor{streams}.json"
     proc = subprocess.Popen([*_pin(gen_cpu), sys.executable, str(ROOT / "benchmarks" / "bare_reader.py"),
                              "--url", ",".join(urls), "--streams", str(streams), "--warmup-s", str(warmup_s),
@@ -386,9 +377,9 @@ def main(argv=None) -> int:
                 for _ in range(args.repeat):
                     for root in roots:
                         for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
-                            rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                  gt_urls, root, args.diag, v.strip(), ramp, args.rps,
-                                                  emu_cpus))
+                            with cpu_latency(run_latency(v, args.rps)):
+                                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
+                                                      gt_urls, root, args.diag, v.strip(), ramp, emu_cpus))
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
