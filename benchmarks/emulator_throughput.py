@@ -51,26 +51,36 @@ timing: {{mode: fixed, ttft_ms: {ttft}, itl_ms: {itl}, util_streams: 2048}}
 class _Stream(asyncio.Protocol):
     """One keep-alive connection running requests back to back; counts the events it reads."""
 
-    def __init__(self, request: bytes, state: dict, done: asyncio.Future):
+    def __init__(self, request: bytes, state: dict, done: asyncio.Future, idle: list | None = None):
         self.request = request
         self.state = state
         self.done = done
+        self.idle = idle  # open loop: back to this pool when a response ends, instead of a new request
         self.tail = b""
         self.t = None
 
     def connection_made(self, transport):
         self.t = transport
-        transport.write(self.request)
+        if self.idle is None:
+            transport.write(self.request)
+        else:
+            self.idle.append(self)
+
+    def send(self) -> None:
+        self.t.write(self.request)
 
     def data_received(self, data: bytes):
         st = self.state
         st["events"] += data.count(b"data:")
         buf = self.tail + data
         if b"\r\n0\r\n\r\n" in buf:
-            if st["running"]:
+            if not st["running"]:
+                self.t.close()
+            elif self.idle is None:
                 self.t.write(self.request)
             else:
-                self.t.close()
+                self.idle.append(self)
+            buf = b""
         self.tail = buf[-8:]
 
     def connection_lost(self, exc):
@@ -79,29 +89,64 @@ class _Stream(asyncio.Protocol):
 
 
 def _client_main(host: str, ports: list[int], streams: int, output: int, t_start: float, t_end: float,
-                 q: mp.Queue) -> None:
-    """Open `streams` connections spread until t_start, count events received in [t_start, t_end]."""
+                 q: mp.Queue, cycle_s: float = 0.0) -> None:
+    """Count events received in [t_start, t_end].
+
+    Closed loop (cycle_s 0): `streams` keep-alive connections opened spread until t_start, each
+    sending its next request as soon as a response ends. Open loop (cycle_s > 0): Poisson arrivals
+    at streams / cycle_s requests/s (so `streams` responses are in flight on average), each sent on
+    an idle keep-alive connection from a pool opened beforehand; arrivals do not wait for responses.
+    """
     async def run():
         loop = asyncio.get_running_loop()
-        state = {"events": 0, "running": True}
+        state = {"events": 0, "running": True, "extra_connections": 0}
         body = json.dumps({"inputs": "benchmark prompt of eight words in total here",
                            "parameters": {"max_new_tokens": output}}).encode()
+        reqs = [(f"POST /generate_stream HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+                 f"content-length: {len(body)}\r\n\r\n").encode() + body for port in ports]
         dones = []
-        gap = max(0.0, (t_start - time.monotonic()) * 0.8) / max(1, streams)
-        for i in range(streams):
-            port = ports[i % len(ports)]
-            req = (f"POST /generate_stream HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-                   f"content-length: {len(body)}\r\n\r\n").encode() + body
+        idle: list | None = [] if cycle_s > 0 else None
+
+        async def connect(i: int):
             fut = loop.create_future()
-            await loop.create_connection(lambda r=req, f=fut: _Stream(r, state, f), host, port)
+            await loop.create_connection(lambda r=reqs[i % len(ports)], f=fut: _Stream(r, state, f, idle), host,
+                                         ports[i % len(ports)])
             dones.append(fut)
-            await asyncio.sleep(random.uniform(0, 2 * gap))
+
+        if idle is None:
+            gap = max(0.0, (t_start - time.monotonic()) * 0.8) / max(1, streams)
+            for i in range(streams):
+                await connect(i)
+                await asyncio.sleep(random.uniform(0, 2 * gap))
+        else:
+            # the pool covers the Poisson spread of in-flight responses; arrivals start early enough
+            # that the number in flight has settled before the measured window
+            pool = int(streams * 1.15 + 4 * streams ** 0.5 + 8)
+            for i in range(pool):
+                await connect(i)
+
+            async def arrivals():
+                rate = streams / cycle_s
+                t = max(time.monotonic(), t_start - 1.5 * cycle_s)
+                while state["running"]:
+                    t += random.expovariate(rate)
+                    await asyncio.sleep(max(0.0, t - time.monotonic()))
+                    if not idle:
+                        state["extra_connections"] += 1
+                        await connect(len(dones))
+                    if state["running"]:
+                        idle.pop().send()
+            arriving = loop.create_task(arrivals())
         await asyncio.sleep(max(0.0, t_start - time.monotonic()))
         e0, w0 = state["events"], time.monotonic()
         await asyncio.sleep(max(0.0, t_end - time.monotonic()))
         e1, w1 = state["events"], time.monotonic()
         state["running"] = False
-        q.put((e1 - e0) / (w1 - w0))
+        q.put(((e1 - e0) / (w1 - w0), state["extra_connections"]))
+        if idle is not None:
+            await arriving
+            for s in idle:
+                s.t.close()
         await asyncio.wait(dones, timeout=15)
     asyncio.run(run())
 
@@ -149,7 +194,8 @@ def _core_state(pid: int, core: int) -> dict:
     return out
 
 
-def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "") -> dict:
+def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "",
+              arrivals: str = "closed") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
@@ -171,11 +217,13 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
         n_clients = max(1, min(args.clients, len(client_cores)))
         q: mp.Queue = mp.Queue()
         procs = []
-        t_start = time.monotonic() + args.ramp_s
+        cycle_s = (args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0
+        t_start = time.monotonic() + max(args.ramp_s, 1.5 * cycle_s + 1.0 if arrivals == "poisson" else 0.0)
         t_end = t_start + args.seconds
         for c in range(n_clients):
             share = streams // n_clients + (1 if c < streams % n_clients else 0)
-            p = mp.Process(target=_client_main, args=("127.0.0.1", ports, share, args.output, t_start, t_end, q))
+            p = mp.Process(target=_client_main, args=("127.0.0.1", ports, share, args.output, t_start, t_end, q,
+                                                      cycle_s if arrivals == "poisson" else 0.0))
             p.start()
             try:
                 os.sched_setaffinity(p.pid, {client_cores[c % len(client_cores)]})
@@ -188,7 +236,8 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
         time.sleep(max(0.0, t_end - time.monotonic()))
         gt = _get(base + "/emulator/ground_truth")
         cpu1, w1, core1 = _cpu_s(server.pid), time.monotonic(), _core_state(server.pid, server_core)
-        received = sum(q.get(timeout=60) for _ in procs)
+        got = [q.get(timeout=60) for _ in procs]
+        received, extra = sum(g[0] for g in got), sum(g[1] for g in got)
         for p in procs:
             p.join(timeout=30)
     finally:
@@ -196,7 +245,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
         server.wait(timeout=10)
     tot = gt["total"]
     window = (w1 - w0)
-    per_stream = args.output / ((args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0)
+    per_stream = args.output / ((args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0)  # = in flight / cycle
     lat = tot["lateness_us"]
     return {"streams": streams, "variant": variant, "writer": gt.get("writer"), "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
             "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
@@ -204,6 +253,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             "server_user_pct": 100 * (cpu1[0] - cpu0[0]) / window,
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
+            "arrivals": arrivals, "extra_connections": extra,
             "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc"), "timer_wake_us": gt.get("timer_wake_us"), "loop_stalls": gt.get("loop_stalls"),
             "core": {k: core1[k] - core0[k] for k in core0}}
 
@@ -224,6 +274,11 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", default="", metavar="ENV;ENV",
                     help="';'-separated emulator environments run one after the other at each level, e.g. "
                          "';SLM_NATIVE=0' compares the C token writer with the Python one in one run")
+    ap.add_argument("--arrivals", default="closed", metavar="closed,poisson",
+                    help="one or both, alternating at each level; closed: each stream sends its next request as soon as a response ends (a closed loop keeps "
+                         "any stall's bunch of requests together for every later cycle); poisson: open loop, requests "
+                         "arrive at streams / cycle per second, independent of responses, so `streams` are in flight "
+                         "on average")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
     ap.add_argument("--rps", action="store_true",
@@ -238,9 +293,9 @@ def main(argv=None) -> None:
     print(f"# emulator pinned to core {server_core}; {args.clients} client process(es) on cores {client_cores}; "
           f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
           f"{args.replicas} replica(s), {args.seconds:g} s per level")
-    print("| streams | variant | writer | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us "
+    print("| streams | variant | arrivals | writer | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us "
           "| p99.9 us | max us | emulator CPU % user + sys | buffered % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with steer_loopback(server_core if args.rps else None):
         rows = _levels(args, server_core, client_cores)
     if args.json:
@@ -250,12 +305,14 @@ def main(argv=None) -> None:
 def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
     rows = []
     variants = args.variants.split(";") if args.variants else [""]
-    runs = [(s, v) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat) for v in variants]
-    for s, v in runs:
+    runs = [(s, v, a) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat)
+            for v in variants for a in args.arrivals.split(",")]
+    for s, v, a in runs:
         with cpu_latency(run_latency(v, args.rps)):
-            r = run_level(s, args, server_core, client_cores, v)
+            r = run_level(s, args, server_core, client_cores, v, a)
         rows.append(r)
-        print(f"| {s} | {v or 'default'} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
+        extra = f" (+{r['extra_connections']} conn)" if r["extra_connections"] else ""
+        print(f"| {s} | {v or 'default'} | {a}{extra} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
               f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
               f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
               f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
