@@ -6,11 +6,21 @@ processes on the other cores hold S streams open (keep-alive, a new request as s
 and count the events they receive. Per stream count it prints the ideal token rate, what the
 emulator wrote (its ground truth), what the clients received, the share of token writes a full
 client socket left in the emulator's buffer (buffered %), the emulator's send lateness
-percentiles (actual write time - scheduled time) and the emulator's CPU use.
+percentiles (actual write time - scheduled time), the emulator's CPU use, and how bunched the
+requests arrived (the busiest 10 ms against the mean).
+
+With ``--arrivals poisson`` the clients run an open loop instead: requests arrive as a Poisson
+process at S / cycle per second (cycle = TTFT + (OUTPUT - 1) x ITL), so S streams are in flight
+on average, each sent on an idle keep-alive connection. A closed loop keeps any bunch of requests
+(one stall's worth of responses that ended together, each followed at once by its next request)
+together for every later cycle, and the emulator schedules a bunch's tokens together: the open
+loop asks for the same mean token rate without those trains. ``--arrivals closed,poisson``
+alternates the two at each level.
 
     python benchmarks/emulator_throughput.py                      # default stream counts
     python benchmarks/emulator_throughput.py --streams 256,1024 --seconds 10
     python benchmarks/emulator_throughput.py --streams 1024 --variants ";SLM_NATIVE=0"   # C vs Python writer
+    python benchmarks/emulator_throughput.py --streams 1056 --rps --arrivals closed,poisson --repeat 2
 """
 
 from __future__ import annotations
@@ -254,6 +264,8 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             "server_sys_pct": 100 * (cpu1[1] - cpu0[1]) / window, "timer": gt.get("timer"),
             "buffered_pct": 100 * tot.get("tokens_buffered", 0) / max(1, tot["tokens_sent"]),
             "arrivals": arrivals, "extra_connections": extra,
+            "requests_peak_10ms": tot.get("requests_peak_10ms"),
+            "requests_mean_10ms": tot["requests_received"] / window / 100,
             "late_episodes": [p.get("late_episodes", []) for p in gt["per_replica"]], "gc": gt.get("gc"), "timer_wake_us": gt.get("timer_wake_us"), "loop_stalls": gt.get("loop_stalls"),
             "core": {k: core1[k] - core0[k] for k in core0}}
 
@@ -294,8 +306,8 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} cores; TTFT {args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms, {args.output} tokens/request, "
           f"{args.replicas} replica(s), {args.seconds:g} s per level")
     print("| streams | variant | arrivals | writer | ideal tok/s | served tok/s | received tok/s | lateness p50 us | p99 us "
-          "| p99.9 us | max us | emulator CPU % user + sys | buffered % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| p99.9 us | max us | emulator CPU % user + sys | buffered % | requests per 10 ms: peak (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with steer_loopback(server_core if args.rps else None):
         rows = _levels(args, server_core, client_cores)
     if args.json:
@@ -315,7 +327,8 @@ def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
         print(f"| {s} | {v or 'default'} | {a}{extra} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
               f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
               f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
-              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} |", flush=True)
+              f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} | "
+              f"{r['requests_peak_10ms']} ({r['requests_mean_10ms']:.1f}) |", flush=True)
         if args.episodes:
             print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
                   f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "

@@ -80,7 +80,12 @@ def _gt_total(gt_urls: list[str]) -> dict:
            "stalls": sum(len(w.get("loop_stalls", [])) for w in whole),
            # with --diag the generator stamps its sends (SLM_SENT_HEADER): requests' way to the parser
            "req_delay_p99_us": max((p.get("request_delay_us", {}).get("p99", 0) for p in parts), default=0),
-           "req_delay_max_us": max((p.get("request_delay_us", {}).get("max", 0) for p in parts), default=0)}
+           "req_delay_max_us": max((p.get("request_delay_us", {}).get("max", 0) for p in parts), default=0),
+           # the busiest 10 ms of requests read by one emulator process, and the mean (ground truth's
+           # requests_peak_10ms): a closed loop's bunches keep their tokens due together
+           "req_peak_10ms": max((p.get("requests_peak_10ms", 0) for p in parts), default=0),
+           "req_mean_10ms": sum(p["requests_received"] for p in parts) / len(parts)
+           / max(1e-9, (time.time_ns() - min(p["since_ns"] for p in parts)) / 1e7)}
     for key in ("ttft_us", "itl_us", "lateness_us"):
         n = sum(p[key].get("count", 0) for p in parts) or 1
         out[key] = {q: sum(p[key].get(q, 0) * p[key].get("count", 0) for p in parts) / n
@@ -250,7 +255,8 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
         print(f"# {streams} streams: {_diagnose(Path(summary['run_dir']), lag_log)}; emulators: longest collection "
               f"{gt['gc_max_ms']:.1f} ms, timer wake-ups >= 10 ms late {gt['stalls']}, most steal on their cores "
               f"{emu_steal:.1f}%, requests' way from the generator's send to the emulator's parser p99/max ms "
-              f"{gt['req_delay_p99_us'] / 1e3:.2f}/{gt['req_delay_max_us'] / 1e3:.1f}", file=sys.stderr, flush=True)
+              f"{gt['req_delay_p99_us'] / 1e3:.2f}/{gt['req_delay_max_us'] / 1e3:.1f}, requests per 10 ms in one emulator "
+              f"process peak {gt['req_peak_10ms']} (mean {gt['req_mean_10ms']:.1f})", file=sys.stderr, flush=True)
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {

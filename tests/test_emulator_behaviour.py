@@ -200,3 +200,37 @@ def test_request_delay_from_the_clients_sent_header(monkeypatch):
         post(url + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}})   # no header
         gt = get_json(url + "/emulator/ground_truth")["total"]["request_delay_us"]
     assert gt["count"] == 4 and gt["max"] >= 50_000, gt
+
+
+def test_arrival_peak_counts_the_busiest_10ms_of_requests():
+    """``requests_peak_10ms`` is the most requests read in one 10 ms bucket: a bunch of requests
+    (which keeps its tokens due together for a whole response) shows above the mean; the merged
+    summary takes the busiest replica's peak, not a sum over buckets no two replicas share."""
+    from harness.emulator.groundtruth import GroundTruth, merge_summaries
+
+    a, b = GroundTruth(0), GroundTruth(1)
+    t0 = 1_000_000_000_000
+    for i in range(5):                     # one request every 20 ms: one per bucket
+        a.arrived(t0 + i * 20_000_000)
+    assert a.summary()["requests_peak_10ms"] == 1
+    for i in range(7):                     # a bunch of 7 within 3 ms, then one in the next bucket
+        a.arrived(t0 + 200_000_000 + i * 400_000)
+    a.arrived(t0 + 212_000_000)
+    b.arrived(t0)
+    b.arrived(t0 + 1_000)
+    s = a.summary()
+    assert (s["requests_peak_10ms"], s["requests_received"]) == (7, 13)
+    m = merge_summaries([a, b])
+    assert (m["requests_peak_10ms"], m["requests_received"]) == (7, 15)
+    a.reset()
+    assert a.summary()["requests_peak_10ms"] == 0
+
+
+def test_arrival_peak_is_served_with_the_ground_truth():
+    """Over HTTP: after requests the ground truth carries a peak between 1 and the count."""
+    with emulator(1, "cpu-demo") as reps:
+        url = reps.urls[0]
+        for _ in range(3):
+            post(url + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 2}})
+        gt = get_json(url + "/emulator/ground_truth")["total"]
+    assert gt["requests_received"] == 3 and 1 <= gt["requests_peak_10ms"] <= 3, gt

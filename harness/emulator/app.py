@@ -187,7 +187,7 @@ class ReplicaApp:
              params: dict, enc_factory, whole_factory) -> None:
         """Admission, validation and submission shared by every generating route."""
         gt, metrics = self.gt, self.metrics
-        gt.requests_received += 1
+        gt.arrived(req.received_ns)
         sent = req.headers.get("x-sent-ns")
         if sent is not None:      # a client on this host stamped its send (groundtruth.py)
             try:

@@ -7,6 +7,11 @@ read. The load generator's accuracy benchmark compares its own measurements with
 on the same host) to the moment the request was fully read here, for the requests that carry it
 (the load generator adds it with ``SLM_SENT_HEADER=1``, for diagnosis): how long a request took to
 reach the emulator's parser, which its own TTFT cannot see.
+``requests_peak_10ms``: the most requests read within one 10 ms bucket (of the monotonic clock).
+A fixed-timing replica schedules every token from its request's arrival, so requests that
+arrive together keep their tokens due together for the whole response: a closed loop that
+bunched its requests asks for many times its mean token rate at those instants. Compare with
+the mean, ``requests_received`` over the window.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class GroundTruth:
         self.requests_faulted = 0
         self.tokens_sent = 0
         self.tokens_buffered = 0    # token writes the client's full socket left in our buffer
+        self.requests_peak_10ms = 0
+        self._bucket = -1           # the current 10 ms bucket of arrivals, and its count
+        self._in_bucket = 0
         # cleared in place on reset: open streams keep references to the count lists
         for k in HISTOGRAMS:
             h = getattr(self, k, None)
@@ -62,6 +70,16 @@ class GroundTruth:
         self.spikes: deque = deque(maxlen=32)
         if self.native is not None:
             self.native.clear()
+
+    def arrived(self, now_ns: int) -> None:
+        """Count a request read at ``now_ns`` (monotonic) into the 10 ms arrival peak."""
+        self.requests_received += 1
+        b = now_ns // 10_000_000
+        if b != self._bucket:
+            self._bucket, self._in_bucket = b, 0
+        self._in_bucket += 1
+        if self._in_bucket > self.requests_peak_10ms:
+            self.requests_peak_10ms = self._in_bucket
 
     def late(self, now_ns: int, lateness_us: int) -> None:
         """A write at least 16 ms behind its schedule: counted, and its episode kept for diagnosis."""
@@ -95,6 +113,7 @@ class GroundTruth:
         out = {"replica": self.replica, "since_ns": self.since_ns}
         for k in COUNTERS:
             out[k] = getattr(self, k)
+        out["requests_peak_10ms"] = self.requests_peak_10ms
         for k in HISTOGRAMS:
             out[k] = getattr(self, k).summary()
         # the latest episodes of writes >= 16 ms late: start (ms after since_ns), length ms,
@@ -116,6 +135,7 @@ def merge_summaries(parts: list[GroundTruth]) -> dict:
             setattr(total, k, getattr(total, k) + getattr(p, k))
         for k in HISTOGRAMS:
             getattr(total, k).merge(getattr(p, k))
+    total.requests_peak_10ms = max(p.requests_peak_10ms for p in parts)   # per replica: buckets are not shared
     s = total.summary()
     s.pop("replica")
     return s
