@@ -204,9 +204,7 @@ def _core_state(pid: int, core: int) -> dict:
     return out
 
 
-def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "",
-              arrivals: str = "closed") -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
+def _start_emulator(args, tmp: Path, server_core: int, variant: str) -> tuple[subprocess.Popen, list[int], str]:
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
     port_file = tmp / "ports.json"
@@ -216,20 +214,50 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
                **variant_env(variant))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
+    info = json.loads(_wait_file(port_file, server))
+    return server, info["ports"], info["urls"][0]
+
+
+def _wait_file(path: Path, proc: subprocess.Popen, timeout: float = 30) -> str:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{path.name}: the server did not write it (exit {proc.poll()})")
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def build_floor(tmp: Path) -> Path:
+    """Compile ``bare_emitter.c`` (the emulator's floor: C, nothing per token but the send)."""
+    exe = tmp / "bare_emitter"
+    cc = os.environ.get("CC") or "cc"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(ROOT / "benchmarks" / "bare_emitter.c")], check=True)
+    return exe
+
+
+def run_level(streams: int, args, server_core: int, client_cores: list[int], variant: str = "",
+              arrivals: str = "closed", floor: Path | None = None) -> dict:
+    """One run: the emulator (or, with ``floor``, the bare C emitter) on ``server_core`` against
+    ``streams`` client streams; what it served, how late, and its CPU."""
+    tmp = Path(tempfile.mkdtemp(prefix="emu-bench-"))
+    cycle_s = (args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0
+    lead = max(args.ramp_s, 1.5 * cycle_s + 1.0 if arrivals == "poisson" else 0.0)
+    if floor is None:
+        server, ports, base = _start_emulator(args, tmp, server_core, variant)
+        t_start = time.monotonic() + lead
+    else:   # the window goes on its command line: it has no HTTP side to reset
+        t_start = time.monotonic() + 0.5 + lead
+        out_json = tmp / "floor.json"
+        server = subprocess.Popen(
+            [str(floor), str(tmp / "port.json"), str(int(args.ttft_ms * 1000)), str(int(args.itl_ms * 1000)),
+             str(args.output), str(int(args.tick_us)), str(int(t_start * 1e9)), str(int((t_start + args.seconds) * 1e9)),
+             str(out_json)], stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
+        ports, base = [json.loads(_wait_file(tmp / "port.json", server))["port"]], None
+    t_end = t_start + args.seconds
     try:
-        t0 = time.monotonic()
-        while not port_file.exists():
-            if server.poll() is not None or time.monotonic() - t0 > 30:
-                raise RuntimeError("emulator did not start")
-            time.sleep(0.05)
-        info = json.loads(port_file.read_text())
-        ports, base = info["ports"], info["urls"][0]
         n_clients = max(1, min(args.clients, len(client_cores)))
         q: mp.Queue = mp.Queue()
         procs = []
-        cycle_s = (args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0
-        t_start = time.monotonic() + max(args.ramp_s, 1.5 * cycle_s + 1.0 if arrivals == "poisson" else 0.0)
-        t_end = t_start + args.seconds
         for c in range(n_clients):
             share = streams // n_clients + (1 if c < streams % n_clients else 0)
             p = mp.Process(target=_client_main, args=("127.0.0.1", ports, share, args.output, t_start, t_end, q,
@@ -241,21 +269,27 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
                 pass
             procs.append(p)
         time.sleep(max(0.0, t_start - time.monotonic()))
-        _post(base + "/emulator/ground_truth/reset")
+        if base:
+            _post(base + "/emulator/ground_truth/reset")
         cpu0, w0, core0 = _cpu_s(server.pid), time.monotonic(), _core_state(server.pid, server_core)
         time.sleep(max(0.0, t_end - time.monotonic()))
-        gt = _get(base + "/emulator/ground_truth")
+        gt = _get(base + "/emulator/ground_truth") if base else None
         cpu1, w1, core1 = _cpu_s(server.pid), time.monotonic(), _core_state(server.pid, server_core)
         got = [q.get(timeout=60) for _ in procs]
         received, extra = sum(g[0] for g in got), sum(g[1] for g in got)
         for p in procs:
             p.join(timeout=30)
+        if gt is None:
+            f = json.loads(_wait_file(out_json, server, timeout=10))
+            gt = {"writer": "floor", "total": {"tokens_sent": f["tokens_sent"], "lateness_us": f["lateness_us"],
+                                               "requests_received": f["requests"]}, "per_replica": []}
+            w0, w1 = t_start, t_end
     finally:
         server.terminate()
         server.wait(timeout=10)
     tot = gt["total"]
     window = (w1 - w0)
-    per_stream = args.output / ((args.ttft_ms + (args.output - 1) * args.itl_ms) / 1000.0)  # = in flight / cycle
+    per_stream = args.output / cycle_s  # = in flight / cycle
     lat = tot["lateness_us"]
     return {"streams": streams, "variant": variant, "writer": gt.get("writer"), "ideal_tok_s": streams * per_stream, "served_tok_s": tot["tokens_sent"] / window,
             "received_tok_s": received, "late_p50_us": lat.get("p50"), "late_p99_us": lat.get("p99"),
@@ -291,6 +325,9 @@ def main(argv=None) -> None:
                          "any stall's bunch of requests together for every later cycle); poisson: open loop, requests "
                          "arrive at streams / cycle per second, independent of responses, so `streams` are in flight "
                          "on average")
+    ap.add_argument("--floor", action="store_true",
+                    help="follow each run with the same run against bare_emitter.c (C, nothing per token but its "
+                         "send and a lateness stamp; built with cc) on the same core: the emulator's floor")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--episodes", action="store_true", help="print the episodes of writes >= 16 ms late")
     ap.add_argument("--rps", action="store_true",
@@ -317,19 +354,21 @@ def main(argv=None) -> None:
 def _levels(args, server_core: int, client_cores: list[int]) -> list[dict]:
     rows = []
     variants = args.variants.split(";") if args.variants else [""]
-    runs = [(s, v, a) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat)
-            for v in variants for a in args.arrivals.split(",")]
-    for s, v, a in runs:
+    floor = build_floor(Path(tempfile.mkdtemp(prefix="emu-floor-"))) if args.floor else None
+    runs = [(s, v, a, f) for s in (int(x) for x in args.streams.split(",")) for _ in range(args.repeat)
+            for v in variants for a in args.arrivals.split(",") for f in ([None, floor] if floor else [None])]
+    for s, v, a, f in runs:
         with cpu_latency(run_latency(v, args.rps)):
-            r = run_level(s, args, server_core, client_cores, v, a)
+            r = run_level(s, args, server_core, client_cores, v, a, f)
         rows.append(r)
         extra = f" (+{r['extra_connections']} conn)" if r["extra_connections"] else ""
         print(f"| {s} | {v or 'default'} | {a}{extra} | {r['writer']} | {r['ideal_tok_s']:.0f} | {r['served_tok_s']:.0f} | "
               f"{r['received_tok_s']:.0f} | {r['late_p50_us']:.0f} | {r['late_p99_us']:.0f} | "
               f"{r['late_p999_us']:.0f} | {r['late_max_us']} | "
               f"{r['server_user_pct']:.0f} + {r['server_sys_pct']:.0f} | {r['buffered_pct']:.2f} | "
-              f"{r['requests_peak_10ms']} ({r['requests_mean_10ms']:.1f}) |", flush=True)
-        if args.episodes:
+              f"{r['requests_peak_10ms'] if r['requests_peak_10ms'] is not None else '-'} ({r['requests_mean_10ms']:.1f}) |",
+              flush=True)
+        if args.episodes and f is None:
             print(f"#   writes >= 16 ms late (start ms, length ms, writes, worst us): {r['late_episodes']}; "
                   f"GC pauses: {r['gc']}; on its core (ticks): {r['core']}; timer wake-up lateness us: "
                   f"{r['timer_wake_us']}; wake-ups >= 10 ms late (at ms, wall ms and CPU ms since the last CPU sample): "
