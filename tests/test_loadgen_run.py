@@ -260,3 +260,31 @@ def test_a_finished_runs_frozen_cycles_are_collected_when_the_next_run_starts():
         assert gone() is None         # the next run's start collected it
     finally:
         gc.unfreeze()
+
+
+def test_a_chain_refused_for_an_exhausted_cell_leaves_the_round_robin_rotation_alone():
+    """A closed loop's chain asks, at each response's end, whether to send the next request on
+    the same socket. When the cell has no measured requests left it must not send, and must not
+    advance a round robin either: the next request acquired would skip a replica."""
+    import time
+
+    import yaml
+
+    from harness.loadgen.context import LoadContext, PlanMessage
+
+    scen = yaml.safe_load(CLOSED.replace("levels: [4, 8], warmup_s: 0.5", "levels: [4], warmup_s: 0")
+                          .replace("target: {protocol: tgi}", "target: {protocol: tgi, balance: round-robin}")
+                          .replace("\nload: {", "\nload: {max_requests: 2, "))
+    urls = ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    msg = PlanMessage(scenario=scen, urls=urls, replicas=2, levels=[4], run_id="t", t0_ns=time.time_ns())
+    ctx = LoadContext.build(msg)
+    try:
+        f = ctx.factory(ctx.new_stream())
+        first = ctx._chained(f, urls[0])          # rotation at a: a sends, the rotation moves to b
+        second = ctx._chained(f, urls[1])         # b sends: the cell's 2 measured requests are sent
+        assert first is not None and second is not None
+        assert ctx._chained(f, urls[0]) is None   # exhausted (and a was a's turn: the test bites)
+        assert ctx.exhausted == {first[2].cell}
+        assert ctx.picker.acquire() == urls[0]    # the refused chain did not take a's turn
+    finally:
+        ctx.client.close()

@@ -164,16 +164,22 @@ class LoadContext:
         get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory)
         return res
 
-    def _may_send(self, seg: Segment) -> bool:
+    def _can_send(self, seg: Segment) -> bool:
         """False when ``seg``'s cell may send no more (its share of ``load.max_requests`` is
-        sent); counts the request otherwise."""
+        sent: the cell is then marked exhausted); counts nothing."""
         if seg.phase == "measure" and self.max_measure is not None:
-            n = self._measure_sent.get(seg.cell, 0)
-            if n >= self.max_measure:
+            if self._measure_sent.get(seg.cell, 0) >= self.max_measure:
                 self.exhausted.add(seg.cell)
                 return False
-            self._measure_sent[seg.cell] = n + 1
         return seg.cell not in self.exhausted
+
+    def _may_send(self, seg: Segment) -> bool:
+        """:meth:`_can_send`, and counts the request when it may."""
+        if not self._can_send(seg):
+            return False
+        if seg.phase == "measure" and self.max_measure is not None:
+            self._measure_sent[seg.cell] = self._measure_sent.get(seg.cell, 0) + 1
+        return True
 
     def chain(self, factory: RequestFactory) -> Chain | None:
         """A closed-loop stream's :class:`Chain` (None with ``SLM_CHAIN=0``, for comparison)."""
@@ -186,11 +192,14 @@ class LoadContext:
         loop would send next, or None where it would not send on this socket (the plan is over,
         the cell is exhausted, or the balance policy would pick another replica)."""
         now = perf_counter_ns()
-        if self.ended(now) or not self.picker.prefers(url):
+        if self.ended(now):
             return None
         seg = self.segment_at(now)
-        if seg is None or not self._may_send(seg):
+        # the cell first: ``prefers`` advances a round robin's rotation, which a request that is
+        # then not sent must not do (the next acquire would skip a replica)
+        if seg is None or not self._can_send(seg) or not self.picker.prefers(url):
             return None
+        self._may_send(seg)   # counts it: True, as _can_send just said (nothing ran in between)
         spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
         return spec, body, seg
 
