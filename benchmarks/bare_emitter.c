@@ -32,7 +32,7 @@
 
 typedef struct { int64_t due; int fd; uint32_t gen; int k; } tok_t;
 typedef struct { tok_t *q; size_t head, tail, cap; } fifo_t;
-typedef struct { char buf[4096]; size_t n; uint32_t gen; int busy; } conn_t;
+typedef struct { char buf[4096]; size_t n; uint32_t gen; } conn_t;
 
 static conn_t *conns;
 static fifo_t first_q, next_q;
@@ -104,7 +104,6 @@ static void emit(tok_t *t, int64_t now) {
     if (send(t->fd, out, m, MSG_NOSIGNAL | MSG_DONTWAIT) != m) errors++;
     stamp(now, t->due);
     if (t->k + 1 < tokens) push(&next_q, (tok_t){t->due + itl_ns, t->fd, t->gen, t->k + 1});
-    else conns[t->fd].busy = 0;
 }
 
 static void arm(int tfd) {
@@ -145,7 +144,6 @@ static void on_request_bytes(int fd) {
         if (c->n < whole) return;
         int64_t now = now_ns();
         if (now >= t_start && now < t_end) requests++;
-        c->busy = 1;
         push(&first_q, (tok_t){now + ttft_ns, fd, c->gen, 0});
         memmove(c->buf, c->buf + whole, c->n - whole);
         c->n -= whole;
@@ -197,7 +195,7 @@ int main(int argc, char **argv) {
                 while ((c = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     if (c >= MAXFD) { close(c); continue; }
                     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    conns[c].n = 0; conns[c].busy = 0; conns[c].gen++;
+                    conns[c].n = 0; conns[c].gen++;
                     struct epoll_event ce = {.events = EPOLLIN, .data.fd = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
                 }

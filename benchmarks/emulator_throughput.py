@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from host import core_ticks, cpu_latency, run_latency, variant_env  # noqa: E402  (benchmarks/, beside this script)
+from host import core_ticks, cpu_latency, run_latency, variant_env, wait_file  # noqa: E402  (benchmarks/, beside this script)
 from loopback_rps import steer_loopback  # noqa: E402
 
 PROFILE = """name: bench-fixed
@@ -72,7 +72,7 @@ class _Stream(asyncio.Protocol):
     def connection_made(self, transport):
         self.t = transport
         if self.idle is None:
-            transport.write(self.request)
+            self.send()
         else:
             self.idle.append(self)
 
@@ -87,7 +87,7 @@ class _Stream(asyncio.Protocol):
             if not st["running"]:
                 self.t.close()
             elif self.idle is None:
-                self.t.write(self.request)
+                self.send()
             else:
                 self.idle.append(self)
             buf = b""
@@ -214,17 +214,8 @@ def _start_emulator(args, tmp: Path, server_core: int, variant: str) -> tuple[su
                **variant_env(variant))
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
-    info = json.loads(_wait_file(port_file, server))
+    info = json.loads(wait_file(port_file, server))
     return server, info["ports"], info["urls"][0]
-
-
-def _wait_file(path: Path, proc: subprocess.Popen, timeout: float = 30) -> str:
-    t0 = time.monotonic()
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"{path.name}: the server did not write it (exit {proc.poll()})")
-        time.sleep(0.05)
-    return path.read_text()
 
 
 def build_floor(tmp: Path) -> Path:
@@ -252,7 +243,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
             [str(floor), str(tmp / "port.json"), str(int(args.ttft_ms * 1000)), str(int(args.itl_ms * 1000)),
              str(args.output), str(int(args.tick_us)), str(int(t_start * 1e9)), str(int((t_start + args.seconds) * 1e9)),
              str(out_json)], stdout=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
-        ports, base = [json.loads(_wait_file(tmp / "port.json", server))["port"]], None
+        ports, base = [json.loads(wait_file(tmp / "port.json", server))["port"]], None
     t_end = t_start + args.seconds
     try:
         n_clients = max(1, min(args.clients, len(client_cores)))
@@ -280,7 +271,7 @@ def run_level(streams: int, args, server_core: int, client_cores: list[int], var
         for p in procs:
             p.join(timeout=30)
         if gt is None:
-            f = json.loads(_wait_file(out_json, server, timeout=10))
+            f = json.loads(wait_file(out_json, server, timeout=10))
             gt = {"writer": "floor", "total": {"tokens_sent": f["tokens_sent"], "lateness_us": f["lateness_us"],
                                                "requests_received": f["requests"]}, "per_replica": []}
             w0, w1 = t_start, t_end

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, run_latency, variant_env
+from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, run_latency, variant_env, wait_file
 from loopback_rps import steer_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +56,8 @@ def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tup
                              str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
                              "--port-file", str(port_file)], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"emulator{k}.log", "wb"))
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"emulator did not start; see {tmp / f'emulator{k}.log'}")
-        time.sleep(0.05)
-    return proc, json.loads(port_file.read_text())["urls"]
+    text = wait_file(port_file, proc, hint=f": the emulator did not start; see {tmp / f'emulator{k}.log'}")
+    return proc, json.loads(text)["urls"]
 
 
 SCENARIO = """

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,3 +76,14 @@ def cpu_latency(us: int | None):
         yield us
     finally:
         os.close(fd)   # the request lasts while the file is open
+
+
+def wait_file(path: Path, proc: subprocess.Popen, timeout: float = 30, hint: str = "") -> str:
+    """The text of ``path`` once ``proc`` (a server the benchmark started) has written it (its
+    port file, its results); exits with a message when ``proc`` ended or ``timeout`` passed first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{path.name} was not written (process exit {proc.poll()}){hint}")
+        time.sleep(0.05)
+    return path.read_text()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from emulator_throughput import _wait_file, build_floor  # noqa: E402
+from emulator_throughput import build_floor  # noqa: E402
+from host import wait_file  # noqa: E402
 
 
 def test_floor_streams_tgi_events_on_schedule_and_counts_its_window(tmp_path):
@@ -23,7 +24,7 @@ def test_floor_streams_tgi_events_on_schedule_and_counts_its_window(tmp_path):
     proc = subprocess.Popen([str(exe), str(tmp_path / "port.json"), "20000", "5000", "4", "100",
                              str(int(t0 * 1e9)), str(int(t1 * 1e9)), str(out)])
     try:
-        port = json.loads(_wait_file(tmp_path / "port.json", proc))["port"]
+        port = json.loads(wait_file(tmp_path / "port.json", proc))["port"]
         client = Client(f"http://127.0.0.1:{port}", timeout=10)
         time.sleep(max(0.0, t0 - time.monotonic()))
         for _ in range(3):                       # keep-alive: one connection, requests back to back
@@ -33,7 +34,7 @@ def test_floor_streams_tgi_events_on_schedule_and_counts_its_window(tmp_path):
             assert [e.token.id for e in events] == [1000, 1001, 1002, 1003]
             assert events[-1].generated_text == "the generated text" and events[0].generated_text is None
             assert 0.035 <= took < 1.0, took     # TTFT 20 ms + 3 ITL of 5 ms, never early
-        f = json.loads(_wait_file(out, proc, timeout=10))
+        f = json.loads(wait_file(out, proc, timeout=10))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -173,12 +173,16 @@ class LoadContext:
                 return False
         return seg.cell not in self.exhausted
 
+    def _count_sent(self, seg: Segment) -> None:
+        """Count a request sent under ``seg`` against its cell's share of ``load.max_requests``."""
+        if seg.phase == "measure" and self.max_measure is not None:
+            self._measure_sent[seg.cell] = self._measure_sent.get(seg.cell, 0) + 1
+
     def _may_send(self, seg: Segment) -> bool:
         """:meth:`_can_send`, and counts the request when it may."""
         if not self._can_send(seg):
             return False
-        if seg.phase == "measure" and self.max_measure is not None:
-            self._measure_sent[seg.cell] = self._measure_sent.get(seg.cell, 0) + 1
+        self._count_sent(seg)
         return True
 
     def chain(self, factory: RequestFactory) -> Chain | None:
@@ -199,7 +203,7 @@ class LoadContext:
         # then not sent must not do (the next acquire would skip a replica)
         if seg is None or not self._can_send(seg) or not self.picker.prefers(url):
             return None
-        self._may_send(seg)   # counts it: True, as _can_send just said (nothing ran in between)
+        self._count_sent(seg)
         spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
         return spec, body, seg
 
