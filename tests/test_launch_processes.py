@@ -17,7 +17,8 @@ import pytest
 from harness.errors import InputError, LaunchError
 from harness.launch.base import launcher_for
 from harness.launch.health import free_port_block, is_healthy
-from harness.launch.processes import memory_fraction, render_args
+from harness.launch.memory import staggered_fractions
+from harness.launch.processes import render_args
 from harness.scenario.models import Target
 
 PY = sys.executable
@@ -80,8 +81,9 @@ def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
             assert is_healthy(r.url)
             info = get_json(r.url + "/args")
             # arguments arrive exactly as templated, one argv element each (no shell)
+            # replica i of 3 gets 0.9 * (i + 1) / 3 of the GPU (TGI's sizing, docs/stack.md)
             assert info["argv"][1:] == [str(base + i), "--replica", str(i), "--model", "tiny",
-                                        "--fraction", "0.3"]
+                                        "--fraction", ["0.3", "0.6", "0.9"][i]]
             assert psutil.pid_exists(r.pid) and psutil.pid_exists(info["child"])
             children.append(info["child"])
             assert r.log_path.exists()
@@ -180,15 +182,15 @@ def test_templates_for_tgi_and_transformers_serve():
     tgi = ["text-generation-launcher", "--model-id", "{model}", "--port", "{port}",
            "--cuda-memory-fraction", "{fraction}"]
     assert render_args(tgi, port=8082, replica=1, model="HuggingFaceTB/SmolLM2-135M",
-                       fraction=memory_fraction(4), host="127.0.0.1") == [
+                       fraction=staggered_fractions(4)[1], host="127.0.0.1") == [
         "text-generation-launcher", "--model-id", "HuggingFaceTB/SmolLM2-135M", "--port", "8082",
-        "--cuda-memory-fraction", "0.225"]
+        "--cuda-memory-fraction", "0.45"]
     ts = ["transformers", "serve", "{model}", "--continuous-batching", "--port", "{port}",
           "--host", "{host}"]
     assert render_args(ts, port=9000, replica=0, model="/models/x", fraction=0.9,
                        host="127.0.0.1")[2:] == ["/models/x", "--continuous-batching", "--port",
                                                  "9000", "--host", "127.0.0.1"]
-    assert [memory_fraction(n) for n in (1, 2, 3, 7)] == [0.9, 0.45, 0.3, 0.1285]
+    assert [staggered_fractions(n) for n in (1, 2, 3)] == [[0.9], [0.45, 0.9], [0.3, 0.6, 0.9]]
 
 
 def test_endpoints_launcher_checks_health_and_takes_first_n(tmp_path, server_script):

@@ -65,8 +65,12 @@ def test_gpu_profile_structure():
     for name, s in svcs.items():
         if name.startswith("emulator-") or name == "sidecar-emulated":
             assert s["profiles"] == ["emulator"], name
-        elif name.startswith("tgi-") or name == "sidecar-nvml":
+        elif name.startswith("tgi-"):
             assert s["profiles"] == ["gpu"], name
+        elif name.startswith("vllm-"):
+            assert s["profiles"] == ["vllm"], name
+        elif name == "sidecar-nvml":
+            assert s["profiles"] == ["gpu", "vllm"], name
         else:
             assert "profiles" not in s, f"{name} must run in every profile"
     tgi = svcs["tgi-1"]
@@ -76,7 +80,8 @@ def test_gpu_profile_structure():
     args = tgi["command"]
     flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.startswith("--")}
     assert float(flags["--cuda-memory-fraction"]) == 0.9
-    assert int(flags["--max-concurrent-requests"]) > 0 and int(flags["--max-batch-total-tokens"]) > 0
+    assert int(flags["--max-concurrent-requests"]) > 0
+    assert "--max-batch-total-tokens" not in flags   # deprecated: TGI sizes it at warm-up
     assert flags["--port"] == "8000" and flags["--model-id"]
     assert tgi["shm_size"]
     assert any(str(v).split(":")[:2] == ["model-cache", "/data"] for v in tgi["volumes"])
@@ -96,13 +101,13 @@ def test_gpu_profile_structure():
         "device_ids"] == ["1"]
 
 
-@pytest.mark.parametrize("profile", ["gpu", "emulator"])
+@pytest.mark.parametrize("profile", ["gpu", "vllm", "emulator"])
 def test_every_published_port_is_bound_to_loopback_and_health_checked(profile):
     svcs = resolved(profile)["services"]
     for name, s in svcs.items():
         for p in s.get("ports", []):
             assert published(p)[0] == "127.0.0.1", f"{name} publishes {p} beyond loopback"
-    for name in ["influxdb"] + [n for n in svcs if re.match(r"(tgi|emulator)-\d+$", n)]:
+    for name in ["influxdb"] + [n for n in svcs if re.match(r"(tgi|vllm|emulator)-\d+$", n)]:
         assert svcs[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     master = svcs["locust-master"]
     assert [published(p)[:3:2] for p in master["ports"]] == [("127.0.0.1", 8089)]
@@ -115,7 +120,11 @@ def test_secrets_only_from_env_and_images_are_variables():
         img = s.get("image", "")
         assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[^}]+\}", img), f"{name}: image {img!r}"
         env = s.get("environment", {}) or {}
+        if isinstance(env, list):   # KEY=VALUE items, or KEY alone (passed through when set)
+            env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
         for k, v in env.items():
+            if v is None:
+                continue
             if re.search(r"TOKEN|PASSWORD|SECRET", k):
                 assert re.fullmatch(r"\$\{[A-Z_]+(:[-?][^}]*)?\}", str(v)), f"{name}.{k} = {v!r}"
     for value in SECRETS.values():

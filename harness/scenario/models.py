@@ -58,7 +58,7 @@ class ComposeLauncher(Strict):
 
     kind: Literal["compose"] = "compose"
     project_dir: str = "."
-    profile: Literal["gpu", "emulator"] = "gpu"
+    profile: Literal["gpu", "vllm", "emulator"] = "gpu"
     base_port: int = Field(8081, ge=1, le=65535)
     health_path: str = "/health"
     startup_timeout_s: PositiveFloat = 900.0
