@@ -28,6 +28,7 @@ from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
 from harness.analysis.summary import RunAnalysis
 from harness.errors import InputError, LaunchError
+from harness.launch.memory import kv_budget_fields
 from harness.records.rundir import RunDir
 from harness.store.runstore import ObservedAppender, RunStore
 from harness.records.schema import (
@@ -334,7 +335,8 @@ class Sweep:
             with launcher as reps:
                 note = self._telemetry.start(reps)
                 rd.write_manifest(
-                    telemetry_note=note, emulated=bool(getattr(reps, "emulated", False))
+                    telemetry_note=note, emulated=bool(getattr(reps, "emulated", False)),
+                    **kv_budget_fields(rd.manifest, r, getattr(reps, "extra", {}) or {}),
                 )
                 if self.progress:
                     self.progress.launched(r, since, list(reps.urls), note)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ from harness.launch.base import launcher_for
 from harness.launch.health import free_port_block, is_healthy
 from harness.launch.memory import check_budgets
 from harness.scenario.models import Target
+from stack_support import tokens_per_s
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -42,37 +42,6 @@ def processes_target(state: Path, base: int) -> Target:
         "kind": "processes", "command": emulate_args(state, "{port}", "{fraction}"),
         "base_port": base, "startup_timeout_s": 60,
         "env": {"PYTHONPATH": str(ROOT)}}})
-
-
-def tokens_per_s(urls: list[str], busy: list[str], seconds: float = 3.0,
-                 per_replica: int = 16) -> dict[str, float]:
-    """Closed loop, ``per_replica`` concurrent /generate requests on each of ``busy``; the
-    replicas' own token counters over ``seconds`` once every loop is running."""
-    stop = threading.Event()
-    body = json.dumps({"inputs": "word " * 32, "parameters": {"max_new_tokens": 32}}).encode()
-
-    def loop(url):
-        while not stop.is_set():
-            req = urllib.request.Request(url + "/generate", body,
-                                         {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                r.read()
-
-    threads = [threading.Thread(target=loop, args=(u,), daemon=True)
-               for u in busy for _ in range(per_replica)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)   # past the first prefills
-    sent = lambda u: get(u + "/emulator/ground_truth")["total"]["tokens_sent"]  # noqa: E731
-    before = {u: sent(u) for u in urls}
-    t0 = time.monotonic()
-    time.sleep(seconds)
-    after = {u: sent(u) for u in urls}
-    dt = time.monotonic() - t0
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
-    return {u: (after[u] - before[u]) / dt for u in urls}
 
 
 def test_one_after_another_equal_budgets_contention_and_one_power_series(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -250,7 +251,8 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
           launcher:
             kind: processes
             command: [{PY}, -m, harness, emulate, --replicas, "1", --profile, fixed-50ms-10ms,
-                      --host, "{{host}}", --port, "{{port}}"]
+                      --host, "{{host}}", --port, "{{port}}", --shared-gpu, "{tmp_path / 'gpu.state'}",
+                      --cuda-memory-fraction, "{{fraction}}"]
             base_port: {base}
             startup_timeout_s: 60
         workload:
@@ -274,6 +276,9 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     (run,) = list((tmp_path / "results").iterdir())
     records = pq.read_table(run / "requests.parquet").to_pandas()
+    # one after another on one simulated GPU, 0.3/0.6/0.9: equal KV budgets, in the manifest
+    kv = json.loads((run / "manifest.json").read_text())["kv_budgets"]["3"]
+    assert len(kv["budgets"]) == 3 and kv["spread"] < 0.05 and kv["warning"] is None, kv
     urls = {f"http://127.0.0.1:{base + i}" for i in range(3)}
     assert set(records.replica) == urls
     assert records.error_class.isna().all() and (records.output_tokens == 16).all()

@@ -184,3 +184,13 @@ def check_budgets(urls: list[str], warn_spread: float = BUDGET_SPREAD_WARN,
             bar = "!" * 78
             echo(f"{bar}\n{warning}\n{bar}")
     return {"kv_budgets": budgets, "kv_budget_spread": spread, "kv_budget_warning": warning}
+
+
+def kv_budget_fields(manifest: dict, replicas: int, extra: dict) -> dict:
+    """Manifest fields for the budgets a launcher read (``Replicas.extra``), per replica count:
+    ``{"kv_budgets": {"N": {budgets, spread, warning}}}``; nothing when none was read."""
+    if "kv_budgets" not in extra:
+        return {}
+    entry = {"budgets": extra["kv_budgets"], "spread": extra.get("kv_budget_spread"),
+             "warning": extra.get("kv_budget_warning")}
+    return {"kv_budgets": {**manifest.get("kv_budgets", {}), str(replicas): entry}}

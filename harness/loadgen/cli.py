@@ -49,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     import locust  # noqa: F401
 
     from harness.launch.base import launcher_for
+    from harness.launch.memory import kv_budget_fields
     from harness.loadgen.run import run_levels
     from harness.loadgen.summary import print_table, write_json
     from harness.records.rundir import RunDir
@@ -88,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise LaunchError(f"the {scenario.target.launcher.kind!r} launcher is not available "
                                   f"({e.name}); pass --url") from None
             with launcher as reps:
+                rundir.write_manifest(**kv_budget_fields(rundir.manifest, replicas, reps.extra))
                 results = run_levels(scenario, reps.urls, replicas, rundir, levels=levels,
                                      processes=args.processes, web_ui=web_ui)
         status = "complete"
