@@ -495,10 +495,10 @@ def test_emulator_containers_share_one_gpu_sized_like_tgi(engine_and_images, tmp
     env = {"HARNESS_IMAGE": images["HARNESS_IMAGE"], "REPLICA_BASE_PORT": str(base),
            "EMULATOR_LOAD_S": "2"}
 
+    files = [ROOT / "docker-compose.yml", tmp_path / "replicas.yml"]
+
     def up(all_at_once: bool) -> list[int]:
-        files = [ROOT / "docker-compose.yml",
-                 write_override(ROOT, REPLICAS, base, tmp_path / f"r{int(all_at_once)}.yml",
-                                all_at_once=all_at_once)]
+        write_override(ROOT, REPLICAS, base, files[1], all_at_once=all_at_once)
         t0 = time.monotonic()
         compose("-p", project, "--profile", "emulator", "up", "-d", *replicas, env=env,
                 files=files, timeout=300)
@@ -511,7 +511,6 @@ def test_emulator_containers_share_one_gpu_sized_like_tgi(engine_and_images, tmp
               f"{time.monotonic() - t0:.0f} s, KV budgets {budgets}")
         return budgets
 
-    files = [ROOT / "docker-compose.yml"]
     try:
         # --- the new way: depends_on chain, 0.3 / 0.6 / 0.9 -------------------------------------
         budgets = up(all_at_once=False)
