@@ -41,7 +41,7 @@ LaunchFactory = Callable[[Any, int, Path], Any]
 
 
 def cell_name(mode: str, replicas: int, level: float) -> str:
-    """``r2-c64`` (closed loop) or ``r1-q7.5`` (open loop, req/s), as in docs/contracts.md."""
+    """``r2-c64`` (closed loop) or ``r1-q7.5`` (open loop, req/s), as in docs/architecture.md."""
     return f"r{replicas}-c{int(level)}" if mode == "concurrency" else f"r{replicas}-q{level:g}"
 
 
