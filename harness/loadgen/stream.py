@@ -64,7 +64,7 @@ class _Conn:
         self.sock = sock
         self.buf = b""
         self.fresh = True
-        self.tls: ssl.SSLObject | None = None   # https: the session over memory buffers
+        self.tls: ssl.SSLObject | None = None   # https: the TLS connection state over memory buffers
         self.tls_in = self.tls_out = None
 
     def start_tls(self, ctx: ssl.SSLContext, host: str) -> None:
