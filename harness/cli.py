@@ -13,7 +13,7 @@ import logging
 import sys
 
 from harness import __version__
-from harness.cliargs import Parser
+from harness.cliargs import Parser, check_args
 from harness.errors import InputError, LaunchError
 
 # Modules that register subcommands, in help order.
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_args(args, parser)  # files, permissions, hosts: before the command starts
         return int(args.func(args) or 0)
     except InputError as e:
         for line in str(e).splitlines():

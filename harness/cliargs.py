@@ -28,7 +28,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``slm-harness: error: --flag: why``), exit 2."""
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        message = re.sub(r"^argument ([^:]+): ",
+                         lambda m: max(m.group(1).split("/"), key=len) + ": ", message)
         self.exit(2, f"slm-harness: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -106,17 +107,15 @@ def url(text: str) -> str:
 
 
 def urls_text(text: str) -> str:
-    """Comma-separated replica URLs the run is about to load: well formed, and each host resolves
-    from here (a typo in a host is bad input, not a replica that failed to come up)."""
+    """Comma-separated replica URLs the run is about to load: well formed now, and (checked by
+    :func:`check_args` before the command runs) each host resolves from here: a typo in a host
+    is bad input, not a replica that failed to come up."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         _fail(f"expected URLs separated by commas (got {text!r})")
     for p in parts:
-        try:
-            resolve_host(check_http_url(p))
-        except ValueError as e:
-            _fail(str(e))
-    return text
+        url(p)
+    return _ResolvableUrls(text)
 
 
 def host_port_text(text: str) -> str:
@@ -130,7 +129,25 @@ def host_port_text(text: str) -> str:
     return text
 
 
-# -- paths ------------------------------------------------------------------------------------------
+# -- checks that need this machine ---------------------------------------------------------------
+class Deferred(str):
+    """Text whose check needs this machine (files, permissions, DNS). Parsing stays pure (the docs
+    test parses every command they show); :func:`check_args` runs these checks right before the
+    command starts, still before any replica is launched or any load is sent."""
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+
+class _ResolvableUrls(Deferred):
+    def check(self) -> None:
+        for p in (p.strip() for p in self.split(",") if p.strip()):
+            try:
+                resolve_host(p)
+            except ValueError as e:
+                _fail(str(e))
+
+
 def _nearest_existing(p: Path) -> Path:
     p = p.absolute()
     while not p.exists() and p != p.parent:
@@ -138,8 +155,12 @@ def _nearest_existing(p: Path) -> Path:
     return p
 
 
+def _in_kernel_fs(p: Path) -> bool:
+    return str(p.resolve()).startswith(("/proc", "/sys", "/dev"))
+
+
 def _probe_writable(d: Path, shown: str) -> None:
-    """Create and remove a scratch directory in ``d``: the only test that holds for root,
+    """Create and remove a scratch directory in ``d``: the one test that holds for root,
     read-only mounts and /proc alike."""
     try:
         tempfile.TemporaryDirectory(dir=d, prefix=".slm-harness-probe-").cleanup()
@@ -147,56 +168,101 @@ def _probe_writable(d: Path, shown: str) -> None:
         _fail(f"cannot write in {d} ({e.strerror or type(e).__name__}): {shown}")
 
 
+class _WritableDir(Deferred):
+    def check(self) -> None:
+        p = Path(self)
+        if p.exists() and not p.is_dir():
+            _fail(f"is a file, not a directory: {self}")
+        base = _nearest_existing(p)
+        if not base.is_dir():
+            _fail(f"{base} is a file, so {self} cannot be a directory")
+        if _in_kernel_fs(base):
+            _fail(f"{self} is in a kernel file system, not a place for results")
+        _probe_writable(base, self)
+
+
+class _OutputFile(Deferred):
+    def check(self) -> None:
+        p = Path(self)
+        if p.is_dir():
+            _fail(f"is a directory, not a file: {self}")
+        parent = p.absolute().parent
+        if not parent.exists():
+            _fail(f"directory {parent} does not exist (for {self})")
+        if not parent.is_dir():
+            _fail(f"{parent} is not a directory (for {self})")
+        if _in_kernel_fs(parent):
+            _fail(f"{self} is in a kernel file system")
+        if p.exists() and not os.access(p, os.W_OK):
+            _fail(f"cannot write {self} (permission denied)")
+        _probe_writable(parent, self)
+
+
+class _ExistingDir(Deferred):
+    what = "directory"
+
+    def check(self) -> None:
+        p = Path(self)
+        if not p.exists():
+            _fail(f"{self.what} not found: {self}")
+        if not p.is_dir():
+            _fail(f"is a file, not a {self.what}: {self}")
+
+
+class _RunDir(_ExistingDir):
+    what = "run directory"
+
+
 def writable_dir(text: str) -> str:
     """A directory to create or write in: not a file, not under one, writable by this user."""
-    p = Path(text)
-    if p.exists() and not p.is_dir():
-        _fail(f"is a file, not a directory: {text}")
-    base = _nearest_existing(p)
-    if not base.is_dir():
-        _fail(f"{base} is a file, so {text} cannot be a directory")
-    if str(base.resolve()).startswith(("/proc", "/sys", "/dev")):
-        _fail(f"{text} is in a kernel file system, not a place for results")
-    _probe_writable(base, text)
-    return text
-
-
-def writable_dir_path(text: str) -> Path:
-    return Path(writable_dir(text))
+    if not text:
+        _fail("expected a directory")
+    return _WritableDir(text)
 
 
 def output_file(text: str) -> str:
-    """A file to write at the end of a command: its directory must exist and be writable now,
-    not after an hour of load."""
-    p = Path(text)
-    if not text or p.is_dir():
-        _fail(f"is a directory, not a file: {text}")
-    parent = p.absolute().parent
-    if not parent.exists():
-        _fail(f"directory {parent} does not exist (for {text})")
-    if not parent.is_dir():
-        _fail(f"{parent} is not a directory (for {text})")
-    if str(parent.resolve()).startswith(("/proc", "/sys")):
-        _fail(f"{text} is in a kernel file system")
-    if p.exists() and not os.access(p, os.W_OK):
-        _fail(f"cannot write {text} (permission denied)")
-    _probe_writable(parent, text)
-    return text
+    """A file written at the end of a command: its directory must exist and be writable before
+    the command starts, not after an hour of load."""
+    if not text:
+        _fail("expected a file name")
+    return _OutputFile(text)
 
 
-def existing_dir(text: str, what: str = "directory") -> str:
+def existing_dir(text: str) -> str:
     """A directory that must already exist."""
-    p = Path(text)
-    if not p.exists():
-        _fail(f"{what} not found: {text}")
-    if not p.is_dir():
-        _fail(f"is a file, not a {what}: {text}")
-    return text
+    return _ExistingDir(text)
 
 
 def run_dir(text: str) -> str:
     """A run directory to read or go on with."""
-    return existing_dir(text, "run directory")
+    return _RunDir(text)
+
+
+def _flags(parser: argparse.ArgumentParser, out: dict[str, str]) -> dict[str, str]:
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                _flags(sub, out)
+        else:
+            out.setdefault(action.dest, max(action.option_strings, key=len) if action.option_strings
+                           else (action.metavar or action.dest.upper()))
+    return out
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Run every :class:`Deferred` check of the parsed arguments; the first failure is an
+    :class:`InputError` naming the flag (exit 2)."""
+    from harness.errors import InputError
+
+    names = None
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, Deferred):
+                try:
+                    v.check()
+                except argparse.ArgumentTypeError as e:
+                    names = names or _flags(parser, {})
+                    raise InputError(str(e), field=names.get(dest, dest)) from None
 
 
 # -- before the load ---------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def register(sub) -> None:
         help="latency percentile the frontier minimises (default: the SLO's first bound, else ttft_p99_s)",
     )
     p.add_argument(
-        "--out", type=cliargs.writable_dir_path, default=None, help="write the outputs here instead of RUN_DIR"
+        "--out", type=cliargs.writable_dir, default=None, help="write the outputs here instead of RUN_DIR"
     )
     p.add_argument(
         "--influx",
