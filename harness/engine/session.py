@@ -6,21 +6,17 @@ Every door opens one: ``run``, ``sweep`` and ``locust -f`` write the same files.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
-import shutil
 import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from harness.engine.hooks import Hook, Hooks
 from harness.engine.telemetry import Telemetry
 from harness.errors import InputError
-from harness.records.rundir import RunDir
-from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA, WINDOW_SCHEMA, CellWindow
+from harness.records.rundir import RunDir, UnreadableFile
+from harness.records.schema import CellWindow
 from harness.store.runstore import ObservedAppender, RunStore
 
 log = logging.getLogger(__name__)
@@ -120,6 +116,7 @@ class Session(Hook):
 
     def cell_started(self, name: str) -> None:
         self.records = []
+        self.rundir.begin_cell(name)
         self.store.marker(name, "start")
 
     def cell_ended(self, name: str, partial: bool) -> None:
@@ -149,8 +146,9 @@ class Session(Hook):
 
 
 def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
-    """A RunDir writing to ``path`` again with every row it already held (Parquet files cannot be
-    appended to, so the old rows are copied into fresh writers first)."""
+    """A RunDir writing to ``path`` again with every row of its finished cells (also what a killed
+    writer left in its journals); an unfinished or partial cell's rows are dropped
+    (``RunDir.reopen``) and that cell runs again."""
     mf = path / "manifest.json"
     if not mf.is_file():
         raise InputError("not a run directory (no manifest.json)", file=str(path), field="--resume")
@@ -161,34 +159,10 @@ def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
     if old.get("command") != "sweep":
         raise InputError("only a sweep's run directory can be resumed", file=str(mf),
                          field="command")
-    keep = path / ".resume-old"
-    if not keep.is_dir():  # a resume that died while copying left its sources here
-        files = [path / f"{n}.parquet" for n in ("requests", "gpu_samples", "windows")]
-        for f in files:
-            if f.exists():
-                try:
-                    pq.ParquetFile(f)
-                except Exception:  # noqa: BLE001 - a file never closed has no footer
-                    raise InputError("cannot resume: the file is unreadable (the run was killed "
-                                     "before it could close it)", file=str(f)) from None
-        keep.mkdir()
-        for f in files:
-            if f.exists():
-                f.replace(keep / f.name)
-    rd = RunDir(path, old.get("run_id") or path.name)
-    for name, app, schema in (("requests", rd.requests, REQUEST_SCHEMA),
-                              ("gpu_samples", rd.gpu_samples, GPU_SCHEMA),
-                              ("windows", rd.windows, WINDOW_SCHEMA)):
-        src = keep / f"{name}.parquet"
-        if src.exists():
-            for batch in pq.ParquetFile(src).iter_batches(batch_size=4096):
-                app.extend(batch.to_pylist())
-    rd.flush()
-    shutil.rmtree(keep, ignore_errors=True)
-    kept = {k: v for k, v in old.items()
-            if k not in ("status", "finished_at", "counts", "started_at", "cells_partial")}
-    rd.manifest.update(kept)
-    rd.manifest["started_at"] = old.get("started_at", rd.manifest["started_at"])
-    rd.manifest.setdefault("resumed_at", []).append(_dt.datetime.now(_dt.timezone.utc).isoformat())
-    rd.write_manifest()
+    try:
+        rd = RunDir.reopen(path, finished=old.get("cells_done", []))
+    except UnreadableFile as e:
+        raise InputError("cannot resume: the file is unreadable (a writer of an older version "
+                         "was killed before it could close it)", file=str(e.path)) from None
+    rd.manifest["cells_partial"] = []
     return rd, old

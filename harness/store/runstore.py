@@ -28,18 +28,18 @@ class ObservedAppender:
         self._on_row = on_row
 
     def append(self, row) -> None:
+        self._inner.append(row)     # first: the run directory stamps the row (its attempt)
         try:
             self._on_row(row)
         except Exception:  # noqa: BLE001 - a display problem must never lose a record
             log.exception("row observer failed")
-        self._inner.append(row)
 
     def extend(self, rows) -> None:
         for r in rows:
             self.append(r)
 
-    def flush(self) -> None:
-        self._inner.flush()
+    def flush(self, sync: bool = False) -> None:
+        self._inner.flush(sync=sync)
 
     def close(self) -> None:
         self._inner.close()
