@@ -92,7 +92,8 @@ class Session(Hook):
         self.windows: list[CellWindow] = []
         self.records: list[dict] = []         # the current cell's records (for its metrics)
         self.rundir.requests = ObservedAppender(self.rundir.requests, self._on_record)
-        self.rundir.windows = ObservedAppender(self.rundir.windows, self._on_window)
+        self.rundir.windows = ObservedAppender(_FillFirst(self.rundir.windows, self.telemetry.fill),
+                                               self._on_window)
         self.closed = False
 
     @property
@@ -110,7 +111,6 @@ class Session(Hook):
         self.hooks.on_record(d)
 
     def _on_window(self, w: CellWindow) -> None:
-        self.telemetry.fill(w)
         self.windows.append(w)
         self.store.window(w)
 
@@ -143,6 +143,27 @@ class Session(Hook):
                                        stop_reason=message or None)
         finally:
             self.rundir.close(status)
+
+
+class _FillFirst:
+    """A window appender that lets telemetry write the window's energy before the row is stored."""
+
+    def __init__(self, inner, fill):
+        self._inner, self._fill = inner, fill
+
+    def append(self, w) -> None:
+        try:
+            self._fill(w)
+        except Exception:  # noqa: BLE001 - energy then comes from the samples in analysis
+            log.exception("window energy")
+        self._inner.append(w)
+
+    def extend(self, rows) -> None:
+        for r in rows:
+            self.append(r)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
