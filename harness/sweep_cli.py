@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import cliargs
 from harness.analysis.summary import LATENCY_KEYS
 from harness.errors import InputError
 
@@ -24,6 +25,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from harness.scenario.loader import load_scenario
 
     scenario = load_scenario(args.scenario)
+    cliargs.preflight(scenario, args.scenario)
     if args.resume is not None and not Path(args.resume).is_dir():
         raise InputError("run directory not found", file=str(args.resume), field="--resume")
     req = Request(args.scenario, "sweep", results=args.results, resume=args.resume,
@@ -43,17 +45,19 @@ def register(sub) -> None:
         "--resume",
         metavar="RUN_DIR",
         default=None,
+        type=cliargs.run_dir,
         help="go on with an interrupted sweep: skip the cells it finished",
     )
     p.add_argument(
         "--results",
         metavar="DIR",
         default=None,
+        type=cliargs.writable_dir,
         help="results directory (default: store.results_dir)",
     )
     p.add_argument(
         "--processes",
-        type=int,
+        type=cliargs.processes,
         default=0,
         help="Locust worker processes generating load (0: this process)",
     )
