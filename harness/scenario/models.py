@@ -70,12 +70,23 @@ Launcher = Annotated[
 ]
 
 
+class Breaker(Strict):
+    """Circuit breaker per replica (see docs/durability.md): a replica failing fast would otherwise
+    look least loaded and draw the load."""
+
+    enabled: bool = Field(True, description="false: the naive balancing, failing replicas included.")
+    failures: int = Field(5, ge=1, le=10_000, description="Consecutive failed requests that open it.")
+    open_s: float = Field(1.0, gt=0, le=3600, description="First pause before a half-open probe.")
+    max_open_s: float = Field(30.0, gt=0, le=86_400, description="Longest pause (doubling per failed probe).")
+
+
 class Target(Strict):
     protocol: Protocol = "tgi"
     model: str = "smollm2-135m"
     launcher: Launcher = Field(default_factory=EmulatorLauncher)
     balance: Literal["round-robin", "least-outstanding"] = Field(
         "least-outstanding", description="Client-side choice of replica for each request.")
+    breaker: Breaker = Field(default_factory=Breaker)
     request_timeout_s: PositiveFloat = 120.0
     connect_timeout_s: PositiveFloat = 10.0
 
