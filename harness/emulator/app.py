@@ -42,6 +42,7 @@ class ReplicaApp:
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
         self.streams: set = set()     # open SSE streams, for keep-alive comments
+        self.replica_fault = None     # a fault for every request to this replica (/emulator/fault)
         self.routes = {
             ("GET", "/health"): self._health,
             ("GET", "/info"): self._get_info,
@@ -50,6 +51,7 @@ class ReplicaApp:
             ("GET", "/emulator/gpu"): self._gpu,
             ("GET", "/emulator/ground_truth"): self._ground_truth,
             ("POST", "/emulator/ground_truth/reset"): self._ground_truth_reset,
+            ("POST", "/emulator/fault"): self._set_fault,
             ("GET", "/emulator/state"): self._state,
             ("POST", "/generate"): self._generate,
             ("POST", "/generate_stream"): self._generate_stream,
@@ -115,6 +117,17 @@ class ReplicaApp:
         self.em.timer.reset_diagnosis()
         conn.respond(200, b'{"reset":true}')
 
+    def _set_fault(self, req, conn):
+        """``{"fault": SPEC}`` makes every later request to this replica fail so (a replica that
+        answers 500 at once, resets, stalls); ``{"fault": null}`` heals it."""
+        try:
+            spec = orjson.loads(req.body or b"{}").get("fault")
+            self.replica_fault = parse_fault(spec)
+        except (orjson.JSONDecodeError, AttributeError, FaultSpecError) as e:
+            conn.respond(400, wire.error_body(str(e), "emulator_fault"))
+            return
+        conn.respond(200, orjson.dumps({"replica": self.index, "fault": spec}))
+
     def _state(self, req, conn):
         conn.respond(200, orjson.dumps(self.em.state()))
 
@@ -140,6 +153,8 @@ class ReplicaApp:
 
     def _fault(self, req: Request, body: dict):
         spec = req.headers.get("x-emulator-fault") or body.pop("emulator_fault", None)
+        if spec is None:
+            return self.replica_fault
         try:
             return parse_fault(spec)
         except FaultSpecError as e:
@@ -299,7 +314,7 @@ class ReplicaApp:
         params = self._openai_params(body)
         self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault,
                   input_tokens=count_tokens(prompt), max_new=body.get("max_tokens"), params=params,
-                  enc_factory=lambda rid, n_in: wire.CompletionStream(rid, n_in, model),
+                  enc_factory=lambda rid, n_in: wire.CompletionStream(rid, n_in, model, self.em.sse_space),
                   whole_factory=lambda rid, n, n_in: wire.completion(rid, n, n_in, model))
 
     def _chat(self, req: Request, conn: Connection) -> None:
@@ -326,7 +341,7 @@ class ReplicaApp:
         params = self._openai_params(body)
         self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault, input_tokens=n_in,
                   max_new=max_new, params=params,
-                  enc_factory=lambda rid, n_in: wire.ChatStream(rid, n_in, model, include_usage),
+                  enc_factory=lambda rid, n_in: wire.ChatStream(rid, n_in, model, include_usage, self.em.sse_space),
                   whole_factory=lambda rid, n, n_in: wire.chat_completion(rid, n, n_in, model))
 
     @staticmethod

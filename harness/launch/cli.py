@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness import cliargs
 from harness.errors import InputError
 from harness.launch.compose import (REPLICA_TEMPLATES, SECRET_KEYS, ensure_env_file,
                                     fractions_for, replica_services, run_compose, share_setting,
@@ -126,13 +127,13 @@ def register(sub) -> None:
     ssub = p.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
     def common(q):
-        q.add_argument("--project-dir", default=".", help="where docker-compose.yml is")
-        q.add_argument("--replicas", type=int, default=None,
+        q.add_argument("--project-dir", default=".", type=cliargs.existing_dir, help="where docker-compose.yml is")
+        q.add_argument("--replicas", type=cliargs.replicas, default=None,
                        help="replica count (default: REPLICAS from .env, else 2)")
 
     q = ssub.add_parser("render", help="write docker-compose.override.yml for N replicas")
     common(q)
-    q.add_argument("-o", "--output", help="write here instead of docker-compose.override.yml")
+    q.add_argument("-o", "--output", type=cliargs.output_file, help="write here instead of docker-compose.override.yml")
     q.add_argument("--all-at-once", action="store_true",
                    help="no start order, even memory fractions: only to show that TGI replicas "
                         "then get different KV budgets (docs/stack.md)")
@@ -141,7 +142,7 @@ def register(sub) -> None:
     q = ssub.add_parser("up", help="render, then `compose --profile P up -d`")
     common(q)
     q.add_argument("--profile", choices=PROFILES, default="emulator")
-    q.add_argument("--workers", type=int, default=None,
+    q.add_argument("--workers", type=cliargs.processes, default=None,
                    help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
     q.add_argument("--build", action="store_true", help="build the harness image first")
     q.add_argument("--wait-s", type=float, default=900.0,
@@ -151,7 +152,7 @@ def register(sub) -> None:
     q.set_defaults(func=_up)
 
     q = ssub.add_parser("down", help="stop and remove the stack's containers and networks")
-    q.add_argument("--project-dir", default=".")
+    q.add_argument("--project-dir", default=".", type=cliargs.existing_dir)
     q.add_argument("-v", "--volumes", action="store_true", help="remove its volumes too")
     q.set_defaults(func=_down)
 
