@@ -284,7 +284,7 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
     assert records.error_class.isna().all() and (records.output_tokens == 16).all()
     assert records.groupby("replica").size().min() >= 3
     for i in range(3):
-        log = (run / "logs" / f"replica-{i}.log").read_text()
+        log = (run / "logs" / "r3" / f"replica-{i}.log").read_text()
         assert f"--port', '{base + i}'" in log  # the argv as launched, one element per argument
     # the replicas were stopped: nothing answers, no emulator of this run is left
     for u in urls:
