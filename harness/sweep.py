@@ -416,6 +416,29 @@ class _SigtermSeen:
             raise Terminated()
 
 
+def _quiet_in_gevent_hub(exc_type: type) -> None:
+    """A signal handler that runs while gevent's hub is current raises in the hub, which prints a
+    traceback before passing the exception on to the main greenlet; one that lands in a ``__del__``
+    or weakref callback is printed as "Exception ignored". SIGTERM is not an error: neither
+    prints (the sweep still stops, see _SigtermSeen)."""
+    import sys
+
+    hook = sys.unraisablehook
+    if not getattr(hook, "_quiet_for", None):
+        def quiet(unraisable, _next=hook):
+            if not isinstance(unraisable.exc_value, exc_type):
+                _next(unraisable)
+        quiet._quiet_for = exc_type
+        sys.unraisablehook = quiet
+    if "gevent" not in sys.modules:
+        return
+    import gevent
+
+    hub = gevent.get_hub()
+    if not issubclass(exc_type, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, exc_type)
+
+
 @contextmanager
 def _sigterm_raises():
     """SIGTERM behaves like Ctrl-C while the sweep runs (main thread only); yields a _SigtermSeen."""
@@ -425,6 +448,7 @@ def _sigterm_raises():
         seen.hit = True
         raise Terminated()
 
+    _quiet_in_gevent_hub(Terminated)
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
