@@ -19,7 +19,7 @@ from time import perf_counter_ns
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.errors import InputError
+from harness.errors import InputError, LaunchError
 from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
 from harness.records.schema import CellWindow
@@ -178,6 +178,9 @@ def install(default_protocol: str = "tgi"):
                                  file=opts.scenario, field="load.levels")
         except InputError as e:
             _fail_input(e)
+        except LaunchError as e:   # protocol auto: the server answered neither /info nor /v1/models
+            print(f"slm-harness: error: {e}", file=sys.stderr)
+            sys.exit(3)
         replicas = opts.slm_replicas or len(urls)
         environment.slm_run = _RunState(environment, scenario, opts.scenario, urls, replicas,
                                         list(levels), opts)
