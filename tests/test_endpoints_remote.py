@@ -254,6 +254,8 @@ def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
 
         req = pd.read_parquet(next((tmp_path / "res").rglob("requests.parquet")))
         assert set(req.protocol) == {"openai-chat"}
+        manifest = json.loads(next((tmp_path / "res").rglob("manifest.json")).read_text())
+        assert manifest["protocol"] == "openai-chat" and manifest["model"] == found.model
     finally:
         _stop(proxy)
     with pytest.raises(LaunchError, match="neither TGI nor OpenAI"):
