@@ -38,6 +38,7 @@ class PlanMessage:
     run_id: str
     t0_ns: int                   # wall-clock start of the plan
     open_loop_streams: int = 1   # open-loop users across all workers (rate is split among them)
+    repeat: int = 0              # which repeat of (replicas, level) this is (names the cell)
 
     def to_wire(self) -> dict:
         return dict(self.__dict__)
@@ -86,7 +87,7 @@ class LoadContext:
         col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
                         forward=forward)
         col.reader_health = client.take_late
-        plan = build_plan(sc.load, list(msg.levels), msg.replicas)
+        plan = build_plan(sc.load, list(msg.levels), msg.replicas, repeat=msg.repeat)
         # the plan's wall-clock start on this process's perf counter, through the collector's own
         # offset: a record's intended_ns falls in a window exactly when its phase says so
         t0_pc = msg.t0_ns - col.wall_offset_ns
