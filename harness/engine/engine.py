@@ -120,9 +120,12 @@ class Engine:
             self.hooks.on_group_launching(r)
             with self._launcher(r) as reps:
                 note = s.telemetry.start(reps)
+                from harness.protocols.probe import resolve
+
+                used = resolve(self.scenario, list(reps.urls)).target   # protocol auto: what it found
                 s.rundir.write_manifest(telemetry_note=note,
                                         emulated=bool(getattr(reps, "emulated", False)),
-                                        urls=list(reps.urls))
+                                        urls=list(reps.urls), protocol=used.protocol, model=used.model)
                 self.hooks.on_group_start(r, list(reps.urls), note)
                 try:
                     if not self.plan.auto:

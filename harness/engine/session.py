@@ -38,6 +38,28 @@ class SigtermSeen:
             raise Terminated()
 
 
+def _quiet(exc_type: type) -> None:
+    """A signal handler that runs while gevent's hub is current raises in the hub, which prints a
+    traceback before passing the exception on to the main greenlet; one that lands in a ``__del__``
+    or weakref callback is printed as "Exception ignored". SIGTERM is not an error: neither
+    prints (the run still stops, see SigtermSeen)."""
+    import sys
+
+    hook = sys.unraisablehook
+    if not getattr(hook, "_quiet_for", None):
+        def quiet(unraisable, _next=hook):
+            if not isinstance(unraisable.exc_value, exc_type):
+                _next(unraisable)
+        quiet._quiet_for = exc_type
+        sys.unraisablehook = quiet
+    if "gevent" in sys.modules:
+        import gevent
+
+        hub = gevent.get_hub()
+        if not issubclass(exc_type, hub.NOT_ERROR):
+            hub.NOT_ERROR = (*hub.NOT_ERROR, exc_type)
+
+
 @contextmanager
 def sigterm_raises():
     """SIGTERM behaves like Ctrl-C while the run goes on (main thread only); yields a SigtermSeen."""
@@ -47,6 +69,7 @@ def sigterm_raises():
         seen.hit = True
         raise Terminated()
 
+    _quiet(Terminated)
     try:
         old = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread

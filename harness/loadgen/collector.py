@@ -226,11 +226,10 @@ class Collector:
             return
         fire = self.events.request.fire
         exc = None if rec.error_class is None else RequestFailed(f"{rec.error_class}: {rec.error}")
+        # One Locust request per HTTP request, so Locust's counts and RPS stay true; TTFT, ITL and
+        # tokens/s live in the LLM tab and the run directory.
         fire(request_type="POST", name=self.path, response_time=(rec.e2e_s or 0.0) * 1000.0,
              response_length=rec.output_tokens, exception=exc, context={"replica": rec.replica})
-        if rec.ttft_s is not None and rec.error_class is None:
-            fire(request_type="TTFT", name=self.path, response_time=rec.ttft_s * 1000.0,
-                 response_length=0, exception=None, context={"replica": rec.replica})
 
     # ------------------------------------------------------------------------------------------
     def export(self) -> dict:

@@ -216,7 +216,7 @@ class Uniform(Strict):
 class Normal(Strict):
     dist: Literal["normal"]
     mean: TokensF
-    std: float = Field(ge=0, le=MAX_TOKENS)
+    std: Annotated[float, _NUM] = Field(ge=0, le=MAX_TOKENS)
     min: Tokens = 1
     max: Tokens | None = None
 
@@ -230,7 +230,7 @@ class Normal(Strict):
 class LogNormal(Strict):
     dist: Literal["lognormal"]
     median: TokensF = Field(description="exp(mu): the median length in tokens")
-    sigma: float = Field(ge=0, le=10)
+    sigma: Annotated[float, _NUM] = Field(ge=0, le=10)
     min: Tokens = 1
     max: Tokens | None = None
 
