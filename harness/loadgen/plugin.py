@@ -362,6 +362,11 @@ def install(default_protocol: str = "tgi"):
             if not st.active:
                 st.begin()
             t = st.elapsed_s()
+            bad = getattr(getattr(env, "slm", None), "input_error", None)
+            if bad is not None:             # a user met bad input (a dataset record): stop once
+                print(f"slm-harness: error: {bad}", file=sys.stderr)
+                st.finish("bad-input", str(bad))
+                return None
             if st.run_time_s and t >= st.run_time_s:
                 st.finish("stopped", f"-t {st.run_time_s:g}s reached")
                 return None
