@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.emulator.personality import SERVERS
 from harness.emulator.profile import available_profiles, load_profile
 from harness.errors import InputError
 
@@ -19,7 +20,8 @@ def _emulate(args: argparse.Namespace) -> int:
         raise InputError("must be 0..65535", field="--port")
     profile = load_profile(args.profile)
     from harness.emulator.server import serve
-    serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s)
+    serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
+          server=args.server)
     return 0
 
 
@@ -36,4 +38,7 @@ def register(sub) -> None:
                    help="timer grid: tokens are written at most this late, in batches (default 100)")
     p.add_argument("--keep-alive-s", type=float, default=15.0,
                    help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
+    p.add_argument("--server", choices=SERVERS, default=None,
+                   help="which server to stand in for: its stream framing, metric names, routes and error "
+                        "shapes (default: the profile's, tgi)")
     p.set_defaults(func=_emulate)

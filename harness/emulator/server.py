@@ -22,6 +22,7 @@ from harness.emulator.groundtruth import GroundTruth, merge_summaries
 from harness.emulator.http import Connection
 from harness.emulator.metrics import TgiMetrics
 from harness.emulator.native import load_emitter
+from harness.emulator.personality import PERSONALITIES
 from harness.emulator.profile import FixedTiming, Profile
 from harness.emulator.timer import TimerWheel
 from harness.gcpauses import GcPauses
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 
 class Emulator:
     def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
-                 tick_us: float = 100.0, native: bool = True):
+                 tick_us: float = 100.0, native: bool = True, server: str | None = None):
         self.profile = profile
+        self.personality = PERSONALITIES[server or profile.server]
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
         self.timer = TimerWheel(self.loop, tick_ns=int(tick_us * 1000))
@@ -40,6 +42,8 @@ class Emulator:
         lim = profile.limits
         self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
                         for _ in range(replicas)]
+        for m in self.metrics:
+            m.model_name = profile.model.id
         self.ground_truth = [GroundTruth(i) for i in range(replicas)]
         # the C token writer (fastemit.c) where it builds: fixed-timing replicas' middle tokens
         self.emitter = load_emitter() if native and isinstance(profile.timing, FixedTiming) else None
@@ -131,11 +135,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
-          tick_us: float = 100.0, keep_alive_s: float = 15.0) -> None:
+          tick_us: float = 100.0, keep_alive_s: float = 15.0, server: str | None = None) -> None:
     """Run until SIGINT/SIGTERM."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop, tick_us)
+    em = Emulator(profile, replicas, loop, tick_us, server=server)
     em.keep_alive_s = keep_alive_s
     try:
         ports = loop.run_until_complete(em.start(host, base_port))
@@ -148,7 +152,8 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
         loop.add_signal_handler(sig, stop.set)
     if port_file:
         write_port_file(port_file, host, ports)
-    print(f"emulating {replicas} replica(s) of profile {profile.name} (emulated GPU: {profile.gpu.name}) "
+    print(f"emulating {replicas} replica(s) of profile {profile.name} (server: {em.personality.name}, "
+          f"emulated GPU: {profile.gpu.name}) "
           f"timer={'timerfd' if em.timer.precise else 'asyncio'}", flush=True)
     for u in em.urls(host):
         print(f"  {u}", flush=True)
