@@ -53,6 +53,7 @@ class ReplicaApp:
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
         self.streams: set = set()     # open SSE streams, for keep-alive comments
+        self.replica_fault = None     # a fault for every request to this replica (/emulator/fault)
         routes = {
             ("GET", "/health"): self._health,
             ("GET", "/metrics"): self._metrics,
@@ -60,6 +61,7 @@ class ReplicaApp:
             ("GET", "/emulator/gpu"): self._gpu,
             ("GET", "/emulator/ground_truth"): self._ground_truth,
             ("POST", "/emulator/ground_truth/reset"): self._ground_truth_reset,
+            ("POST", "/emulator/fault"): self._set_fault,
             ("GET", "/emulator/state"): self._state,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/v1/chat/completions"): self._chat,
@@ -172,6 +174,17 @@ class ReplicaApp:
         self.em.timer.reset_diagnosis()
         conn.respond(200, b'{"reset":true}')
 
+    def _set_fault(self, req, conn):
+        """``{"fault": SPEC}`` makes every later request to this replica fail so (a replica that
+        answers 500 at once, resets, stalls); ``{"fault": null}`` heals it."""
+        try:
+            spec = orjson.loads(req.body or b"{}").get("fault")
+            self.replica_fault = parse_fault(spec)
+        except (orjson.JSONDecodeError, AttributeError, FaultSpecError) as e:
+            conn.respond(400, wire.error_body(str(e), "emulator_fault"))
+            return
+        conn.respond(200, orjson.dumps({"replica": self.index, "fault": spec}))
+
     def _state(self, req, conn):
         conn.respond(200, orjson.dumps(self.em.state()))
 
@@ -198,6 +211,8 @@ class ReplicaApp:
         spec = req.headers.get("x-emulator-fault")
         if spec is None and isinstance(body, dict):
             spec = body.pop("emulator_fault", None)
+        if spec is None:
+            return self.replica_fault
         try:
             return parse_fault(spec)
         except FaultSpecError as e:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from harness import cliargs
 from harness.emulator.personality import SERVERS
 from harness.emulator.profile import available_profiles, load_profile
 from harness.errors import InputError
@@ -19,9 +21,25 @@ def _emulate(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError("must be 0..65535", field="--port")
     profile = load_profile(args.profile)
+    ctx = None
+    if args.tls_cert or args.tls_key:
+        import ssl
+
+        if not (args.tls_cert and args.tls_key):
+            raise InputError("--tls-cert and --tls-key go together", field="--tls-cert")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise InputError(f"cannot load the certificate: {e}", field="--tls-cert") from None
+    token = None
+    if args.require_token_env:
+        token = os.environ.get(args.require_token_env)
+        if not token:
+            raise InputError(f"environment variable {args.require_token_env} is not set", field="--require-token-env")
     from harness.emulator.server import serve
     serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
-          server=args.server)
+          ctx, token, args.sse_space, server=args.server, sse_compact=args.sse_compact)
     return 0
 
 
@@ -29,16 +47,24 @@ def register(sub) -> None:
     p = sub.add_parser("emulate", help="serve N emulated TGI replicas sharing one simulated GPU",
                        description="TGI 3.x- and OpenAI-compatible replicas of a modeled small LLM on one "
                                    "modeled GPU. Built-in profiles: " + ", ".join(available_profiles()))
-    p.add_argument("--replicas", "-n", type=int, default=1)
+    p.add_argument("--replicas", "-n", type=cliargs.replicas, default=1)
     p.add_argument("--profile", "-p", default="cpu-demo", help="profile name or path to a profile YAML")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
-    p.add_argument("--port-file", help="write {pid, host, ports, urls} as JSON here once listening")
-    p.add_argument("--tick-us", type=float, default=100.0,
+    p.add_argument("--port", type=cliargs.port_or_zero, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
+    p.add_argument("--port-file", type=cliargs.output_file, help="write {pid, host, ports, urls} as JSON here once listening")
+    p.add_argument("--tick-us", type=cliargs.float_range(1, 10_000), default=100.0,
                    help="timer grid: tokens are written at most this late, in batches (default 100)")
-    p.add_argument("--keep-alive-s", type=float, default=15.0,
+    p.add_argument("--keep-alive-s", type=cliargs.float_range(0, 3600, lo_open=True), default=15.0,
                    help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
     p.add_argument("--server", choices=SERVERS, default=None,
                    help="which server to stand in for: its stream framing, metric names, routes and error "
                         "shapes (default: the profile's, tgi)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--require-token-env", metavar="VAR",
+                   help="answer 401 unless requests carry 'Authorization: Bearer $VAR' (not /emulator/ routes)")
+    p.add_argument("--sse-space", action="store_true",
+                   help="frame events as 'data: {' (TGI 3.x, vLLM, SGLang, OpenAI): the default of every --server")
+    p.add_argument("--sse-compact", action="store_true",
+                   help="frame events as 'data:{' instead, as TGI 2.0 and older did")
     p.set_defaults(func=_emulate)

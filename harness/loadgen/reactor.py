@@ -73,11 +73,11 @@ class Reactor:
     """``add(sock, handler)`` reads ``sock`` into ``handler`` until it is done; create it in the
     thread (gevent hub) whose greenlets will use it.
 
-    ``plain``: the protocol's plain token shape ``(prefix, suffix, marker)`` (``WireProtocol.
-    plain_token``), which the C pass (``fastread.c``, when it builds) takes in place; ``native``:
-    False reads in Python whatever is available."""
+    ``plain``: the protocol's plain token shape (``WireProtocol.plain_token``, a
+    :class:`~harness.protocols.base.PlainShape`), which the C pass (``fastread.c``, when it
+    builds) takes in place; ``native``: False reads in Python whatever is available."""
 
-    def __init__(self, plain: tuple[bytes, bytes, bytes] | None = None, native: bool = True):
+    def __init__(self, plain=None, native: bool = True):
         self.hub = get_hub()
         if _epoll is None:
             raise RuntimeError("slm-harness's stream reader needs Linux (select.epoll); "
@@ -115,9 +115,9 @@ class Reactor:
         # sooner than N us; the reader sleeps out the rest instead of waking on every segment.
         # Token times are kernel receive stamps, so this moves no token's time. It batches reads
         # (the test: 1.2-1.8 reads a pass without it, >= 4 with 1000 us), and it cut the
-        # generator's CPU per token by 7-25% on the lent machines. Off by default: at 256 streams
+        # generator's CPU per token by 7-25% on 16-core Xeon VMs. Off by default: at 256 streams
         # it raised the TTFT the benchmark measured (+0.47/+0.77 ms against +0.25/+0.29 ms, cause
-        # not found; docs/loadgen.md).
+        # not found; docs/benchmarks/generator_fidelity.md).
         self.interval_ns = int(float(os.environ.get("SLM_READER_INTERVAL_US", "0")) * 1000)
         self.passes = 0            # read passes that found a ready socket, and the reads they made
         self.reads = 0
@@ -146,8 +146,9 @@ class Reactor:
 
     def _open_native(self, plain) -> None:
         lib = self._lib
-        pre, suf, marker = plain or (b"", b"", b"")
-        fr = lib.fr_new(self.ep.fileno(), pre, len(pre), suf, len(suf), marker, len(marker), 1 if plain else 0)
+        pats = plain.patterns() if plain is not None else (b"",) * 6
+        args = [a for pat in pats for a in (pat, len(pat))]
+        fr = lib.fr_new(self.ep.fileno(), *args, 1 if plain is not None else 0)
         if not fr:
             self._lib = None
             return
@@ -178,8 +179,8 @@ class Reactor:
         # A socket is in the epoll set exactly while it has a handler. A chained request takes the
         # socket over inside its predecessor's ``finished`` (``_done``), still registered: no
         # epoll_ctl at all then. (This epoll set is itself watched by gevent's, and the kernel
-        # checks such nested sets under a global mutex on every ADD; at 1024 streams the lent
-        # machines' watchdog caught the reader inside epoll_ctl in 6 of 15 stalls >= 12 ms.)
+        # checks such nested sets under a global mutex on every ADD; at 1024 streams the
+        # watchdog caught the reader inside epoll_ctl in 6 of 15 stalls >= 12 ms.)
         fresh = fd not in self.handlers
         self.handlers[fd] = entry
         if fresh:
@@ -299,7 +300,7 @@ class Reactor:
 
         The reads it hands to Python are handled in slices of SLICE_NS: when handling them takes
         longer (a bunch of responses ending together, each with its chained send, ~0.1 ms apiece
-        on the lent machines), another C pass reads every socket in between, and what it hands
+        on a 16-core Xeon VM), another C pass reads every socket in between, and what it hands
         over is queued behind. Without that, a pass of 100-250 ends held every other stream's
         read for 20-40 ms there, long enough to merge two or three of its tokens into one read."""
         self.pass_ns = perf_counter_ns()

@@ -1,20 +1,61 @@
 """The scenario file's schema: what to load, how hard, against which replicas, judged by which SLO.
 
 Every model forbids unknown keys so that a typo is an error naming its line, not a silent default.
-Times are seconds (``_s``), rates are per second, token counts are tokens.
+Times are seconds (``_s``), rates are per second, token counts are tokens. Every number has a finite,
+sane upper bound (a level of 1e12 or an output length of 10**29 is a typo, not a test), ``inf`` and
+``nan`` are refused, and ``true``/``false`` are never taken as numbers.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from harness.urls import check_http_url
 
 Protocol = Literal["tgi", "openai-completions", "openai-chat"]
+#: ``auto``: asked of the first replica before any load (``/info``: TGI; ``/v1/models``: OpenAI chat)
+TargetProtocol = Literal["tgi", "openai-completions", "openai-chat", "auto"]
+
+# Upper bounds: far beyond any real test on one GPU, low enough that a typo cannot exhaust memory.
+MAX_LEVEL = 100_000           # concurrent streams, or requests per second
+MAX_REPLICAS = 256            # replicas of one model on one GPU
+MAX_TOKENS = 1_000_000        # prompt or output length, tokens
+MAX_SECONDS = 7 * 24 * 3600   # any duration or timeout
+MAX_LIST = 1_000              # entries in levels, replicas, stages, stop strings, urls
+MAX_REQUESTS = 1_000_000_000
+
+
+def _not_bool(v):
+    """pydantic takes ``true`` as 1; in a scenario that is always a mistake."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number (got {str(v).lower()})")
+    if isinstance(v, float) and v.is_integer() and abs(v) > 2**53:
+        return int(v)  # 1e29 for a token count: "at most 1000000", not "cannot parse"
+    return v
+
+
+_NUM = BeforeValidator(_not_bool)
+Requests = Annotated[int, _NUM, Field(gt=0, le=MAX_REQUESTS)]
+Seconds = Annotated[float, _NUM, Field(gt=0, le=MAX_SECONDS)]
+SecondsOrZero = Annotated[float, _NUM, Field(ge=0, le=MAX_SECONDS)]
+Tokens = Annotated[int, _NUM, Field(gt=0, le=MAX_TOKENS)]
+TokensF = Annotated[float, _NUM, Field(gt=0, le=MAX_TOKENS)]
+Level = Annotated[float, _NUM, Field(gt=0, le=MAX_LEVEL)]
+Port = Annotated[int, _NUM, Field(ge=1, le=65535)]
+
+
+def _url(v):
+    return check_http_url(v)
+
+
+HttpUrl = Annotated[str, BeforeValidator(_url)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -26,7 +67,7 @@ class EmulatorLauncher(Strict):
     kind: Literal["emulator"] = "emulator"
     profile: str = Field("cpu-demo", description="Emulator profile name or path to a profile YAML.")
     host: str = "127.0.0.1"
-    base_port: int = Field(0, ge=0, le=65535, description="First replica port; 0 picks free ports.")
+    base_port: Annotated[int, _NUM] = Field(0, ge=0, le=65535, description="First replica port; 0 picks free ports.")
     in_process: bool = Field(False, description="Serve from the harness process instead of a child process.")
 
 
@@ -34,8 +75,18 @@ class EndpointsLauncher(Strict):
     """Replicas that are already running; the harness only checks their health."""
 
     kind: Literal["endpoints"] = "endpoints"
-    urls: list[str] = Field(min_length=1)
-    health_path: str = "/health"
+    urls: list[HttpUrl] = Field(min_length=1, max_length=MAX_REPLICAS,
+                                description="http:// or https:// base URLs; a path prefix is kept.")
+    health_path: str = Field("/health", pattern=r"^/")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        from harness.protocols.access import parse_url
+
+        for u in v:
+            parse_url(u)   # ValueError names the URL
+        return v
 
 
 class ProcessesLauncher(Strict):
@@ -47,9 +98,9 @@ class ProcessesLauncher(Strict):
     kind: Literal["processes"] = "processes"
     command: list[str] = Field(min_length=1)
     host: str = "127.0.0.1"
-    base_port: int = Field(8080, ge=1, le=65535)
-    health_path: str = "/health"
-    startup_timeout_s: PositiveFloat = 300.0
+    base_port: Port = 8080
+    health_path: str = Field("/health", pattern=r"^/")
+    startup_timeout_s: Seconds = 300.0
     env: dict[str, str] = Field(default_factory=dict)
 
 
@@ -59,9 +110,9 @@ class ComposeLauncher(Strict):
     kind: Literal["compose"] = "compose"
     project_dir: str = "."
     profile: Literal["gpu", "emulator"] = "gpu"
-    base_port: int = Field(8081, ge=1, le=65535)
-    health_path: str = "/health"
-    startup_timeout_s: PositiveFloat = 900.0
+    base_port: Port = 8081
+    health_path: str = Field("/health", pattern=r"^/")
+    startup_timeout_s: Seconds = 900.0
 
 
 Launcher = Annotated[
@@ -70,14 +121,76 @@ Launcher = Annotated[
 ]
 
 
+class Breaker(Strict):
+    """Circuit breaker per replica (see docs/durability.md): a replica failing fast would otherwise
+    look least loaded and draw the load."""
+
+    enabled: bool = Field(True, description="false: the naive balancing, failing replicas included.")
+    failures: Annotated[int, _NUM, Field(ge=1, le=10_000)] = Field(
+        5, description="Consecutive failed requests that open it (one timeout opens it at once).")
+    open_s: Seconds = Field(1.0, description="First pause before a half-open probe.")
+    max_open_s: Seconds = Field(30.0, description="Longest pause (doubling per failed probe).")
+
+
+class Tls(Strict):
+    """How ``https://`` replicas are verified: the system's CA store unless ``ca_file`` names a PEM
+    bundle; ``verify: false`` accepts any certificate (a test server; never a hosted endpoint)."""
+
+    ca_file: str | None = Field(None, min_length=1, description="PEM file of CA certificates to trust.")
+    verify: bool = True
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: set by the harness on every request; a scenario may not override them
+_OWN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "accept", "te",
+                "upgrade", "expect"}
+#: headers whose value is a credential: it must come from the environment (``${NAME}``), so that it
+#: never lands in the scenario copy kept in the run directory
+_SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
+
+
+def header_env_refs(value: str) -> list[str]:
+    """The environment variables a header value names (``${NAME}``)."""
+    return _ENV_REF.findall(value)
+
+
 class Target(Strict):
-    protocol: Protocol = "tgi"
-    model: str = "smollm2-135m"
+    protocol: TargetProtocol = "tgi"
+    model: str = Field("smollm2-135m", min_length=1,
+                       description="Sent as 'model' on OpenAI routes; with protocol auto and no model "
+                                   "given, the first model /v1/models lists.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, max_length=32,
+        description="Extra request headers; ${NAME} in a value is the environment variable NAME, read "
+                    "when the run starts and never written anywhere (Authorization: Bearer ${HF_TOKEN}).")
+    tls: Tls = Field(default_factory=Tls)
     launcher: Launcher = Field(default_factory=EmulatorLauncher)
     balance: Literal["round-robin", "least-outstanding"] = Field(
         "least-outstanding", description="Client-side choice of replica for each request.")
-    request_timeout_s: PositiveFloat = 120.0
-    connect_timeout_s: PositiveFloat = 10.0
+    breaker: Breaker = Field(default_factory=Breaker)
+    request_timeout_s: Seconds = 120.0
+    connect_timeout_s: Seconds = 10.0
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the harness itself")
+            if len(value) > 8192 or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: value must be one line of at most 8192 characters")
+            refs = header_env_refs(value)
+            for ref in refs:
+                if not _ENV_NAME.match(ref):
+                    raise ValueError(f"header {name!r}: ${{{ref}}} is not an environment variable name")
+            if _SECRET_HEADER.search(name) and not refs:
+                raise ValueError(f"header {name!r} carries a credential: write it as ${{ENV_VAR}} (e.g. "
+                                 f"'Bearer ${{HF_TOKEN}}') so it stays out of files and logs")
+        return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,13 +198,13 @@ class Target(Strict):
 # --------------------------------------------------------------------------------------------
 class Fixed(Strict):
     dist: Literal["fixed"] = "fixed"
-    value: PositiveInt
+    value: Tokens
 
 
 class Uniform(Strict):
     dist: Literal["uniform"]
-    min: PositiveInt
-    max: PositiveInt
+    min: Tokens
+    max: Tokens
 
     @model_validator(mode="after")
     def _order(self):
@@ -102,18 +215,30 @@ class Uniform(Strict):
 
 class Normal(Strict):
     dist: Literal["normal"]
-    mean: PositiveFloat
-    std: float = Field(ge=0)
-    min: PositiveInt = 1
-    max: PositiveInt | None = None
+    mean: TokensF
+    std: Annotated[float, _NUM] = Field(ge=0, le=MAX_TOKENS)
+    min: Tokens = 1
+    max: Tokens | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
 
 
 class LogNormal(Strict):
     dist: Literal["lognormal"]
-    median: PositiveFloat = Field(description="exp(mu): the median length in tokens")
-    sigma: float = Field(ge=0)
-    min: PositiveInt = 1
-    max: PositiveInt | None = None
+    median: TokensF = Field(description="exp(mu): the median length in tokens")
+    sigma: Annotated[float, _NUM] = Field(ge=0, le=10)
+    min: Tokens = 1
+    max: Tokens | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
 
 
 LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discriminator="dist")]
@@ -129,16 +254,16 @@ class Dataset(Strict):
 
 
 class Sampling(Strict):
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: PositiveInt | None = None
-    repetition_penalty: PositiveFloat | None = None
+    temperature: Annotated[float, _NUM] | None = Field(None, ge=0, le=100)
+    top_p: Annotated[float, _NUM] | None = Field(None, gt=0, le=1)
+    top_k: Tokens | None = None
+    repetition_penalty: Annotated[float, _NUM] | None = Field(None, gt=0, le=100)
     ignore_eos: bool = Field(True, description="Ask for exactly the output length (TGI/OpenAI servers that support it).")
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class Workload(Strict):
-    seed: int = 0
+    seed: Annotated[int, _NUM] = Field(0, ge=-(2**63), le=2**63 - 1)
     prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
@@ -152,24 +277,26 @@ class Workload(Strict):
 class Stage(Strict):
     """One ramp stage: reach ``target`` (users or req/s) linearly over ``duration_s``."""
 
-    duration_s: PositiveFloat
-    target: PositiveFloat
+    duration_s: Seconds
+    target: Level
 
 
 class Load(Strict):
     mode: Literal["concurrency", "rate"] = Field(
         "concurrency", description="concurrency: closed loop with N streams; rate: open loop at N req/s.")
     arrival: Literal["constant", "poisson"] = Field("poisson", description="Open loop only.")
-    levels: list[PositiveFloat] | Literal["auto"] = Field(
+    levels: Annotated[list[Level], Field(max_length=MAX_LIST)] | Literal["auto"] = Field(
         default_factory=lambda: [8.0], description="Concurrency or rate per level, run back to back; 'auto' searches for the knee.")
-    replicas: list[PositiveInt] = Field(default_factory=lambda: [1])
-    duration_s: PositiveFloat = Field(30.0, description="Measured window per level.")
-    warmup_s: float = Field(5.0, ge=0)
-    cooldown_s: float = Field(2.0, ge=0)
-    stages: list[Stage] = Field(default_factory=list, description="Optional ramp before each level's warm-up.")
-    max_requests: PositiveInt | None = None
-    auto_max_level: PositiveFloat = 1024
-    auto_max_cells: PositiveInt = 8
+    replicas: list[Annotated[int, _NUM, Field(gt=0, le=MAX_REPLICAS)]] = Field(
+        default_factory=lambda: [1], max_length=MAX_LIST)
+    duration_s: Seconds = Field(30.0, description="Measured window per level.")
+    warmup_s: SecondsOrZero = 5.0
+    cooldown_s: SecondsOrZero = 2.0
+    stages: list[Stage] = Field(default_factory=list, max_length=MAX_LIST,
+                                description="Optional ramp before each level's warm-up.")
+    max_requests: Requests | None = None
+    auto_max_level: Level = 1024
+    auto_max_cells: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = 8
 
     @field_validator("levels")
     @classmethod
@@ -192,11 +319,11 @@ class Load(Strict):
 class Percentiles(Strict):
     """Upper bounds in seconds for named percentiles."""
 
-    p50: PositiveFloat | None = None
-    p90: PositiveFloat | None = None
-    p95: PositiveFloat | None = None
-    p99: PositiveFloat | None = None
-    p999: PositiveFloat | None = None
+    p50: Seconds | None = None
+    p90: Seconds | None = None
+    p95: Seconds | None = None
+    p99: Seconds | None = None
+    p999: Seconds | None = None
 
     def items(self) -> list[tuple[float, float]]:
         q = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
@@ -208,20 +335,20 @@ class Slo(Strict):
     itl_s: Percentiles | None = None
     tpot_s: Percentiles | None = None
     e2e_s: Percentiles | None = None
-    max_error_rate: float | None = Field(None, ge=0, le=1)
-    min_output_tokens_per_s: PositiveFloat | None = None
+    max_error_rate: Annotated[float, _NUM] | None = Field(None, ge=0, le=1)
+    min_output_tokens_per_s: Annotated[float, _NUM, Field(gt=0, le=1e9)] | None = None
 
 
 class Telemetry(Strict):
     enabled: bool = True
     source: Literal["auto", "nvml", "emulated", "none"] = Field(
         "auto", description="auto: NVML when present, else the emulator's modeled power, else none.")
-    rate_hz: float = Field(20.0, gt=0, le=100)
-    gpus: list[int] | None = None
+    rate_hz: Annotated[float, _NUM] = Field(20.0, gt=0, le=100)
+    gpus: list[Annotated[int, _NUM, Field(ge=0, le=1023)]] | None = Field(None, max_length=1024)
 
 
 class InfluxDB(Strict):
-    url: str
+    url: HttpUrl
     api: Literal["v2", "v1"] = "v2"
     org: str | None = None
     bucket: str | None = None
@@ -231,8 +358,8 @@ class InfluxDB(Strict):
     username_env: str | None = None
     password_env: str | None = None
     spool_dir: str | None = None
-    batch_size: PositiveInt = 5000
-    flush_interval_s: PositiveFloat = 1.0
+    batch_size: Annotated[int, _NUM, Field(gt=0, le=1_000_000)] = 5000
+    flush_interval_s: Annotated[float, _NUM, Field(gt=0, le=3600)] = 1.0
 
 
 class Store(Strict):
@@ -241,7 +368,7 @@ class Store(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
     target: Target = Field(default_factory=Target)
     workload: Workload = Field(default_factory=Workload)
