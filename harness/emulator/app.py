@@ -205,7 +205,8 @@ class ReplicaApp:
         try:
             return kind(body, "")
         except schema.DeserializeError as e:
-            raise BadRequest(422, self.persona.deserialize_error(e), self.persona.deserialize_ctype) from None
+            raise BadRequest(self.persona.error_status(422), self.persona.deserialize_error(e),
+                             self.persona.deserialize_ctype) from None
 
     def _fault(self, req: Request, body):
         spec = req.headers.get("x-emulator-fault")
@@ -346,7 +347,7 @@ class ReplicaApp:
                 continue
             route(req, conn, body)
             return
-        raise BadRequest(422, self.persona.deserialize_error(schema.DeserializeError(
+        raise BadRequest(self.persona.error_status(422), self.persona.deserialize_error(schema.DeserializeError(
             "data did not match any variant of untagged enum SagemakerRequest")), self.persona.deserialize_ctype)
 
     def _compat_body(self, req, conn, body):

@@ -48,7 +48,7 @@ class Personality:
             return wire.error_body(message, error_type)
         if self.name == "vllm":
             return orjson.dumps({"object": "error", "message": message, "type": "BadRequestError", "param": None,
-                                 "code": status})
+                                 "code": self.error_status(status)})
         return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
                                        "code": None}})
 
