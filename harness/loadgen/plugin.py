@@ -114,6 +114,7 @@ class _RunState:
             self.collector = self.env.slm.collector
         if self.tab is not None:
             self.tab.collector = self.collector
+            self.tab.power = self.session.telemetry
 
     def elapsed_s(self) -> float:
         return max(0.0, (perf_counter_ns() - self.t0_pc) / 1e9)
@@ -200,6 +201,11 @@ class _RunState:
         s.close(status, reason)
         self.results = results
         a, paths = write_outputs(s.path)
+        if a is not None and self.tab is not None:   # the report's own figures replace the live ones
+            from harness.engine.plan import Cell
+
+            for m in a.cells:
+                self.tab.on_cell_done(Cell(m.replicas, m.level, m.level_kind), m, False)
         if a is not None:
             from harness.report.console import print_analysis
 
@@ -362,6 +368,11 @@ def install(default_protocol: str = "tgi"):
             if not st.active:
                 st.begin()
             t = st.elapsed_s()
+            bad = getattr(getattr(env, "slm", None), "input_error", None)
+            if bad is not None:             # a user met bad input (a dataset record): stop once
+                print(f"slm-harness: error: {bad}", file=sys.stderr)
+                st.finish("bad-input", str(bad))
+                return None
             if st.run_time_s and t >= st.run_time_s:
                 st.finish("stopped", f"-t {st.run_time_s:g}s reached")
                 return None
