@@ -268,23 +268,33 @@ def _common_options_given(argv: list[str]) -> list[str]:
     return sorted(set(given))
 
 
+def _options(parser, **kw):
+    g = parser.add_argument_group(
+        "slm-harness", "The scenario governs the load: its levels set the users, its phases the "
+                       "timing. -t/--run-time stops the plan early (the cell under way is "
+                       "partial); -u and -r are refused.")
+    g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
+    g.add_argument("--slm-replicas", type=int, default=None,
+                   help="replica count the URLs stand for (default: number of --host URLs)")
+    g.add_argument("--slm-levels", default=None,
+                   help="comma-separated levels overriding load.levels")
+    g.add_argument("--slm-results", default=None,
+                   help="results directory (default: store.results_dir)")
+    g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+
+
+def register_options() -> None:
+    """Add the harness's options to Locust's parser (once, however often it is called)."""
+    hook = events.init_command_line_parser
+    if not getattr(hook, "slm_registered", False):
+        hook.add_listener(_options)
+        hook.slm_registered = True
+
+
 def install(default_protocol: str = "tgi"):
     """Register options and listeners on ``locust.events``; return the shape class to expose."""
 
-    @events.init_command_line_parser.add_listener
-    def _options(parser, **kw):
-        g = parser.add_argument_group(
-            "slm-harness", "The scenario governs the load: its levels set the users, its phases "
-                           "the timing. -t/--run-time stops the plan early (the cell under way "
-                           "is partial); -u and -r are refused.")
-        g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
-        g.add_argument("--slm-replicas", type=int, default=None,
-                       help="replica count the URLs stand for (default: number of --host URLs)")
-        g.add_argument("--slm-levels", default=None,
-                       help="comma-separated levels overriding load.levels")
-        g.add_argument("--slm-results", default=None,
-                       help="results directory (default: store.results_dir)")
-        g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+    register_options()
 
     @events.init.add_listener
     def _init(environment, runner=None, **kw):
