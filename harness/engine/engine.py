@@ -23,6 +23,7 @@ from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Terminated, sigterm_raises
 from harness.errors import InputError, LaunchError
+from harness.launch.memory import kv_budget_fields
 from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ class Engine:
                 used = resolve(self.scenario, list(reps.urls)).target   # protocol auto: what it found
                 s.rundir.write_manifest(telemetry_note=note,
                                         emulated=bool(getattr(reps, "emulated", False)),
-                                        urls=list(reps.urls), protocol=used.protocol, model=used.model)
+                                        urls=list(reps.urls), protocol=used.protocol, model=used.model,
+                                        **kv_budget_fields(s.rundir.manifest, r,
+                                                           getattr(reps, "extra", {}) or {}))
                 self.hooks.on_group_start(r, list(reps.urls), note)
                 try:
                     if not self.plan.auto:

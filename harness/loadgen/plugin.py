@@ -114,6 +114,7 @@ class _RunState:
             self.collector = self.env.slm.collector
         if self.tab is not None:
             self.tab.collector = self.collector
+            self.tab.power = self.session.telemetry
 
     def elapsed_s(self) -> float:
         return max(0.0, (perf_counter_ns() - self.t0_pc) / 1e9)
@@ -200,6 +201,11 @@ class _RunState:
         s.close(status, reason)
         self.results = results
         a, paths = write_outputs(s.path)
+        if a is not None and self.tab is not None:   # the report's own figures replace the live ones
+            from harness.engine.plan import Cell
+
+            for m in a.cells:
+                self.tab.on_cell_done(Cell(m.replicas, m.level, m.level_kind), m, False)
         if a is not None:
             from harness.report.console import print_analysis
 
