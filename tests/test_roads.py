@@ -271,3 +271,13 @@ sys.exit(execute(Request({str(scen)!r}, "run", replicas=[1], levels=[4], urls=[{
     assert time.monotonic() - t < 45
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "bad-input" and man["cells_partial"] == ["r1-c4"]
+
+
+def test_the_harness_options_are_listed_in_locusts_help():
+    p = subprocess.run([sys.executable, "-m", "harness", "locust", "-f", LOCUSTFILE, "--help"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for opt in ("--scenario", "--slm-levels", "--slm-replicas", "--slm-results", "--slm-json",
+                "-t/--run-time stops the plan early"):
+        assert opt in p.stdout, opt
+    assert "--run-time" in p.stdout and "--web-port" in p.stdout     # Locust's own, unchanged

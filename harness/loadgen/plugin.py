@@ -30,7 +30,7 @@ from harness.errors import InputError, LaunchError
 from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
 from harness.records.schema import CellWindow
-from harness.workload.plan import build_plan
+from harness.workload.plan import build_plan, users_at
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +236,10 @@ class _SubPlan:
 
 
 def _windows(plan, cell: str, t0_ns: int, run_id: str) -> list[CellWindow]:
-    out: list[CellWindow] = []
-    for s in plan.segments:
-        if s.cell != cell:
-            continue
-        if out and out[-1].phase == s.phase:
-            out[-1].end_ns = t0_ns + int(s.end_s * 1e9)
-            continue
-        out.append(CellWindow(run_id=run_id, cell=s.cell, replicas=plan.replicas, level=s.level,
-                              level_kind=plan.mode, phase=s.phase,
-                              start_ns=t0_ns + int(s.start_s * 1e9),
-                              end_ns=t0_ns + int(s.end_s * 1e9)))
-    return out
+    return [CellWindow(run_id=run_id, cell=c, replicas=plan.replicas, level=level,
+                       level_kind=plan.mode, phase=phase, start_ns=t0_ns + int(a * 1e9),
+                       end_ns=t0_ns + int(b * 1e9))
+            for c, phase, a, b, level in plan.windows() if c == cell]
 
 
 def _fail(e: Exception, code: int) -> None:
@@ -268,23 +260,33 @@ def _common_options_given(argv: list[str]) -> list[str]:
     return sorted(set(given))
 
 
+def _options(parser, **kw):
+    g = parser.add_argument_group(
+        "slm-harness", "The scenario governs the load: its levels set the users, its phases the "
+                       "timing. -t/--run-time stops the plan early (the cell under way is "
+                       "partial); -u and -r are refused.")
+    g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
+    g.add_argument("--slm-replicas", type=int, default=None,
+                   help="replica count the URLs stand for (default: number of --host URLs)")
+    g.add_argument("--slm-levels", default=None,
+                   help="comma-separated levels overriding load.levels")
+    g.add_argument("--slm-results", default=None,
+                   help="results directory (default: store.results_dir)")
+    g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+
+
+def register_options() -> None:
+    """Add the harness's options to Locust's parser (once, however often it is called)."""
+    hook = events.init_command_line_parser
+    if not getattr(hook, "slm_registered", False):
+        hook.add_listener(_options)
+        hook.slm_registered = True
+
+
 def install(default_protocol: str = "tgi"):
     """Register options and listeners on ``locust.events``; return the shape class to expose."""
 
-    @events.init_command_line_parser.add_listener
-    def _options(parser, **kw):
-        g = parser.add_argument_group(
-            "slm-harness", "The scenario governs the load: its levels set the users, its phases "
-                           "the timing. -t/--run-time stops the plan early (the cell under way "
-                           "is partial); -u and -r are refused.")
-        g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
-        g.add_argument("--slm-replicas", type=int, default=None,
-                       help="replica count the URLs stand for (default: number of --host URLs)")
-        g.add_argument("--slm-levels", default=None,
-                       help="comma-separated levels overriding load.levels")
-        g.add_argument("--slm-results", default=None,
-                       help="results directory (default: store.results_dir)")
-        g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+    register_options()
 
     @events.init.add_listener
     def _init(environment, runner=None, **kw):
@@ -382,12 +384,8 @@ def install(default_protocol: str = "tgi"):
                 if not closed:
                     n = max(1, self.runner.worker_count) if isinstance(self.runner, MasterRunner) else 1
                     tick = (n, 100, [OpenLoopUser])
-                elif seg.phase == "ramp":
-                    span = max(seg.end_s - seg.start_s, 1e-3)
-                    tick = (max(1, int(round(seg.to_value))),
-                            max(abs(seg.to_value - seg.from_value) / span, 0.5), [ClosedLoopUser])
                 else:
-                    tick = (int(seg.level), max(100.0, seg.level * 50), [ClosedLoopUser])
+                    tick = (*users_at(seg), [ClosedLoopUser])
                 st.last_tick = tick
                 return tick
             if not st.drained():
