@@ -54,6 +54,20 @@ def _render(args) -> int:
     return 0
 
 
+def _load_for_profile(profile: str, settings: dict) -> dict:
+    """vLLM speaks the OpenAI API: its run and locustfile, unless .env chose others than TGI's."""
+    if profile != "vllm":
+        return {}
+    out = {}
+    if settings.get("SCENARIO", "stack.yaml") == "stack.yaml":
+        out["SCENARIO"] = "stack-vllm.yaml"
+    if settings.get("LOCUSTFILE", "tgi.py") == "tgi.py":
+        out["LOCUSTFILE"] = "openai.py"
+    if out:
+        print("profile vllm: " + ", ".join(f"{k}={v}" for k, v in out.items()))
+    return out
+
+
 def _up(args) -> int:
     d = Path(args.project_dir).resolve()
     if ensure_env_file(d):
@@ -67,7 +81,8 @@ def _up(args) -> int:
     if args.build:
         cmd.append("--build")
     cmd += args.services
-    run_compose(d, cmd, env={"LOCUST_WORKERS": str(workers)})
+    env = {"LOCUST_WORKERS": str(workers), **_load_for_profile(args.profile, settings)}
+    run_compose(d, cmd, env=env)
     print(f"stack up: profile {args.profile}, {n} replica(s), {workers} Locust worker(s); "
           f"balancer 127.0.0.1:{settings.get('BALANCER_PORT') or 8080}, Locust UI "
           f"127.0.0.1:{settings.get('LOCUST_WEB_PORT') or 8089}, Grafana "
