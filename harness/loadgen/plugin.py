@@ -342,7 +342,11 @@ def install(default_protocol: str = "tgi"):
 
         @environment.events.test_stop.add_listener
         def _stopped_early(environment, **kw):
-            if st.active:            # stopped from the web UI before the plan ended
+            if not st.active:        # the plan ended on its own
+                return
+            if getattr(opts, "headless", False):   # Locust's own Ctrl-C handling stops the runner
+                st.finish("interrupted", "interrupted (Ctrl-C)")
+            else:
                 st.finish("stopped", "stopped from the web UI")
 
         @environment.events.quitting.add_listener
