@@ -338,6 +338,7 @@ class Sweep:
                 )
                 if self.progress:
                     self.progress.launched(r, since, list(reps.urls), note)
+                self._idle_baseline(rd, r)
                 try:
                     if levels is not None:
                         for lv in todo:
@@ -352,6 +353,28 @@ class Sweep:
                     self._telemetry.stop(f"r{r}")
             if self.progress:
                 self.progress.group_done(r)
+
+    def _idle_baseline(self, rd: RunDir, r: int) -> None:
+        """GPU power with the replicas up and no load, before the group's first cell: the
+        baseline that per-request energy is attributed above (a window of phase ``idle``)."""
+        idle_s = self.scenario.validity.idle_baseline_s
+        if self._telemetry.sampler is None or idle_s <= 0:
+            return
+        import time
+
+        cell = f"r{r}-idle"
+        a = time.time_ns()
+        self._hook(cell, "idle", "begin", a)
+        time.sleep(idle_s)
+        b = time.time_ns()
+        self._hook(cell, "idle", "end", b)
+        rd.windows.append(
+            CellWindow(
+                run_id=rd.run_id, cell=cell, replicas=r, level=0.0,
+                level_kind=self.mode, phase="idle", start_ns=a, end_ns=b,
+                note="idle baseline: replicas up, no load",
+            )
+        )
 
     def _run_auto(self, rd: RunDir, reps, r: int, results: list[LevelResult]) -> None:
         search = self._knee()

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analysis.metrics import CellMetrics, compute_cells
+from harness.analysis.metrics import CellMetrics, compute_cells, window_started
+from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
 from harness.analysis.rundata import RunData, load_run
@@ -49,6 +50,8 @@ CSV_COLUMNS = (
     "gpu_util_pct",
     "mem_used_bytes",
     "slo_ok",
+    "verdict",
+    "verdict_reasons",
     "frontier",
     "dominated_by",
     "errors",
@@ -84,8 +87,15 @@ class RunAnalysis:
     def cell(self, name: str) -> CellMetrics | None:
         return next((c for c in self.cells if c.cell == name), None)
 
+    @property
+    def invalid_cells(self) -> list[str]:
+        return [c.cell for c in self.cells if c.verdict == "invalid"]
+
     def exit_code(self) -> int:
-        """0 when the recommended configuration meets the SLO, 1 when no cell does."""
+        """4 when a cell's measurement is invalid (its verdict), else 0 when the recommended
+        configuration meets the SLO, 1 when no cell does."""
+        if self.invalid_cells:
+            return 4
         return 0 if self.recommendation.meets_slo else 1
 
     def to_summary(self) -> dict:
@@ -100,6 +110,10 @@ class RunAnalysis:
                 for b in bounds(self.slo)
             ],
             "latency_objective": self.latency_key,
+            "verdicts": {
+                k: [c.cell for c in self.cells if c.verdict == k]
+                for k in ("valid", "warn", "invalid")
+            },
             "frontier": {
                 "objectives": self.frontier.objectives,
                 "cells": self.frontier.keys,
@@ -135,6 +149,8 @@ class RunAnalysis:
                         v = ";".join(f"{k}={n}" for k, n in v.items())
                     elif col == "dominated_by":
                         v = " ".join(v)
+                    elif col == "verdict_reasons":
+                        v = " | ".join(v)
                     row.append("" if v is None else v)
                 w.writerow(row)
         with (d / "replicas.csv").open("w", newline="") as fh:
@@ -199,6 +215,34 @@ DEFINITIONS = {
 }
 
 
+def quantile_of(key: str) -> float:
+    """'ttft_p99_s' -> 99.0, 'ttft_p999_s' -> 99.9."""
+    d = key.split("_")[1][1:]
+    return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
+
+
+def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
+    """Give every cell its verdict (harness.analysis.verdict), thresholds from the scenario."""
+    from harness.scenario.models import Validity
+
+    th = run.scenario.validity if run.scenario is not None else Validity()
+    rate = run.scenario.telemetry.rate_hz if run.scenario is not None else 20.0
+    for c in cells:
+        hist = run.histograms.get(c.cell) or {}
+        gen = hist.get("generator") if isinstance(hist.get("generator"), dict) else None
+        v = judge(
+            c,
+            gen=gen,
+            started=window_started(run, c.cell, c.start_ns, c.end_ns),
+            gpu=run.gpu,
+            windows=run.windows,
+            th=th,
+            q=quantile_of(key),
+            max_gap_s=max(1.0, 3.0 / rate),
+        )
+        c.verdict, c.verdict_reasons, c.checks = v.status, v.reasons, v.checks
+
+
 def analyze(
     run: RunData | str | Path, *, latency_key: str | None = None, slo: Slo | None = None
 ) -> RunAnalysis:
@@ -213,19 +257,37 @@ def analyze(
             field="--latency",
         )
     cells = compute_cells(run, slo)
+    judge_cells(run, cells, key)
     fr = pareto_frontier(
-        [Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token) for c in cells]
+        [
+            Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token)
+            if c.verdict != "invalid"
+            else Point(c.cell, None, None, None)
+            for c in cells
+        ]
     )
     for c in cells:
-        c.frontier = fr.status[c.cell]
+        c.frontier = fr.status[c.cell] if c.verdict != "invalid" else "invalid"
         c.dominated_by = fr.dominated_by[c.cell]
-    rec = recommend(cells, slo, key)
+    invalid = [c.cell for c in cells if c.verdict == "invalid"]
+    if invalid:
+        fr.notes.append("left off the frontier, their measurement is invalid: " + ", ".join(invalid))
+    ok_cells = [c for c in cells if c.verdict != "invalid"]
+    if invalid and not ok_cells:
+        rec = Recommendation(
+            None, False, "Every measured cell is invalid (see its verdict): nothing to recommend."
+        )
+    else:
+        rec = recommend(ok_cells, slo, key)
+        if invalid:
+            rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
     done = run.manifest.get("cells_done")
     if isinstance(done, list) and not run.windows.empty:
-        partial = sorted(set(run.windows["cell"].astype(str)) - set(done))
+        measured = run.windows[run.windows["phase"] != "idle"]
+        partial = sorted(set(measured["cell"].astype(str)) - set(done))
         if partial:
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:

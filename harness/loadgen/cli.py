@@ -1,7 +1,7 @@
 """``slm-harness run SCENARIO``: one replica count, every level, results in a run directory.
 
 Exit code 0 when every cell met the scenario's SLO, 1 when one violated it, 2 for bad input,
-3 when the replicas could not be launched.
+3 when the replicas could not be launched, 4 when a cell's measurement is invalid (its verdict).
 """
 
 from __future__ import annotations
@@ -101,6 +101,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"results: {rundir.path}")
     if args.json:
         write_json(args.json, results, str(rundir.path))
+    from harness.analysis.summary import analyze
+
+    analysis = analyze(rundir.path)   # each cell's verdict: can its numbers be trusted?
+    analysis.write()
+    for c in analysis.cells:
+        for reason in c.verdict_reasons:
+            if not reason.startswith("note:") and not args.quiet:
+                print(f"{c.cell}: {reason}")
+    if analysis.invalid_cells:
+        print(f"invalid measurement in {', '.join(analysis.invalid_cells)} (exit 4)")
+        return 4
     return 0 if all(r.slo.ok for r in results) else 1
 
 

@@ -25,6 +25,7 @@ def cells_table(a: RunAnalysis) -> Table:
         "power W",
         "J/token",
         "SLO",
+        "verdict",
         "frontier",
     ):
         t.add_column(h, justify="left" if h in ("cell", "frontier") else "right")
@@ -43,6 +44,9 @@ def cells_table(a: RunAnalysis) -> Table:
             num(c.mean_power_w),
             num(c.j_per_token),
             yes_no(c.slo_ok),
+            {"valid": "valid", "warn": "[yellow]warn[/]", "invalid": "[red]INVALID[/]"}.get(
+                c.verdict, c.verdict
+            ),
             c.frontier,
         )
     return t
@@ -60,6 +64,10 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
         con.print(cells_table(a))
     for n in a.notes + a.frontier.notes:
         con.print(f"note: {n}")
+    for c in a.cells:
+        for r in c.verdict_reasons:
+            if not r.startswith("note:"):
+                con.print(f"{c.cell}: {r}", markup=False, highlight=False)
 
 
 def compare_table(cmp: Comparison) -> Table:

@@ -26,6 +26,9 @@ td.wrap{white-space:normal;min-width:70px;max-width:120px}
 tr.frontier td{background:#fffde7} tr.rec td{background:#fff3c4;font-weight:600}
 tr.excluded td{color:#999} .no{color:#c62828;font-weight:600} .yes{color:#2e7d32}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs img{max-width:100%;border:1px solid #eee}
+.badge{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;font-weight:600;color:#fff}
+.badge.valid{background:#2e7d32}.badge.warn{background:#ef6c00}.badge.invalid{background:#c62828}
+tr.invalid td{color:#999;text-decoration:line-through}
 .note{color:#555;font-size:12.5px} dl{font-size:12.5px} dt{font-weight:600;margin-top:4px}
 """
 
@@ -66,6 +69,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "tok/J",
         "GPU util %",
         "SLO",
+        "verdict",
         "frontier",
     ]
     rows = []
@@ -107,6 +111,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
             f"<td>{slo}</td>",
+            f"<td>{badge(c)}</td>",
             f'<td class="l wrap">{_e(fr)}</td>',
         ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
@@ -118,6 +123,27 @@ def _cells_table(a: RunAnalysis) -> str:
         f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
         f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
         f'~ after tokens/s: not steady within the window (see notes).</p>'
+    )
+
+
+def badge(c) -> str:
+    """The cell's verdict as a coloured badge; its reasons in the tooltip."""
+    tip = "; ".join(r for r in c.verdict_reasons if not r.startswith("note:")) or "every check passed"
+    return f'<span class="badge {_e(c.verdict)}" title="{_e(tip)}">{_e(c.verdict)}</span>'
+
+
+def _verdicts(a: RunAnalysis) -> str:
+    rows = []
+    for c in a.cells:
+        reasons = [r for r in c.verdict_reasons if not r.startswith("note:")]
+        text = "<br>".join(_e(r) for r in reasons) or "every check passed"
+        rows.append(f'<tr><td class="l">{_e(c.cell)}</td><td class="l">{badge(c)}</td>'
+                    f'<td class="l wrap" style="max-width:900px">{text}</td></tr>')
+    return (
+        '<table id="verdicts"><thead><tr><th class="l">cell</th><th class="l">verdict</th>'
+        f'<th class="l">reasons</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">Invalid cells are left off the frontier and the recommendation; the '
+        "thresholds are the scenario's <code>validity:</code> section (docs/trust.md).</p>"
     )
 
 
@@ -250,6 +276,8 @@ def render_html(a: RunAnalysis) -> str:
 <div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
+<h2>Verdicts: can each cell's numbers be trusted?</h2>
+{_verdicts(a)}
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
 <h2>Errors by class</h2>

@@ -168,6 +168,7 @@ class Load(Strict):
     cooldown_s: float = Field(2.0, ge=0)
     stages: list[Stage] = Field(default_factory=list, description="Optional ramp before each level's warm-up.")
     max_requests: PositiveInt | None = None
+    repeats: PositiveInt = Field(1, description="Run each cell this many times, interleaved across the levels of a replica count.")
     auto_max_level: PositiveFloat = 1024
     auto_max_cells: PositiveInt = 8
 
@@ -220,6 +221,27 @@ class Telemetry(Strict):
     gpus: list[int] | None = None
 
 
+class Validity(Strict):
+    """Thresholds of each cell's verdict (valid / warn / invalid); see docs/trust.md."""
+
+    reader_lag_warn_ms: PositiveFloat = Field(20.0, description="Stream reader's longest wait for data: warn above.")
+    reader_lag_invalid_ms: PositiveFloat = Field(100.0, description="... invalid above (token times merge).")
+    send_lag_warn_ms: PositiveFloat = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
+    send_lag_invalid_ms: PositiveFloat = Field(100.0, description="... invalid above.")
+    cpu_wait_warn: float = Field(0.1, ge=0, le=1, description="Share of the window the generator waited for a CPU: warn above.")
+    cpu_wait_invalid: float = Field(0.3, ge=0, le=1, description="... invalid above.")
+    cpu_busy_warn: float = Field(0.9, ge=0, le=1, description="Share of the window the generator ran on a CPU: warn above.")
+    energy_disagree_warn: float = Field(0.05, ge=0, description="Counter vs power integral, relative: warn above.")
+    min_power_refreshes: PositiveInt = Field(10, description="Warn when a window spans fewer power readings (invalid below one).")
+    clock_drift_warn: float = Field(0.15, ge=0, description="SM clock range / median inside the window: warn above.")
+    min_tail_requests: PositiveInt = Field(10, description="Requests beyond the SLO percentile (n x (1-q)): warn below.")
+    steadiness_warn: float = Field(0.2, ge=0, description="|tokens/s 2nd half - 1st half| / mean: warn above.")
+    steadiness_invalid: float | None = Field(None, ge=0, description="... invalid above (off by default: a ramp inside the window is flagged, not voided).")
+    error_share_warn: float = Field(0.05, ge=0, le=1, description="Failed or partial requests: warn above.")
+    error_share_invalid: float | None = Field(None, ge=0, le=1, description="... invalid above (off by default: errors are the server's, the SLO judges them).")
+    idle_baseline_s: float = Field(1.0, ge=0, description="Idle power measured before each replica group's first cell (0: off).")
+
+
 class InfluxDB(Strict):
     url: str
     api: Literal["v2", "v1"] = "v2"
@@ -249,3 +271,4 @@ class Scenario(Strict):
     slo: Slo = Field(default_factory=Slo)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     store: Store = Field(default_factory=Store)
+    validity: Validity = Field(default_factory=Validity)
