@@ -1,4 +1,4 @@
-"""The floor for issue 12: a bare gevent raw-socket reader with nothing per token but a timestamp.
+"""The floor for the generator fidelity benchmark: a bare gevent raw-socket reader with nothing per token but a timestamp.
 
 No Locust, no histograms, no records: one greenlet per stream sends ``/generate_stream`` requests
 back to back on a keep-alive socket, reads with ``recv`` and stamps each read. It prints what

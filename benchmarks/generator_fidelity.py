@@ -1,4 +1,4 @@
-"""How exactly and how fast the load generator reads token streams (issue 12's benchmark).
+"""How exactly and how fast the load generator reads token streams (docs/benchmarks/generator_fidelity.md).
 
 The emulator (fixed profile: TTFT 50 ms, ITL 10 ms, 128 tokens) runs pinned to one core, the
 generator (``slm-harness run``, closed loop, everything on: histograms, records, Locust events)

@@ -4,7 +4,7 @@ process's core does only its own work, as it would with its peer on another host
 On loopback the kernel runs the receiving socket's TCP work (delivery, ACK processing, the
 reader's wake-up) inside the sender's ``send(2)``, on the sender's core. An emulator's token
 write is charged the client's receive; a reader's ACK is charged the server's ACK processing
-(10-20% of the generator's core at 100k tokens/s, measured on the lent machines). Between two
+(10-20% of the generator's core at 100k tokens/s, measured on 16-core Xeon VMs). Between two
 hosts the receiving host does that work. RPS on ``lo`` hands each loopback packet's receive to a
 core of a mask; here the mask is every core but the measured one. It needs root (a write under
 /sys); the old masks are put back on exit.

@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/telemetry.py            # ~1.5 minutes
     PYTHONPATH=. python benchmarks/telemetry.py --quick    # shorter runs
 
-Prints one table. Targets (issue 5): sampler under 2% of one core at 100 Hz; 50,000 points/s
+Prints one table. Targets: sampler under 2% of one core at 100 Hz; 50,000 points/s
 into the local InfluxDB with batching and no loss (verified by counting them back with InfluxQL).
 Without an NVIDIA GPU the sampler reads the fake NVML binding (harness.telemetry.fakenvml), and
 the table says so: its per-call cost is Python's, not the driver's.

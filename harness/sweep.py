@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import shutil
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,19 +20,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from harness.analysis.knee import KneeSearch, LevelResult
 from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
 from harness.analysis.summary import RunAnalysis
 from harness.errors import InputError, LaunchError
-from harness.records.rundir import RunDir
+from harness.records.rundir import RunDir, UnreadableFile
 from harness.store.runstore import ObservedAppender, RunStore
 from harness.records.schema import (
     GPU_SCHEMA,
     REQUEST_SCHEMA,
-    WINDOW_SCHEMA,
     CellWindow,
 )
 from harness.scenario.models import Scenario
@@ -44,7 +41,7 @@ LaunchFactory = Callable[[Any, int, Path], Any]
 
 
 def cell_name(mode: str, replicas: int, level: float) -> str:
-    """``r2-c64`` (closed loop) or ``r1-q7.5`` (open loop, req/s), as in docs/contracts.md."""
+    """``r2-c64`` (closed loop) or ``r1-q7.5`` (open loop, req/s), as in docs/architecture.md."""
     return f"r{replicas}-c{int(level)}" if mode == "concurrency" else f"r{replicas}-q{level:g}"
 
 
@@ -152,8 +149,8 @@ class _Telemetry:
 # Reopening a run directory for --resume
 # ---------------------------------------------------------------------------------------------
 def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
-    """A RunDir writing to ``path`` again with every row it already held (Parquet files cannot be
-    appended to, so the old rows are copied into fresh writers first)."""
+    """A RunDir writing to ``path`` again with every row of its finished cells (also what a killed
+    writer left in its journals); an unfinished cell's rows are dropped (``RunDir.reopen``)."""
     mf = path / "manifest.json"
     if not mf.is_file():
         raise InputError("not a run directory (no manifest.json)", file=str(path), field="--resume")
@@ -165,42 +162,14 @@ def reopen_rundir(path: Path) -> tuple[RunDir, dict]:
         raise InputError(
             "only a sweep's run directory can be resumed", file=str(mf), field="command"
         )
-    keep = path / ".resume-old"
-    if not keep.is_dir():  # a resume that died while copying left its sources here
-        files = [path / f"{n}.parquet" for n in ("requests", "gpu_samples", "windows")]
-        for f in files:
-            if f.exists():
-                try:
-                    pq.ParquetFile(f)
-                except Exception:  # noqa: BLE001 - a file never closed has no footer
-                    raise InputError(
-                        "cannot resume: the file is unreadable (the run was killed "
-                        "before it could close it)",
-                        file=str(f),
-                    ) from None
-        keep.mkdir()
-        for f in files:
-            if f.exists():
-                f.replace(keep / f.name)
-    rd = RunDir(path, old.get("run_id") or path.name)
-    for name, app, schema in (
-        ("requests", rd.requests, REQUEST_SCHEMA),
-        ("gpu_samples", rd.gpu_samples, GPU_SCHEMA),
-        ("windows", rd.windows, WINDOW_SCHEMA),
-    ):
-        src = keep / f"{name}.parquet"
-        if src.exists():
-            for batch in pq.ParquetFile(src).iter_batches(batch_size=4096):
-                app.extend(batch.to_pylist())
-    rd.flush()
-    shutil.rmtree(keep, ignore_errors=True)
-    kept = {
-        k: v for k, v in old.items() if k not in ("status", "finished_at", "counts", "started_at")
-    }
-    rd.manifest.update(kept)
-    rd.manifest["started_at"] = old.get("started_at", rd.manifest["started_at"])
-    rd.manifest.setdefault("resumed_at", []).append(_dt.datetime.now(_dt.timezone.utc).isoformat())
-    rd.write_manifest()
+    try:
+        rd = RunDir.reopen(path, finished=old.get("cells_done", []))
+    except UnreadableFile as e:
+        raise InputError(
+            "cannot resume: the file is unreadable (a writer of an older version was killed "
+            "before it could close it)",
+            file=str(e.path),
+        ) from None
     return rd, old
 
 
@@ -395,6 +364,7 @@ class Sweep:
         self._cell_rows, self._cell_windows = [], []
         if self.progress:
             self.progress.cell_started(r, lv, cell)
+        rd.begin_cell(cell)
         self._store.marker(cell, "start")
         res = run_cell(
             self.scenario,

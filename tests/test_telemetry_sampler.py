@@ -1,5 +1,5 @@
 """The sampler through a fake NVML binding (this machine has no GPU; the real GPU check is
-benchmarks/gpu_energy_check.py on the lent H100), and the real no-NVML path."""
+benchmarks/gpu_energy_check.py on an H100, docs/benchmarks/gpu_energy_check.md), and the real no-NVML path."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 /* The emulator's token writer for fixed-timing replicas: the timer's drain loop in C.
  *
  * Why: at 100k tokens/s a Python drain costs ~5 us per token on top of the kernel's ~5 us
- * loopback write, so one core saturates below 100k tokens/s (docs/emulator.md, "Speed"). Here a
+ * loopback write, so one core saturates below 100k tokens/s (docs/benchmarks/emulator_throughput.md). Here a
  * middle token costs one clock read, a few hundred bytes formatted and one send(2).
  *
  * Plain C, no Python API (loaded through ctypes.PyDLL, built by harness/native.py). What stays in

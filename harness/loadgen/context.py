@@ -133,7 +133,7 @@ class LoadContext:
         of streams ending together does not delay each other's next send by everyone's
         accounting. ``collector.inflight`` drops only once the request is accounted. (A separate
         low-priority accountant greenlet measured worse at 1024 streams: 98.7/99.0% of ideal
-        against 99.2/99.3% for this, docs/loadgen.md.)
+        against 99.2/99.3% for this, docs/benchmarks/generator_fidelity.md.)
 
         A closed loop passes its :class:`Chain` (from :meth:`chain`): the reader then sends the
         stream's next request as soon as this one's end is read, and the next call collects that

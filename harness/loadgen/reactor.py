@@ -115,9 +115,9 @@ class Reactor:
         # sooner than N us; the reader sleeps out the rest instead of waking on every segment.
         # Token times are kernel receive stamps, so this moves no token's time. It batches reads
         # (the test: 1.2-1.8 reads a pass without it, >= 4 with 1000 us), and it cut the
-        # generator's CPU per token by 7-25% on the lent machines. Off by default: at 256 streams
+        # generator's CPU per token by 7-25% on 16-core Xeon VMs. Off by default: at 256 streams
         # it raised the TTFT the benchmark measured (+0.47/+0.77 ms against +0.25/+0.29 ms, cause
-        # not found; docs/loadgen.md).
+        # not found; docs/benchmarks/generator_fidelity.md).
         self.interval_ns = int(float(os.environ.get("SLM_READER_INTERVAL_US", "0")) * 1000)
         self.passes = 0            # read passes that found a ready socket, and the reads they made
         self.reads = 0
@@ -178,8 +178,8 @@ class Reactor:
         # A socket is in the epoll set exactly while it has a handler. A chained request takes the
         # socket over inside its predecessor's ``finished`` (``_done``), still registered: no
         # epoll_ctl at all then. (This epoll set is itself watched by gevent's, and the kernel
-        # checks such nested sets under a global mutex on every ADD; at 1024 streams the lent
-        # machines' watchdog caught the reader inside epoll_ctl in 6 of 15 stalls >= 12 ms.)
+        # checks such nested sets under a global mutex on every ADD; at 1024 streams the
+        # watchdog caught the reader inside epoll_ctl in 6 of 15 stalls >= 12 ms.)
         fresh = fd not in self.handlers
         self.handlers[fd] = entry
         if fresh:
@@ -299,7 +299,7 @@ class Reactor:
 
         The reads it hands to Python are handled in slices of SLICE_NS: when handling them takes
         longer (a bunch of responses ending together, each with its chained send, ~0.1 ms apiece
-        on the lent machines), another C pass reads every socket in between, and what it hands
+        on a 16-core Xeon VM), another C pass reads every socket in between, and what it hands
         over is queued behind. Without that, a pass of 100-250 ends held every other stream's
         read for 20-40 ms there, long enough to merge two or three of its tokens into one read."""
         self.pass_ns = perf_counter_ns()

@@ -1,7 +1,7 @@
 """The hot path: one streamed request over a raw gevent socket, a timestamp at every event.
 
 Why raw sockets: a Locust ``HttpUser`` reading ``iter_lines()`` falls behind at a few hundred
-streams on one core (see the project's shared notes); reading HTTP/1.1 and SSE straight off a
+streams on one core (docs/loadgen.md); reading HTTP/1.1 and SSE straight off a
 keep-alive socket keeps per-token work to one ``recv``, one ``perf_counter_ns`` per read, one
 chunk-frame check and the protocol's event check. The reads are done by one :class:`Reactor`
 per process (an epoll set woken through a single gevent watcher), which pushes them into each

@@ -55,6 +55,7 @@ class RequestRecord:
     error_class: str | None = None
     error: str | None = None     # short message, never secrets
     protocol: str = "tgi"
+    attempt: int | None = None   # the cell's attempt (a resumed cell's retry is 2); the run dir stamps it
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,7 @@ class CellWindow:
     energy_j: float | None = None        # hardware counter delta over the window, when read
     energy_source: str | None = None     # "nvml-counter" | None
     note: str = ""
+    attempt: int | None = None           # the cell's attempt, stamped by the run directory
 
 
 def arrow_schema(cls):

@@ -1,7 +1,7 @@
 """The optional InfluxDB store: batched writes (v2 / v1), disk spool and replay, InfluxQL reads.
 
 The run directory is always written; the store is the live, shared copy beside it. See
-docs/store.md for the schema and the delivery guarantees.
+docs/outputs.md for the schema and the delivery guarantees.
 """
 
 from harness.store.query import read_gpu_samples

@@ -1,7 +1,7 @@
 """InfluxDB line protocol for the harness's records: the measurement/tag/field schema.
 
 Tags are only low-cardinality labels (run, host, GPU, cell, phase, replica URL, worker, error
-class); everything per-request or per-sample is a field. See docs/store.md for the full table.
+class); everything per-request or per-sample is a field. See docs/outputs.md for the full table.
 
 | measurement   | tags                                                    | time          |
 |---------------|---------------------------------------------------------|---------------|

@@ -28,18 +28,18 @@ class ObservedAppender:
         self._on_row = on_row
 
     def append(self, row) -> None:
+        self._inner.append(row)     # first: the run directory stamps the row (its attempt)
         try:
             self._on_row(row)
         except Exception:  # noqa: BLE001 - a display problem must never lose a record
             log.exception("row observer failed")
-        self._inner.append(row)
 
     def extend(self, rows) -> None:
         for r in rows:
             self.append(r)
 
-    def flush(self) -> None:
-        self._inner.flush()
+    def flush(self, sync: bool = False) -> None:
+        self._inner.flush(sync=sync)
 
     def close(self) -> None:
         self._inner.close()
@@ -62,9 +62,13 @@ class RunStore:
         self.writer = None
         self.note = ""
         self.run_id = rundir.run_id
+        self.rundir = rundir
         cfg = scenario.store.influxdb
+        self._cfg = cfg
         if cfg is None:
+            self._mark_discarded("no store")
             return
+        self._purge_discarded(before_writer=True)
         try:
             from harness.store.writer import writer_from_config
 
@@ -111,7 +115,49 @@ class RunStore:
         if self.writer is None:
             return None
         try:
-            return self.writer.close()
+            out = self.writer.close()
         except Exception as e:  # noqa: BLE001
             log.warning("store close failed: %s", e)
-            return {"error": str(e)}
+            out = {"error": str(e)}
+        self._purge_discarded(before_writer=False)   # a database away at the start: try again
+        return out
+
+    # -- an aborted attempt of a cell (sweep --resume) leaves the store too ---------------------
+    def _pending(self) -> list[dict]:
+        return [d for d in self.rundir.manifest.get("discarded") or []
+                if d.get("store") not in ("deleted", "no store")]
+
+    def _mark_discarded(self, outcome: str) -> None:
+        todo = self._pending()
+        if todo:
+            for d in todo:
+                d["store"] = outcome
+            self.rundir.write_manifest(discarded=self.rundir.manifest["discarded"])
+
+    def _purge_discarded(self, before_writer: bool) -> None:
+        """Delete the aborted attempts' request and window points from the spool (before the
+        writer replays it) and from the database; the outcome goes to ``manifest: discarded``."""
+        todo = self._pending()
+        if not todo:
+            return
+        from pathlib import Path
+
+        from harness.store.purge import delete_cells, purge_spool
+        from harness.store.target import InfluxTarget
+
+        cells = sorted({d["cell"] for d in todo})
+        if before_writer:
+            spool = Path(self._cfg.spool_dir) if self._cfg.spool_dir else self.rundir.path / "influx-spool"
+            try:
+                n = purge_spool(spool, self.run_id, cells)
+                if n:
+                    log.info("store: %d spooled points of aborted attempts dropped", n)
+            except OSError as e:
+                log.warning("store: could not filter the spool: %s", e)
+        try:
+            delete_cells(InfluxTarget.from_config(self._cfg), self.run_id, cells)
+            outcome = "deleted"
+        except Exception as e:  # noqa: BLE001 - the points carry their attempt; a query can filter
+            outcome = f"not deleted ({e}); its points carry attempt={todo[0].get('attempt')}"
+            log.warning("store: the aborted attempt of %s was not deleted: %s", ", ".join(cells), e)
+        self._mark_discarded(outcome)

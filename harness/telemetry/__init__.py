@@ -2,7 +2,7 @@
 
 Start here: :func:`harness.telemetry.select.open_source` picks the source,
 :class:`harness.telemetry.sampler.Sampler` samples it on a drift-free schedule and measures
-energy per window. See docs/telemetry.md.
+energy per window. See docs/energy.md.
 """
 
 from harness.telemetry.records import GpuGap, GpuProcessSample, WindowEnergy

@@ -1,4 +1,4 @@
-"""``slm-harness sidecar``: GPU telemetry as a long-lived service (see docs/telemetry.md)."""
+"""``slm-harness sidecar``: GPU telemetry as a long-lived service (see docs/energy.md)."""
 
 from __future__ import annotations
 

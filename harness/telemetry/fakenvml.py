@@ -1,7 +1,7 @@
 """A stand-in for the ``pynvml`` module, for machines with no GPU (tests and the benchmark).
 
 It has the names :class:`harness.telemetry.nvml.NvmlSource` calls and behaves like the H100
-measured in shared/README.md where it matters: power changes only every ``refresh_s`` (100 ms),
+measured in docs/energy.md where it matters: power changes only every ``refresh_s`` (100 ms),
 the energy counter is the exact integral of that stepped power and costs ``counter_cost_s`` per
 read, and a GPU can be made to fail (``NVMLError_GPUIsLost``) for a stretch of time. It uses
 pynvml's own error classes so the code under test catches exactly what it would on a GPU.

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Speed benchmarks of issues 3 and 12 on the lent GPU host's CPU cores (device tool), from the repo root:
+# The emulator and generator speed benchmarks on a many-core host, from the repo root:
 #   emulator_throughput (emulator pinned to one core, 8 client processes), generator_fidelity
 #   (2 emulator processes on cores 0-1, the generator on core 2) and bare_reader (the floor).
-# Tables go to stdout and $OUT. Wheels the machine lacks travel in .whl/ (docs/gpu-runs.md).
+# Tables go to stdout and $OUT. Wheels the machine lacks go in .whl/ (docs/benchmarks/gpu_sweep.md).
 #   WHAT="emu gen bare" EMU_STREAMS=512,1024 GEN_STREAMS=64,256,512,1024 bash scripts/device/speed.sh
 set -u
 . scripts/device/env.sh
 WHAT=${WHAT:-emu gen bare}
 # RPS=MASK (e.g. fff0): receive packet steering on loopback for this run, restored afterwards.
 # On loopback the receiver's TCP work runs on the sending core; RPS moves it to the CPUs in MASK,
-# as a real NIC moves it to another host (docs/emulator.md, "Loopback and RPS").
+# as a real NIC moves it to another host (docs/benchmarks/emulator_throughput.md).
 if [ -n "${RPS:-}" ]; then
   rps=/sys/class/net/lo/queues/rx-0/rps_cpus; rps_old=$(cat $rps)
   echo "$RPS" > $rps && trap 'echo "$rps_old" > $rps' EXIT

@@ -1,6 +1,6 @@
 """Write a random-weight Llama shaped like SmolLM2-135M, with a word-level tokenizer, to a folder.
 
-No model hub is reachable from the GPU machines here, so the real-engine runs serve this stand-in:
+For GPU hosts with no model hub in reach, the real-engine runs serve this stand-in:
 the same shapes (hidden 576, 30 layers, 9 heads, 3 KV heads, intermediate 1536, vocab 49152, tied
 embeddings) give the same compute and memory per token as the real model. The tokenizer maps
 whitespace-separated words ``w0 .. w49151`` one to one onto ids, so a prompt of N such words is N

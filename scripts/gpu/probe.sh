@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-off probe of the lent GPU machine: model build, transformers serve routes, NVML basics.
+# One-off probe of a GPU host: model build, transformers serve routes, NVML basics.
 set -u
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv

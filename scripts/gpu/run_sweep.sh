@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The real-GPU run on the lent H100 (device tool), from the repository root:
+# The real-GPU run on an H100 host, from the repository root:
 #   1. the NVML energy check (100 Hz power integral vs the hardware energy counter, 60 s load);
 #   2. `slm-harness sweep scenarios/h100-transformers.yaml`: transformers-serve replicas 1/2/4 of a
 #      random-weight SmolLM2-135M-shaped model x closed-loop concurrency, NVML telemetry at 20 Hz.
-# Results are packed into $OUT (the device tool brings them back). Python packages the machine
-# lacks travel as wheels in .whl/ (docs/gpu-runs.md says which).
+# Results are packed into $OUT (default /tmp/out). Python packages the machine lacks are
+# installed from wheels in .whl/ (docs/benchmarks/gpu_sweep.md says which).
 set -u
 . scripts/device/env.sh
 export HF_HUB_OFFLINE=1
