@@ -109,6 +109,11 @@ class CellMetrics:
     verdict: str = "valid"  # valid | warn | invalid (harness.analysis.verdict)
     verdict_reasons: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
+    # 95% bootstrap intervals, {figure: (low, high)}; method "requests" (one window) or
+    # "repeats+requests" (a configuration measured in several windows)
+    intervals: dict = field(default_factory=dict)
+    interval_method: str = ""
+    repeats: list[str] = field(default_factory=list)  # the windows a configuration pools
     per_replica: list[ReplicaMetrics] = field(default_factory=list)
 
     def get(self, key: str):

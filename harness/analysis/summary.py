@@ -12,6 +12,7 @@ from harness.analysis.metrics import CellMetrics, compute_cells, window_started
 from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
+from harness.analysis.repeats import pooled_cells
 from harness.analysis.rundata import RunData, load_run
 from harness.analysis.slo import bounds, describe
 from harness.errors import InputError
@@ -19,6 +20,15 @@ from harness.scenario.models import Slo
 
 LATENCY_KEYS = tuple(
     f"{m}_p{q}_s" for m in ("ttft", "itl", "tpot", "e2e") for q in (50, 90, 95, 99)
+)
+
+# Figures that carry a 95% interval (cells.csv: <figure>_lo, <figure>_hi)
+INTERVAL_KEYS = (
+    "output_tokens_per_s",
+    "request_throughput_rps",
+    "goodput_rps",
+    "j_per_token",
+    *(f"{m}_p{q}_s" for m in ("ttft", "tpot", "e2e") for q in (50, 90, 95, 99)),
 )
 
 # Columns of cells.csv, in order (per-replica rows go to replicas.csv).
@@ -57,6 +67,9 @@ CSV_COLUMNS = (
     "errors",
     "start_ns",
     "end_ns",
+    "repeats",
+    "interval_method",
+    *[f"{k}_{b}" for k in INTERVAL_KEYS for b in ("lo", "hi")],
 )
 
 
@@ -79,6 +92,7 @@ class RunAnalysis:
     latency_key: str
     slo: Slo | None
     notes: list[str] = field(default_factory=list)
+    windows: list[CellMetrics] = field(default_factory=list)  # every measured window (repeats)
 
     @property
     def run_id(self) -> str:
@@ -126,7 +140,17 @@ class RunAnalysis:
             },
             "definitions": DEFINITIONS,
             "notes": self.notes,
+            "intervals": {
+                "confidence": 0.95,
+                "method": "percentile bootstrap: over requests within a window ('requests'); "
+                "over repeats, then requests within each ('repeats+requests')",
+                "ties": self.frontier.ties,
+                "recommendation_ties": self.recommendation.ties,
+            },
             "cells": [c.to_dict() for c in self.cells],
+            "windows": [c.to_dict() for c in self.windows]
+            if any(c.repeats for c in self.cells)
+            else [],
         }
 
     def write(self, out_dir: Path | None = None) -> tuple[Path, Path]:
@@ -144,7 +168,14 @@ class RunAnalysis:
             for c in self.cells:
                 row = []
                 for col in CSV_COLUMNS:
+                    base, _, end = col.rpartition("_")
+                    if end in ("lo", "hi") and base in INTERVAL_KEYS:
+                        ci = c.intervals.get(base)
+                        row.append("" if ci is None else ci[0 if end == "lo" else 1])
+                        continue
                     v = c.get(col)
+                    if col == "repeats":
+                        v = " ".join(v)
                     if col == "errors":
                         v = ";".join(f"{k}={n}" for k, n in v.items())
                     elif col == "dominated_by":
@@ -172,7 +203,7 @@ class RunAnalysis:
                 "e2e_p99_s",
             ]
             w.writerow(cols)
-            for c in self.cells:
+            for c in self.windows or self.cells:
                 for r in c.per_replica:
                     w.writerow(
                         [c.cell]
@@ -212,6 +243,10 @@ DEFINITIONS = {
     "error_rate": "failed / sent, over requests whose intended send time is in the window",
     "energy_j": "window (sampler at the edges) > sample-counter > power-integral over the measured window; source named",
     "j_per_token": "energy_j / output tokens that arrived in the same window",
+    "intervals": "95% percentile-bootstrap intervals (<figure>_lo/_hi): requests resampled within "
+    "a window; with repeats, the repeats resampled first, then the requests within each",
+    "verdict": "valid / warn / invalid from the load generator's health, energy, sample size, "
+    "steadiness and failed requests (docs/trust.md); invalid cells are off the frontier",
 }
 
 
@@ -219,6 +254,16 @@ def quantile_of(key: str) -> float:
     """'ttft_p99_s' -> 99.0, 'ttft_p999_s' -> 99.9."""
     d = key.split("_")[1][1:]
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
+
+
+def _ci(c: CellMetrics, key: str) -> dict:
+    """The cell's intervals under the frontier's objective names."""
+    out = {}
+    for obj, fig in (("throughput", "output_tokens_per_s"), ("latency", key),
+                     ("j_per_token", "j_per_token")):
+        if fig in c.intervals:
+            out[obj] = tuple(c.intervals[fig])
+    return out
 
 
 def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
@@ -256,11 +301,12 @@ def analyze(
             f"unknown latency metric {key!r}; use one of {', '.join(LATENCY_KEYS)}",
             field="--latency",
         )
-    cells = compute_cells(run, slo)
-    judge_cells(run, cells, key)
+    windows = compute_cells(run, slo)
+    judge_cells(run, windows, key)
+    cells = pooled_cells(run, windows, slo)
     fr = pareto_frontier(
         [
-            Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token)
+            Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token, _ci(c, key))
             if c.verdict != "invalid"
             else Point(c.cell, None, None, None)
             for c in cells
@@ -292,6 +338,18 @@ def analyze(
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:
         notes.append("no measured window in this run")
+    if any(c.repeats for c in cells):
+        notes.append(
+            "repeats pooled per configuration: rates are the mean over repeats, percentiles over "
+            "the pooled requests; intervals bootstrap the repeats, then the requests in each"
+        )
     return RunAnalysis(
-        run=run, cells=cells, frontier=fr, recommendation=rec, latency_key=key, slo=slo, notes=notes
+        run=run,
+        cells=cells,
+        frontier=fr,
+        recommendation=rec,
+        latency_key=key,
+        slo=slo,
+        notes=notes,
+        windows=windows,
     )
