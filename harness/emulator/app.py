@@ -297,7 +297,7 @@ class ReplicaApp:
         params = self._openai_params(body)
         self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault,
                   input_tokens=count_tokens(prompt), max_new=body.get("max_tokens"), params=params,
-                  enc_factory=lambda rid, n_in: wire.CompletionStream(rid, n_in, model),
+                  enc_factory=lambda rid, n_in: wire.CompletionStream(rid, n_in, model, self.em.sse_space),
                   whole_factory=lambda rid, n, n_in: wire.completion(rid, n, n_in, model))
 
     def _chat(self, req: Request, conn: Connection) -> None:
@@ -324,7 +324,7 @@ class ReplicaApp:
         params = self._openai_params(body)
         self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault, input_tokens=n_in,
                   max_new=max_new, params=params,
-                  enc_factory=lambda rid, n_in: wire.ChatStream(rid, n_in, model, include_usage),
+                  enc_factory=lambda rid, n_in: wire.ChatStream(rid, n_in, model, include_usage, self.em.sse_space),
                   whole_factory=lambda rid, n, n_in: wire.chat_completion(rid, n, n_in, model))
 
     @staticmethod

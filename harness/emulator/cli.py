@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from harness.emulator.profile import available_profiles, load_profile
 from harness.errors import InputError
@@ -18,8 +19,25 @@ def _emulate(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError("must be 0..65535", field="--port")
     profile = load_profile(args.profile)
+    ctx = None
+    if args.tls_cert or args.tls_key:
+        import ssl
+
+        if not (args.tls_cert and args.tls_key):
+            raise InputError("--tls-cert and --tls-key go together", field="--tls-cert")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise InputError(f"cannot load the certificate: {e}", field="--tls-cert") from None
+    token = None
+    if args.require_token_env:
+        token = os.environ.get(args.require_token_env)
+        if not token:
+            raise InputError(f"environment variable {args.require_token_env} is not set", field="--require-token-env")
     from harness.emulator.server import serve
-    serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s)
+    serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
+          ctx, token, args.sse_space)
     return 0
 
 
@@ -36,4 +54,10 @@ def register(sub) -> None:
                    help="timer grid: tokens are written at most this late, in batches (default 100)")
     p.add_argument("--keep-alive-s", type=float, default=15.0,
                    help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--require-token-env", metavar="VAR",
+                   help="answer 401 unless requests carry 'Authorization: Bearer $VAR' (not /emulator/ routes)")
+    p.add_argument("--sse-space", action="store_true",
+                   help="frame OpenAI-route events as 'data: {' (vLLM, SGLang, OpenAI) instead of TGI's 'data:{'")
     p.set_defaults(func=_emulate)

@@ -110,6 +110,8 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         self.fast_write = transport.write
         sock = transport.get_extra_info("socket")
+        if transport.get_extra_info("sslcontext") is not None:
+            sock = None   # TLS: every write goes through the transport (it encrypts), none to the fd
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import json
 import logging
 import os
@@ -52,15 +53,19 @@ class Emulator:
         self.servers: list[asyncio.base_events.Server] = []
         self.ports: list[int] = []
         self.keep_alive_s = 15.0
+        self.ssl = None          # an ssl.SSLContext: serve https (then no C writer: it writes plaintext)
+        self.token: str | None = None   # demand "Authorization: Bearer TOKEN" (not on /emulator/)
+        self.sse_space = False   # frame OpenAI events as "data: {" (vLLM, SGLang) instead of TGI's "data:{"
         self._ka_task: asyncio.Task | None = None
         self.gc = GcPauses().start()
 
     async def start(self, host: str = "127.0.0.1", base_port: int = 0) -> list[int]:
         for i, app in enumerate(self.apps):
             port = base_port + i if base_port else 0
+            handle = app.handle if self.token is None else _require_token(app.handle, self.token)
             srv = await self.loop.create_server(
-                lambda app=app: Connection(app.handle, self.timer.now_ns, self.loop),
-                host, port, reuse_address=True, backlog=4096)
+                lambda handle=handle: Connection(handle, self.timer.now_ns, self.loop),
+                host, port, reuse_address=True, backlog=4096, ssl=self.ssl)
             self.servers.append(srv)
             self.ports.append(srv.sockets[0].getsockname()[1])
         self._ka_task = self.loop.create_task(self._keep_alive())
@@ -75,7 +80,8 @@ class Emulator:
                 app.keep_alive(now, every)
 
     def urls(self, host: str = "127.0.0.1") -> list[str]:
-        return [f"http://{host}:{p}" for p in self.ports]
+        scheme = "https" if self.ssl is not None else "http"
+        return [f"{scheme}://{host}:{p}" for p in self.ports]
 
     async def stop(self) -> None:
         if self._ka_task is not None:
@@ -111,12 +117,24 @@ class Emulator:
                 "replicas": out}
 
 
-def write_port_file(path: str | Path, host: str, ports: list[int]) -> None:
+def _require_token(handle, token: str):
+    """``handle`` behind a bearer token, as a hosted endpoint is: 401 without it."""
+    want = ("Bearer " + token).encode()
+
+    def guarded(req, conn):
+        got = req.headers.get("authorization", "").encode("latin-1", "replace")
+        if req.path.startswith("/emulator/") or hmac.compare_digest(got, want):
+            return handle(req, conn)
+        conn.respond(401, b'{"error":"Authorization header is missing or invalid","error_type":"unauthorized"}')
+    return guarded
+
+
+def write_port_file(path: str | Path, host: str, ports: list[int], scheme: str = "http") -> None:
     """Atomically: the launcher polls for this file to learn the ports."""
     p = Path(path)
     tmp = p.with_suffix(p.suffix + ".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "ports": ports,
-                               "urls": [f"http://{host}:{q}" for q in ports]}))
+                               "urls": [f"{scheme}://{host}:{q}" for q in ports]}))
     tmp.replace(p)
 
 
@@ -131,12 +149,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
-          tick_us: float = 100.0, keep_alive_s: float = 15.0) -> None:
+          tick_us: float = 100.0, keep_alive_s: float = 15.0, ssl_context=None, token: str | None = None,
+          sse_space: bool = False) -> None:
     """Run until SIGINT/SIGTERM."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop, tick_us)
+    em = Emulator(profile, replicas, loop, tick_us, native=ssl_context is None)
     em.keep_alive_s = keep_alive_s
+    em.ssl, em.token, em.sse_space = ssl_context, token, sse_space
     try:
         ports = loop.run_until_complete(em.start(host, base_port))
     except OSError as e:
@@ -147,7 +167,7 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if port_file:
-        write_port_file(port_file, host, ports)
+        write_port_file(port_file, host, ports, "https" if ssl_context is not None else "http")
     print(f"emulating {replicas} replica(s) of profile {profile.name} (emulated GPU: {profile.gpu.name}) "
           f"timer={'timerfd' if em.timer.precise else 'asyncio'}", flush=True)
     for u in em.urls(host):

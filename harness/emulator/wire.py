@@ -103,12 +103,13 @@ class _OpenAIStream:
 class CompletionStream(_OpenAIStream):
     """``/v1/completions`` with ``stream: true``."""
 
-    def __init__(self, request_id: int, input_tokens: int, model: str):
+    def __init__(self, request_id: int, input_tokens: int, model: str, space: bool = False):
         self.rid = request_id
         self.input_tokens = input_tokens
         self.created = int(time.time())
         m = orjson.dumps(model)
-        self._pre = b'data:{"object":"text_completion","id":"","created":%d,"choices":[{"index":0,"text":' % self.created
+        self._data = b"data: " if space else b"data:"   # vLLM/SGLang/OpenAI framing, or TGI's
+        self._pre = self._data + b'{"object":"text_completion","id":"","created":%d,"choices":[{"index":0,"text":' % self.created
         self._post = b',"logprobs":null,"finish_reason":""}],"model":%b,"system_fingerprint":"%b"}\n\n' % (
             m, FINGERPRINT.encode())
         self._model = m
@@ -120,7 +121,7 @@ class CompletionStream(_OpenAIStream):
             return self._pre + TEXT_JSON[w] + self._post
         usage = orjson.dumps({"prompt_tokens": self.input_tokens, "completion_tokens": n,
                               "total_tokens": self.input_tokens + n})
-        return (b'data:{"object":"text_completion","id":"","created":%d,"model":%b,"system_fingerprint":"%b",'
+        return (self._data + b'{"object":"text_completion","id":"","created":%d,"model":%b,"system_fingerprint":"%b",'
                 b'"choices":[{"index":0,"text":%b,"logprobs":null,"finish_reason":"length"}],"usage":%b}\n\n'
                 % (self.created, self._model, FINGERPRINT.encode(), TEXT_JSON[w], usage)) + DONE
 
@@ -129,12 +130,12 @@ class CompletionStream(_OpenAIStream):
 class ChatStream(_OpenAIStream):
     """``/v1/chat/completions`` with ``stream: true``."""
 
-    def __init__(self, request_id: int, input_tokens: int, model: str, include_usage: bool):
+    def __init__(self, request_id: int, input_tokens: int, model: str, include_usage: bool, space: bool = False):
         self.rid = request_id
         self.input_tokens = input_tokens
         self.include_usage = include_usage
         self.created = int(time.time())
-        self._head = b'data:{"object":"chat.completion.chunk","id":"","created":%d,"model":%b,' \
+        self._head = (b"data: " if space else b"data:") + b'{"object":"chat.completion.chunk","id":"","created":%d,"model":%b,' \
                      b'"system_fingerprint":"%b",' % (self.created, orjson.dumps(model), FINGERPRINT.encode())
         self._pre = self._head + b'"choices":[{"index":0,"delta":{"role":"assistant","content":'
         self._post = b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n'

@@ -23,6 +23,9 @@ class EndpointsLauncher:
                              field="target.launcher.urls")
         self.urls = urls[:replicas]
         self.health_path = target.launcher.health_path
+        from harness.protocols.access import Access
+
+        self.access = Access.from_target(target)   # https settings and headers (a token) for /health
         self.wait_s = wait_s
         self.poll_s = poll_s
 
@@ -30,7 +33,7 @@ class EndpointsLauncher:
         deadline = time.monotonic() + self.wait_s
         waiting = set(range(len(self.urls)))
         while waiting:
-            waiting = {i for i in waiting if not is_healthy(self.urls[i], self.health_path)}
+            waiting = {i for i in waiting if not is_healthy(self.urls[i], self.health_path, access=self.access)}
             if not waiting:
                 break
             if time.monotonic() > deadline:
@@ -39,7 +42,7 @@ class EndpointsLauncher:
             time.sleep(self.poll_s)
         items = [Replica(index=i, url=u) for i, u in enumerate(self.urls)]
         return Replicas(items=items, kind="endpoints",
-                        emulated=all(is_emulated(u) for u in self.urls))
+                        emulated=all(is_emulated(u, access=self.access) for u in self.urls))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         return None

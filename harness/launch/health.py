@@ -8,8 +8,15 @@ import urllib.error
 import urllib.request
 
 
-def is_healthy(url: str, path: str = "/health", timeout_s: float = 2.0) -> bool:
-    """True when ``GET {url}{path}`` answers 200 (any other answer or no answer: False)."""
+def is_healthy(url: str, path: str = "/health", timeout_s: float = 2.0, access=None) -> bool:
+    """True when ``GET {url}{path}`` answers 200 (any other answer or no answer: False).
+
+    ``access`` (:class:`harness.protocols.access.Access`): the target's TLS settings and headers."""
+    if access is not None:
+        try:
+            return access.get(url.rstrip("/") + path, timeout_s)[0] == 200
+        except OSError:
+            return False
     try:
         with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout_s) as resp:
             return resp.status == 200
@@ -17,8 +24,14 @@ def is_healthy(url: str, path: str = "/health", timeout_s: float = 2.0) -> bool:
         return False
 
 
-def is_emulated(url: str, timeout_s: float = 2.0) -> bool:
+def is_emulated(url: str, timeout_s: float = 2.0, access=None) -> bool:
     """True when the replica is the harness emulator (``GET /emulator/gpu`` says ``emulated``)."""
+    if access is not None:
+        try:
+            status, body = access.get(url.rstrip("/") + "/emulator/gpu", timeout_s)
+            return status == 200 and bool(json.loads(body or b"{}").get("emulated"))
+        except (OSError, ValueError, AttributeError):
+            return False
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/emulator/gpu", timeout=timeout_s) as resp:
             if resp.status != 200:

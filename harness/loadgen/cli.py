@@ -16,9 +16,13 @@ def _urls(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out.extend(u.strip() for u in v.split(",") if u.strip())
+    from harness.protocols.access import parse_url
+
     for u in out:
-        if not u.startswith("http://"):
-            raise InputError(f"replica URL must start with http:// (got {u!r})", field="--url")
+        try:
+            parse_url(u)
+        except ValueError as e:
+            raise InputError(str(e), field="--url") from None
     return out
 
 
@@ -55,7 +59,12 @@ def _run(args: argparse.Namespace) -> int:
     from harness.scenario.loader import load_scenario
     from harness.store.runstore import ObservedAppender, RunStore
 
+    from harness.protocols.access import Access
+
     scenario = load_scenario(args.scenario)
+    if args.protocol:
+        scenario = scenario.model_copy(update={"target": scenario.target.model_copy(update={"protocol": args.protocol})})
+    Access.from_target(scenario.target)   # a header's environment variable unset: exit 2 before anything
     urls = _urls(args.url)
     levels = _levels(args.levels)
     if levels is None:
@@ -120,6 +129,8 @@ def register(sub) -> None:
     p.add_argument("scenario", metavar="SCENARIO")
     p.add_argument("--url", action="append", metavar="URL[,URL...]",
                    help="replica base URLs (skip launching); repeat or separate with commas")
+    p.add_argument("--protocol", choices=["tgi", "openai-completions", "openai-chat", "auto"], default=None,
+                   help="the servers' API, overriding target.protocol; auto asks /info and /v1/models")
     p.add_argument("--replicas", type=int, default=None, help="replica count (default: first in load.replicas)")
     p.add_argument("--levels", default=None, help="comma-separated levels overriding load.levels")
     p.add_argument("--processes", type=int, default=0,

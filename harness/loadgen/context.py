@@ -72,11 +72,16 @@ class LoadContext:
     @classmethod
     def build(cls, msg: PlanMessage, *, events=None, forward: bool = False, record_sink=None,
               stream_index: int = 0) -> "LoadContext":
+        from harness.protocols.access import Access
+        from harness.protocols.probe import resolve
+
         sc = Scenario.model_validate(msg.scenario) if isinstance(msg.scenario, dict) else msg.scenario
+        sc = resolve(sc, list(msg.urls))   # protocol auto (normally resolved before the plan was sent)
         proto = protocol_for(sc.target.protocol, sc.target.model, sc.workload.sampling,
                              sc.workload.system_prompt)
         client = StreamClient(proto, request_timeout_s=sc.target.request_timeout_s,
-                              connect_timeout_s=sc.target.connect_timeout_s)
+                              connect_timeout_s=sc.target.connect_timeout_s,
+                              access=Access.from_target(sc.target))
         col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
                         forward=forward)
         col.reader_health = client.take_late

@@ -94,6 +94,10 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
     from locust.env import Environment
     from locust.event import Events
 
+    from harness.protocols.probe import resolve
+
+    scenario = resolve(scenario, list(urls))   # protocol auto: asked once, before any load
+
     from harness.loadgen.users import ClosedLoopUser, OpenLoopUser
 
     closed = scenario.load.mode == "concurrency"

@@ -3,8 +3,9 @@
  * Why: at ~100k tokens/s the Python pass (epoll list, recvmsg tuple, cmsg unpack, the plain-token
  * check, the ITL append) costs more than the kernel's own work per token. This does exactly what
  * Reactor._pump does, and handles in place the one read that is most of a stream: a whole chunk
- * carrying one whole plain token event (``HEX\r\ndata:{...}\n\n\r\n``, the same test as
- * _Response.feed's in-place path), or several such chunks back to back (a reader that fell
+ * carrying one whole plain token event (``HEX\r\ndata:{...}\n\n\r\n`` or ``data: {``, the same
+ * test as _Response.feed's in-place path and PlainShape.match in harness/protocols/base.py), or
+ * several such chunks back to back (a reader that fell
  * behind). Such a read only stamps its tokens into the socket's slot
  * (first time, last time, token count, ITLs). Every other read (a response head, the final event,
  * an error event, EOF, a socket error, a chunk split across reads, a full ITL buffer) is copied
@@ -45,10 +46,13 @@ typedef struct {            /* what Python reads back per read it must handle */
     int64_t t;              /* perf_counter_ns scale */
 } fr_out;
 
+/* The plain token shape (PlainShape): pre, suf, need, text, avoid, avoid_text */
+enum { P_PRE, P_SUF, P_NEED, P_TEXT, P_AVOID, P_AVOID_TEXT, NPAT };
+
 typedef struct {
     int epfd;
-    char pre[PAT], suf[PAT], marker[PAT];
-    int pre_len, suf_len, marker_len, plain;
+    char pat[NPAT][PAT];
+    int pat_len[NPAT], plain;
     fr_slot **slots;        /* by fd */
     int nslots;
     unsigned char *buf;     /* reads handed to Python */
@@ -78,14 +82,18 @@ static void copy_pat(char *dst, int *len, const char *src, int n) {
 }
 
 fr_ctx *fr_new(int epfd, const char *pre, int pre_len, const char *suf, int suf_len,
-               const char *marker, int marker_len, int plain) {
+               const char *need, int need_len, const char *text, int text_len,
+               const char *avoid, int avoid_len, const char *avoid_text, int avoid_text_len, int plain) {
     fr_ctx *c = calloc(1, sizeof(fr_ctx));
     if (!c) return NULL;
     c->epfd = epfd;
-    copy_pat(c->pre, &c->pre_len, pre, pre_len);
-    copy_pat(c->suf, &c->suf_len, suf, suf_len);
-    copy_pat(c->marker, &c->marker_len, marker, marker_len);
-    c->plain = plain && pre_len <= PAT && suf_len <= PAT && marker_len <= PAT;
+    const char *src[NPAT] = { pre, suf, need, text, avoid, avoid_text };
+    int len[NPAT] = { pre_len, suf_len, need_len, text_len, avoid_len, avoid_text_len };
+    c->plain = plain;
+    for (int i = 0; i < NPAT; i++) {
+        if (len[i] < 0 || len[i] > PAT) c->plain = 0;   /* a shape this pass cannot hold: never in place */
+        copy_pat(c->pat[i], &c->pat_len[i], src[i], len[i]);
+    }
     c->out_cap = MAX_EVENTS;
     c->out = calloc(c->out_cap, sizeof(fr_out));
     c->buf_cap = (size_t)32 * RECV;
@@ -162,18 +170,44 @@ static int chunk_head(const unsigned char *d, int n, long *size) {
     return nl;
 }
 
+/* Where pattern k occurs in the payload p[0..n), or NULL; "followed by a non-quote byte" is
+ * tested by the caller. */
+static const unsigned char *find_pat(const fr_ctx *c, int k, const unsigned char *p, int n) {
+    return memmem(p, n, c->pat[k], c->pat_len[k]);
+}
+
+/* A non-empty JSON string follows pattern k: found, and the next byte is not a quote. */
+static int string_after(const fr_ctx *c, int k, const unsigned char *p, int n) {
+    const unsigned char *at = find_pat(c, k, p, n);
+    if (!at) return -1;                                 /* absent */
+    const unsigned char *next = at + c->pat_len[k];
+    return next < p + n && *next != '"';                /* 1: non-empty, 0: empty */
+}
+
+/* PlainShape.match on the payload p[0..n) (after "data:" and one optional space). */
+static int shape_match(const fr_ctx *c, const unsigned char *p, int n) {
+    int lp = c->pat_len[P_PRE], ls = c->pat_len[P_SUF];
+    if (n < lp || memcmp(p, c->pat[P_PRE], lp) != 0) return 0;
+    if (n < ls || memcmp(p + n - ls, c->pat[P_SUF], ls) != 0) return 0;
+    if (c->pat_len[P_NEED] && !find_pat(c, P_NEED, p, n)) return 0;
+    if (c->pat_len[P_TEXT] && string_after(c, P_TEXT, p, n) != 1) return 0;
+    if (c->pat_len[P_AVOID] && find_pat(c, P_AVOID, p, n)) return 0;
+    if (c->pat_len[P_AVOID_TEXT] && string_after(c, P_AVOID_TEXT, p, n) == 1) return 0;
+    return 1;
+}
+
 /* The in-place test of _Response.feed: the whole chunk d[0..n), whose size line ends at nl,
  * carries one whole plain token event. */
 static int plain_token(const fr_ctx *c, const unsigned char *d, int n, int nl) {
     if (n < 16 || memcmp(d + n - 4, "\n\n\r\n", 4) != 0) return 0;
-    if (n < nl + 7 + c->pre_len || memcmp(d + nl + 2, "data:", 5) != 0) return 0;
-    if (memcmp(d + nl + 7, c->pre, c->pre_len) != 0) return 0;
-    if (n - 4 < c->suf_len || memcmp(d + n - 4 - c->suf_len, c->suf, c->suf_len) != 0) return 0;
+    if (n < nl + 8 || memcmp(d + nl + 2, "data:", 5) != 0) return 0;
     int lines = 0;
     for (const unsigned char *p = d; (p = memchr(p, '\n', d + n - p)) != NULL; p++)
         if (++lines > 4) return 0;
     if (lines != 4) return 0;
-    return c->marker_len == 0 || memmem(d, n, c->marker, c->marker_len) != NULL;
+    int start = nl + 7;
+    if (d[start] == ' ') start++;
+    return shape_match(c, d + start, n - 4 - start);
 }
 
 /* Whole plain token chunks back to back, and nothing else: how many (0: not such a read). A

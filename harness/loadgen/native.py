@@ -52,7 +52,7 @@ def _load():
         return None
     vp, i32, i64, cp = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_char_p
     cbuild.type_functions(lib, {
-        "fr_new": (vp, [ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, cp, ctypes.c_int, ctypes.c_int]),
+        "fr_new": (vp, [ctypes.c_int] + [cp, ctypes.c_int] * 6 + [ctypes.c_int]),
         "fr_free": (None, [vp]), "fr_buf": (vp, [vp]), "fr_outs": (vp, [vp]),
         "fr_oldest": (i64, [vp]), "fr_ready": (i32, [vp]), "fr_handled": (i64, [vp]),
         "fr_max_call": (i64, [vp]), "fr_set_timing": (None, [vp, ctypes.c_int]),

@@ -169,6 +169,9 @@ def install(default_protocol: str = "tgi"):
             if not urls:
                 raise InputError("no replica URLs: pass --host URL[,URL...] or use an endpoints launcher",
                                  file=opts.scenario, field="target.launcher")
+            from harness.protocols.probe import resolve
+
+            scenario = resolve(scenario, urls)   # protocol auto: asked once, before any load
             levels = _levels(opts.slm_levels) or scenario.load.levels
             if levels == "auto":
                 raise InputError("levels 'auto' needs `slm-harness sweep`; pass --slm-levels",

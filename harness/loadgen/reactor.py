@@ -73,11 +73,11 @@ class Reactor:
     """``add(sock, handler)`` reads ``sock`` into ``handler`` until it is done; create it in the
     thread (gevent hub) whose greenlets will use it.
 
-    ``plain``: the protocol's plain token shape ``(prefix, suffix, marker)`` (``WireProtocol.
-    plain_token``), which the C pass (``fastread.c``, when it builds) takes in place; ``native``:
-    False reads in Python whatever is available."""
+    ``plain``: the protocol's plain token shape (``WireProtocol.plain_token``, a
+    :class:`~harness.protocols.base.PlainShape`), which the C pass (``fastread.c``, when it
+    builds) takes in place; ``native``: False reads in Python whatever is available."""
 
-    def __init__(self, plain: tuple[bytes, bytes, bytes] | None = None, native: bool = True):
+    def __init__(self, plain=None, native: bool = True):
         self.hub = get_hub()
         if _epoll is None:
             raise RuntimeError("slm-harness's stream reader needs Linux (select.epoll); "
@@ -146,8 +146,9 @@ class Reactor:
 
     def _open_native(self, plain) -> None:
         lib = self._lib
-        pre, suf, marker = plain or (b"", b"", b"")
-        fr = lib.fr_new(self.ep.fileno(), pre, len(pre), suf, len(suf), marker, len(marker), 1 if plain else 0)
+        pats = plain.patterns() if plain is not None else (b"",) * 6
+        args = [a for pat in pats for a in (pat, len(pat))]
+        fr = lib.fr_new(self.ep.fileno(), *args, 1 if plain is not None else 0)
         if not fr:
             self._lib = None
             return

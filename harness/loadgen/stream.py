@@ -11,15 +11,21 @@ stream ends.
 
 Errors are results, never exceptions: each failure gets one class from
 :data:`harness.records.schema.ERROR_CLASSES` and the caller goes on.
+
+``https://`` replicas: the TLS handshake runs once per connection in the request's greenlet
+(Python's ``ssl`` over memory buffers), and the reader keeps receiving the socket's bytes as
+for plain HTTP, with their kernel stamps; each read is decrypted (:class:`_TlsFeed`) before the
+parser sees it. Plaintext keeps the C pass's in-place path; TLS reads always go through Python's
+parser (its own in-place path): the cost per token is one decryption and that parser.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import ssl
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from urllib.parse import urlsplit
 
 from gevent import Timeout
 from gevent import socket as gsocket
@@ -27,7 +33,8 @@ from gevent.event import AsyncResult
 
 from harness.loadgen.native import load as load_native
 from harness.loadgen.reactor import Reactor
-from harness.protocols.base import DONE, ERROR, FINAL, MALFORMED, TOKEN, RequestSpec, WireProtocol
+from harness.protocols.access import Access, parse_url
+from harness.protocols.base import DONE, ERROR, FINAL, MALFORMED, TOKEN, Final, RequestSpec, WireProtocol
 
 _MAX_ERROR_BODY = 65536
 
@@ -51,12 +58,44 @@ class StreamResult:
 
 
 class _Conn:
-    __slots__ = ("sock", "buf", "fresh")
+    __slots__ = ("sock", "buf", "fresh", "tls", "tls_in", "tls_out")
 
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
         self.fresh = True
+        self.tls: ssl.SSLObject | None = None   # https: the TLS connection state over memory buffers
+        self.tls_in = self.tls_out = None
+
+    def start_tls(self, ctx: ssl.SSLContext, host: str) -> None:
+        """The TLS handshake over this (blocking, with its connect timeout) socket."""
+        self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(self.tls_in, self.tls_out, server_hostname=host)
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if self.tls_out.pending:
+                    self.sock.sendall(self.tls_out.read())
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError(errno.ECONNRESET, "the server closed the connection in the TLS handshake")
+                self.tls_in.write(data)
+        if self.tls_out.pending:
+            self.sock.sendall(self.tls_out.read())
+        self.tls = obj
+
+    def wire(self, payload: bytes) -> bytes:
+        """The bytes to send for ``payload``: itself, or its TLS records."""
+        if self.tls is None:
+            return payload
+        self.tls.write(payload)
+        return self.tls_out.read()
+
+    def reader(self, resp: "_Response"):
+        """What the reactor feeds this connection's reads into."""
+        return resp if self.tls is None else _TlsFeed(resp, self.tls, self.tls_in)
 
     def close(self) -> None:
         try:
@@ -91,16 +130,18 @@ class _Pending:
 
 
 class _Endpoint:
-    __slots__ = ("url", "host", "port", "hostport", "idle")
+    __slots__ = ("url", "host", "port", "head", "idle", "tls")
 
-    def __init__(self, url: str):
-        u = urlsplit(url)
-        if u.scheme not in ("http", ""):
-            raise ValueError(f"only http:// replica URLs are supported, got {url!r}")
-        self.url = url.rstrip("/")
-        self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or 80
-        self.hostport = f"{self.host}:{self.port}".encode()
+    def __init__(self, url: str, route: str, access: Access):
+        w = parse_url(url)
+        self.url = w.url
+        self.host = w.host
+        self.port = w.port
+        self.tls = access.ssl_context if w.tls else None
+        # everything before Content-Length, built once: request line, Host, the scenario's headers
+        self.head = (b"POST " + w.path(route).encode() + b" HTTP/1.1\r\nHost: " + w.host_header.encode() +
+                     b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n" +
+                     access.header_lines())
         self.idle: list[_Conn] = []
 
 
@@ -133,8 +174,10 @@ class StreamClient:
     """
 
     def __init__(self, protocol: WireProtocol, *, request_timeout_s: float = 120.0,
-                 connect_timeout_s: float = 10.0, max_idle_per_replica: int = 4096):
+                 connect_timeout_s: float = 10.0, max_idle_per_replica: int = 4096,
+                 access: Access | None = None):
         self.protocol = protocol
+        self.access = access or Access()
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle_per_replica
@@ -158,22 +201,28 @@ class StreamClient:
     def _endpoint(self, url: str) -> _Endpoint:
         ep = self._endpoints.get(url)
         if ep is None:
-            ep = self._endpoints[url] = _Endpoint(url)
+            ep = self._endpoints[url] = _Endpoint(url, self.protocol.path, self.access)
         return ep
 
     def _connect(self, ep: _Endpoint) -> _Conn:
         sock = gsocket.create_connection((ep.host, ep.port), timeout=self.connect_timeout_s)
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         Reactor.prepare(sock)   # kernel receive stamps: token times are arrivals
+        conn = _Conn(sock)
+        if ep.tls is not None:
+            try:
+                conn.start_tls(ep.tls, ep.host)
+            except BaseException:
+                conn.close()
+                raise
         sock.settimeout(None)   # one timer per request (below), not one per recv
-        return _Conn(sock)
+        return conn
 
     # ------------------------------------------------------------------------------------------
-    def _payload(self, ep: _Endpoint, body: bytes, stamp: bool = False) -> bytes:
+    @staticmethod
+    def _payload(ep: _Endpoint, body: bytes, stamp: bool = False) -> bytes:
         sent = b"X-Sent-Ns: %d\r\n" % perf_counter_ns() if stamp else b""
-        return (b"POST " + self.protocol.path.encode() + b" HTTP/1.1\r\nHost: " + ep.hostport +
-                b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n" + sent +
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        return ep.head + sent + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
     def send(self, url: str, spec: RequestSpec, body: bytes | None = None,
              chain: Chain | None = None) -> StreamResult:
@@ -193,6 +242,8 @@ class StreamClient:
                     conn = self._connect(ep)
                 except (gsocket.timeout, TimeoutError) as e:
                     return self._fail(res, "connect", f"connect timeout: {e}")
+                except ssl.SSLError as e:   # certificate refused, no common protocol...
+                    return self._fail(res, "connect", self.access.redact(f"TLS handshake failed: {e.reason or e}"))
                 except OSError as e:
                     return self._fail(res, "connect", f"connect failed: {e.strerror or e}")
                 attempt = 1  # a fresh socket is never retried
@@ -205,8 +256,14 @@ class StreamClient:
                 res.start_pc = perf_counter_ns()
             out = self._run(ep, conn, resp, reused and attempt == 0, payload)
             if out is not None:
-                return out
+                return self._redacted(out)
         return res  # pragma: no cover - loop always returns
+
+    def _redacted(self, res: StreamResult) -> StreamResult:
+        """A server may echo a request header in its error text: never let a secret through."""
+        if res.error and self.access.headers:
+            res.error = self.access.redact(res.error)
+        return res
 
     def wait(self, chain: Chain) -> StreamResult:
         """The request ``chain`` sent (:class:`Chain`): wait for its end, as :meth:`send` does.
@@ -218,7 +275,7 @@ class StreamClient:
         p.resp.chain = (self, chain, p.ep, p.conn)
         out = self._run(p.ep, p.conn, p.resp, True, None)
         if out is not None:
-            return out
+            return self._redacted(out)
         return self.send(p.ep.url, p.spec, p.body, chain)
 
     def _fire(self, chain: Chain, ep: _Endpoint, conn: _Conn) -> bool:
@@ -231,11 +288,12 @@ class StreamClient:
         payload = self._payload(ep, body, self.sent_header)   # sent right now, on a warm socket
         resp = _Response(StreamResult(ep.url, perf_counter_ns()), self.protocol, AsyncResult())
         try:
+            payload = conn.wire(payload)
             sent = conn.sock._sock.send(payload)   # never blocks: this is the reader's own pass
-        except OSError:
+        except (OSError, ssl.SSLError):
             sent = -1
         if sent == len(payload):
-            self._reactor().add(conn.sock, resp)
+            self._reactor().add(conn.sock, conn.reader(resp))
         else:   # not sent whole (a full or broken socket): wait() sends it again on another socket
             resp.outcome = OSError(errno.EPIPE, "the kept-alive socket did not take the request")
             resp.t_end = perf_counter_ns()
@@ -253,8 +311,8 @@ class StreamClient:
         reading = False
         try:
             if payload is not None:
-                _send(conn.sock, payload)
-                reactor.add(conn.sock, resp)
+                _send(conn.sock, conn.wire(payload))
+                reactor.add(conn.sock, conn.reader(resp))
             if resp.outcome is None:
                 reading = True
                 resp.waiter.get()
@@ -268,7 +326,7 @@ class StreamClient:
                 raise
             resp.close_out()
             return self._fail(res, "timeout", f"no complete response within {self.request_timeout_s:g} s")
-        except OSError as e:      # the send failed
+        except OSError as e:      # the send failed (ssl.SSLError is an OSError too)
             resp.outcome = e
         except BaseException:
             if reading:
@@ -356,7 +414,8 @@ class _Response:
         self.res = res
         self.protocol = protocol
         self.event = protocol.event
-        self.plain = protocol.plain_token     # (prefix, suffix, marker) of a plain token event
+        shape = protocol.plain_token          # PlainShape of a plain token event, or None
+        self.plain = shape.match if shape is not None else None
         self.itl_append = res.itl_ns.append
         self.fast = False
         self.final_then_done = protocol.final_then_done
@@ -382,13 +441,13 @@ class _Response:
     # -- reactor interface --------------------------------------------------------------------
     def feed(self, data: bytes, t: int) -> bool:
         if self.fast and data[-4:] == b"\n\n\r\n":
-            # The usual read mid-stream, handled in place (no further calls, no slices): one whole
-            # chunk carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n``. The
-            # accounting below is the token branch of ``_events``, inlined on purpose.
+            # The usual read mid-stream, handled in place (no further calls): one whole chunk
+            # carrying one whole plain token event, ``HEX\r\ndata:{...}\n\n\r\n`` or with
+            # ``data: {`` (the same test as fastread.c's). The accounting below is the token branch
+            # of ``_events``, inlined on purpose.
             nl = data.find(b"\r\n", 0, 10)
-            pre, suf, marker = self.plain
-            if (data.startswith(b"data:", nl + 2) and data.count(b"\n") == 4 and data.startswith(pre, nl + 7)
-                    and data.endswith(suf, 0, len(data) - 4) and marker in data):
+            if (data.startswith(b"data:", nl + 2) and data.count(b"\n") == 4
+                    and self.plain(data[nl + 8:-4] if data[nl + 7:nl + 8] == b" " else data[nl + 7:-4])):
                 try:
                     size = int(data[:nl], 16)
                 except ValueError:
@@ -555,6 +614,11 @@ class _Response:
                 kind = ERROR
                 detail = "event: error"
             if kind == FINAL:
+                prev = self.final
+                if prev is not None:   # a usage-only chunk after the finish_reason one: keep both
+                    detail = Final(detail.finish_reason or prev.finish_reason,
+                                   prev.output_tokens if detail.output_tokens is None else detail.output_tokens,
+                                   prev.input_tokens if detail.input_tokens is None else detail.input_tokens)
                 self.final = detail
                 if not self.final_then_done:
                     self.done_event = True
@@ -604,6 +668,52 @@ class _Response:
         if res.finish_reason is None:
             res.finish_reason = "unknown"
         return self.keep and clean
+
+
+class _TlsFeed:
+    """Between the reactor and a response on a TLS connection: each read (ciphertext, with its
+    kernel stamp) is decrypted, and what it held goes on to the parser with the same stamp."""
+
+    __slots__ = ("resp", "obj", "inbio")
+
+    def __init__(self, resp: _Response, obj: ssl.SSLObject, inbio: ssl.MemoryBIO):
+        self.resp, self.obj, self.inbio = resp, obj, inbio
+
+    def feed(self, data: bytes, t: int) -> bool:
+        self.inbio.write(data)
+        read, inbio, obj = self.obj.read, self.inbio, self.obj
+        parts = []
+        try:
+            while True:
+                parts.append(read(262144))
+                if not inbio.pending and not obj.pending():
+                    break   # the usual case: one whole record, no exception raised to learn it
+        except ssl.SSLWantReadError:
+            pass            # the rest of a record is still on its way
+        except ssl.SSLZeroReturnError:   # the server's close_notify: as the connection's end
+            if parts:
+                plain = b"".join(parts)
+                if self.resp.feed(plain, t):
+                    return True
+            return self.resp.eof(t)
+        except ssl.SSLError as e:
+            return self.resp.error(e, t)
+        if not parts:
+            return False
+        return self.resp.feed(parts[0] if len(parts) == 1 else b"".join(parts), t)
+
+    def eof(self, t: int) -> bool:
+        return self.resp.eof(t)
+
+    def error(self, exc: Exception, t: int) -> bool:
+        return self.resp.error(exc, t)
+
+    def finished(self) -> None:
+        self.resp.finished()
+
+    @staticmethod
+    def resume():
+        return None   # ciphertext: never the C pass's in-place path
 
 
 class _Body:

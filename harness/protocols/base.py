@@ -40,6 +40,48 @@ class Final:
     input_tokens: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PlainShape:
+    """What an event payload that is exactly one plain token looks like, checked without a JSON
+    parse (the hot path: the C read pass, ``fastread.c``, applies the same five tests).
+
+    A payload (the bytes after ``data:`` and one optional space) is a plain token when it starts
+    with ``pre``, ends with ``suf``, contains ``need``, contains ``text`` followed by a byte that
+    is not ``"`` (a non-empty JSON string), does not contain ``avoid``, and does not contain
+    ``avoid_text`` followed by a byte that is not ``"``. Empty patterns are not tested. Inside a
+    JSON string every ``"`` is escaped, so a pattern that begins and ends with a quote around a key
+    only ever matches the document's own structure.
+    """
+
+    pre: bytes
+    suf: bytes = b"}"
+    need: bytes = b""
+    text: bytes = b""
+    avoid: bytes = b""
+    avoid_text: bytes = b""
+
+    def match(self, p: bytes) -> bool:
+        if not (p.startswith(self.pre) and p.endswith(self.suf)):
+            return False
+        if self.need and self.need not in p:
+            return False
+        if self.text:
+            i = p.find(self.text)
+            if i < 0 or p[i + len(self.text):i + len(self.text) + 1] in (b'"', b""):
+                return False
+        if self.avoid and self.avoid in p:
+            return False
+        if self.avoid_text:
+            i = p.find(self.avoid_text)
+            if i >= 0 and p[i + len(self.avoid_text):i + len(self.avoid_text) + 1] != b'"':
+                return False
+        return True
+
+    def patterns(self) -> tuple[bytes, ...]:
+        """The six patterns in ``fastread.c``'s order."""
+        return (self.pre, self.suf, self.need, self.text, self.avoid, self.avoid_text)
+
+
 class WireProtocol:
     """Request construction and SSE event interpretation for one serving API."""
 
@@ -47,9 +89,9 @@ class WireProtocol:
     path: str = ""
     #: True when a FINAL event may be followed by more events (OpenAI usage chunk, ``[DONE]``).
     final_then_done: bool = False
-    #: ``(prefix, suffix, marker)``: an event payload that starts and ends so and contains the
-    #: marker is one plain token (no JSON parse needed); None when every event must be parsed.
-    plain_token: tuple[bytes, bytes, bytes] | None = None
+    #: the shape of an event that is one plain token (no JSON parse needed); None when every
+    #: event must be parsed.
+    plain_token: PlainShape | None = None
 
     def body(self, spec: RequestSpec) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError

@@ -1,15 +1,17 @@
 """OpenAI ``/v1/completions`` and ``/v1/chat/completions`` streaming (``stream: true``).
 
 Chunks carry ``choices[0].text`` (completions) or ``choices[0].delta.content`` (chat); the chunk
-with ``finish_reason`` ends the generation; with ``stream_options.include_usage`` a last chunk
-carries ``usage`` (exact token counts, which override chunk counting); ``data: [DONE]`` closes.
+with a ``finish_reason`` ends the generation (TGI sends ``""`` on the chunks before it, vLLM and
+SGLang ``null``); with ``stream_options.include_usage`` a last chunk carries ``usage`` (the
+server's exact token counts, which override chunk counting); ``data: [DONE]`` closes. vLLM, SGLang
+and OpenAI frame events as ``data: {`` (with a space), TGI as ``data:{``: both are read alike.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from harness.protocols.base import (DONE, FINAL, IGNORE, TOKEN, Final, RequestSpec,
+from harness.protocols.base import (DONE, FINAL, IGNORE, TOKEN, Final, PlainShape, RequestSpec,
                                     WireProtocol)
 
 
@@ -31,6 +33,8 @@ class _OpenAIBase(WireProtocol):
         self._system = system_prompt
 
     def event(self, data: bytes):
+        if self.plain_token.match(data):   # one token mid-stream: no JSON parse
+            return TOKEN, 1, None
         if data == b"[DONE]":
             return DONE, 0, None
         obj, problem = self._decode(data, "choices")
@@ -46,7 +50,7 @@ class _OpenAIBase(WireProtocol):
         c = choices[0]
         text = self._text(c)
         n = 1 if text else 0
-        reason = c.get("finish_reason")
+        reason = c.get("finish_reason") or None   # TGI: "" until the last chunk
         if reason is not None or isinstance(usage, dict):
             fin = Final(finish_reason=reason)
             if isinstance(usage, dict):
@@ -59,6 +63,9 @@ class _OpenAIBase(WireProtocol):
 class CompletionsProtocol(_OpenAIBase):
     name = "openai-completions"
     path = "/v1/completions"
+    # a chunk with non-empty text, a finish_reason of null or "" and no usage object
+    plain_token = PlainShape(b"{", b"}", need=b'"finish_reason":', text=b'"text":"', avoid=b'"usage":{',
+                             avoid_text=b'"finish_reason":"')
 
     @staticmethod
     def _text(choice: dict) -> str:
@@ -72,6 +79,9 @@ class CompletionsProtocol(_OpenAIBase):
 class ChatProtocol(_OpenAIBase):
     name = "openai-chat"
     path = "/v1/chat/completions"
+    # a chunk whose delta has non-empty content, with finish_reason null and no usage object
+    plain_token = PlainShape(b"{", b"}", need=b'"finish_reason":null', text=b'"content":"',
+                             avoid=b'"usage":{')
 
     @staticmethod
     def _text(choice: dict) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import orjson
 
-from harness.protocols.base import FINAL, TOKEN, Final, RequestSpec, WireProtocol
+from harness.protocols.base import FINAL, TOKEN, Final, PlainShape, RequestSpec, WireProtocol
 
 
 class TgiProtocol(WireProtocol):
     name = "tgi"
     path = "/generate_stream"
-    plain_token = (b'{"index":', b"}", b'"generated_text":null')
+    plain_token = PlainShape(b'{"index":', b"}", need=b'"generated_text":null')
 
     def __init__(self, model: str = "", sampling=None):
         params: dict = {"details": True}
@@ -40,8 +40,7 @@ class TgiProtocol(WireProtocol):
         # Hot path: a token event that is not the last is recognised without a JSON parse (it
         # must still open and close as an object and carry TGI's null generated_text), which
         # halves the per-token cost; the final event, errors and anything unusual are parsed.
-        pre, suf, marker = self.plain_token
-        if data[:9] == pre and data[-1:] == suf and marker in data:
+        if data[:9] == b'{"index":' and data[-1:] == b"}" and b'"generated_text":null' in data:
             return TOKEN, 1, None
         obj, problem = self._decode(data, "token")
         if problem is not None:

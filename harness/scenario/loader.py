@@ -145,7 +145,7 @@ def _semantic_problems(s: Scenario) -> list[tuple[tuple, str]]:
         for i, lv in enumerate(s.load.levels):
             if lv != int(lv):
                 problems.append((("load", "levels", i), f"concurrency must be a whole number (got {lv})"))
-    if s.workload.system_prompt is not None and s.target.protocol != "openai-chat":
+    if s.workload.system_prompt is not None and s.target.protocol not in ("openai-chat", "auto"):
         problems.append((("workload", "system_prompt"), "only the openai-chat protocol has a system prompt"))
     if s.store.influxdb is not None:
         db = s.store.influxdb

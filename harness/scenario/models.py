@@ -6,11 +6,14 @@ Times are seconds (``_s``), rates are per second, token counts are tokens.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 Protocol = Literal["tgi", "openai-completions", "openai-chat"]
+#: ``auto``: asked of the first replica before any load (``/info``: TGI; ``/v1/models``: OpenAI chat)
+TargetProtocol = Literal["tgi", "openai-completions", "openai-chat", "auto"]
 
 
 class Strict(BaseModel):
@@ -34,8 +37,17 @@ class EndpointsLauncher(Strict):
     """Replicas that are already running; the harness only checks their health."""
 
     kind: Literal["endpoints"] = "endpoints"
-    urls: list[str] = Field(min_length=1)
+    urls: list[str] = Field(min_length=1, description="http:// or https:// base URLs; a path prefix is kept.")
     health_path: str = "/health"
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        from harness.protocols.access import parse_url
+
+        for u in v:
+            parse_url(u)   # ValueError names the URL
+        return v
 
 
 class ProcessesLauncher(Strict):
@@ -70,14 +82,64 @@ Launcher = Annotated[
 ]
 
 
+class Tls(Strict):
+    """How ``https://`` replicas are verified: the system's CA store unless ``ca_file`` names a PEM
+    bundle; ``verify: false`` accepts any certificate (a test server; never a hosted endpoint)."""
+
+    ca_file: str | None = Field(None, min_length=1, description="PEM file of CA certificates to trust.")
+    verify: bool = True
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_ENV_REF = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: set by the harness on every request; a scenario may not override them
+_OWN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "accept", "te",
+                "upgrade", "expect"}
+#: headers whose value is a credential: it must come from the environment (``${NAME}``), so that it
+#: never lands in the scenario copy kept in the run directory
+_SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|password|cookie", re.I)
+
+
+def header_env_refs(value: str) -> list[str]:
+    """The environment variables a header value names (``${NAME}``)."""
+    return _ENV_REF.findall(value)
+
+
 class Target(Strict):
-    protocol: Protocol = "tgi"
-    model: str = "smollm2-135m"
+    protocol: TargetProtocol = "tgi"
+    model: str = Field("smollm2-135m", min_length=1,
+                       description="Sent as 'model' on OpenAI routes; with protocol auto and no model "
+                                   "given, the first model /v1/models lists.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, max_length=32,
+        description="Extra request headers; ${NAME} in a value is the environment variable NAME, read "
+                    "when the run starts and never written anywhere (Authorization: Bearer ${HF_TOKEN}).")
+    tls: Tls = Field(default_factory=Tls)
     launcher: Launcher = Field(default_factory=EmulatorLauncher)
     balance: Literal["round-robin", "least-outstanding"] = Field(
         "least-outstanding", description="Client-side choice of replica for each request.")
     request_timeout_s: PositiveFloat = 120.0
     connect_timeout_s: PositiveFloat = 10.0
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"header {name!r} is set by the harness itself")
+            if len(value) > 8192 or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: value must be one line of at most 8192 characters")
+            refs = header_env_refs(value)
+            for ref in refs:
+                if not _ENV_NAME.match(ref):
+                    raise ValueError(f"header {name!r}: ${{{ref}}} is not an environment variable name")
+            if _SECRET_HEADER.search(name) and not refs:
+                raise ValueError(f"header {name!r} carries a credential: write it as ${{ENV_VAR}} (e.g. "
+                                 f"'Bearer ${{HF_TOKEN}}') so it stays out of files and logs")
+        return v
 
 
 # --------------------------------------------------------------------------------------------
