@@ -51,7 +51,7 @@ def test_a_healthy_cell_is_valid():
 
 @pytest.mark.parametrize("gen,status,words", [
     ({**HEALTHY, "reader_lag_max_ms": 30.0}, "warn", "fell behind"),
-    ({**HEALTHY, "reader_lag_max_ms": 150.0}, "invalid", "fell behind"),
+    ({**HEALTHY, "reader_lag_max_ms": 150.0}, "warn", "up to 150.0 ms"),
     ({**HEALTHY, "wait_share": 0.15}, "warn", "waited for a CPU 15%"),
     ({**HEALTHY, "wait_share": 0.5}, "invalid", "waited for a CPU 50%"),
     ({**HEALTHY, "cpu_share": 0.95}, "warn", "ran 95%"),
@@ -59,6 +59,13 @@ def test_a_healthy_cell_is_valid():
 def test_generator_checks(gen, status, words):
     v = run_judge(cell(), gen)
     assert v.status == status and any(words in r for r in v.reasons), v.reasons
+
+
+def test_reader_lag_invalid_when_the_scenario_says_so():
+    strict = TH.model_copy(update={"reader_lag_invalid_ms": 100.0})
+    v = judge(cell(), gen={**HEALTHY, "reader_lag_max_ms": 150.0}, started=empty(REQUEST_SCHEMA),
+              gpu=empty(GPU_SCHEMA), windows=pd.DataFrame({"phase": ["idle"]}), th=strict, q=99.0)
+    assert v.status == "invalid" and "limit 100 ms" in v.reasons[0]
 
 
 def test_open_loop_send_lag_p99():

@@ -15,10 +15,12 @@ def cells_table(a: RunAnalysis) -> Table:
     for h in (
         "cell",
         "out tok/s",
+        "95% CI",
         "req/s",
         "goodput",
         "TTFT p50 ms",
         "TTFT p99 ms",
+        "objective CI ms",
         "ITL p99 ms",
         "TPOT p50 ms",
         "errors",
@@ -34,10 +36,12 @@ def cells_table(a: RunAnalysis) -> Table:
         t.add_row(
             c.cell + star,
             num(c.output_tokens_per_s, 4),
+            _ci(c, "output_tokens_per_s"),
             num(c.request_throughput_rps),
             num(c.goodput_rps),
             ms(c.ttft_p50_s),
             ms(c.ttft_p99_s),
+            _ci(c, a.latency_key, ms),
             ms(c.itl_p99_s),
             ms(c.tpot_p50_s),
             pct(c.error_rate),
@@ -52,6 +56,11 @@ def cells_table(a: RunAnalysis) -> Table:
     return t
 
 
+def _ci(c, key: str, fmt=lambda v: num(v, 4)) -> str:
+    ci = c.intervals.get(key) if c.intervals else None
+    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
+
+
 def make_console() -> Console:
     """A console that does not squeeze wide tables into 80 columns when output is a file or pipe."""
     con = Console()
@@ -64,6 +73,11 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
         con.print(cells_table(a))
     for n in a.notes + a.frontier.notes:
         con.print(f"note: {n}")
+    methods = sorted({c.interval_method for c in a.cells if c.interval_method})
+    if methods:
+        con.print("intervals: 95% bootstrap over " + " / ".join(
+            "the requests of one window" if m == "requests" else "repeats, then requests"
+            for m in methods))
     for c in a.cells:
         for r in c.verdict_reasons:
             if not r.startswith("note:"):

@@ -53,6 +53,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "cell",
         level_head,
         "out tok/s",
+        "tok/s 95% CI",
         "req/s",
         "goodput req/s",
         "TTFT p50 ms",
@@ -66,6 +67,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "energy J",
         "source",
         "J/token",
+        "J/token 95% CI",
         "tok/J",
         "GPU util %",
         "SLO",
@@ -95,6 +97,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f'<td class="l">{_e(c.cell)}</td>',
             f"<td>{c.level:g}</td>",
             f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
+            f"<td>{ci_text(c, 'output_tokens_per_s', lambda v: num(v, 4))}</td>",
             f"<td>{num(c.request_throughput_rps)}</td>",
             f"<td>{num(c.goodput_rps)}</td>",
             f"<td>{ms(c.ttft_p50_s)}</td>",
@@ -108,6 +111,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{num(c.energy_j, 4)}</td>",
             f'<td title="{_e(c.energy_source or c.energy_note)}">{_e(energy_source_short(c.energy_source))}</td>',
             f"<td>{num(c.j_per_token)}</td>",
+            f"<td>{ci_text(c, 'j_per_token', num)}</td>",
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
             f"<td>{slo}</td>",
@@ -122,8 +126,23 @@ def _cells_table(a: RunAnalysis) -> str:
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
         f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
-        f'~ after tokens/s: not steady within the window (see notes).</p>'
+        f'~ after tokens/s: not steady within the window (see notes). Intervals: 95% percentile '
+        f'bootstrap, {_e(_methods(a))}; a cell better only inside the intervals is a tie, not a '
+        f'win.</p>'
     )
+
+
+def _methods(a: RunAnalysis) -> str:
+    ms_ = sorted({c.interval_method for c in a.cells if c.interval_method})
+    words = {"requests": "over the requests of one window",
+             "repeats+requests": "over repeats, then the requests within each"}
+    return "; ".join(words.get(m, m) for m in ms_) or "none computed"
+
+
+def ci_text(c, key: str, fmt) -> str:
+    """'low–high' of a figure's 95% interval, '–' without one."""
+    ci = c.intervals.get(key) if c.intervals else None
+    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
 
 
 def badge(c) -> str:

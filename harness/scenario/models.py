@@ -287,7 +287,7 @@ class Validity(Strict):
     """Thresholds of each cell's verdict (valid / warn / invalid); see docs/trust.md."""
 
     reader_lag_warn_ms: PositiveFloat = Field(20.0, description="Stream reader's longest wait for data: warn above.")
-    reader_lag_invalid_ms: PositiveFloat = Field(100.0, description="... invalid above (token times merge).")
+    reader_lag_invalid_ms: PositiveFloat | None = Field(None, description="... invalid above (off by default: one long pause merges a few tokens; a starved generator shows in cpu_wait).")
     send_lag_warn_ms: PositiveFloat = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
     send_lag_invalid_ms: PositiveFloat = Field(100.0, description="... invalid above.")
     cpu_wait_warn: float = Field(0.1, ge=0, le=1, description="Share of the window the generator waited for a CPU: warn above.")
