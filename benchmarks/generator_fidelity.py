@@ -10,6 +10,13 @@ lateness (when it, not the client, is the limit), and the generator's CPU and me
     python benchmarks/generator_fidelity.py                       # 64 256 512 1024 streams
     python benchmarks/generator_fidelity.py --streams 256 --measure-s 600   # memory over 10 min
     python benchmarks/generator_fidelity.py --streams 256 --compare ../old --repeat 3  # A/B, alternating
+    python benchmarks/generator_fidelity.py --protocol openai-chat --streams 1024   # vLLM's framing
+    python benchmarks/generator_fidelity.py --tls --streams 256      # https (a certificate made here)
+
+``--protocol openai-completions|openai-chat`` has the emulator frame events as vLLM, SGLang and
+OpenAI do (``data: {``, chat chunks with ``delta`` objects); ``--tls`` serves https with a
+self-signed certificate made with ``openssl`` for the run, which the generator trusts through
+``target.tls.ca_file``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,26 +43,41 @@ TTFT_S = 0.050
 ITL_S = 0.010
 
 
+def _ctx(url: str):
+    """https: the emulator of this run, on this host, with the certificate made for it."""
+    return ssl._create_unverified_context() if url.startswith("https://") else None
+
+
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as r:
+    with urllib.request.urlopen(url, timeout=10, context=_ctx(url)) as r:
         return json.loads(r.read())
 
 
 def _post(url: str) -> None:
     req = urllib.request.Request(url, data=b"", method="POST")
-    urllib.request.urlopen(req, timeout=10).read()
+    urllib.request.urlopen(req, timeout=10, context=_ctx(url)).read()
+
+
+def make_cert(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), for --tls."""
+    key, crt = tmp / "key.pem", tmp / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return crt, key
 
 
 def _pin(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tuple[subprocess.Popen, list[str]]:
+def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0,
+                   extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, list[str]]:
     port_file = tmp / f"emulator{k}.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([*_pin(cpu), sys.executable, "-m", "harness", "emulate", "--replicas",
                              str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
-                             "--port-file", str(port_file)], env=env, stdout=subprocess.DEVNULL,
+                             "--port-file", str(port_file), *extra], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"emulator{k}.log", "wb"))
     text = wait_file(port_file, proc, hint=f": the emulator did not start; see {tmp / f'emulator{k}.log'}")
     return proc, json.loads(text)["urls"]
@@ -62,7 +85,7 @@ def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0) -> tup
 
 SCENARIO = """
 name: fidelity
-target: {{protocol: tgi, request_timeout_s: 60}}
+target: {{protocol: {protocol}, request_timeout_s: 60{tls}}}
 workload: {{seed: 1, prompt_tokens: {{dist: fixed, value: 16}}, output_tokens: {{dist: fixed, value: {tokens}}}}}
 load: {{mode: concurrency, levels: [{streams}], warmup_s: {warmup}, duration_s: {measure}, cooldown_s: 0.5{stages}}}
 """
@@ -186,12 +209,14 @@ def _diagnose(run_dir: Path, lag_log: Path) -> str:
 
 def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: float, measure_s: float,
               tmp: Path, gt_urls: list[str] | None = None, root: Path = ROOT, diag: bool = False,
-              variant: str = "", ramp_s: float = 0.0, emu_cpus: tuple[int, ...] = ()) -> dict:
+              variant: str = "", ramp_s: float = 0.0, emu_cpus: tuple[int, ...] = (),
+              protocol: str = "tgi", ca_file: Path | None = None) -> dict:
     gt_urls = gt_urls or urls[:1]
     scen = tmp / f"s{streams}.yaml"
     stages = f", stages: [{{duration_s: {ramp_s}, target: {streams}}}]" if ramp_s > 0 else ""
+    tls = f", tls: {{ca_file: '{ca_file}'}}" if ca_file else ""
     scen.write_text(SCENARIO.format(tokens=TOKENS, streams=streams, warmup=warmup_s, measure=measure_s,
-                                    stages=stages))
+                                    stages=stages, protocol=protocol, tls=tls))
     out = tmp / f"r{streams}.json"
     for u in urls:
         _post(u + "/emulator/ground_truth/reset")
@@ -256,6 +281,7 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     lat = res["latency"]
     ideal = streams * TOKENS / (TTFT_S + (TOKENS - 1) * ITL_S)
     return {
+        "protocol": protocol + (" tls" if ca_file else ""),
         "streams": streams, "code": "" if root == ROOT else str(root), "variant": variant, "ramp_s": ramp_s, "ideal_tok_s": ideal, "tok_s": toks / win_s,
         "pct_ideal": 100 * toks / win_s / ideal, "requests": res["requests"],
         "errors": res["requests"] - res["ok"],
@@ -352,12 +378,20 @@ def main(argv=None) -> int:
                     help="each run of a level is followed by bare_reader.py at that level on the same cores and "
                          "emulators (code 'floor'): what the machine lets a reader with nothing per token show")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level (and of each side)")
+    ap.add_argument("--protocol", default="tgi", choices=["tgi", "openai-completions", "openai-chat"],
+                    help="the API read: TGI's native stream (data:{), or an OpenAI route framed as vLLM, "
+                         "SGLang and OpenAI do (data: {)")
+    ap.add_argument("--tls", action="store_true",
+                    help="https: the emulator serves TLS with a certificate made for the run (openssl); "
+                         "the generator decrypts every stream")
     ap.add_argument("--variants", default="", metavar="ENV;ENV",
                     help="';'-separated generator environments run alternately at each level against the same "
                          "emulator, e.g. ';SLM_NATIVE=0' (default settings, then the Python reader)")
     args = ap.parse_args(argv)
     variants = args.variants.split(";") if args.variants else [""]
-    print(f"# generator reader: {_reader()}", flush=True)
+    print(f"# generator reader: {_reader()}; protocol {args.protocol}{' over TLS' if args.tls else ''}", flush=True)
+    if args.floor and (args.tls or args.protocol != "tgi"):
+        ap.error("--floor reads TGI's plain framing only (bare_reader.py)")
     emu_cpu = None if args.no_pin else args.emulator_cpu
     gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
                                          else args.emulator_cpu + args.emulator_processes)
@@ -368,8 +402,13 @@ def main(argv=None) -> int:
     with steer_loopback(gen_cpu if args.rps else None), tempfile.TemporaryDirectory(prefix="fidelity-") as d:
         tmp = Path(d)
         emus, urls, gt_urls = [], [], []
+        extra: tuple[str, ...] = ("--sse-space",) if args.protocol != "tgi" else ()
+        ca_file = None
+        if args.tls:
+            ca_file, key = make_cert(tmp)
+            extra += ("--tls-cert", str(ca_file), "--tls-key", str(key))
         for k in range(args.emulator_processes):
-            e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp, k)
+            e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp, k, extra)
             emus.append(e)
             urls += u
             gt_urls.append(u[0])
@@ -381,7 +420,8 @@ def main(argv=None) -> int:
                         for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
                             with cpu_latency(run_latency(v, args.rps)):
                                 rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                      gt_urls, root, args.diag, v.strip(), ramp, emu_cpus))
+                                                      gt_urls, root, args.diag, v.strip(), ramp, emu_cpus,
+                                                      args.protocol, ca_file))
                             r = rows[-1]
                             print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
                                   file=sys.stderr, flush=True)
@@ -398,13 +438,13 @@ def main(argv=None) -> int:
                     emu.wait(5)
                 except subprocess.TimeoutExpired:
                     emu.kill()
-    hdr = ("streams", "code", "variant", "ramp s", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
+    hdr = ("protocol", "streams", "code", "variant", "ramp s", "ideal tok/s", "tok/s", "% ideal", "err", "TTFT mean err ms", "TTFT p99 err ms",
            "TTFT vs emu ms", "e2e mean ms", "gap mean ms", "ITL p50 ms (emu)", "ITL p99 ms (emu)", "emu late p99 ms", "gen CPU %",
            "gen us/token", "gen sleeps/s", "gen core steal %", "gen core softirq %", "gen RSS MB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['streams']} | {r['code'] if r['code'] == 'floor' else 'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ramp_s']:g} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
+        print(f"| {r.get('protocol', 'tgi')} | {r['streams']} | {r['code'] if r['code'] == 'floor' else 'B' if r['code'] else 'A'} | {r['variant'] or 'default'} | {r['ramp_s']:g} | {r['ideal_tok_s']:.0f} | {r['tok_s']:.0f} | {r['pct_ideal']:.2f} | "
               f"{r['errors']} | {r['ttft_mean_err_ms']:+.2f} | {r['ttft_p99_err_ms']:+.2f} | "
               f"{r['ttft_mean_vs_emu_ms']:+.2f} | {r['e2e_mean_ms']:.1f} | {r['gap_mean_ms']:.1f} | {r['itl_p50_ms']:.2f} ({r['emu_itl_p50_ms']:.2f}) | "
               f"{r['itl_p99_ms']:.2f} ({r['emu_itl_p99_ms']:.2f}) | {r['emu_late_p99_ms']:.2f} | "

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from harness import __version__
+from harness.cliargs import Parser, check_args
 from harness.errors import InputError, LaunchError
 
 # Modules that register subcommands, in help order.
@@ -28,7 +29,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="slm-harness",
         description="Token-level load testing, GPU energy telemetry and replica x load Pareto "
                     "sweeps for small language model serving.")
@@ -55,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_args(args, parser)  # files, permissions, hosts: before the command starts
         return int(args.func(args) or 0)
     except InputError as e:
-        print(f"slm-harness: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"slm-harness: error: {line}", file=sys.stderr)
         return 2
     except LaunchError as e:
         print(f"slm-harness: replicas could not be launched: {e}", file=sys.stderr)

@@ -30,5 +30,21 @@ class InputError(Exception):
         return f"{where}{fld}{self.message}"
 
 
+class InputErrors(InputError):
+    """Several problems in one input, each an :class:`InputError`; ``str()`` gives one per line.
+
+    The first problem also fills ``file``/``line``/``field``/``message`` so code that expects a
+    single error keeps working.
+    """
+
+    def __init__(self, problems: list[InputError]):
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(first.message, file=first.file, line=first.line, field=first.field)
+
+    def render(self) -> str:
+        return "\n".join(p.render() for p in self.problems)
+
+
 class LaunchError(Exception):
     """Replicas could not be brought up (never healthy, exited early)."""

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness import cliargs
 from harness.analysis.summary import LATENCY_KEYS
 
 
@@ -25,6 +26,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from harness.sweep import Sweep
 
     scenario = load_scenario(args.scenario)
+    cliargs.preflight(scenario, args.scenario)
     text = Path(args.scenario).read_text()
     if args.resume is not None and not Path(args.resume).is_dir():
         from harness.errors import InputError
@@ -84,17 +86,19 @@ def register(sub) -> None:
         "--resume",
         metavar="RUN_DIR",
         default=None,
+        type=cliargs.run_dir,
         help="go on with an interrupted sweep: skip the cells it finished",
     )
     p.add_argument(
         "--results",
         metavar="DIR",
         default=None,
+        type=cliargs.writable_dir,
         help="results directory (default: store.results_dir)",
     )
     p.add_argument(
         "--processes",
-        type=int,
+        type=cliargs.processes,
         default=0,
         help="Locust worker processes generating load (0: this process)",
     )

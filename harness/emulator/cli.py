@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from harness import cliargs
 from harness.emulator.profile import available_profiles, load_profile
 from harness.errors import InputError
 
@@ -45,14 +46,14 @@ def register(sub) -> None:
     p = sub.add_parser("emulate", help="serve N emulated TGI replicas sharing one simulated GPU",
                        description="TGI 3.x- and OpenAI-compatible replicas of a modeled small LLM on one "
                                    "modeled GPU. Built-in profiles: " + ", ".join(available_profiles()))
-    p.add_argument("--replicas", "-n", type=int, default=1)
+    p.add_argument("--replicas", "-n", type=cliargs.replicas, default=1)
     p.add_argument("--profile", "-p", default="cpu-demo", help="profile name or path to a profile YAML")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
-    p.add_argument("--port-file", help="write {pid, host, ports, urls} as JSON here once listening")
-    p.add_argument("--tick-us", type=float, default=100.0,
+    p.add_argument("--port", type=cliargs.port_or_zero, default=8080, help="first replica's port (replica i: PORT+i); 0 picks free ports")
+    p.add_argument("--port-file", type=cliargs.output_file, help="write {pid, host, ports, urls} as JSON here once listening")
+    p.add_argument("--tick-us", type=cliargs.float_range(1, 10_000), default=100.0,
                    help="timer grid: tokens are written at most this late, in batches (default 100)")
-    p.add_argument("--keep-alive-s", type=float, default=15.0,
+    p.add_argument("--keep-alive-s", type=cliargs.float_range(0, 3600, lo_open=True), default=15.0,
                    help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import cliargs
 from harness.errors import InputError
 from harness.launch.compose import (REPLICA_TEMPLATES, SECRET_KEYS, ensure_env_file,
                                     run_compose, stack_settings, write_override)
@@ -95,26 +96,26 @@ def register(sub) -> None:
     ssub = p.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
     def common(q):
-        q.add_argument("--project-dir", default=".", help="where docker-compose.yml is")
-        q.add_argument("--replicas", type=int, default=None,
+        q.add_argument("--project-dir", default=".", type=cliargs.existing_dir, help="where docker-compose.yml is")
+        q.add_argument("--replicas", type=cliargs.replicas, default=None,
                        help="replica count (default: REPLICAS from .env, else 2)")
 
     q = ssub.add_parser("render", help="write docker-compose.override.yml for N replicas")
     common(q)
-    q.add_argument("-o", "--output", help="write here instead of docker-compose.override.yml")
+    q.add_argument("-o", "--output", type=cliargs.output_file, help="write here instead of docker-compose.override.yml")
     q.set_defaults(func=_render)
 
     q = ssub.add_parser("up", help="render, then `compose --profile P up -d`")
     common(q)
     q.add_argument("--profile", choices=PROFILES, default="emulator")
-    q.add_argument("--workers", type=int, default=None,
+    q.add_argument("--workers", type=cliargs.processes, default=None,
                    help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
     q.add_argument("--build", action="store_true", help="build the harness image first")
     q.add_argument("services", nargs="*", help="only these services (and their dependencies)")
     q.set_defaults(func=_up)
 
     q = ssub.add_parser("down", help="stop and remove the stack's containers and networks")
-    q.add_argument("--project-dir", default=".")
+    q.add_argument("--project-dir", default=".", type=cliargs.existing_dir)
     q.add_argument("-v", "--volumes", action="store_true", help="remove its volumes too")
     q.set_defaults(func=_down)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness import cliargs
 from harness.errors import InputError, LaunchError
 
 
@@ -62,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from harness.protocols.access import Access
 
     scenario = load_scenario(args.scenario)
+    cliargs.preflight(scenario, args.scenario)
     if args.protocol:
         scenario = scenario.model_copy(update={"target": scenario.target.model_copy(update={"protocol": args.protocol})})
     Access.from_target(scenario.target)   # a header's environment variable unset: exit 2 before anything
@@ -127,16 +129,16 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run every level of a scenario at one replica count; exit 1 if an SLO is violated")
     p.add_argument("scenario", metavar="SCENARIO")
-    p.add_argument("--url", action="append", metavar="URL[,URL...]",
+    p.add_argument("--url", action="append", metavar="URL[,URL...]", type=cliargs.urls_text,
                    help="replica base URLs (skip launching); repeat or separate with commas")
     p.add_argument("--protocol", choices=["tgi", "openai-completions", "openai-chat", "auto"], default=None,
                    help="the servers' API, overriding target.protocol; auto asks /info and /v1/models")
-    p.add_argument("--replicas", type=int, default=None, help="replica count (default: first in load.replicas)")
-    p.add_argument("--levels", default=None, help="comma-separated levels overriding load.levels")
-    p.add_argument("--processes", type=int, default=0,
+    p.add_argument("--replicas", type=cliargs.replicas, default=None, help="replica count (default: first in load.replicas)")
+    p.add_argument("--levels", default=None, type=cliargs.levels_text, help="comma-separated levels overriding load.levels")
+    p.add_argument("--processes", type=cliargs.processes, default=0,
                    help="Locust worker processes generating load (0: this process)")
-    p.add_argument("--results", default=None, help="results directory (default: store.results_dir)")
-    p.add_argument("--json", default=None, metavar="PATH", help="write a machine-readable summary")
-    p.add_argument("--web-ui", default=None, metavar="HOST:PORT", help="serve Locust's web UI with the LLM tab")
+    p.add_argument("--results", default=None, type=cliargs.writable_dir, help="results directory (default: store.results_dir)")
+    p.add_argument("--json", default=None, metavar="PATH", type=cliargs.output_file, help="write a machine-readable summary")
+    p.add_argument("--web-ui", default=None, metavar="HOST:PORT", type=cliargs.host_port_text, help="serve Locust's web UI with the LLM tab")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_run)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from harness import cliargs
 from harness.analysis.compare import compare
 from harness.analysis.summary import LATENCY_KEYS, analyze
 from harness.report.console import make_console, print_analysis, print_comparison
@@ -44,7 +45,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "report", help="re-render report.html, summary.json and cells.csv from a run directory"
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=cliargs.run_dir)
     p.add_argument(
         "--latency",
         choices=LATENCY_KEYS,
@@ -52,7 +53,7 @@ def register(sub) -> None:
         help="latency percentile the frontier minimises (default: the SLO's first bound, else ttft_p99_s)",
     )
     p.add_argument(
-        "--out", type=Path, default=None, help="write the outputs here instead of RUN_DIR"
+        "--out", type=cliargs.writable_dir, default=None, help="write the outputs here instead of RUN_DIR"
     )
     p.add_argument(
         "--influx",
@@ -66,13 +67,14 @@ def register(sub) -> None:
     )
     p.set_defaults(func=_report)
     p = sub.add_parser("compare", help="compare two runs cell by cell (B relative to A)")
-    p.add_argument("run_a", metavar="RUN_A")
-    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("run_a", metavar="RUN_A", type=cliargs.run_dir)
+    p.add_argument("run_b", metavar="RUN_B", type=cliargs.run_dir)
     p.add_argument("--latency", choices=LATENCY_KEYS, default=None)
-    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    p.add_argument("--json", metavar="FILE", type=cliargs.output_file, help="also write the comparison as JSON")
     p.add_argument(
         "--html",
         metavar="FILE",
+        type=cliargs.output_file,
         help="also write the comparison as one self-contained HTML page (tables and an overlay figure)",
     )
     p.set_defaults(func=_compare)

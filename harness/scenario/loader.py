@@ -6,19 +6,23 @@ PyYAML's node tree keeps the line of every key and value, so a pydantic error lo
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from harness.errors import InputError
+from harness.errors import InputError, InputErrors
 from harness.scenario.models import Scenario
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (a silent overwrite hides typos)."""
+    """SafeLoader that refuses duplicate keys (a silent overwrite hides typos) and reads
+    ``1e12`` as a number, as YAML 1.2 and every user do (YAML 1.1 wants ``1.0e+12``)."""
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
@@ -33,6 +37,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _field_path(loc: tuple) -> str:
@@ -90,14 +98,58 @@ def _locate(root: yaml.Node | None, loc: tuple) -> tuple[int | None, tuple]:
     return line, tuple(kept)
 
 
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the model that holds the last part of ``loc`` (for "did you mean")."""
+    tp: Any = Scenario
+    for part in loc[:-1]:
+        tp = _unwrap(tp, part)
+        if tp is None:
+            return []
+    tp = _unwrap(tp, None)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _unwrap(tp: Any, part: object) -> Any:
+    """Step from type ``tp`` through one part of a pydantic error location."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            tagged = [m for m in models if part in {f.default for f in m.model_fields.values()}]
+            if tagged:
+                return tagged[0]
+            if len(members) == 1 or models:
+                tp = (models or members)[0]
+            else:
+                return None
+        else:
+            break
+    if part is None:
+        return tp
+    if isinstance(part, int) or _is_type_tag(part):
+        args = typing.get_args(tp)
+        return args[0] if typing.get_origin(tp) in (list, tuple) and args else tp
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if part in tp.model_fields:
+            return tp.model_fields[part].annotation
+        return tp  # a discriminator tag: stay on this model
+    return None
+
+
 def _message(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        key = str(err["loc"][-1])
+        msg = f"unknown key {key!r}"
+        close = difflib.get_close_matches(key, _fields_at(tuple(err["loc"])), n=1, cutoff=0.6)
+        return msg + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return "required key is missing"
     msg = err["msg"].removeprefix("Value error, ")
-    if isinstance(err.get("input"), (str, int, float, bool)):
+    if "(got " not in msg and isinstance(err.get("input"), (str, int, float, bool)):
         shown = json.dumps(err["input"], default=str)
         if len(shown) <= 60:
             msg += f" (got {shown})"
@@ -113,9 +165,11 @@ def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = 
         raise InputError(e.message, file=file, line=e.line, field=e.field) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise InputError(f"invalid YAML: {problem}", file=file,
-                         line=mark.line + 1 if mark else None) from None
+                         line=mark.line + 1 if mark else 1) from None
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. a date out of range, deep nesting
+        raise InputError(f"invalid YAML: {type(e).__name__}: {e}", file=file, line=1) from None
     if data is None:
         raise InputError("the file is empty", file=file, line=1)
     if not isinstance(data, dict):
@@ -124,18 +178,47 @@ def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = 
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:
-        located = [(_locate(root, tuple(err["loc"])), err) for err in e.errors()]
-        # A value that fails every branch of a union yields one error per branch; the deepest
-        # location is the one that explains it (``levels[1]`` rather than ``levels``).
-        located.sort(key=lambda item: -len(item[0][1]))
-        (line, loc), err = located[0]
-        others = {l for (_, l), _ in located[1:] if loc[:len(l)] != l}
-        more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
-        raise InputError(_message(err) + more, file=file, line=line, field=_field_path(loc)) from None
-    for loc, message in _semantic_problems(scenario):
-        line, _ = _locate(root, loc)
-        raise InputError(message, file=file, line=line, field=_field_path(loc))
+        raise InputErrors(_validation_problems(e, root, file)) from None
+    problems = [InputError(message, file=file, line=_locate(root, loc)[0], field=_field_path(loc))
+                for loc, message in _semantic_problems(scenario)]
+    if problems:
+        raise InputErrors(problems)
     return _check_files(scenario, root, file, base_dir)
+
+
+def _validation_problems(e: ValidationError, root: yaml.Node, file: str) -> list[InputError]:
+    """Every problem pydantic found, once each, in file order.
+
+    A value that fails every branch of a union yields one error per branch; the deepest location
+    explains it (``levels[1]`` rather than ``levels``), so an error whose place holds a deeper
+    one is dropped, and of several at one place the first is kept. A missing key beside an
+    unknown key that resembles it is the same typo: only the unknown key is reported.
+    """
+    located = [(_locate(root, tuple(err["loc"])), err) for err in e.errors()]
+    locs = [loc for (_, loc), _ in located]
+    unknown = {loc[:-1] + (str(loc[-1]),) for (_, loc), err in located
+               if err["type"] == "extra_forbidden"}
+    kept: list[tuple[int | None, tuple, dict]] = []
+    seen: dict[tuple, dict] = {}
+    for (line, loc), err in located:
+        if any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs):
+            continue
+        if loc in seen:  # another branch of a union: "a valid list or 'auto'"
+            first = seen[loc]
+            alt = err["msg"].removeprefix("Input should be ")
+            if err["type"] != "missing" and alt not in first["msg"]:
+                first["msg"] += f" or {alt}"
+            continue
+        if err["type"] == "missing" and any(
+                u[:-1] == loc[:-1] and difflib.SequenceMatcher(None, u[-1], str(loc[-1])).ratio() >= 0.6
+                for u in unknown):
+            continue
+        err = dict(err)
+        seen[loc] = err
+        kept.append((line, loc, err))
+    kept.sort(key=lambda k: (k[0] or 0, k[2]["type"] != "extra_forbidden"))
+    return [InputError(_message(err), file=file, line=line, field=_field_path(loc))
+            for line, loc, err in kept]
 
 
 def _semantic_problems(s: Scenario) -> list[tuple[tuple, str]]:
@@ -180,8 +263,15 @@ def load_scenario(path: str | Path) -> Scenario:
         text = p.read_text()
     except FileNotFoundError:
         raise InputError("scenario file not found", file=str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read scenario: {e.__class__.__name__}", file=str(path)) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a scenario file", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte {e.object[e.start]:#04x})", file=str(path),
+                         line=line) from None
+    except OSError as e:
+        raise InputError(f"cannot read scenario: {e.strerror or type(e).__name__}",
+                         file=str(path)) from None
     return parse_scenario(text, file=str(path), base_dir=p.parent)
 
 

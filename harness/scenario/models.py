@@ -1,7 +1,9 @@
 """The scenario file's schema: what to load, how hard, against which replicas, judged by which SLO.
 
 Every model forbids unknown keys so that a typo is an error naming its line, not a silent default.
-Times are seconds (``_s``), rates are per second, token counts are tokens.
+Times are seconds (``_s``), rates are per second, token counts are tokens. Every number has a finite,
+sane upper bound (a level of 1e12 or an output length of 10**29 is a typo, not a test), ``inf`` and
+``nan`` are refused, and ``true``/``false`` are never taken as numbers.
 """
 
 from __future__ import annotations
@@ -9,15 +11,53 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from harness.urls import check_http_url
 
 Protocol = Literal["tgi", "openai-completions", "openai-chat"]
 #: ``auto``: asked of the first replica before any load (``/info``: TGI; ``/v1/models``: OpenAI chat)
 TargetProtocol = Literal["tgi", "openai-completions", "openai-chat", "auto"]
 
+# Upper bounds: far beyond any real test on one GPU, low enough that a typo cannot exhaust memory.
+MAX_LEVEL = 100_000           # concurrent streams, or requests per second
+MAX_REPLICAS = 256            # replicas of one model on one GPU
+MAX_TOKENS = 1_000_000        # prompt or output length, tokens
+MAX_SECONDS = 7 * 24 * 3600   # any duration or timeout
+MAX_LIST = 1_000              # entries in levels, replicas, stages, stop strings, urls
+MAX_REQUESTS = 1_000_000_000
+
+
+def _not_bool(v):
+    """pydantic takes ``true`` as 1; in a scenario that is always a mistake."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number (got {str(v).lower()})")
+    if isinstance(v, float) and v.is_integer() and abs(v) > 2**53:
+        return int(v)  # 1e29 for a token count: "at most 1000000", not "cannot parse"
+    return v
+
+
+_NUM = BeforeValidator(_not_bool)
+Requests = Annotated[int, _NUM, Field(gt=0, le=MAX_REQUESTS)]
+Seconds = Annotated[float, _NUM, Field(gt=0, le=MAX_SECONDS)]
+SecondsOrZero = Annotated[float, _NUM, Field(ge=0, le=MAX_SECONDS)]
+Tokens = Annotated[int, _NUM, Field(gt=0, le=MAX_TOKENS)]
+TokensF = Annotated[float, _NUM, Field(gt=0, le=MAX_TOKENS)]
+Level = Annotated[float, _NUM, Field(gt=0, le=MAX_LEVEL)]
+Port = Annotated[int, _NUM, Field(ge=1, le=65535)]
+Share = Annotated[float, _NUM, Field(ge=0, le=1)]
+Millis = Annotated[float, _NUM, Field(gt=0, le=MAX_SECONDS * 1000)]
+
+
+def _url(v):
+    return check_http_url(v)
+
+
+HttpUrl = Annotated[str, BeforeValidator(_url)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -29,7 +69,7 @@ class EmulatorLauncher(Strict):
     kind: Literal["emulator"] = "emulator"
     profile: str = Field("cpu-demo", description="Emulator profile name or path to a profile YAML.")
     host: str = "127.0.0.1"
-    base_port: int = Field(0, ge=0, le=65535, description="First replica port; 0 picks free ports.")
+    base_port: Annotated[int, _NUM] = Field(0, ge=0, le=65535, description="First replica port; 0 picks free ports.")
     in_process: bool = Field(False, description="Serve from the harness process instead of a child process.")
 
 
@@ -37,8 +77,9 @@ class EndpointsLauncher(Strict):
     """Replicas that are already running; the harness only checks their health."""
 
     kind: Literal["endpoints"] = "endpoints"
-    urls: list[str] = Field(min_length=1, description="http:// or https:// base URLs; a path prefix is kept.")
-    health_path: str = "/health"
+    urls: list[HttpUrl] = Field(min_length=1, max_length=MAX_REPLICAS,
+                                description="http:// or https:// base URLs; a path prefix is kept.")
+    health_path: str = Field("/health", pattern=r"^/")
 
     @field_validator("urls")
     @classmethod
@@ -59,9 +100,9 @@ class ProcessesLauncher(Strict):
     kind: Literal["processes"] = "processes"
     command: list[str] = Field(min_length=1)
     host: str = "127.0.0.1"
-    base_port: int = Field(8080, ge=1, le=65535)
-    health_path: str = "/health"
-    startup_timeout_s: PositiveFloat = 300.0
+    base_port: Port = 8080
+    health_path: str = Field("/health", pattern=r"^/")
+    startup_timeout_s: Seconds = 300.0
     env: dict[str, str] = Field(default_factory=dict)
 
 
@@ -71,9 +112,9 @@ class ComposeLauncher(Strict):
     kind: Literal["compose"] = "compose"
     project_dir: str = "."
     profile: Literal["gpu", "emulator"] = "gpu"
-    base_port: int = Field(8081, ge=1, le=65535)
-    health_path: str = "/health"
-    startup_timeout_s: PositiveFloat = 900.0
+    base_port: Port = 8081
+    health_path: str = Field("/health", pattern=r"^/")
+    startup_timeout_s: Seconds = 900.0
 
 
 Launcher = Annotated[
@@ -119,8 +160,8 @@ class Target(Strict):
     launcher: Launcher = Field(default_factory=EmulatorLauncher)
     balance: Literal["round-robin", "least-outstanding"] = Field(
         "least-outstanding", description="Client-side choice of replica for each request.")
-    request_timeout_s: PositiveFloat = 120.0
-    connect_timeout_s: PositiveFloat = 10.0
+    request_timeout_s: Seconds = 120.0
+    connect_timeout_s: Seconds = 10.0
 
     @field_validator("headers")
     @classmethod
@@ -147,13 +188,13 @@ class Target(Strict):
 # --------------------------------------------------------------------------------------------
 class Fixed(Strict):
     dist: Literal["fixed"] = "fixed"
-    value: PositiveInt
+    value: Tokens
 
 
 class Uniform(Strict):
     dist: Literal["uniform"]
-    min: PositiveInt
-    max: PositiveInt
+    min: Tokens
+    max: Tokens
 
     @model_validator(mode="after")
     def _order(self):
@@ -164,18 +205,30 @@ class Uniform(Strict):
 
 class Normal(Strict):
     dist: Literal["normal"]
-    mean: PositiveFloat
-    std: float = Field(ge=0)
-    min: PositiveInt = 1
-    max: PositiveInt | None = None
+    mean: TokensF
+    std: float = Field(ge=0, le=MAX_TOKENS)
+    min: Tokens = 1
+    max: Tokens | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
 
 
 class LogNormal(Strict):
     dist: Literal["lognormal"]
-    median: PositiveFloat = Field(description="exp(mu): the median length in tokens")
-    sigma: float = Field(ge=0)
-    min: PositiveInt = 1
-    max: PositiveInt | None = None
+    median: TokensF = Field(description="exp(mu): the median length in tokens")
+    sigma: float = Field(ge=0, le=10)
+    min: Tokens = 1
+    max: Tokens | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
 
 
 LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discriminator="dist")]
@@ -191,16 +244,16 @@ class Dataset(Strict):
 
 
 class Sampling(Strict):
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: PositiveInt | None = None
-    repetition_penalty: PositiveFloat | None = None
+    temperature: Annotated[float, _NUM] | None = Field(None, ge=0, le=100)
+    top_p: Annotated[float, _NUM] | None = Field(None, gt=0, le=1)
+    top_k: Tokens | None = None
+    repetition_penalty: Annotated[float, _NUM] | None = Field(None, gt=0, le=100)
     ignore_eos: bool = Field(True, description="Ask for exactly the output length (TGI/OpenAI servers that support it).")
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class Workload(Strict):
-    seed: int = 0
+    seed: Annotated[int, _NUM] = Field(0, ge=-(2**63), le=2**63 - 1)
     prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
@@ -214,25 +267,28 @@ class Workload(Strict):
 class Stage(Strict):
     """One ramp stage: reach ``target`` (users or req/s) linearly over ``duration_s``."""
 
-    duration_s: PositiveFloat
-    target: PositiveFloat
+    duration_s: Seconds
+    target: Level
 
 
 class Load(Strict):
     mode: Literal["concurrency", "rate"] = Field(
         "concurrency", description="concurrency: closed loop with N streams; rate: open loop at N req/s.")
     arrival: Literal["constant", "poisson"] = Field("poisson", description="Open loop only.")
-    levels: list[PositiveFloat] | Literal["auto"] = Field(
+    levels: Annotated[list[Level], Field(max_length=MAX_LIST)] | Literal["auto"] = Field(
         default_factory=lambda: [8.0], description="Concurrency or rate per level, run back to back; 'auto' searches for the knee.")
-    replicas: list[PositiveInt] = Field(default_factory=lambda: [1])
-    duration_s: PositiveFloat = Field(30.0, description="Measured window per level.")
-    warmup_s: float = Field(5.0, ge=0)
-    cooldown_s: float = Field(2.0, ge=0)
-    stages: list[Stage] = Field(default_factory=list, description="Optional ramp before each level's warm-up.")
-    max_requests: PositiveInt | None = None
-    repeats: PositiveInt = Field(1, description="Run each cell this many times, interleaved across the levels of a replica count.")
-    auto_max_level: PositiveFloat = 1024
-    auto_max_cells: PositiveInt = 8
+    replicas: list[Annotated[int, _NUM, Field(gt=0, le=MAX_REPLICAS)]] = Field(
+        default_factory=lambda: [1], max_length=MAX_LIST)
+    duration_s: Seconds = Field(30.0, description="Measured window per level.")
+    warmup_s: SecondsOrZero = 5.0
+    cooldown_s: SecondsOrZero = 2.0
+    stages: list[Stage] = Field(default_factory=list, max_length=MAX_LIST,
+                                description="Optional ramp before each level's warm-up.")
+    max_requests: Requests | None = None
+    repeats: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(
+        1, description="Run each cell this many times, interleaved across the levels of a replica count.")
+    auto_max_level: Level = 1024
+    auto_max_cells: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = 8
 
     @field_validator("levels")
     @classmethod
@@ -255,11 +311,11 @@ class Load(Strict):
 class Percentiles(Strict):
     """Upper bounds in seconds for named percentiles."""
 
-    p50: PositiveFloat | None = None
-    p90: PositiveFloat | None = None
-    p95: PositiveFloat | None = None
-    p99: PositiveFloat | None = None
-    p999: PositiveFloat | None = None
+    p50: Seconds | None = None
+    p90: Seconds | None = None
+    p95: Seconds | None = None
+    p99: Seconds | None = None
+    p999: Seconds | None = None
 
     def items(self) -> list[tuple[float, float]]:
         q = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
@@ -271,41 +327,41 @@ class Slo(Strict):
     itl_s: Percentiles | None = None
     tpot_s: Percentiles | None = None
     e2e_s: Percentiles | None = None
-    max_error_rate: float | None = Field(None, ge=0, le=1)
-    min_output_tokens_per_s: PositiveFloat | None = None
+    max_error_rate: Annotated[float, _NUM] | None = Field(None, ge=0, le=1)
+    min_output_tokens_per_s: Annotated[float, _NUM, Field(gt=0, le=1e9)] | None = None
 
 
 class Telemetry(Strict):
     enabled: bool = True
     source: Literal["auto", "nvml", "emulated", "none"] = Field(
         "auto", description="auto: NVML when present, else the emulator's modeled power, else none.")
-    rate_hz: float = Field(20.0, gt=0, le=100)
-    gpus: list[int] | None = None
+    rate_hz: Annotated[float, _NUM] = Field(20.0, gt=0, le=100)
+    gpus: list[Annotated[int, _NUM, Field(ge=0, le=1023)]] | None = Field(None, max_length=1024)
 
 
 class Validity(Strict):
     """Thresholds of each cell's verdict (valid / warn / invalid); see docs/trust.md."""
 
-    reader_lag_warn_ms: PositiveFloat = Field(20.0, description="Stream reader's longest wait for data: warn above.")
-    reader_lag_invalid_ms: PositiveFloat | None = Field(None, description="... invalid above (off by default: one long pause merges a few tokens; a starved generator shows in cpu_wait).")
-    send_lag_warn_ms: PositiveFloat = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
-    send_lag_invalid_ms: PositiveFloat = Field(100.0, description="... invalid above.")
-    cpu_wait_warn: float = Field(0.1, ge=0, le=1, description="Share of the window the generator waited for a CPU: warn above.")
-    cpu_wait_invalid: float = Field(0.3, ge=0, le=1, description="... invalid above.")
-    cpu_busy_warn: float = Field(0.9, ge=0, le=1, description="Share of the window the generator ran on a CPU: warn above.")
-    energy_disagree_warn: float = Field(0.05, ge=0, description="Counter vs power integral, relative: warn above.")
-    min_power_refreshes: PositiveInt = Field(10, description="Warn when a window spans fewer power readings (invalid below one).")
-    clock_drift_warn: float = Field(0.15, ge=0, description="SM clock range / median inside the window: warn above.")
-    min_tail_requests: PositiveInt = Field(10, description="Requests beyond the SLO percentile (n x (1-q)): warn below.")
-    steadiness_warn: float = Field(0.2, ge=0, description="|tokens/s 2nd half - 1st half| / mean: warn above.")
-    steadiness_invalid: float | None = Field(None, ge=0, description="... invalid above (off by default: a ramp inside the window is flagged, not voided).")
-    error_share_warn: float = Field(0.05, ge=0, le=1, description="Failed or partial requests: warn above.")
-    error_share_invalid: float | None = Field(None, ge=0, le=1, description="... invalid above (off by default: errors are the server's, the SLO judges them).")
-    idle_baseline_s: float = Field(1.0, ge=0, description="Idle power measured before each replica group's first cell (0: off).")
+    reader_lag_warn_ms: Millis = Field(20.0, description="Stream reader's longest wait for data: warn above.")
+    reader_lag_invalid_ms: Millis | None = Field(None, description="... invalid above (off by default: one long pause merges a few tokens; a starved generator shows in cpu_wait).")
+    send_lag_warn_ms: Millis = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
+    send_lag_invalid_ms: Millis = Field(100.0, description="... invalid above.")
+    cpu_wait_warn: Share = Field(0.1, description="Share of the window the generator waited for a CPU: warn above.")
+    cpu_wait_invalid: Share = Field(0.3, description="... invalid above.")
+    cpu_busy_warn: Share = Field(0.9, description="Share of the window the generator ran on a CPU: warn above.")
+    energy_disagree_warn: Share = Field(0.05, description="Counter vs power integral, relative: warn above.")
+    min_power_refreshes: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(10, description="Warn when a window spans fewer power readings (invalid below one).")
+    clock_drift_warn: Share = Field(0.15, description="SM clock range / median inside the window: warn above.")
+    min_tail_requests: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(10, description="Requests beyond the SLO percentile (n x (1-q)): warn below.")
+    steadiness_warn: Share = Field(0.2, description="|tokens/s 2nd half - 1st half| / mean: warn above.")
+    steadiness_invalid: Share | None = Field(None, description="... invalid above (off by default: a ramp inside the window is flagged, not voided).")
+    error_share_warn: Share = Field(0.05, description="Failed or partial requests: warn above.")
+    error_share_invalid: Share | None = Field(None, description="... invalid above (off by default: errors are the server's, the SLO judges them).")
+    idle_baseline_s: SecondsOrZero = Field(1.0, description="Idle power measured before each replica group's first cell (0: off).")
 
 
 class InfluxDB(Strict):
-    url: str
+    url: HttpUrl
     api: Literal["v2", "v1"] = "v2"
     org: str | None = None
     bucket: str | None = None
@@ -315,8 +371,8 @@ class InfluxDB(Strict):
     username_env: str | None = None
     password_env: str | None = None
     spool_dir: str | None = None
-    batch_size: PositiveInt = 5000
-    flush_interval_s: PositiveFloat = 1.0
+    batch_size: Annotated[int, _NUM, Field(gt=0, le=1_000_000)] = 5000
+    flush_interval_s: Annotated[float, _NUM, Field(gt=0, le=3600)] = 1.0
 
 
 class Store(Strict):
@@ -325,7 +381,7 @@ class Store(Strict):
 
 
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
     description: str = ""
     target: Target = Field(default_factory=Target)
     workload: Workload = Field(default_factory=Workload)

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 
+from harness import cliargs
 from harness.errors import InputError
 
 
@@ -93,22 +94,22 @@ def register(sub) -> None:
                                        "dir and InfluxDB, as a service")
     p.add_argument("--scenario", metavar="FILE", help="take telemetry/store settings from a scenario")
     p.add_argument("--source", choices=["auto", "nvml", "emulated", "none"])
-    p.add_argument("--gpus", metavar="0,1", help="NVML indices to sample (default: all)")
-    p.add_argument("--rate-hz", type=float, help="samples per second, up to 100 (default 20)")
-    p.add_argument("--emulator-url", action="append", metavar="URL",
+    p.add_argument("--gpus", metavar="0,1", type=cliargs.gpus_text, help="NVML indices to sample (default: all)")
+    p.add_argument("--rate-hz", type=cliargs.float_range(0, 100, lo_open=True), help="samples per second, up to 100 (default 20)")
+    p.add_argument("--emulator-url", action="append", metavar="URL", type=cliargs.url,
                    help="emulator replica for modeled power when there is no NVML (repeatable)")
     p.add_argument("--run-id", help="run id tagged on every sample")
-    p.add_argument("--results-dir", help="write gpu_samples.parquet etc. under DIR/RUN_ID")
+    p.add_argument("--results-dir", type=cliargs.writable_dir, help="write gpu_samples.parquet etc. under DIR/RUN_ID")
     p.add_argument("--no-results", action="store_true", help="no run directory (store only)")
-    p.add_argument("--listen", metavar="HOST:PORT", help="serve /health /latest /window/* here")
-    p.add_argument("--duration-s", type=float, default=None, help="stop after this long")
-    p.add_argument("--post-power-to", metavar="URL",
+    p.add_argument("--listen", metavar="HOST:PORT", type=cliargs.host_port_text, help="serve /health /latest /window/* here")
+    p.add_argument("--duration-s", type=cliargs.seconds, default=None, help="stop after this long")
+    p.add_argument("--post-power-to", metavar="URL", type=cliargs.url,
                    help="POST the latest total power, once a second, to this URL (the Locust "
                         "web UI's /llm/power)")
     env = os.environ.get
     g = p.add_argument_group("InfluxDB (optional; defaults from INFLUXDB_URL, INFLUXDB_API, "
                              "INFLUXDB_ORG, INFLUXDB_BUCKET, INFLUXDB_DATABASE)")
-    g.add_argument("--influx-url", default=env("INFLUXDB_URL") or None)
+    g.add_argument("--influx-url", default=env("INFLUXDB_URL") or None, type=cliargs.url)
     g.add_argument("--influx-api", choices=["v2", "v1"], default=env("INFLUXDB_API") or "v2")
     g.add_argument("--org", default=env("INFLUXDB_ORG") or None)
     g.add_argument("--bucket", default=env("INFLUXDB_BUCKET") or None)
@@ -117,5 +118,5 @@ def register(sub) -> None:
     g.add_argument("--token-file", help="file holding the token (first line)")
     g.add_argument("--username-env")
     g.add_argument("--password-env")
-    g.add_argument("--spool-dir", help="where unwritten batches wait (default: in the run dir)")
+    g.add_argument("--spool-dir", type=cliargs.writable_dir, help="where unwritten batches wait (default: in the run dir)")
     p.set_defaults(func=_run)

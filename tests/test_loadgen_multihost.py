@@ -1,0 +1,130 @@
+"""A Locust master and two workers on separate network hosts (namespaces joined by veth pairs).
+
+The emulator, the master and each worker run in their own network namespace (tests/netns.py):
+no process can reach another through a loopback address, so the workers find the master by
+``--master-host`` and the replicas by their 198.18.0.x address, as on separate machines. The
+master's merged histograms must equal the union of the records both workers sent it, and the
+emulator's own ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.loadgen.hist import HistSet, new_hist, record_array
+from tests.netns import hosts
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py")]
+MASTER_PORT = 5557
+
+SCEN = """
+name: multihost
+target: {protocol: tgi}
+workload: {seed: 3, prompt_tokens: {dist: uniform, min: 8, max: 24}, output_tokens: {dist: uniform, min: 16, max: 48}}
+load: {mode: concurrency, levels: [12], warmup_s: 0.5, duration_s: 3, cooldown_s: 0}
+slo: {max_error_rate: 0.0}
+telemetry: {enabled: false}
+"""
+
+
+def _curl(host, url: str, method: str = "GET") -> str:
+    return subprocess.run(host.argv("curl", "-fsS", "-m", "5", "-X", method, url), capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _hist_of(values_us) -> "np.ndarray":
+    h = new_hist()
+    record_array(h, np.asarray(values_us, dtype=np.int64))
+    return h
+
+
+def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path):
+    scen = tmp_path / "s.yaml"
+    scen.write_text(SCEN)
+    procs = []
+    with hosts("emu", "master", "w1", "w2") as h:
+        try:
+            port_file = tmp_path / "ports.json"
+            emu = subprocess.Popen(h["emu"].argv(sys.executable, "-m", "harness", "emulate", "--replicas", "2",
+                                                 "--profile", "fixed-50ms-10ms", "--host", h["emu"].addr,
+                                                 "--port", "0", "--port-file", str(port_file)),
+                                   env=ENV, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "emu.log", "wb"))
+            procs.append(emu)
+            deadline = time.monotonic() + 30
+            while not port_file.exists():
+                assert emu.poll() is None and time.monotonic() < deadline, (tmp_path / "emu.log").read_text()
+                time.sleep(0.05)
+            urls = json.loads(port_file.read_text())["urls"]
+            assert all(u.startswith(f"http://{h['emu'].addr}:") for u in urls)
+            port = urls[0].rsplit(":", 1)[1]
+            # no loopback shortcut: the replicas answer on the bridge, not on the master's loopback
+            assert _curl(h["master"], urls[0] + "/health") == ""
+            bad = subprocess.run(h["master"].argv("curl", "-sS", "-m", "2", f"http://127.0.0.1:{port}/health"),
+                                 capture_output=True, text=True)
+            assert bad.returncode != 0
+            for u in urls:
+                _curl(h["master"], u + "/emulator/ground_truth/reset", "POST")
+            master = subprocess.Popen(
+                h["master"].argv(*LOCUST, "--scenario", str(scen), "--host", ",".join(urls), "--headless",
+                                 "--master", "--master-bind-host", h["master"].addr, "--master-bind-port",
+                                 str(MASTER_PORT), "--expect-workers", "2", "--slm-results", str(tmp_path / "res"),
+                                 "--slm-json", str(tmp_path / "sum.json"), "--only-summary"),
+                env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append(master)
+            for w in ("w1", "w2"):
+                procs.append(subprocess.Popen(
+                    h[w].argv(*LOCUST, "--worker", "--master-host", h["master"].addr, "--master-port", str(MASTER_PORT)),
+                    env=ENV, cwd=tmp_path, stdout=open(tmp_path / f"{w}.log", "wb"), stderr=subprocess.STDOUT))
+            out, _ = master.communicate(timeout=150)
+            for p in procs[2:]:
+                p.wait(30)
+            assert master.returncode == 0, out[-4000:]
+            gt = json.loads(_curl(h["master"], urls[0] + "/emulator/ground_truth"))["total"]
+        finally:
+            _stop(procs)
+    s = json.loads((tmp_path / "sum.json").read_text())
+    (cell,) = s["cells"]
+    assert cell["workers"] == 2
+    (run_dir,) = list((tmp_path / "res").iterdir())
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    assert req.error_class.isna().all() and set(req.replica) == set(urls)
+    assert req.worker.nunique() == 2                      # both hosts generated load
+    # everything the emulator completed is one record, sent to the master by one of the workers
+    assert len(req) == gt["requests_completed"] and int(req.output_tokens.sum()) == gt["tokens_sent"]
+    m = req[req.phase == "measure"]
+    assert cell["requests"] == len(m) == cell["ok"] and cell["output_tokens"] == int(m.output_tokens.sum())
+    # the master's merged histograms hold exactly the measured records of both workers
+    hs = HistSet.decode(json.loads((run_dir / "histograms" / f"{cell['cell']}.json").read_text()))
+    assert hs.count("ttft") == len(m) == hs.count("e2e")
+    assert hs.count("itl") == int((m.output_tokens - 1).sum())
+    for metric, col in (("ttft", m.ttft_s), ("e2e", m.e2e_s)):
+        union = _hist_of(np.rint(col.to_numpy() * 1e6))
+        for q in (50, 90, 99, 100):
+            mine = hs.h[metric].get_value_at_percentile(q)
+            theirs = union.get_value_at_percentile(q)
+            assert abs(mine - theirs) <= max(2, 0.002 * theirs), (metric, q, mine, theirs)
+    # the longest ITL any record saw is the merged histogram's maximum
+    assert abs(hs.h["itl"].get_max_value() - m.itl_max_s.max() * 1e6) <= max(2, 0.002 * m.itl_max_s.max() * 1e6)
+    # and the emulator agrees on the schedule the client measured
+    assert abs(hs.percentile_s("itl", 50) * 1e6 - gt["itl_us"]["p50"]) < 1000
