@@ -144,7 +144,7 @@ SCENARIO = """
 name: starve
 target: {protocol: tgi}
 workload: {seed: 3, prompt_tokens: {dist: fixed, value: 16}, output_tokens: {dist: fixed, value: 64}}
-load: {mode: concurrency, levels: [16], warmup_s: 0.5, duration_s: 3, cooldown_s: 0.2}
+load: {mode: concurrency, levels: [16], warmup_s: 0.5, duration_s: 2, cooldown_s: 0.2}
 """
 
 
@@ -156,7 +156,7 @@ def _run(tmp_path: Path, url: str, name: str, starve: bool) -> tuple[subprocess.
     if starve:   # busy loops on the generator's core, spinning once the generator has started
         spin = "import time; time.sleep(1.0)\nwhile True: pass"
         busy = [subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", spin])
-                for _ in range(3)]
+                for _ in range(6)]
     try:
         cmd = ["taskset", "-c", str(cpu)]
         p = subprocess.run(cmd + [sys.executable, "-m", "harness", "run", str(scen), "--url", url,
@@ -175,7 +175,7 @@ def test_a_starved_generator_is_invalid_and_a_healthy_one_is_not(tmp_path):
     mine = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {max(mine)})   # the server inherits a core other than the generator's
     try:
-        server = fake_server(ttft_ms=20, itl_ms=5)
+        server = fake_server(ttft_ms=20, itl_ms=2)
         url = server.__enter__()
     finally:
         os.sched_setaffinity(0, mine)
