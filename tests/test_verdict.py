@@ -37,7 +37,7 @@ def empty(schema) -> pd.DataFrame:
 def run_judge(c, gen=None, started=None, gpu=None, windows=None, q=99.0):
     return judge(c, gen=gen, started=empty(REQUEST_SCHEMA) if started is None else started,
                  gpu=empty(GPU_SCHEMA) if gpu is None else gpu,
-                 windows=pd.DataFrame({"phase": ["idle"]}) if windows is None else windows,
+                 windows=pd.DataFrame({"phase": []}) if windows is None else windows,
                  th=TH, q=q)
 
 
@@ -64,7 +64,7 @@ def test_generator_checks(gen, status, words):
 def test_reader_lag_invalid_when_the_scenario_says_so():
     strict = TH.model_copy(update={"reader_lag_invalid_ms": 100.0})
     v = judge(cell(), gen={**HEALTHY, "reader_lag_max_ms": 150.0}, started=empty(REQUEST_SCHEMA),
-              gpu=empty(GPU_SCHEMA), windows=pd.DataFrame({"phase": ["idle"]}), th=strict, q=99.0)
+              gpu=empty(GPU_SCHEMA), windows=pd.DataFrame({"phase": []}), th=strict, q=99.0)
     assert v.status == "invalid" and "limit 100 ms" in v.reasons[0]
 
 
@@ -91,7 +91,7 @@ def test_steadiness_and_errors():
     assert run_judge(cell(steadiness=-0.6), HEALTHY).status == "warn"
     strict = TH.model_copy(update={"steadiness_invalid": 0.5})
     v = judge(cell(steadiness=-0.6), gen=HEALTHY, started=empty(REQUEST_SCHEMA), gpu=empty(GPU_SCHEMA),
-              windows=pd.DataFrame({"phase": ["idle"]}), th=strict, q=99.0)
+              windows=pd.DataFrame({"phase": []}), th=strict, q=99.0)
     assert v.status == "invalid" and any("changed by 60%" in r for r in v.reasons)
     started = pd.DataFrame({"error_class": ["incomplete"] * 200 + [None] * 1800,
                             "first_token_ns": [1] * 2000})
@@ -133,8 +133,9 @@ def test_counter_against_integral_and_throttling():
     c = cell(energy_j=1005.0, energy_source="window:nvml-counter", energy_coverage=1.0)
     v = run_judge(c, HEALTHY, gpu=gpu.assign(throttle_reasons=0x1))   # idle bit: not a throttle
     assert v.status == "valid", v.reasons
-    v = run_judge(c, HEALTHY, gpu=gpu.assign(throttle_reasons=0), windows=pd.DataFrame({"phase": []}))
-    assert any("no idle baseline" in r for r in v.reasons) and v.status == "valid"
+    idle = pd.DataFrame({"phase": ["idle"], "replicas": [1], "start_ns": [0], "end_ns": [2_000_000_000]})
+    v = run_judge(c, HEALTHY, gpu=gpu.assign(throttle_reasons=0), windows=idle)
+    assert v.checks["idle_power_w"] == pytest.approx(100.5, abs=0.1) and v.status == "valid"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,8 +58,11 @@ def window_sample(cell_req: pd.DataFrame, started_ok: pd.DataFrame, a: int, b: i
         credits, ended = credits_all[keep], ended_all[keep]
     lat = {m: pd.to_numeric(started_ok[col], errors="coerce").to_numpy(dtype=float)
            for m, col in LAT_COLS.items()} if not started_ok.empty else {m: np.zeros(0) for m in LAT_COLS}
-    g = good if good is not None else np.ones(len(started_ok))
-    return WindowSample((b - a) / 1e9, credits, ended, np.asarray(g, dtype=float), lat, energy_j)
+    g = np.asarray(good if good is not None else np.ones(len(started_ok)), dtype=float)
+    # a canonical order, so the seeded resampling does not depend on how the rows were stored
+    order = np.lexsort((ended, credits))
+    lat = {m: np.sort(v) for m, v in lat.items()}
+    return WindowSample((b - a) / 1e9, credits[order], ended[order], np.sort(g), lat, energy_j)
 
 
 def _seed(name: str) -> int:

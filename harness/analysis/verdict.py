@@ -149,9 +149,14 @@ def energy_checks(v: Verdict, c, gpu: pd.DataFrame, windows: pd.DataFrame, th: V
             t = inside["temperature_c"].dropna()
             if len(t) >= 2:
                 v.checks["temperature_rise_c"] = float(t.max() - t.min())
-    idle = windows[windows["phase"] == "idle"] if not windows.empty and "phase" in windows else windows
-    if idle is None or idle.empty:
-        v.add("note", "no idle baseline was measured before the run")
+    idle = windows[windows["phase"] == "idle"] if not windows.empty and "phase" in windows else None
+    if idle is not None and not idle.empty:
+        w = idle[idle["replicas"] == c.replicas] if "replicas" in idle else idle
+        w = w if not w.empty else idle
+        row = w.iloc[-1]
+        e = window_energy(gpu, int(row["start_ns"]), int(row["end_ns"]), max_gap_s=max_gap_s)
+        if e.mean_power_w is not None:
+            v.checks["idle_power_w"] = e.mean_power_w
 
 
 def sample_checks(v: Verdict, c, q: float, th: Validity) -> None:
