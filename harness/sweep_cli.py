@@ -1,78 +1,40 @@
-"""``slm-harness sweep SCENARIO [--resume RUN_DIR] [--results DIR]``.
+"""``slm-harness sweep SCENARIO [--resume RUN_DIR] [--results DIR]``: a thin door into
+:mod:`harness.engine`.
 
-Exit codes: 0 the recommended configuration meets the SLO; 1 no cell does; 2 bad input;
-3 replicas could not be launched (finished cells kept, report written); 130 interrupted
-(finished cells kept, report written; ``--resume RUN_DIR`` goes on).
+Exit codes (:mod:`harness.engine.outcome`): 0 the recommended configuration meets the SLO; 1 no
+cell does; 2 bad input; 3 replicas could not be launched (finished cells kept, report written);
+130 stopped early (finished cells kept, the cell under way partial, report written;
+``--resume RUN_DIR`` goes on).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from harness import cliargs
 from harness.analysis.summary import LATENCY_KEYS
+from harness.errors import InputError
 
 
 def _sweep(args: argparse.Namespace) -> int:
     # Locust (gevent) patches the standard library when imported: before anything else starts.
     import locust  # noqa: F401
 
-    from harness.report.console import make_console, print_analysis
-    from harness.report.progress import SweepProgress
-    from harness.report.render import write_report
+    from harness.engine.door import Request, execute
     from harness.scenario.loader import load_scenario
-    from harness.sweep import Sweep
 
     scenario = load_scenario(args.scenario)
     cliargs.preflight(scenario, args.scenario)
-    text = Path(args.scenario).read_text()
+    if args.repeats:   # --repeats N: load.repeats for this run (each cell N times, interleaved)
+        scenario = scenario.model_copy(
+            update={"load": scenario.load.model_copy(update={"repeats": args.repeats})})
     if args.resume is not None and not Path(args.resume).is_dir():
-        from harness.errors import InputError
-
         raise InputError("run directory not found", file=str(args.resume), field="--resume")
-    console = make_console()
-    sweep = Sweep(
-        scenario,
-        text,
-        Path(args.results or scenario.store.results_dir),
-        resume=Path(args.resume) if args.resume else None,
-        processes=args.processes,
-    )
-    ld = scenario.load
-    progress = None
-    if not args.quiet:
-        progress = SweepProgress(
-            console,
-            list(ld.replicas),
-            None if ld.levels == "auto" else [float(x) for x in ld.levels],
-            ld.mode,
-            sweep.total_cells(),
-            sweep.cell_seconds(),
-            plain=True if args.plain else None,
-        )
-        sweep.progress = progress
-        progress.__enter__()
-    try:
-        result = sweep.run()
-    finally:
-        if progress is not None:
-            progress.__exit__(None, None, None)
-    a, paths = write_report(result.run_dir, latency_key=args.latency)
-    result.analysis, result.report_html = a, paths.html
-    if not args.quiet:
-        print_analysis(a, console)
-    if result.message:
-        print(
-            f"sweep stopped: {result.message}; {len(result.cells_done)} finished cell(s) kept. "
-            f"Go on with: slm-harness sweep {args.scenario} --resume {result.run_dir}",
-            file=sys.stderr,
-        )
-    print(f"report: {paths.html}")
-    print(a.recommendation.sentence)
-    sys.stdout.flush()
-    return result.exit_code
+    req = Request(args.scenario, "sweep", results=args.results, resume=args.resume,
+                  processes=args.processes, latency=args.latency, quiet=args.quiet,
+                  plain=args.plain, gate="recommended")
+    return execute(req, scenario)
 
 
 def register(sub) -> None:
@@ -109,6 +71,8 @@ def register(sub) -> None:
         help="latency percentile the frontier minimises (default: the SLO's first bound)",
     )
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--repeats", type=cliargs.int_range(1, 1000), default=None, metavar="N",
+                   help="measure each cell N times, interleaved (default: load.repeats)")
     p.add_argument(
         "-q", "--quiet", action="store_true", help="print only the report path and recommendation"
     )

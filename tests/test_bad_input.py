@@ -231,3 +231,43 @@ def test_set_token_env_value_never_shown(tmp_path, capsys, monkeypatch):
     assert main(["validate", str(p)]) == 0
     err = capsys.readouterr().err
     assert "SLM_TEST_UNSET_PW is not set" in err and "s3cr3t" not in err
+
+
+def test_refused_credentials_say_so_and_give_the_replay_command(influxdb_auth, tmp_path, caplog,
+                                                                 monkeypatch):
+    """After a 401 the last word names the refusal (not "unreachable ... the next run") and the
+    exact command that writes the spool; that command then works once the password is right."""
+    import logging
+    import shlex
+
+    from harness.records.schema import GpuSample
+    from harness.scenario import load_scenario
+    from harness.store.writer import writer_from_config
+
+    caplog.set_level(logging.WARNING)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scenario.yaml").write_text(
+        f"name: x\nstore:\n  influxdb:\n    url: {influxdb_auth.url}\n    api: v1\n    database: harness\n"
+        "    username_env: BI_TEST_USER\n    password_env: BI_TEST_PW\n")
+    monkeypatch.setenv("BI_TEST_USER", "admin")
+    monkeypatch.setenv("BI_TEST_PW", "wrong-pw-1a2b3c")
+    cfg = load_scenario(run / "scenario.yaml").store.influxdb
+    w = writer_from_config(cfg, run)
+    w.write_gpu_samples([GpuSample(ts_ns=1_700_000_000_000_000_000 + i * 50_000_000, gpu=0,
+                                   source="emulated", power_w=100.0 + i, run_id="bi") for i in range(40)])
+    st = w.close(timeout_s=1.5)
+    assert st["spool_points"] == 40
+    text = caplog.text
+    assert "replayed by the next run" not in text and "unreachable" not in text
+    assert "the database refused the credentials (HTTP 401" in text
+    command = f"python -m harness.store.replay {run / 'influx-spool'} --scenario {run / 'scenario.yaml'}"
+    assert command in text
+    assert "wrong-pw-1a2b3c" not in text
+
+    monkeypatch.setenv("BI_TEST_PW", "s3cret-admin-pw")
+    argv = shlex.split(command)
+    proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "40 points replayed, 0 still spooled" in proc.stdout

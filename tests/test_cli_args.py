@@ -168,3 +168,29 @@ def test_schema_into_a_closed_pipe_is_quiet(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_sigterm_during_a_sweep_prints_no_traceback(tmp_path):
+    """SIGTERM mid-cell: exit 130, the resume hint, and no traceback from gevent's hub."""
+    import signal
+    import time
+
+    scen = tmp_path / "sw.yaml"
+    scen.write_text("name: sw\ntarget: {launcher: {kind: emulator}}\n"
+                    "load: {levels: [4], replicas: [1], duration_s: 20, warmup_s: 0, cooldown_s: 0}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
+                             str(tmp_path / "res"), "--plain"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        for line in proc.stdout:
+            if "[r1-c4] cell 1/1 started" in line:
+                time.sleep(1.5)
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "sweep stopped: terminated (SIGTERM)" in err and "--resume" in err
+    assert "Traceback" not in err + out, err[-2000:]

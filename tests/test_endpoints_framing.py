@@ -67,6 +67,17 @@ def _sglang_chat() -> list[bytes]:
     return out + [b"[DONE]"]
 
 
+def _llamacpp_chat() -> list[bytes]:
+    """llama.cpp's server: choices first, finish_reason before delta, usage in the last chunk."""
+    def ch(delta, reason, **extra):
+        return _j({"choices": [{"finish_reason": reason, "index": 0, "delta": delta}], "created": 1, "id": "c",
+                   "model": "m", "system_fingerprint": "b1", "object": "chat.completion.chunk", **extra})
+    out = [ch({"role": "assistant", "content": None}, None)]
+    out += [ch({"content": f" w{k}"}, None) for k in range(N)]
+    out.append(ch({}, "stop", usage={"completion_tokens": N, "prompt_tokens": 7, "total_tokens": 7 + N}))
+    return out + [b"[DONE]"]
+
+
 def _vllm_completions() -> list[bytes]:
     base = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m"}
     out = [_j({**base, "choices": [{"index": 0, "text": f" w{k}", "logprobs": None, "finish_reason": None,
@@ -102,6 +113,7 @@ SERVERS = [
     ("vllm-chat", "openai-chat", _vllm_chat, "stop", N - 1),
     ("openai-chat", "openai-chat", _openai_chat, "stop", N),
     ("sglang-chat", "openai-chat", _sglang_chat, "length", N - 1),
+    ("llamacpp-chat", "openai-chat", _llamacpp_chat, "stop", N),
     ("vllm-completions", "openai-completions", _vllm_completions, "length", N - 1),
     ("tgi-completions", "openai-completions", _tgi_completions, "length", N - 1),
     ("tgi", "tgi", _tgi_native, "eos_token", N - 1),

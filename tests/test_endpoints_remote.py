@@ -254,6 +254,8 @@ def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
 
         req = pd.read_parquet(next((tmp_path / "res").rglob("requests.parquet")))
         assert set(req.protocol) == {"openai-chat"}
+        manifest = json.loads(next((tmp_path / "res").rglob("manifest.json")).read_text())
+        assert manifest["protocol"] == "openai-chat" and manifest["model"] == found.model
     finally:
         _stop(proxy)
     with pytest.raises(LaunchError, match="neither TGI nor OpenAI"):
@@ -270,3 +272,65 @@ def test_replica_urls_are_checked():
     with pytest.raises(ValueError) as e:
         parse_url("https://user:s3cretpw@h/x")
     assert "s3cretpw" not in str(e.value)
+
+
+def test_a_server_echoing_the_token_in_its_error_is_redacted():
+    """A 401 body that repeats the Authorization header: the record's error shows ***."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        conn, _ = srv.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        auth = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"authorization:")][0]
+        body = b'{"error":"bad credentials: ' + auth.split(b":", 1)[1].strip() + b'"}'
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                     b"connection: close\r\n\r\n%s" % (len(body), body))
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    from harness.scenario.models import Target
+
+    access = Access.from_target(Target(headers={"Authorization": "Bearer ${EMU_TOKEN}"}), environ={"EMU_TOKEN": TOKEN})
+    assert TOKEN not in repr(access)
+    r = StreamClient(protocol_for("tgi"), request_timeout_s=5, access=access).send(
+        f"http://127.0.0.1:{srv.getsockname()[1]}", RequestSpec("x", 1, 3))
+    t.join(5)
+    srv.close()
+    assert r.status == 401 and "bad credentials: ***" in r.error and TOKEN not in r.error, r.error
+
+
+@pytest.mark.parametrize("headers,needle", [
+    ({"Bad Name": "x"}, "not a valid HTTP token"),
+    ({"Host": "evil"}, "set by the harness"),
+    ({"X-Api-Key": "literal"}, "carries a credential"),
+    ({"X-Trace": "a\r\nInjected: 1"}, "one line"),
+    ({"Authorization": "Bearer ${1BAD}"}, "not an environment variable name"),
+])
+def test_bad_headers_are_refused_with_their_name(headers, needle):
+    from pydantic import ValidationError
+
+    from harness.scenario.models import Target
+
+    with pytest.raises(ValidationError, match=needle):
+        Target(headers=headers)
+
+
+def test_tls_settings_validate():
+    from pydantic import ValidationError
+
+    from harness.scenario.models import Target
+
+    with pytest.raises(ValidationError):
+        Target(tls={"ca_file": ""})
+    with pytest.raises(ValidationError):
+        Target(tls={"verify": "sometimes"})
+    with pytest.raises(InputError, match="target.tls.ca_file"):
+        Access.from_target(Target(tls={"ca_file": "/nonexistent/ca.pem"}))

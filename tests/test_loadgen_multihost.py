@@ -3,8 +3,10 @@
 The emulator, the master and each worker run in their own network namespace (tests/netns.py):
 no process can reach another through a loopback address, so the workers find the master by
 ``--master-host`` and the replicas by their 198.18.0.x address, as on separate machines. The
-master's merged histograms must equal the union of the records both workers sent it, and the
-emulator's own ground truth.
+replicas are a hosted endpoint's kind: https with a certificate made here and a bearer token,
+which each worker reads from its own environment. The master's merged histograms must equal the
+union of the records both workers sent it, and the emulator's own ground truth; the token must
+appear in no output.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py")]
 MASTER_PORT = 5557
 
+TOKEN = "tok_multihost_0123456789abcdefXYZ"
 SCEN = """
 name: multihost
-target: {protocol: tgi}
+target:
+  protocol: tgi
+  headers: {Authorization: "Bearer ${EMU_TOKEN}"}
+  tls: {ca_file: "CA"}
 workload: {seed: 3, prompt_tokens: {dist: uniform, min: 8, max: 24}, output_tokens: {dist: uniform, min: 16, max: 48}}
 load: {mode: concurrency, levels: [12], warmup_s: 0.5, duration_s: 3, cooldown_s: 0}
 slo: {max_error_rate: 0.0}
@@ -38,7 +44,7 @@ telemetry: {enabled: false}
 
 
 def _curl(host, url: str, method: str = "GET") -> str:
-    return subprocess.run(host.argv("curl", "-fsS", "-m", "5", "-X", method, url), capture_output=True, text=True,
+    return subprocess.run(host.argv("curl", "-fksS", "-m", "5", "-X", method, url), capture_output=True, text=True,
                           check=True).stdout
 
 
@@ -60,27 +66,35 @@ def _hist_of(values_us) -> "np.ndarray":
 
 
 def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path):
-    scen = tmp_path / "s.yaml"
-    scen.write_text(SCEN)
     procs = []
+    env = {**ENV, "EMU_TOKEN": TOKEN}
     with hosts("emu", "master", "w1", "w2") as h:
+        key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(crt), "-days", "2", "-subj", f"/CN={h['emu'].addr}", "-addext",
+                        f"subjectAltName=IP:{h['emu'].addr}"], check=True, capture_output=True)
+        scen = tmp_path / "s.yaml"
+        scen.write_text(SCEN.replace('"CA"', f'"{crt}"'))
         try:
             port_file = tmp_path / "ports.json"
             emu = subprocess.Popen(h["emu"].argv(sys.executable, "-m", "harness", "emulate", "--replicas", "2",
                                                  "--profile", "fixed-50ms-10ms", "--host", h["emu"].addr,
-                                                 "--port", "0", "--port-file", str(port_file)),
-                                   env=ENV, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "emu.log", "wb"))
+                                                 "--port", "0", "--port-file", str(port_file), "--tls-cert",
+                                                 str(crt), "--tls-key", str(key), "--require-token-env", "EMU_TOKEN"),
+                                   env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "emu.log", "wb"))
             procs.append(emu)
             deadline = time.monotonic() + 30
             while not port_file.exists():
                 assert emu.poll() is None and time.monotonic() < deadline, (tmp_path / "emu.log").read_text()
                 time.sleep(0.05)
             urls = json.loads(port_file.read_text())["urls"]
-            assert all(u.startswith(f"http://{h['emu'].addr}:") for u in urls)
+            assert all(u.startswith(f"https://{h['emu'].addr}:") for u in urls)
             port = urls[0].rsplit(":", 1)[1]
             # no loopback shortcut: the replicas answer on the bridge, not on the master's loopback
-            assert _curl(h["master"], urls[0] + "/health") == ""
-            bad = subprocess.run(h["master"].argv("curl", "-sS", "-m", "2", f"http://127.0.0.1:{port}/health"),
+            unauthorized = subprocess.run(h["master"].argv("curl", "-fksS", "-m", "5", urls[0] + "/health"),
+                                          capture_output=True, text=True)
+            assert unauthorized.returncode != 0 and "401" in unauthorized.stderr   # the token is required
+            bad = subprocess.run(h["master"].argv("curl", "-ksS", "-m", "2", f"https://127.0.0.1:{port}/health"),
                                  capture_output=True, text=True)
             assert bad.returncode != 0
             for u in urls:
@@ -90,12 +104,12 @@ def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path)
                                  "--master", "--master-bind-host", h["master"].addr, "--master-bind-port",
                                  str(MASTER_PORT), "--expect-workers", "2", "--slm-results", str(tmp_path / "res"),
                                  "--slm-json", str(tmp_path / "sum.json"), "--only-summary"),
-                env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(master)
             for w in ("w1", "w2"):
                 procs.append(subprocess.Popen(
                     h[w].argv(*LOCUST, "--worker", "--master-host", h["master"].addr, "--master-port", str(MASTER_PORT)),
-                    env=ENV, cwd=tmp_path, stdout=open(tmp_path / f"{w}.log", "wb"), stderr=subprocess.STDOUT))
+                    env=env, cwd=tmp_path, stdout=open(tmp_path / f"{w}.log", "wb"), stderr=subprocess.STDOUT))
             out, _ = master.communicate(timeout=150)
             for p in procs[2:]:
                 p.wait(30)
@@ -128,3 +142,6 @@ def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path)
     assert abs(hs.h["itl"].get_max_value() - m.itl_max_s.max() * 1e6) <= max(2, 0.002 * m.itl_max_s.max() * 1e6)
     # and the emulator agrees on the schedule the client measured
     assert abs(hs.percentile_s("itl", 50) * 1e6 - gt["itl_us"]["p50"]) < 1000
+    # the token went from each host's environment into its requests, and nowhere else
+    assert TOKEN not in out
+    assert [str(f) for f in tmp_path.rglob("*") if f.is_file() and TOKEN.encode() in f.read_bytes()] == []

@@ -280,7 +280,7 @@ def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_sweep():
     import gc
     import os
 
-    from harness.sweep import Terminated, _sigterm_raises
+    from harness.engine.session import Terminated, sigterm_raises as _sigterm_raises
 
     class Dies:
         def __del__(self):

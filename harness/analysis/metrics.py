@@ -167,8 +167,8 @@ def _measure_windows(run: RunData) -> dict[str, dict]:
     done = run.manifest.get("cells_done")
     if isinstance(done, list):  # a sweep: a cell counts once the sweep recorded it finished
         out = {c: row for c, row in out.items() if c in set(done)}
-    if out or run.requests.empty:
-        return out
+    if out or run.requests.empty or run.manifest.get("cells_partial"):
+        return out   # a stopped run's partial cell is never measured from its records
     # No windows stored: derive one per cell from records marked 'measure'.
     r = run.requests[run.requests["phase"] == "measure"]
     for cell, g in r.groupby("cell"):

@@ -118,6 +118,7 @@ class RunAnalysis:
             "run_id": self.run_id,
             "scenario": sc.name if sc else None,
             "status": self.run.manifest.get("status"),
+            "cells_partial": list(self.run.manifest.get("cells_partial") or []),
             "slo": describe(self.slo),
             "slo_bounds": [
                 {"metric": b.metric, "percentile": b.q, "limit_s": b.limit_s}
@@ -331,9 +332,13 @@ def analyze(
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
     done = run.manifest.get("cells_done")
+    stopped = list(run.manifest.get("cells_partial") or [])
+    if stopped:
+        notes.append("partial, the run was stopped before their end (left out, never counted as "
+                     "meeting the SLO): " + ", ".join(stopped))
     if isinstance(done, list) and not run.windows.empty:
         measured = run.windows[run.windows["phase"] != "idle"]
-        partial = sorted(set(measured["cell"].astype(str)) - set(done))
+        partial = sorted(set(measured["cell"].astype(str)) - set(done) - set(stopped))
         if partial:
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:

@@ -42,6 +42,7 @@ class ReplicaApp:
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
         self.streams: set = set()     # open SSE streams, for keep-alive comments
+        self.replica_fault = None     # a fault for every request to this replica (/emulator/fault)
         self.routes = {
             ("GET", "/health"): self._health,
             ("GET", "/info"): self._get_info,
@@ -50,6 +51,7 @@ class ReplicaApp:
             ("GET", "/emulator/gpu"): self._gpu,
             ("GET", "/emulator/ground_truth"): self._ground_truth,
             ("POST", "/emulator/ground_truth/reset"): self._ground_truth_reset,
+            ("POST", "/emulator/fault"): self._set_fault,
             ("GET", "/emulator/state"): self._state,
             ("POST", "/generate"): self._generate,
             ("POST", "/generate_stream"): self._generate_stream,
@@ -113,6 +115,17 @@ class ReplicaApp:
         self.em.timer.reset_diagnosis()
         conn.respond(200, b'{"reset":true}')
 
+    def _set_fault(self, req, conn):
+        """``{"fault": SPEC}`` makes every later request to this replica fail so (a replica that
+        answers 500 at once, resets, stalls); ``{"fault": null}`` heals it."""
+        try:
+            spec = orjson.loads(req.body or b"{}").get("fault")
+            self.replica_fault = parse_fault(spec)
+        except (orjson.JSONDecodeError, AttributeError, FaultSpecError) as e:
+            conn.respond(400, wire.error_body(str(e), "emulator_fault"))
+            return
+        conn.respond(200, orjson.dumps({"replica": self.index, "fault": spec}))
+
     def _state(self, req, conn):
         conn.respond(200, orjson.dumps(self.em.state()))
 
@@ -138,6 +151,8 @@ class ReplicaApp:
 
     def _fault(self, req: Request, body: dict):
         spec = req.headers.get("x-emulator-fault") or body.pop("emulator_fault", None)
+        if spec is None:
+            return self.replica_fault
         try:
             return parse_fault(spec)
         except FaultSpecError as e:

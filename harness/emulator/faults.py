@@ -1,7 +1,8 @@
 """Per-request fault injection, for testing clients (the load generator) against bad servers.
 
 Off unless a request asks: header ``X-Emulator-Fault: SPEC`` or top-level JSON field
-``"emulator_fault": "SPEC"``. SPEC is one of (N = tokens written normally first, default 0):
+``"emulator_fault": "SPEC"``; or for every request to one replica: ``POST /emulator/fault`` with
+``{"fault": "SPEC"}`` (``{"fault": null}`` heals it). SPEC is one of (N = tokens written normally first, default 0):
 
   status:CODE        answer CODE at once with TGI's error body (422 validation, 429 overloaded,
                      424 generation, 500 incomplete_generation, 503 unhealthy; others: "emulated")

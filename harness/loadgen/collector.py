@@ -49,6 +49,20 @@ class PhaseStats:
     gen_wait_ns: int = 0
     gen_wall_ns: int = 0
     hist: HistSet = field(default_factory=HistSet)
+    # per replica URL: [requests, failed requests, breaker openings] (balancing under faults)
+    replicas: dict[str, list[int]] = field(default_factory=dict)
+
+    def count_replica(self, url: str, error_class: str | None, tripped: bool) -> None:
+        c = self.replicas.get(url)
+        if c is None:
+            c = self.replicas[url] = [0, 0, 0]
+        c[0] += 1
+        c[1] += error_class is not None
+        c[2] += tripped
+
+    def replica_summary(self) -> dict[str, dict]:
+        return {u: {"requests": c[0], "errors": c[1], "breaker_opened": c[2]}
+                for u, c in sorted(self.replicas.items())}
 
     def generator(self) -> dict:
         """The load generator's health over this phase, as analysis reads it (JSON-ready)."""
@@ -65,7 +79,7 @@ class PhaseStats:
                 "window_tokens": self.window_tokens, "reader_late": self.reader_late,
                 "reader_lag_max_ns": self.reader_lag_max_ns, "gen_cpu_ns": self.gen_cpu_ns,
                 "gen_wait_ns": self.gen_wait_ns, "gen_wall_ns": self.gen_wall_ns,
-                "hist": self.hist.encode()}
+                "hist": self.hist.encode(), "replicas": {u: list(c) for u, c in self.replicas.items()}}
 
     def absorb(self, d: dict) -> None:
         self.requests += d["requests"]
@@ -85,6 +99,10 @@ class PhaseStats:
         if d["last_end_ns"] is not None:
             self.last_end_ns = max(self.last_end_ns or 0, d["last_end_ns"])
         self.hist.merge_encoded(d["hist"])
+        for u, c in (d.get("replicas") or {}).items():
+            mine = self.replicas.setdefault(u, [0, 0, 0])
+            for i, v in enumerate(c[:3]):
+                mine[i] += v
 
     def error_rate(self) -> float:
         return (self.requests - self.ok) / self.requests if self.requests else 0.0
@@ -273,11 +291,10 @@ class Collector:
             return
         fire = self.events.request.fire
         exc = None if rec.error_class is None else RequestFailed(f"{rec.error_class}: {rec.error}")
+        # One Locust request per HTTP request, so Locust's counts and RPS stay true; TTFT, ITL and
+        # tokens/s live in the LLM tab and the run directory.
         fire(request_type="POST", name=self.path, response_time=(rec.e2e_s or 0.0) * 1000.0,
              response_length=rec.output_tokens, exception=exc, context={"replica": rec.replica})
-        if rec.ttft_s is not None and rec.error_class is None:
-            fire(request_type="TTFT", name=self.path, response_time=rec.ttft_s * 1000.0,
-                 response_length=0, exception=None, context={"replica": rec.replica})
 
     # ------------------------------------------------------------------------------------------
     def export(self) -> dict:

@@ -17,6 +17,7 @@ from time import perf_counter_ns
 from gevent import get_hub
 
 from harness.loadgen.collector import CellInfo, Collector
+from harness.loadgen.breaker import picker_for
 from harness.loadgen.replicas import ReplicaPicker
 from harness.loadgen.stream import Chain, StreamClient, StreamResult
 from harness.protocols import protocol_for
@@ -37,6 +38,7 @@ class PlanMessage:
     run_id: str
     t0_ns: int                   # wall-clock start of the plan
     open_loop_streams: int = 1   # open-loop users across all workers (rate is split among them)
+    repeat: int = 0              # which repeat of (replicas, level) this is (names the cell)
 
     def to_wire(self) -> dict:
         return dict(self.__dict__)
@@ -85,7 +87,7 @@ class LoadContext:
         col = Collector(record_sink=record_sink, events=events, protocol=proto.name, path=proto.path,
                         forward=forward)
         col.reader_health = client.take_late
-        plan = build_plan(sc.load, list(msg.levels), msg.replicas)
+        plan = build_plan(sc.load, list(msg.levels), msg.replicas, repeat=msg.repeat)
         # the plan's wall-clock start on this process's perf counter, through the collector's own
         # offset: a record's intended_ns falls in a window exactly when its phase says so
         t0_pc = msg.t0_ns - col.wall_offset_ns
@@ -93,7 +95,7 @@ class LoadContext:
         if sc.load.max_requests:
             w = max(1, msg.open_loop_streams)
             share = sc.load.max_requests // w + (1 if stream_index % w < sc.load.max_requests % w else 0)
-        ctx = cls(sc, plan, msg.run_id, list(msg.urls), client, ReplicaPicker(msg.urls, sc.target.balance),
+        ctx = cls(sc, plan, msg.run_id, list(msg.urls), client, picker_for(list(msg.urls), sc.target),
                   col, stream_index=stream_index, open_loop_streams=msg.open_loop_streams, t0_pc=t0_pc,
                   max_measure=share, chained=os.environ.get("SLM_CHAIN", "1") != "0")
         settle_heap()
@@ -166,7 +168,9 @@ class LoadContext:
             self.picker.release(url)
         if res.error_class == "connect":
             self.picker.mark_down(url)
-        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory)
+        outcome = getattr(self.picker, "outcome", None)
+        tripped = outcome(url, res.error_class) if outcome is not None else False
+        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory, url, tripped)
         return res
 
     def _can_send(self, seg: Segment) -> bool:
@@ -217,7 +221,8 @@ class LoadContext:
         return spec, self.client.protocol.body(spec)
 
     def _account(self, res: StreamResult, spec, seg: Segment, intended_pc: int | None,
-                 factory: RequestFactory | None = None) -> None:
+                 factory: RequestFactory | None = None, url: str | None = None,
+                 tripped: bool = False) -> None:
         col = self.collector
         self.client.pump()   # reads first: the accounting below is the slow part of a request
         try:
@@ -230,6 +235,8 @@ class LoadContext:
             info = CellInfo(self.run_id, seg.cell, self.plan.replicas, seg.level, phase)
             col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
                     self.measure_window_pc(seg.cell))
+            if url is not None:
+                col.phase_stats(seg.cell, phase).count_replica(url, res.error_class, tripped)
         finally:
             col.inflight -= 1
             now = perf_counter_ns()

@@ -90,7 +90,13 @@ class _Workers:
 
 
 def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rundir, *, run_id: str,
-             processes: int = 0, window_hook=None, web_ui=None) -> list[CellResult]:
+             processes: int = 0, window_hook=None, web_ui=None, repeat: int = 0,
+             llm_tab=None) -> list[CellResult]:
+    """Drive ``levels`` at ``replicas`` as one timeline; windows and records go to ``rundir``.
+
+    ``llm_tab`` (a :class:`harness.loadgen.webui.LlmTab`) keeps the web UI's history across the
+    cells of a run; a stop (KeyboardInterrupt) closes the open window as ``partial`` and re-raises.
+    """
     from locust.env import Environment
     from locust.event import Events
 
@@ -104,7 +110,7 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
     user_cls = ClosedLoopUser if closed else OpenLoopUser
     events = Events()
     env = Environment(user_classes=[user_cls], events=events)
-    plan = build_plan(scenario.load, list(levels), replicas)
+    plan = build_plan(scenario.load, list(levels), replicas, repeat=repeat)
     saved_argv = sys.argv
     workers = None
     master = None
@@ -126,13 +132,14 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
                 gevent.sleep(0.05)
             t0_ns = time.time_ns() + int(1.0 * 1e9)
             msg = PlanMessage(scenario.model_dump(mode="json"), list(urls), replicas, list(levels),
-                              run_id, t0_ns, open_loop_streams=processes)
+                              run_id, t0_ns, open_loop_streams=processes, repeat=repeat)
             runner.send_message("slm_plan", msg.to_wire())
             gevent.sleep(0.2)
         else:
             runner = env.create_local_runner()
             t0_ns = time.time_ns() + int(_START_LEAD_S * 1e9)
-            msg = PlanMessage(scenario, list(urls), replicas, list(levels), run_id, t0_ns, 1)
+            msg = PlanMessage(scenario, list(urls), replicas, list(levels), run_id, t0_ns, 1,
+                              repeat=repeat)
             ctx = LoadContext.build(msg, events=events, record_sink=rundir.requests.append)
             env.slm = ctx
             collector = ctx.collector
@@ -142,7 +149,7 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
             # Locust's web UI re-parses sys.argv as Locust options on every page; ours are not.
             saved_argv, sys.argv = sys.argv, sys.argv[:1]
             env.create_web_ui(web_ui[0], web_ui[1])
-            install_llm_tab(env, collector, scenario)
+            install_llm_tab(env, collector, scenario, tab=llm_tab)
         t0_pc = time.perf_counter_ns() + (t0_ns - time.time_ns())
         if processes > 0:
             finished = lambda: len(master.drained) >= processes  # noqa: E731
@@ -192,6 +199,19 @@ def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0
     if not closed:
         runner.start(max(processes, 1), spawn_rate=1000)
     windows = []
+    state = {"open": None}
+    try:
+        return _drive_segments(runner, plan, closed, t0_ns, t0_pc, window_hook, rundir, finished,
+                               current, early_ns, windows, state)
+    except KeyboardInterrupt:
+        if state["open"] is not None:      # the stop cut this window: keep it, marked partial
+            windows.append(_close(state["open"], t0_ns, plan, rundir, window_hook, time.time_ns(),
+                                  note="partial: the run was stopped"))
+        raise
+
+
+def _drive_segments(runner, plan, closed, t0_ns, t0_pc, window_hook, rundir, finished, current,
+                    early_ns, windows, state) -> list[CellWindow]:
     wins = _windows(plan)
     pending = list(wins)
     open_win = None
@@ -213,23 +233,27 @@ def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0
         w = pending[0] if pending else None
         if w and w[0] == seg.cell and w[1] == seg.phase and abs(w[2] - seg.start_s) < 1e-9:
             if open_win is not None:
+                state["open"] = None
                 windows.append(_close(open_win, t0_ns, plan, rundir, window_hook))
-            open_win = pending.pop(0)
+            open_win = state["open"] = pending.pop(0)
             if window_hook:
                 window_hook(open_win[0], open_win[1], "begin", t0_ns + int(open_win[2] * 1e9))
     if early_ns is None and _wait_until(t0_pc + int(plan.total_s * 1e9), finished):
         early_ns = time.time_ns()
     if open_win is not None:
+        state["open"] = None
         windows.append(_close(open_win, t0_ns, plan, rundir, window_hook, early_ns))
     return windows
 
 
-def _close(w, t0_ns: int, plan: Plan, rundir, window_hook, end_ns: int | None = None) -> CellWindow:
+def _close(w, t0_ns: int, plan: Plan, rundir, window_hook, end_ns: int | None = None,
+           note: str = "ended early: max_requests reached") -> CellWindow:
     cell, phase, start_s, end_s, level = w
+    start_ns = t0_ns + int(start_s * 1e9)
     cw = CellWindow(run_id=rundir.run_id, cell=cell, replicas=plan.replicas, level=level,
-                    level_kind=plan.mode, phase=phase, start_ns=t0_ns + int(start_s * 1e9),
-                    end_ns=end_ns if end_ns is not None else t0_ns + int(end_s * 1e9),
-                    note="ended early: max_requests reached" if end_ns is not None else "")
+                    level_kind=plan.mode, phase=phase, start_ns=start_ns,
+                    end_ns=max(start_ns, end_ns) if end_ns is not None else t0_ns + int(end_s * 1e9),
+                    note=note if end_ns is not None else "")
     if window_hook:
         window_hook(cell, phase, "end", cw.end_ns)
     rundir.windows.append(cw)

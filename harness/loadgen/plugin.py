@@ -1,16 +1,23 @@
-"""Plain ``locust -f locustfiles/tgi.py --scenario FILE`` support: options, shape, wiring.
+"""Plain ``locust -f locustfiles/tgi.py --scenario FILE``: a door into :mod:`harness.engine`.
 
 A locustfile calls :func:`install` and exposes the returned shape class. Locust then runs the
 scenario's levels back to back for one replica count (headless or web UI, one process,
 ``--processes N`` or ``--master``/``--worker``): the shape sets users from the plan (one Locust
-tick a second, so level edges in this mode are within ~1 s; ``run_cell`` is exact), workers
-forward deltas, the master writes the run directory, prints the summary table, writes
-``--slm-json`` and sets the exit code from the SLO (0 met, 1 violated, 2 bad input).
+tick a second, so level edges in this mode are within ~1 s; ``slm-harness run`` is exact),
+workers forward deltas, and the master writes the same run directory as ``slm-harness run``
+(records, windows, GPU samples, histograms, report.html, summary.json, cells.csv) and sets the
+same exit code (:func:`harness.engine.outcome.exit_code`).
+
+Locust's own options: ``-t/--run-time`` stops the plan there (the cell under way is partial,
+exit 130); ``-u/--users`` and ``-r/--spawn-rate`` are refused, because the scenario's levels set
+the users (use ``--slm-levels``). A stop from the web UI, Ctrl-C or SIGTERM ends the run the
+same way: the cell under way is partial.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +26,7 @@ from time import perf_counter_ns
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.errors import InputError
+from harness.errors import InputError, LaunchError
 from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
 from harness.records.schema import CellWindow
@@ -27,12 +34,16 @@ from harness.workload.plan import build_plan
 
 log = logging.getLogger(__name__)
 
+_START_LEAD_NS = 1_500_000_000
+_COMMON = {"-t": "--run-time", "-u": "--users", "-r": "--spawn-rate"}
+_COMMON_ENV = ("LOCUST_RUN_TIME", "LOCUST_USERS", "LOCUST_SPAWN_RATE")
+
 
 class _RunState:
-    """The master's (or single process's) view of one run of the plan."""
+    """The master's (or single process's) run of the plan, through an engine session."""
 
     def __init__(self, env, scenario, scenario_path: str, urls: list[str], replicas: int,
-                 levels: list[float], options):
+                 levels: list[float], options, reps, run_time_s: float | None):
         self.env = env
         self.scenario = scenario
         self.scenario_path = scenario_path
@@ -40,29 +51,48 @@ class _RunState:
         self.replicas = replicas
         self.levels = levels
         self.options = options
+        self.reps = reps
+        self.run_time_s = run_time_s
         self.plan = build_plan(scenario.load, levels, replicas)
         self.active = False          # a run of the plan is under way (begun, not finished)
-        self.rundir = None
+        self.session = None
         self.collector: Collector | None = None
         self.master = None
         self.t0_pc = 0
         self.t0_ns = 0
         self.drain_deadline = None
         self.last_tick = None
+        self.cells = self.plan.cells()        # [(name, level)] in order
+        self.cells_over: set[str] = set()
+        self.current: str | None = None
+        self.results: list = []
+        self.exit_code: int | None = None
+        self.tab = None
 
+    # -- begin ---------------------------------------------------------------------------------
     def begin(self) -> None:
-        from harness.records.rundir import RunDir
+        from harness.engine.hooks import Hooks
+        from harness.engine.session import Session
 
         self.active = True
         self.drain_deadline = None
+        self.cells_over = set()
+        self.current = None
         results = self.options.slm_results or self.scenario.store.results_dir
-        self.rundir = RunDir.create(results, self.scenario.name)
-        self.rundir.write_scenario(Path(self.scenario_path).read_text())
-        self.rundir.write_manifest(scenario=self.scenario.model_dump(mode="json"), command="locust",
-                                   replicas=self.replicas, levels=self.levels)
+        hooks = Hooks([self.tab])
+        self.session = Session(self.scenario, Path(self.scenario_path).read_text(), results,
+                               command="locust", hooks=hooks, replicas=[self.replicas],
+                               levels=self.levels)
+        note = self.session.telemetry.start(self.reps)
+        self.session.rundir.write_manifest(telemetry_note=note, urls=list(self.urls),
+                                           emulated=bool(self.reps.emulated))
+        print(f"slm-harness: {note}", file=sys.stderr)
+        rundir = self.session.rundir
         runner = self.env.runner
-        self.t0_ns = time.time_ns() + 500_000_000
-        self.t0_pc = perf_counter_ns() + 500_000_000
+        # users start at once; the plan's clock a little later, once the run directory's writers
+        # and the sampler have done their first (slow) work
+        self.t0_ns = time.time_ns() + _START_LEAD_NS
+        self.t0_pc = perf_counter_ns() + _START_LEAD_NS
         if isinstance(runner, MasterRunner):
             from harness.loadgen.masterside import MasterSide
 
@@ -70,19 +100,60 @@ class _RunState:
                 self.collector = Collector(record_sink=None, protocol=self.scenario.target.protocol)
                 self.master = MasterSide(self.env, self.collector)
             self.collector.stats = {}
-            self.collector.record_sink = self.rundir.requests.append
+            self.collector.record_sink = rundir.requests.append
             self.master.reset()
-            msg = PlanMessage(self.scenario.model_dump(mode="json"), self.urls, self.replicas, self.levels,
-                              self.rundir.run_id, self.t0_ns, open_loop_streams=max(1, runner.worker_count))
+            msg = PlanMessage(self.scenario.model_dump(mode="json"), self.urls, self.replicas,
+                              self.levels, rundir.run_id, self.t0_ns,
+                              open_loop_streams=max(1, runner.worker_count))
             runner.send_message("slm_plan", msg.to_wire())
         else:
-            msg = PlanMessage(self.scenario, self.urls, self.replicas, self.levels, self.rundir.run_id,
+            msg = PlanMessage(self.scenario, self.urls, self.replicas, self.levels, rundir.run_id,
                               self.t0_ns, 1)
             self.env.slm = LoadContext.build(msg, events=self.env.events,
-                                             record_sink=self.rundir.requests.append)
+                                             record_sink=rundir.requests.append)
             self.collector = self.env.slm.collector
-        if getattr(self.env, "slm_ui", None) is not None:
-            self.env.slm_ui.collector = self.collector
+        if self.tab is not None:
+            self.tab.collector = self.collector
+
+    def elapsed_s(self) -> float:
+        return max(0.0, (perf_counter_ns() - self.t0_pc) / 1e9)
+
+    # -- cells ---------------------------------------------------------------------------------
+    def at(self, t_s: float):
+        """The plan's segment at ``t_s``; cells the clock has left are finished on the way."""
+        seg = self.plan.at(t_s)
+        name = seg.cell if seg is not None else None
+        if name != self.current:
+            if self.current is not None and seg is not None:
+                self._cell_over(self.current, partial=False)
+            self.current = name
+            if name is not None:
+                from harness.engine.plan import Cell
+
+                self.session.cell_started(name)
+                self.session.hooks.on_cell_start(Cell(self.replicas, seg.level, self.plan.mode))
+        return seg
+
+    def _cell_over(self, name: str, partial: bool, end_ns: int | None = None) -> None:
+        """Write the cell's windows (the open one cut at ``end_ns``, marked partial) and close it."""
+        from harness.engine.engine import cell_metrics
+        from harness.engine.plan import Cell
+
+        if name in self.cells_over:
+            return
+        self.cells_over.add(name)
+        rundir = self.session.rundir
+        level = dict(self.cells)[name]
+        for w in _windows(self.plan, name, self.t0_ns, rundir.run_id):
+            if end_ns is not None:
+                if w.start_ns >= end_ns:
+                    continue
+                if w.end_ns > end_ns:
+                    w.end_ns, w.note = end_ns, "partial: the run was stopped"
+            rundir.windows.append(w)
+        self.session.cell_ended(name, partial=partial)
+        m = None if partial else cell_metrics(self.session, name, None)
+        self.session.hooks.on_cell_done(Cell(self.replicas, level, self.plan.mode), m, partial)
 
     def drained(self) -> bool:
         runner = self.env.runner
@@ -94,44 +165,101 @@ class _RunState:
             return len(self.master.drained) >= runner.worker_count
         return self.collector.inflight == 0
 
-    def finish(self, status: str = "complete") -> int:
+    # -- finish --------------------------------------------------------------------------------
+    def finish(self, status: str = "complete", reason: str = "") -> int:
+        """Close the run: the cell under way is partial unless the plan ended; report; exit code."""
+        from harness.engine.outcome import exit_code, write_outputs
         from harness.loadgen.driver import results_for
+        from harness.loadgen.summary import print_diagnostics, write_json
 
         self.active = False
-        from harness.loadgen.summary import print_table, write_json
-
         runner = self.env.runner
         if isinstance(runner, MasterRunner):
             if not self.master.flush(runner.worker_count):
                 log.warning("not every worker sent its final results")
-        windows = []
-        for s in self.plan.segments:
-            if windows and windows[-1].cell == s.cell and windows[-1].phase == s.phase:
-                windows[-1].end_ns = self.t0_ns + int(s.end_s * 1e9)
-                continue
-            windows.append(CellWindow(run_id=self.rundir.run_id, cell=s.cell, replicas=self.replicas,
-                                      level=s.level, level_kind=self.plan.mode, phase=s.phase,
-                                      start_ns=self.t0_ns + int(s.start_s * 1e9),
-                                      end_ns=self.t0_ns + int(s.end_s * 1e9)))
-        for w in windows:
-            self.rundir.windows.append(w)
+        now_ns = time.time_ns()
+        if status == "complete":
+            for name, _ in self.cells:
+                self._cell_over(name, partial=False)
+        else:
+            for name, _ in self.cells:
+                win = self.plan.window(name, "cooldown") or self.plan.window(name, "measure")
+                started = any(s.cell == name and self.t0_ns + s.start_s * 1e9 < now_ns
+                              for s in self.plan.segments)
+                ended = win is not None and self.t0_ns + win[1] * 1e9 <= now_ns
+                if ended:
+                    self._cell_over(name, partial=False)
+                elif started:
+                    self._cell_over(name, partial=True, end_ns=now_ns)
+        s = self.session
+        done = [(n, lv) for n, lv in self.cells if n in s.cells_done]
         workers = runner.worker_count if isinstance(runner, MasterRunner) else 1
-        results = results_for(self.plan, self.collector, windows, self.scenario, self.rundir,
-                              self.rundir.run_id, workers)
-        self.rundir.close(status)
+        windows = [w for w in s.windows if w.cell in dict(done)]
+        results = results_for(_SubPlan(self.plan, done), self.collector, windows, self.scenario,
+                              s.rundir, s.run_id, workers)
+        s.close(status, reason)
         self.results = results
-        print_table(results)
-        print(f"results: {self.rundir.path}")
+        a, paths = write_outputs(s.path)
+        if a is not None:
+            from harness.report.console import print_analysis
+
+            print_analysis(a)
+        print_diagnostics(results)
+        if s.cells_partial:
+            print(f"locust stopped: {reason or status}; partial: {', '.join(s.cells_partial)}; "
+                  f"{len(s.cells_done)} finished cell(s) kept", file=sys.stderr)
+        if paths is not None:
+            print(f"report: {paths.html}")
+        print(f"results: {s.path}")
         if self.options.slm_json:
-            write_json(self.options.slm_json, results, str(self.rundir.path))
-        code = 0 if all(r.slo.ok for r in results) else 1
-        self.env.process_exit_code = code
+            write_json(self.options.slm_json, results, str(s.path), analysis=a,
+                       partial=s.cells_partial)
+        code = exit_code(status, a, "every")
+        self.env.process_exit_code = self.exit_code = code
         return code
 
 
-def _fail_input(e: InputError) -> None:
-    print(f"slm-harness: error: {e}", file=sys.stderr)
-    sys.exit(2)
+class _SubPlan:
+    """The plan restricted to the cells that finished (for the merged histograms)."""
+
+    def __init__(self, plan, cells):
+        self.replicas, self.mode, self._cells = plan.replicas, plan.mode, cells
+
+    def cells(self):
+        return list(self._cells)
+
+
+def _windows(plan, cell: str, t0_ns: int, run_id: str) -> list[CellWindow]:
+    out: list[CellWindow] = []
+    for s in plan.segments:
+        if s.cell != cell:
+            continue
+        if out and out[-1].phase == s.phase:
+            out[-1].end_ns = t0_ns + int(s.end_s * 1e9)
+            continue
+        out.append(CellWindow(run_id=run_id, cell=s.cell, replicas=plan.replicas, level=s.level,
+                              level_kind=plan.mode, phase=s.phase,
+                              start_ns=t0_ns + int(s.start_s * 1e9),
+                              end_ns=t0_ns + int(s.end_s * 1e9)))
+    return out
+
+
+def _fail(e: Exception, code: int) -> None:
+    what = "error" if code == 2 else "target unreachable"
+    print(f"slm-harness: {what}: {e}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _common_options_given(argv: list[str]) -> list[str]:
+    """Locust's -t/-u/-r as typed (``-t 10``, ``-t10``, ``--run-time=10``) or from LOCUST_*."""
+    given = []
+    for a in argv:
+        for short, long in _COMMON.items():
+            if a == long or a.startswith(long + "=") or a == short or (
+                    a.startswith(short) and not a.startswith("--") and len(a) > 2):
+                given.append(long)
+    given += [f"--{v[7:].lower().replace('_', '-')}" for v in _COMMON_ENV if os.environ.get(v)]
+    return sorted(set(given))
 
 
 def install(default_protocol: str = "tgi"):
@@ -139,12 +267,17 @@ def install(default_protocol: str = "tgi"):
 
     @events.init_command_line_parser.add_listener
     def _options(parser, **kw):
-        g = parser.add_argument_group("slm-harness")
+        g = parser.add_argument_group(
+            "slm-harness", "The scenario governs the load: its levels set the users, its phases "
+                           "the timing. -t/--run-time stops the plan early (the cell under way "
+                           "is partial); -u and -r are refused.")
         g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
         g.add_argument("--slm-replicas", type=int, default=None,
                        help="replica count the URLs stand for (default: number of --host URLs)")
-        g.add_argument("--slm-levels", default=None, help="comma-separated levels overriding load.levels")
-        g.add_argument("--slm-results", default=None, help="results directory (default: store.results_dir)")
+        g.add_argument("--slm-levels", default=None,
+                       help="comma-separated levels overriding load.levels")
+        g.add_argument("--slm-results", default=None,
+                       help="results directory (default: store.results_dir)")
         g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
 
     @events.init.add_listener
@@ -157,7 +290,14 @@ def install(default_protocol: str = "tgi"):
             return
         opts = environment.parsed_options
         if opts is None or not opts.scenario:
-            _fail_input(InputError("--scenario FILE is required", field="--scenario"))
+            _fail(InputError("--scenario FILE is required", field="--scenario"), 2)
+        if getattr(opts, "num_users", None) or getattr(opts, "spawn_rate", None):
+            flag = "-u/--users" if opts.num_users else "-r/--spawn-rate"
+            _fail(InputError("the scenario's plan sets the users (load.levels, one cell after "
+                             "another); pass --slm-levels instead", field=flag), 2)
+        run_time_s = getattr(opts, "run_time", None)
+        opts.run_time = None          # the shape stops at -t itself (Locust would only log it)
+        from harness.engine.targets import GivenUrls
         from harness.loadgen.cli import _levels, _urls
         from harness.scenario.loader import load_scenario
 
@@ -167,33 +307,52 @@ def install(default_protocol: str = "tgi"):
             if not urls and scenario.target.launcher.kind == "endpoints":
                 urls = list(scenario.target.launcher.urls)
             if not urls:
-                raise InputError("no replica URLs: pass --host URL[,URL...] or use an endpoints launcher",
-                                 file=opts.scenario, field="target.launcher")
-            from harness.protocols.probe import resolve
-
-            scenario = resolve(scenario, urls)   # protocol auto: asked once, before any load
+                raise InputError("no replica URLs: pass --host URL[,URL...] or use an endpoints "
+                                 "launcher", file=opts.scenario, field="target.launcher")
             levels = _levels(opts.slm_levels) or scenario.load.levels
             if levels == "auto":
                 raise InputError("levels 'auto' needs `slm-harness sweep`; pass --slm-levels",
                                  file=opts.scenario, field="load.levels")
         except InputError as e:
-            _fail_input(e)
+            _fail(e, 2)
+        try:
+            reps = GivenUrls(urls).__enter__()
+            from harness.protocols.probe import resolve
+
+            scenario = resolve(scenario, urls)   # protocol auto: asked once, before any load
+        except LaunchError as e:
+            _fail(e, 3)
+        except InputError as e:
+            _fail(e, 2)
         replicas = opts.slm_replicas or len(urls)
-        environment.slm_run = _RunState(environment, scenario, opts.scenario, urls, replicas,
-                                        list(levels), opts)
+        st = environment.slm_run = _RunState(environment, scenario, opts.scenario, urls, replicas,
+                                             list(levels), opts, reps, run_time_s)
+        if run_time_s:
+            log.info("-t %ss: the plan (%.0f s) stops there; the cell under way is then partial",
+                     run_time_s, st.plan.total_s)
 
         @environment.events.test_stop.add_listener
         def _stopped_early(environment, **kw):
-            st = environment.slm_run
-            if st.active:            # stopped from the web UI or by --run-time before the plan ended
-                st.finish("stopped")
-        if environment.web_ui is not None:
-            from harness.loadgen.webui import install_llm_tab
+            if st.active:            # stopped from the web UI before the plan ended
+                st.finish("stopped", "stopped from the web UI")
 
-            install_llm_tab(environment, None, scenario)
+        @environment.events.quitting.add_listener
+        def _quitting(environment, **kw):
+            if st.active:            # Ctrl-C or SIGTERM
+                st.finish("interrupted", "interrupted (Ctrl-C or SIGTERM)")
+
+        if environment.web_ui is not None:
+            from harness.loadgen.webui import LlmTab, install_llm_tab
+
+            st.tab = LlmTab(None, scenario)
+            install_llm_tab(environment, None, scenario, tab=st.tab)
 
     class LLMPlanShape(LoadTestShape):
         """Users per the scenario's plan; ends after the last level has drained."""
+
+        # Locust's -t/-u/-r reach the door (it uses -t and refuses -u/-r) instead of being
+        # ignored with a warning.
+        use_common_options = bool(_common_options_given(sys.argv[1:]))
 
         def tick(self):
             from harness.loadgen.users import ClosedLoopUser, OpenLoopUser
@@ -202,8 +361,11 @@ def install(default_protocol: str = "tgi"):
             st: _RunState = env.slm_run
             if not st.active:
                 st.begin()
-            now = perf_counter_ns()
-            seg = st.plan.at(max(0.0, (now - st.t0_pc) / 1e9))
+            t = st.elapsed_s()
+            if st.run_time_s and t >= st.run_time_s:
+                st.finish("stopped", f"-t {st.run_time_s:g}s reached")
+                return None
+            seg = st.at(t)
             closed = st.plan.mode == "concurrency"
             if seg is not None:
                 if not closed:

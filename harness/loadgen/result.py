@@ -55,8 +55,10 @@ class CellResult:
             "input_tokens": m.input_tokens, "window_output_tokens": m.window_tokens,
             "output_tokens_per_s": self.output_tokens_per_s,
             "requests_per_s": self.requests_per_s, "latency": m.hist.summary(),
-            "phases": {p: {"requests": s.requests, "ok": s.ok, "errors": dict(s.errors)}
+            "phases": {p: {"requests": s.requests, "ok": s.ok, "errors": dict(s.errors),
+                           "replicas": s.replica_summary()}
                        for p, s in self.phases.items()},
+            "replicas": m.replica_summary(),
             "slo": self.slo.to_dict(),
             # the load generator's own health: read passes that found data which had waited
             # >= 5 ms in the kernel (token times stay exact; tokens that queued together share one)

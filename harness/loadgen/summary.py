@@ -33,6 +33,15 @@ def print_table(results: list[CellResult], console=None) -> None:
                   _ms(h.percentile_s("itl", 50)), _ms(h.percentile_s("itl", 99)),
                   _ms(h.percentile_s("tpot", 50)), _ms(h.percentile_s("e2e", 99)), slo)
     console.print(t)
+    print_diagnostics(results, console)
+
+
+def print_diagnostics(results: list[CellResult], console=None) -> None:
+    """What the load generator saw beyond the analysis: errors by class, a reader that fell behind."""
+    from rich.console import Console
+
+    if console is None:
+        console = Console() if sys.stdout.isatty() else Console(width=160)
     errors: dict[str, int] = {}
     for r in results:
         for k, v in r.measure.errors.items():
@@ -49,10 +58,29 @@ def print_table(results: list[CellResult], console=None) -> None:
                       "processes (--processes N) if ITL matters at this load")
 
 
-def summary_dict(results: list[CellResult], run_dir: str | None = None) -> dict:
-    return {"run_dir": run_dir, "slo_ok": all(r.slo.ok for r in results),
-            "cells": [r.summary() for r in results]}
+def summary_dict(results: list[CellResult], run_dir: str | None = None, *, analysis=None,
+                 partial: list[str] | None = None) -> dict:
+    """The generator's figures per cell; the SLO verdict is the analysis's (the exit code's) when
+    given, each cell's ``slo.checks`` the histogram-based detail."""
+    cells = [r.summary() for r in results]
+    verdict = {c.cell: c for c in analysis.cells} if analysis is not None else {}
+    for c in cells:
+        m = verdict.get(c["cell"])
+        if m is not None:
+            c["slo"]["ok"] = m.slo_ok is not False
+            c["slo"]["failures"] = list(m.slo_failures)
+        c["status"] = "done"
+    for name in partial or []:
+        cells.append({"cell": name, "status": "partial"})
+    if analysis is not None:
+        ok = bool(analysis.cells) and all(m.slo_ok is not False for m in analysis.cells)
+    else:
+        ok = all(r.slo.ok for r in results)
+    return {"run_dir": run_dir, "slo_ok": ok and not partial, "cells": cells,
+            "cells_partial": list(partial or [])}
 
 
-def write_json(path: str | Path, results: list[CellResult], run_dir: str | None = None) -> None:
-    Path(path).write_text(json.dumps(summary_dict(results, run_dir), indent=2))
+def write_json(path: str | Path, results: list[CellResult], run_dir: str | None = None, *,
+               analysis=None, partial: list[str] | None = None) -> None:
+    Path(path).write_text(json.dumps(summary_dict(results, run_dir, analysis=analysis,
+                                                  partial=partial), indent=2, default=str))

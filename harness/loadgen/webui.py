@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 
+from harness.engine.hooks import Hook
+
 TAB_KEY = "llm"
 _STRUCTURE = [{"key": "metric", "title": "Metric"}, {"key": "value", "title": "Value"},
               {"key": "p50", "title": "p50"}, {"key": "p90", "title": "p90"},
@@ -23,15 +25,65 @@ def _ms(v: float | None) -> str:
     return "" if v is None else f"{v * 1000:.2f}"
 
 
-class LlmTab:
-    """Holds what the tab shows; ``collector`` is the master's (or single process's) collector."""
+def _cell_figures(m) -> dict:
+    def ms(v):
+        return None if v is None else round(v * 1000, 2)
 
-    def __init__(self, collector, scenario=None):
+    return {"output_tokens_per_s": round(m.output_tokens_per_s, 1), "ttft_p50_ms": ms(m.ttft_p50_s),
+            "ttft_p99_ms": ms(m.ttft_p99_s), "itl_p50_ms": ms(m.itl_p50_s),
+            "itl_p99_ms": ms(m.itl_p99_s), "error_rate": m.error_rate,
+            "mean_power_w": m.mean_power_w, "j_per_token": m.j_per_token}
+
+
+class LlmTab(Hook):
+    """Holds what the tab shows; ``collector`` is the master's (or single process's) collector.
+
+    As a run hook it keeps one row per finished cell (``cells``) and a time series sampled once
+    a second while the page polls (``series``: tokens/s, TTFT/ITL percentiles, power) for the
+    live charts. ``power`` (the run's telemetry) supplies ``last_power_w`` when it samples.
+    """
+
+    def __init__(self, collector, scenario=None, power=None):
         self.collector = collector
         self.scenario = scenario
+        self.power = power
         self.power_w: float | None = None
         self.power_ts_ns: int | None = None
         self.power_source: str = ""
+        self.cells: list[dict] = []
+        self.series: list[dict] = []
+        self._last_point_ns = 0
+
+    # -- run hooks -----------------------------------------------------------------------------
+    def on_cell_done(self, cell, metrics, partial: bool) -> None:
+        name = getattr(cell, "name", str(cell))
+        row = {"cell": name, "status": "partial" if partial else "done"}
+        if metrics is not None:
+            row.update(_cell_figures(metrics))
+            if not partial and metrics.slo_ok is not None:
+                row["status"] = "SLO met" if metrics.slo_ok else "SLO violated"
+        self.cells = [c for c in self.cells if c["cell"] != name] + [row]
+
+    def sample(self) -> None:
+        """Add a point to the live series (at most one a second)."""
+        now = time.time_ns()
+        if now - self._last_point_ns < 900_000_000:
+            return
+        self._last_point_ns = now
+        col = self.collector
+        if self.power is not None and getattr(self.power, "last_power_w", None) is not None:
+            self.set_power(self.power.last_power_w, source="telemetry")
+        point = {"t": now / 1e9, "cell": None, "tokens_per_s": None, "power_w": self.power_w}
+        if col is not None and col.current_cell is not None:
+            cell = col.current_cell
+            h = col.cell_stats(cell, ("ramp", "warmup", "measure", "cooldown")).hist
+            point.update(cell=cell, tokens_per_s=round(col.tokens_per_s(5.0), 2))
+            for metric in ("ttft", "itl"):
+                for q in (50, 99):
+                    v = h.percentile_s(metric, q) if h.h[metric].get_total_count() else None
+                    point[f"{metric}_p{q}_ms"] = None if v is None else round(v * 1000, 3)
+        self.series.append(point)
+        del self.series[:-3600]
 
     def set_power(self, power_w: float, ts_ns: int | None = None, source: str = "") -> None:
         self.power_w = float(power_w)
@@ -93,11 +145,15 @@ def report_power(environment, power_w: float, ts_ns: int | None = None, source: 
         tab.set_power(power_w, ts_ns, source)
 
 
-def install_llm_tab(environment, collector, scenario=None) -> LlmTab:
-    """Add the LLM tab and its routes to ``environment.web_ui`` (created beforehand)."""
+def install_llm_tab(environment, collector, scenario=None, tab: LlmTab | None = None) -> LlmTab:
+    """Add the LLM tab and its routes to ``environment.web_ui`` (created beforehand); ``tab``
+    carries the run's history when the web UI is recreated for each cell."""
     from flask import request
 
-    tab = LlmTab(collector, scenario)
+    if tab is None:
+        tab = LlmTab(collector, scenario)
+    else:
+        tab.collector = collector
     environment.slm_ui = tab
     web_ui = environment.web_ui
     app = web_ui.app
@@ -119,7 +175,9 @@ def install_llm_tab(environment, collector, scenario=None) -> LlmTab:
 
     @app.route("/llm/stats")
     def _llm_stats():
-        return {"rows": tab.rows(), "power_w": tab.power_w}
+        tab.sample()
+        return {"rows": tab.rows(), "power_w": tab.power_w, "cells": tab.cells,
+                "series": tab.series}
 
     @app.route("/llm/power", methods=["POST"])
     def _llm_power():

@@ -123,6 +123,17 @@ Launcher = Annotated[
 ]
 
 
+class Breaker(Strict):
+    """Circuit breaker per replica (see docs/durability.md): a replica failing fast would otherwise
+    look least loaded and draw the load."""
+
+    enabled: bool = Field(True, description="false: the naive balancing, failing replicas included.")
+    failures: Annotated[int, _NUM, Field(ge=1, le=10_000)] = Field(
+        5, description="Consecutive failed requests that open it (one timeout opens it at once).")
+    open_s: Seconds = Field(1.0, description="First pause before a half-open probe.")
+    max_open_s: Seconds = Field(30.0, description="Longest pause (doubling per failed probe).")
+
+
 class Tls(Strict):
     """How ``https://`` replicas are verified: the system's CA store unless ``ca_file`` names a PEM
     bundle; ``verify: false`` accepts any certificate (a test server; never a hosted endpoint)."""
@@ -160,6 +171,7 @@ class Target(Strict):
     launcher: Launcher = Field(default_factory=EmulatorLauncher)
     balance: Literal["round-robin", "least-outstanding"] = Field(
         "least-outstanding", description="Client-side choice of replica for each request.")
+    breaker: Breaker = Field(default_factory=Breaker)
     request_timeout_s: Seconds = 120.0
     connect_timeout_s: Seconds = 10.0
 
@@ -206,7 +218,7 @@ class Uniform(Strict):
 class Normal(Strict):
     dist: Literal["normal"]
     mean: TokensF
-    std: float = Field(ge=0, le=MAX_TOKENS)
+    std: Annotated[float, _NUM] = Field(ge=0, le=MAX_TOKENS)
     min: Tokens = 1
     max: Tokens | None = None
 
@@ -220,7 +232,7 @@ class Normal(Strict):
 class LogNormal(Strict):
     dist: Literal["lognormal"]
     median: TokensF = Field(description="exp(mu): the median length in tokens")
-    sigma: float = Field(ge=0, le=10)
+    sigma: Annotated[float, _NUM] = Field(ge=0, le=10)
     min: Tokens = 1
     max: Tokens | None = None
 

@@ -353,9 +353,10 @@ class InfluxWriter:
         self._http.close()
         st = self.stats()
         if st["spool_points"]:
-            log.warning("store: %d points still spooled in %s (database unreachable); they are "
-                        "replayed by the next run that uses this spool", st["spool_points"],
-                        st["spool_dir"])
+            log.warning("store: %d points were not written to %s: %s. They wait in %s; write them "
+                        "with: %s", st["spool_points"], self.target.url,
+                        _what_happened(st["last_error"]), st["spool_dir"],
+                        replay_command(st["spool_dir"]))
         return st
 
     def __enter__(self) -> "InfluxWriter":
@@ -363,6 +364,28 @@ class InfluxWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _what_happened(last_error: str | None) -> str:
+    """The reason in words: a refused credential is not an unreachable database."""
+    if not last_error:
+        return "the database did not answer in time"
+    if last_error.startswith(("HTTP 401", "HTTP 403")) or " 401" in last_error or " 403" in last_error:
+        return (f"the database refused the credentials ({last_error[:120]}); check the token or "
+                "password the scenario's store.influxdb names")
+    if last_error.startswith("HTTP 404"):
+        return f"the database or bucket was not found ({last_error[:120]})"
+    return f"the database was unreachable or failing (last error: {last_error[:160]})"
+
+
+def replay_command(spool_dir: str | os.PathLike) -> str:
+    """The exact command that writes a left-over spool (its run's scenario sits beside it)."""
+    import shlex
+
+    spool = Path(spool_dir)
+    scenario = spool.parent / "scenario.yaml"
+    shown = shlex.quote(str(scenario)) if scenario.is_file() else "SCENARIO.yaml"
+    return f"python -m harness.store.replay {shlex.quote(str(spool))} --scenario {shown}"
 
 
 def writer_from_config(cfg, run_dir: str | os.PathLike | None = None, **kw) -> InfluxWriter:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def cell_name(replicas: int, level: float, mode: str) -> str:
-    """``r2-c64`` (closed loop, concurrency) or ``r1-q7.5`` (open loop, req/s)."""
-    return f"r{replicas}-c{int(level)}" if mode == "concurrency" else f"r{replicas}-q{level:g}"
+def cell_name(replicas: int, level: float, mode: str, repeat: int = 0) -> str:
+    """``r2-c64`` (closed loop, concurrency) or ``r1-q7.5`` (open loop, req/s); the second and
+    later repeats of one (replicas, level) end in ``-n2``, ``-n3``..."""
+    base = f"r{replicas}-c{int(level)}" if mode == "concurrency" else f"r{replicas}-q{level:g}"
+    return base if repeat == 0 else f"{base}-n{repeat + 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +64,14 @@ class Plan:
         return (segs[0].start_s, segs[-1].end_s) if segs else None
 
 
-def build_plan(load, levels: list[float], replicas: int, *, start_value: float = 0.0) -> Plan:
+def build_plan(load, levels: list[float], replicas: int, *, start_value: float = 0.0,
+               repeat: int = 0) -> Plan:
     """Segments for ``levels`` back to back under the scenario's ``load`` timings."""
     segs: list[Segment] = []
     t = 0.0
     prev = start_value
     for level in levels:
-        cell = cell_name(replicas, level, load.mode)
+        cell = cell_name(replicas, level, load.mode, repeat)
         for st in load.stages:
             segs.append(Segment(t, t + st.duration_s, "ramp", level, cell, prev, st.target))
             t += st.duration_s

@@ -1,0 +1,93 @@
+"""What every command-line door does with the engine: open a session, run the plan, write the
+report, print, and return the exit code (:func:`harness.engine.outcome.exit_code`)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.engine.engine import Engine
+from harness.engine.hooks import Hooks, ProgressHook
+from harness.engine.outcome import exit_code, partial_line, write_outputs
+from harness.engine.plan import RunPlan
+from harness.engine.session import Session
+
+
+@dataclass
+class Request:
+    """A door's parsed arguments (already validated)."""
+
+    scenario_path: str
+    command: str                              # run | sweep
+    replicas: list[int] | None = None         # None: load.replicas
+    levels: list[float] | None = None         # None: load.levels
+    urls: list[str] | None = None             # replicas already running (skip launching)
+    results: str | None = None
+    resume: str | None = None
+    processes: int = 0
+    web_ui: tuple[str, int] | None = None
+    latency: str | None = None
+    quiet: bool = False
+    plain: bool = False
+    json_path: str | None = None
+    gate: str = "every"                       # see outcome.exit_code
+    launcher_factory: object = None
+
+
+def execute(req: Request, scenario) -> int:
+    from harness.report.console import make_console, print_analysis
+    from harness.report.progress import SweepProgress
+
+    text = Path(req.scenario_path).read_text()
+    plan_done = ()
+    hooks = Hooks()
+    session = Session(scenario, text, Path(req.results or scenario.store.results_dir),
+                      command=req.command, resume=Path(req.resume) if req.resume else None,
+                      hooks=hooks, replicas=req.replicas, levels=req.levels)
+    plan = RunPlan.from_scenario(scenario, replicas=req.replicas, levels=req.levels,
+                                 done=session.cells_done or plan_done)
+    engine = Engine(session, plan, urls=req.urls, processes=req.processes, web_ui=req.web_ui,
+                    launcher_factory=req.launcher_factory)
+    console = make_console()
+    progress = None
+    if not req.quiet:
+        ld = scenario.load
+        cell_s = sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + \
+            ld.cooldown_s + 2.0
+        progress = SweepProgress(console, list(plan.replicas),
+                                 None if plan.auto else list(plan.levels), plan.mode,
+                                 plan.total_cells(), cell_s, plain=True if req.plain else None)
+        hooks.add(ProgressHook(progress))
+        progress.__enter__()
+    try:
+        result = engine.run()
+    finally:
+        if progress is not None:
+            progress.__exit__(None, None, None)
+    a, paths = write_outputs(result.run_dir, latency_key=req.latency)
+    if not req.quiet and a is not None:
+        print_analysis(a, console)
+    if not req.quiet and result.cell_results:
+        from harness.loadgen.summary import print_diagnostics
+
+        print_diagnostics(result.cell_results, console)
+    if req.json_path:
+        from harness.loadgen.summary import write_json
+
+        write_json(req.json_path, result.cell_results, str(result.run_dir),
+                   analysis=a, partial=result.cells_partial)
+    line = partial_line(result)
+    if line:
+        how = (f"; go on with: slm-harness sweep {req.scenario_path} --resume {result.run_dir}"
+               if req.command == "sweep" and result.status != "launch-failed" else "")
+        print(f"{req.command} stopped: {result.message or result.status}; "
+              f"{len(result.cells_done)} finished cell(s) kept"
+              + (f"; partial: {', '.join(result.cells_partial)}" if result.cells_partial else "")
+              + how, file=sys.stderr)
+    if paths is not None:
+        print(f"report: {paths.html}")
+        print(a.recommendation.sentence)
+    print(f"results: {result.run_dir}")
+    sys.stdout.flush()
+    return exit_code(result.status, a, req.gate)

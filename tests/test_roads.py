@@ -1,0 +1,225 @@
+"""Every road into the one run engine, on the same scenario against a real emulator:
+``slm-harness run`` (launched or ``--url``), ``locust -f`` headless and with its web UI; what each
+writes, how a stop mid-cell is marked, and the exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.emulator_fixtures import emulator
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = str(ROOT / "locustfiles" / "tgi.py")
+
+SCENARIO = """
+name: roads
+target: {protocol: tgi, launcher: {kind: emulator, profile: fixed-50ms-10ms}}
+workload: {seed: 4, prompt_tokens: {dist: fixed, value: 16}, output_tokens: {dist: fixed, value: 24}}
+load: {mode: concurrency, levels: [4, 8], warmup_s: 1.5, duration_s: DURATION, cooldown_s: 0.3}
+slo: {ttft_s: {p99: 1.0}, max_error_rate: 0.0}
+telemetry: {source: emulated, rate_hz: 20}
+"""
+RUN_DIR_FILES = {"requests.parquet", "windows.parquet", "gpu_samples.parquet", "manifest.json",
+                 "scenario.yaml", "summary.json", "cells.csv", "report.html", "histograms"}
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+
+
+def _scenario(tmp_path: Path, duration: float = 2.0) -> str:
+    f = tmp_path / "roads.yaml"
+    f.write_text(SCENARIO.replace("DURATION", str(duration)))
+    return str(f)
+
+
+def _run_dir(results: Path) -> Path:
+    (d,) = [p for p in results.iterdir() if p.is_dir()]
+    return d
+
+
+def _free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with emulator(1, "fixed-50ms-10ms") as reps:
+        yield reps.urls[0]
+
+
+def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_report(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "harness", "run", _scenario(tmp_path), "--results",
+                        str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    d = _run_dir(tmp_path / "res")
+    assert RUN_DIR_FILES <= {x.name for x in d.iterdir()}
+    gpu = pd.read_parquet(d / "gpu_samples.parquet")
+    assert len(gpu) > 20 and (gpu.source == "emulated").all() and (gpu.power_w > 0).all()
+    summary = json.loads((d / "summary.json").read_text())
+    (cell,) = summary["cells"]
+    assert cell["cell"] == "r1-c8" and cell["energy_j"] > 0 and cell["j_per_token"] > 0
+    assert summary["status"] == "complete" and summary["cells_partial"] == []
+    assert "r1-c8" in (d / "report.html").read_text()
+    assert "report: " in p.stdout
+
+
+def test_locust_headless_writes_the_same_run_directory_as_run(emu, tmp_path):
+    scen = _scenario(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "harness", "run", scen, "--url", emu, "--results",
+                          str(tmp_path / "run")], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loc = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
+                          "--scenario", scen, "--host", emu, "--slm-results", str(tmp_path / "loc"),
+                          "--csv", str(tmp_path / "locust")], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert loc.returncode == 0, loc.stderr[-3000:]
+    a, b = _run_dir(tmp_path / "run"), _run_dir(tmp_path / "loc")
+    assert RUN_DIR_FILES <= {x.name for x in b.iterdir()}
+    assert {x.name for x in a.iterdir()} - {"logs"} == {x.name for x in b.iterdir()} - {"logs"}
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    ca = {c["cell"]: c for c in sa["cells"]}
+    cb = {c["cell"]: c for c in sb["cells"]}
+    assert set(ca) == set(cb) == {"r1-c4", "r1-c8"}
+    for name in ca:   # within noise: the emulator's fixed timing, level edges ~1 s apart in Locust
+        assert cb[name]["output_tokens_per_s"] == pytest.approx(ca[name]["output_tokens_per_s"],
+                                                                rel=0.25)
+        assert cb[name]["ttft_p50_s"] == pytest.approx(ca[name]["ttft_p50_s"], abs=0.02)
+        assert cb[name]["energy_j"] and ca[name]["energy_j"]
+    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
+    assert ma["status"] == mb["status"] == "complete"
+    assert ma["cells_done"] == mb["cells_done"] == ["r1-c4", "r1-c8"]
+    # Locust's own statistics count each HTTP request once (no TTFT pseudo-requests)
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    agg = stats[stats.Name == "Aggregated"].iloc[0]
+    assert int(agg["Request Count"]) == len(pd.read_parquet(b / "requests.parquet"))
+    assert set(stats.Type.dropna()) <= {"POST", ""} | {float("nan")}
+
+
+def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario",
+                             _scenario(tmp_path, duration=60), "--host", emu, "--web-host",
+                             "127.0.0.1", "--web-port", str(port), "--autostart",
+                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def measuring():
+            try:
+                with urllib.request.urlopen(base + "/llm/stats", timeout=2) as r:
+                    rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
+            except OSError:
+                return False
+            return rows.get("Cell", {}).get("value", "").startswith("r1-c4 (measured")
+
+        _wait_for(measuring, 60, "the first cell's measured window")
+        urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"), timeout=5).read()
+        mf = lambda: json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())  # noqa: E731
+        _wait_for(lambda: mf().get("status") == "stopped", 30, "the run to close")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    d = _run_dir(tmp_path / "res")
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["cells_partial"] == ["r1-c4"] and man["cells_done"] == []
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["cells_partial"] == ["r1-c4"] and summary["cells"] == []
+    assert not summary["recommendation"]["meets_slo"]
+    assert "partial" in (d / "report.html").read_text()
+    assert "partial: r1-c4" in out and " met" not in out.replace("meets", "")
+    win = pd.read_parquet(d / "windows.parquet")
+    mw = win[win.phase == "measure"].iloc[0]
+    assert mw.note.startswith("partial") and (mw.end_ns - mw.start_ns) < 60e9
+
+
+def test_sigterm_on_run_closes_the_records_and_marks_the_cell_partial(emu, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
+                             "--url", emu, "--results", str(tmp_path / "res")], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/windows*")),
+                  60, "the run directory")
+        time.sleep(3)                     # into the measured window
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    d = _run_dir(tmp_path / "res")
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
+    assert pq.ParquetFile(d / "requests.parquet").metadata.num_rows > 0
+    assert "run stopped: terminated (SIGTERM)" in out and "partial: r1-c4" in out
+
+
+def test_dead_url_exits_3_with_the_reason(tmp_path):
+    scen = _scenario(tmp_path)
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "harness", "run", scen, "--url",
+                        "http://127.0.0.1:9", "--results", str(tmp_path / "res")], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "no replica answers: http://127.0.0.1:9: Connection refused" in p.stderr
+    assert time.monotonic() - t < 30
+    loc = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
+                          "--scenario", scen, "--host", "http://127.0.0.1:9"], cwd=tmp_path,
+                         env=_env(), capture_output=True, text=True, timeout=60)
+    assert loc.returncode == 3 and "no replica answers" in loc.stderr
+
+
+def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
+    scen = _scenario(tmp_path, duration=60)
+    p = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "5",
+                        "--scenario", scen, "--host", emu], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    (line,) = [x for x in p.stderr.splitlines() if "slm-harness" in x or "-u" in x]
+    assert "-u/--users: the scenario's plan sets the users" in line
+    assert "will be ignored" not in p.stderr
+    t = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-t", "3",
+                        "--scenario", scen, "--host", emu, "--slm-results", str(tmp_path / "res")],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=90)
+    assert t.returncode == 130, t.stderr[-3000:]
+    assert "Run time limit set" not in t.stderr and "will be ignored" not in t.stderr
+    d = _run_dir(tmp_path / "res")
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]
+    assert "-t 3s reached" in t.stderr
