@@ -53,7 +53,7 @@ def test_a_healthy_cell_is_valid():
     ({**HEALTHY, "reader_lag_max_ms": 30.0}, "warn", "fell behind"),
     ({**HEALTHY, "reader_lag_max_ms": 150.0}, "warn", "up to 150.0 ms"),
     ({**HEALTHY, "wait_share": 0.15}, "warn", "waited for a CPU 15%"),
-    ({**HEALTHY, "wait_share": 0.5}, "invalid", "waited for a CPU 50%"),
+    ({**HEALTHY, "wait_share": 0.6}, "invalid", "waited for a CPU 60%"),
     ({**HEALTHY, "cpu_share": 0.95}, "warn", "ran 95%"),
 ])
 def test_generator_checks(gen, status, words):
@@ -146,6 +146,7 @@ name: starve
 target: {protocol: tgi}
 workload: {seed: 3, prompt_tokens: {dist: fixed, value: 16}, output_tokens: {dist: fixed, value: 64}}
 load: {mode: concurrency, levels: [16], warmup_s: 0.5, duration_s: 2, cooldown_s: 0.2}
+validity: {cpu_wait_invalid: 0.3}
 """
 
 

@@ -125,6 +125,8 @@ class RunAnalysis:
                 for b in bounds(self.slo)
             ],
             "latency_objective": self.latency_key,
+            "hardware": self.run.manifest.get("hardware"),
+            "servers": self.run.manifest.get("servers"),
             "verdicts": {
                 k: [c.cell for c in self.cells if c.verdict == k]
                 for k in ("valid", "warn", "invalid")

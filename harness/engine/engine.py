@@ -126,6 +126,12 @@ class Engine:
                 s.rundir.write_manifest(telemetry_note=note,
                                         emulated=bool(getattr(reps, "emulated", False)),
                                         urls=list(reps.urls), protocol=used.protocol, model=used.model)
+                from harness.hostinfo import server_info
+
+                servers = dict(s.rundir.manifest.get("servers") or {})
+                servers.update(server_info(list(reps.urls)))
+                if servers:   # each replica's /info (version) where the server has one
+                    s.rundir.write_manifest(servers=servers)
                 self.hooks.on_group_start(r, list(reps.urls), note)
                 first = todo[0].name if not self.plan.auto else f"r{r}-auto"
                 s.telemetry.idle_baseline(first, r, self.plan.mode,

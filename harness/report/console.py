@@ -71,6 +71,11 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
     con = console or make_console()
     if a.cells:
         con.print(cells_table(a))
+    from harness.hostinfo import describe
+
+    hw = describe(a.run.manifest.get("hardware"))
+    if hw:
+        con.print(f"hardware: {hw}", markup=False, highlight=False)
     for n in a.notes + a.frontier.notes:
         con.print(f"note: {n}")
     methods = sorted({c.interval_method for c in a.cells if c.interval_method})

@@ -8,6 +8,7 @@ import html
 from harness.analysis.metrics import STEADY_TOLERANCE
 from harness.analysis.slo import describe
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
+from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.timeline import build_timeline
@@ -271,6 +272,13 @@ def render_html(a: RunAnalysis) -> str:
     ]
     if gpu:
         meta.append(f"GPU {_e(gpu)}")
+    hw = describe_hw(mf.get("hardware"))
+    if hw:
+        meta.append(f"hardware: {_e(hw)}")
+    versions_seen = sorted({str(v.get("version")) for v in (mf.get("servers") or {}).values()
+                            if isinstance(v, dict) and v.get("version")})
+    if versions_seen:
+        meta.append(f"server version {_e(', '.join(versions_seen))}")
     if mf.get("emulated") is not None:
         meta.append("emulated replicas" if mf.get("emulated") else "real replicas")
     desc = f"<p>{_e(sc.description)}</p>" if sc and sc.description else ""

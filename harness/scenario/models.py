@@ -359,7 +359,7 @@ class Validity(Strict):
     send_lag_warn_ms: Millis = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
     send_lag_invalid_ms: Millis = Field(100.0, description="... invalid above.")
     cpu_wait_warn: Share = Field(0.1, description="Share of the window the generator waited for a CPU: warn above.")
-    cpu_wait_invalid: Share = Field(0.3, description="... invalid above.")
+    cpu_wait_invalid: Share = Field(0.5, description="... invalid above (a host that makes the generator wait half the time decides the figures).")
     cpu_busy_warn: Share = Field(0.9, description="Share of the window the generator ran on a CPU: warn above.")
     energy_disagree_warn: Share = Field(0.05, description="Counter vs power integral, relative: warn above.")
     min_power_refreshes: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(10, description="Warn when a window spans fewer power readings (invalid below one).")
