@@ -33,7 +33,7 @@ ARG NATIVE=deploy/docker/no-native
 # no useradd in a minbase Debian tree: write the account directly
 RUN echo 'slm:x:10001:10001:slm-harness:/app:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'slm:x:10001:' >> /etc/group \
- && mkdir -p /app /results && chown 10001:10001 /app /results
+ && mkdir -p /app /results /var/lib/slm-gpu && chown 10001:10001 /app /results /var/lib/slm-gpu
 COPY --from=build /opt/slm /opt/slm
 COPY --from=build --chown=10001:10001 /app /app
 COPY ${NATIVE}/ /opt/slm/native/

@@ -12,6 +12,7 @@ lateness (when it, not the client, is the limit), and the generator's CPU and me
     python benchmarks/generator_fidelity.py --streams 256 --compare ../old --repeat 3  # A/B, alternating
     python benchmarks/generator_fidelity.py --protocol openai-chat --streams 1024   # vLLM's framing
     python benchmarks/generator_fidelity.py --tls --streams 256      # https (a certificate made here)
+    python benchmarks/generator_fidelity.py --protocol tgi,openai-chat --tls both --streams 256  # alternating
 
 ``--protocol openai-completions|openai-chat`` has the emulator frame events as vLLM, SGLang and
 OpenAI do (``data: {``, chat chunks with ``delta`` objects); ``--tls`` serves https with a
@@ -235,8 +236,10 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
     cpu0 = None
     rss_max = 0
     rss_samples = []
-    measure_start = t_start + 1.0 + ramp_s + warmup_s
-    measure_end = measure_start + measure_s
+    # the measured window starts warm-up (and ramp) after the first request reaches an emulator:
+    # the generator's own start-up (imports, checks, its plan's start) varies from run to run
+    measure_start = measure_end = float("inf")
+    load_seen = False
     cpu_measure = None
     sleeps = 0.0
     steal = softirq = emu_steal = 0.0
@@ -252,6 +255,11 @@ def run_level(streams: int, urls: list[str], gen_cpu: int | None, warmup_s: floa
             rss = sum(p.memory_info().rss for p in kids)
             rss_max = max(rss_max, rss)
             rss_samples.append((now - t_start, rss))
+            if not load_seen and (sum(_get(u + "/emulator/ground_truth")["total"]["requests_received"]
+                                      for u in gt_urls) > 0 or now - t_start > 60):
+                load_seen = True
+                measure_start = now + ramp_s + warmup_s
+                measure_end = measure_start + measure_s
             if cpu0 is None and now >= measure_start:
                 cpu0 = (now, t, sw)
                 core0 = core_ticks(gen_cpu)
@@ -378,19 +386,26 @@ def main(argv=None) -> int:
                     help="each run of a level is followed by bare_reader.py at that level on the same cores and "
                          "emulators (code 'floor'): what the machine lets a reader with nothing per token show")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each level (and of each side)")
-    ap.add_argument("--protocol", default="tgi", choices=["tgi", "openai-completions", "openai-chat"],
-                    help="the API read: TGI's native stream (data:{), or an OpenAI route framed as vLLM, "
-                         "SGLang and OpenAI do (data: {)")
-    ap.add_argument("--tls", action="store_true",
-                    help="https: the emulator serves TLS with a certificate made for the run (openssl); "
-                         "the generator decrypts every stream")
+    ap.add_argument("--protocol", default="tgi", metavar="P[,P]",
+                    help="the API read: tgi (TGI's native stream, data:{), openai-completions or openai-chat "
+                         "(framed as vLLM, SGLang and OpenAI do, data: {); several run alternately at each level "
+                         "against the same emulators (an A/B on a shared machine)")
+    ap.add_argument("--tls", nargs="?", const="on", default="off", choices=["on", "both"],
+                    help="https: emulators serve TLS with a certificate made for the run (openssl) and the "
+                         "generator decrypts every stream; 'both': plaintext and TLS alternately at each level")
     ap.add_argument("--variants", default="", metavar="ENV;ENV",
                     help="';'-separated generator environments run alternately at each level against the same "
                          "emulator, e.g. ';SLM_NATIVE=0' (default settings, then the Python reader)")
     args = ap.parse_args(argv)
     variants = args.variants.split(";") if args.variants else [""]
-    print(f"# generator reader: {_reader()}; protocol {args.protocol}{' over TLS' if args.tls else ''}", flush=True)
-    if args.floor and (args.tls or args.protocol != "tgi"):
+    protocols = [x.strip() for x in args.protocol.split(",") if x.strip()]
+    if not protocols or set(protocols) - {"tgi", "openai-completions", "openai-chat"}:
+        ap.error("--protocol: tgi, openai-completions or openai-chat, comma-separated")
+    transports = {"off": [False], "on": [True], "both": [False, True]}[args.tls]
+    print(f"# generator reader: {_reader()}; protocol {', '.join(protocols)}"
+          f"{'; https' if args.tls == 'on' else '; http and https alternately' if args.tls == 'both' else ''}",
+          flush=True)
+    if args.floor and (args.tls != "off" or protocols != ["tgi"]):
         ap.error("--floor reads TGI's plain framing only (bare_reader.py)")
     emu_cpu = None if args.no_pin else args.emulator_cpu
     gen_cpu = None if args.no_pin else (args.generator_cpu if args.generator_cpu is not None
@@ -401,30 +416,39 @@ def main(argv=None) -> int:
     rows = []
     with steer_loopback(gen_cpu if args.rps else None), tempfile.TemporaryDirectory(prefix="fidelity-") as d:
         tmp = Path(d)
-        emus, urls, gt_urls = [], [], []
-        extra: tuple[str, ...] = ("--sse-space",) if args.protocol != "tgi" else ()
-        ca_file = None
-        if args.tls:
-            ca_file, key = make_cert(tmp)
-            extra += ("--tls-cert", str(ca_file), "--tls-key", str(key))
-        for k in range(args.emulator_processes):
-            e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp, k, extra)
-            emus.append(e)
-            urls += u
-            gt_urls.append(u[0])
+        emus = []
+        # one set of emulators per transport (the OpenAI routes framed "data: {"; TGI's is unchanged)
+        sets: dict[bool, tuple[list[str], list[str], Path | None]] = {}
+        for tls in transports:
+            extra: tuple[str, ...] = ("--sse-space",)
+            ca_file = None
+            if tls:
+                ca_file, key = make_cert(tmp)
+                extra += ("--tls-cert", str(ca_file), "--tls-key", str(key))
+            urls, gt_urls = [], []
+            for k in range(args.emulator_processes):
+                e, u = start_emulator(None if emu_cpu is None else emu_cpu + k, args.emulator_replicas, tmp,
+                                      k + 100 * tls, extra)
+                emus.append(e)
+                urls += u
+                gt_urls.append(u[0])
+            sets[tls] = (urls, gt_urls, ca_file)
+        urls, gt_urls, _ = sets[transports[0]]
         try:
             roots = [ROOT] + ([Path(args.compare).resolve()] if args.compare else [])
             for n in [int(x) for x in args.streams.split(",")]:
                 for _ in range(args.repeat):
                     for root in roots:
-                        for v, ramp in [(v, float(x)) for v in variants for x in args.ramp_s.split(",")]:
+                        for v, ramp, proto, tls in [(v, float(x), pr, t) for v in variants
+                                                    for x in args.ramp_s.split(",") for pr in protocols
+                                                    for t in transports]:
+                            t_urls, t_gt, ca = sets[tls]
                             with cpu_latency(run_latency(v, args.rps)):
-                                rows.append(run_level(n, urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
-                                                      gt_urls, root, args.diag, v.strip(), ramp, emu_cpus,
-                                                      args.protocol, ca_file))
+                                rows.append(run_level(n, t_urls, gen_cpu, args.warmup_s, args.measure_s, tmp,
+                                                      t_gt, root, args.diag, v.strip(), ramp, emu_cpus, proto, ca))
                             r = rows[-1]
-                            print(f"{n} streams done ({r['code'] or 'this tree'} {v}): {r['pct_ideal']:.2f}% of ideal",
-                                  file=sys.stderr, flush=True)
+                            print(f"{n} streams done ({r['code'] or 'this tree'} {v} {r['protocol']}): "
+                                  f"{r['pct_ideal']:.2f}% of ideal", file=sys.stderr, flush=True)
                     if args.floor:
                         for ramp in [float(x) for x in args.ramp_s.split(",")]:
                             with cpu_latency(run_latency("", args.rps)):

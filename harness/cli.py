@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "harness.scenario.cli",      # validate, schema
     "harness.loadgen.cli",       # run
     "harness.sweep_cli",         # sweep
+    "harness.loadgen.locust_door",  # locust (Locust with the harness's options)
     "harness.report.cli",        # report, compare
     "harness.emulator.cli",      # emulate
     "harness.telemetry.cli",     # sidecar

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,6 +93,37 @@ def http_json(url: str, data: bytes | None = None, method: str | None = None,
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = r.read()
     return json.loads(body) if body else None
+
+
+def tokens_per_s(urls: list[str], busy: list[str], seconds: float = 3.0,
+                 per_replica: int = 16) -> dict[str, float]:
+    """Closed loop: ``per_replica`` concurrent /generate requests on each of ``busy``; every
+    replica's tokens/s from its own ``/emulator/ground_truth`` counter over ``seconds``, taken
+    once every loop is running."""
+    stop = threading.Event()
+    body = json.dumps({"inputs": "word " * 32, "parameters": {"max_new_tokens": 32}}).encode()
+
+    def loop(url):
+        while not stop.is_set():
+            http_json(url + "/generate", body, timeout=60)
+
+    threads = [threading.Thread(target=loop, args=(u,), daemon=True)
+               for u in busy for _ in range(per_replica)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)   # past the first prefills
+        sent = lambda u: http_json(u + "/emulator/ground_truth")["total"]["tokens_sent"]  # noqa: E731
+        before = {u: sent(u) for u in urls}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        after = {u: sent(u) for u in urls}
+        dt = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    return {u: (after[u] - before[u]) / dt for u in urls}
 
 
 class Chromium:

@@ -45,6 +45,7 @@ CASES = [
     ("run_json_is_dir", "run {ok} --json {tmp}", "--json", "is a directory"),
     ("run_web_ui_bad", "run {ok} --web-ui nowhere", "--web-ui", "HOST:PORT"),
     ("run_bad_scenario", "run {bad}", None, "load.levels[0]"),
+    ("run_endpoint_host_unknown", "run {badhost}", None, "does not resolve"),
     ("sweep_processes_negative", "sweep {ok} --processes -1", "--processes", "from 0 to 1024"),
     ("sweep_results_proc", "sweep {ok} --results /proc/self", "--results", "kernel file system"),
     ("sweep_results_file", "sweep {ok} --results {file}", "--results", "is a file"),
@@ -91,7 +92,8 @@ print(json.dumps(out))
 
 
 def _argv(template: str, tmp: Path) -> list[str]:
-    return [a.format(ok=tmp / "ok.yaml", bad=tmp / "bad.yaml", file=tmp / "afile", tmp=tmp)
+    return [a.format(ok=tmp / "ok.yaml", bad=tmp / "bad.yaml", badhost=tmp / "badhost.yaml",
+                     file=tmp / "afile", tmp=tmp)
             for a in template.split()]
 
 
@@ -100,6 +102,8 @@ def workdir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "ok.yaml").write_text(OK)
     (tmp / "bad.yaml").write_text("name: x\nload: {levels: [.inf]}\n")
+    (tmp / "badhost.yaml").write_text("name: x\ntarget:\n  launcher:\n    kind: endpoints\n"
+                                      "    urls: ['http://no-such-host.invalid:8080']\n")
     (tmp / "afile").write_text("not a directory\n")
     return tmp
 
@@ -136,6 +140,10 @@ def test_bad_command_line(results, workdir, name, template, flag, fragment):
 def test_bad_scenario_through_run_names_file_and_line(results, workdir):
     err = results["run_bad_scenario"]["err"].strip()
     assert err == f"slm-harness: error: {workdir / 'bad.yaml'}:2: load.levels[0]: Input should be a finite number (got Infinity)"
+    # an endpoint host that does not resolve: refused at once, not a 30 s health wait and exit 3
+    err = results["run_endpoint_host_unknown"]["err"].strip()
+    assert err.startswith(f"slm-harness: error: {workdir / 'badhost.yaml'}:5: target.launcher.urls[0]: "
+                          "host 'no-such-host.invalid' does not resolve"), err
 
 
 CONSOLE_CASES = ["run_levels_inf", "run_replicas_zero", "run_url_notaport", "run_results_proc",
@@ -187,10 +195,14 @@ def test_sigterm_during_a_sweep_prints_no_traceback(tmp_path):
                 time.sleep(1.5)
                 proc.send_signal(signal.SIGTERM)
                 break
-        out, err = proc.communicate(timeout=90)
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the sweep did not end within 120 s of SIGTERM: {err[-2000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert "sweep stopped: terminated (SIGTERM)" in err and "--resume" in err
     assert "Traceback" not in err + out, err[-2000:]

@@ -69,6 +69,14 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     assert len(c4) > 20 and (before.cell == "r1-c8").sum() > 0     # the cut-short cell wrote rows
     wins = read_table(run, "windows")
     assert set(wins[wins.cell == "r1-c4"].phase) == {"warmup", "measure", "cooldown"}
+    # the report reads what the killed writer left (into another directory: the run stays as is)
+    p = subprocess.run([sys.executable, "-m", "harness", "report", str(run), "--out",
+                        str(tmp_path / "rep"), "-q"], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    cells = json.loads((tmp_path / "rep" / "summary.json").read_text())["cells"]
+    (c,) = [c for c in cells if c["cell"] == "r1-c4"]
+    assert c["requests_ok"] > 0
 
     p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--resume", str(run)],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150)

@@ -334,3 +334,16 @@ def test_tls_settings_validate():
         Target(tls={"verify": "sometimes"})
     with pytest.raises(InputError, match="target.tls.ca_file"):
         Access.from_target(Target(tls={"ca_file": "/nonexistent/ca.pem"}))
+
+
+def test_the_stack_master_waits_for_health_with_the_scenarios_token(secure, cert, tmp_path, monkeypatch):
+    """The compose/Kubernetes master asks every replica's /health with the scenario's TLS settings
+    and headers: a hosted endpoint behind a token is healthy, not 401 forever."""
+    from harness.launch.master import _access, _wait_healthy
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.format(protocol="tgi", url=secure, ca=cert[0]))
+    monkeypatch.setenv("EMU_TOKEN", TOKEN)
+    access = _access(["-f", "x.py", "--scenario", str(path), "--host", secure])
+    assert access is not None and _wait_healthy([secure], 5, access)
+    assert not _wait_healthy([secure], 1, None)   # 401 without the token (and no CA): never healthy

@@ -33,7 +33,7 @@ def parse_port(p) -> tuple[str, int, int]:
     return "", 0, int(parts[0])
 
 
-def compose_config(files: list[Path], profiles=("gpu", "emulator"), env=None) -> dict:
+def compose_config(files: list[Path], profiles=("gpu", "vllm", "emulator"), env=None) -> dict:
     """The fully resolved model from Debian's docker-compose (what `up` would run)."""
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is installed by scripts/install-test-deps.sh"
@@ -45,12 +45,22 @@ def compose_config(files: list[Path], profiles=("gpu", "emulator"), env=None) ->
     return yaml.safe_load(r.stdout)
 
 
+PREFIXES = (("gpu", "tgi"), ("vllm", "vllm"), ("emulator", "emulator"))
+FRACTION = {"gpu": "--cuda-memory-fraction=", "vllm": "--gpu-memory-utilization=",
+            "emulator": "--cuda-memory-fraction="}
+
+
+def flag(command: list, prefix: str) -> str | None:
+    (v,) = [a[len(prefix):] for a in command if a.startswith(prefix)] or [None]
+    return v
+
+
 @pytest.mark.parametrize("n", [1, 3, 5])
 def test_rendered_override_gives_n_replicas_per_profile(tmp_path, n):
     out = write_override(ROOT, n, 9100, tmp_path / "override.yml")
-    cfg = compose_config([ROOT / "docker-compose.yml", out])
+    cfg = compose_config([ROOT / "docker-compose.yml", out], profiles=("gpu", "vllm", "emulator"))
     svcs = cfg["services"]
-    for profile, prefix in (("gpu", "tgi"), ("emulator", "emulator")):
+    for profile, prefix in PREFIXES:
         names = replica_services(profile, n)
         assert names == [f"{prefix}-{i}" for i in range(1, n + 1)]
         assert sorted(s for s in svcs if s.startswith(prefix + "-")) == sorted(names)
@@ -64,17 +74,74 @@ def test_rendered_override_gives_n_replicas_per_profile(tmp_path, n):
             host_ip, published, target = parse_port(p)
             assert host_ip == "127.0.0.1" and target == 8000
             ports.append(published)
-            if profile == "gpu":
-                fr = [a for a in s["command"] if a.startswith("--cuda-memory-fraction=")]
-                assert fr == [f"--cuda-memory-fraction={int(0.9 / n * 1e4) / 1e4:g}"]
-                assert "healthcheck" in s and s["shm_size"]
-        base = 8081 if n == 1 else None  # replica 1 keeps the base file's port variable
+            # start order: each replica waits for the previous one to be healthy
+            if i == 1:
+                assert not any(d.startswith(prefix + "-") for d in s.get("depends_on", {}))
+            else:
+                assert s["depends_on"][names[i - 2]] == {"condition": "service_healthy"}
+            assert s["healthcheck"]["test"]
+            # memory fractions: staggered for TGI's and the emulator's sizing, even for vLLM
+            fraction = float(flag(s["command"], FRACTION[profile]))
+            want = 0.9 / n if profile == "vllm" else 0.9 * i / n
+            assert want - 1e-4 <= fraction <= want + 1e-9, (name, fraction)
+            if profile in ("gpu", "vllm"):
+                (dev,) = s["deploy"]["resources"]["reservations"]["devices"]
+                assert dev == {"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}
+                assert s["shm_size"]
         assert ports[1:] == list(range(9101, 9100 + n))
-        if base:
-            assert ports == [base]
+        if n == 1:
+            assert ports == [8081]  # replica 1 keeps the base file's port variable
     master = " ".join(svcs["locust-master"]["command"])
     want = ",".join(f"http://replica-{i}:8000" for i in range(1, n + 1))
     assert want in master
+
+
+def test_tgi_and_vllm_replicas_structure():
+    """Pinned current images, no deprecated TGI flag, and no empty HF_TOKEN in any container."""
+    cfg = compose_config([ROOT / "docker-compose.yml"], profiles=("gpu", "vllm"))
+    tgi, vllm = cfg["services"]["tgi-1"], cfg["services"]["vllm-1"]
+    assert tgi["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.7"
+    assert vllm["image"].startswith("vllm/vllm-openai:v")
+    assert not any(a.startswith("--max-batch-total-tokens") for a in tgi["command"])
+    assert flag(vllm["command"], "--port=") == "8000" and flag(vllm["command"], "--host=")
+    assert vllm["command"][0] == "HuggingFaceTB/SmolLM2-135M-Instruct"   # `vllm serve MODEL`
+    assert flag(vllm["command"], "--served-model-name=")
+    for svc in (tgi, vllm):
+        # passed through only when set: compose leaves it out of the container's environment
+        assert svc["environment"]["HF_TOKEN"] is None
+        assert "unset HF_TOKEN" in " ".join(svc["entrypoint"])
+    # set in the environment: passed on as it is
+    cfg = compose_config([ROOT / "docker-compose.yml"], profiles=("gpu", "vllm"),
+                         env={"HF_TOKEN": "hf_example"})
+    assert cfg["services"]["tgi-1"]["environment"]["HF_TOKEN"] == "hf_example"
+    # the power sidecar runs with either GPU profile
+    assert cfg["services"]["sidecar-nvml"]["profiles"] == ["gpu", "vllm"]
+
+
+def test_empty_hf_token_is_unset_inside_the_container(tmp_path):
+    """The entrypoint guard, run by a real shell with compose's interpolation applied."""
+    cfg = compose_config([ROOT / "docker-compose.yml"], profiles=("gpu",), env={"HF_TOKEN": ""})
+    ep = cfg["services"]["tgi-1"]["entrypoint"]
+    assert ep[:2] == ["/bin/bash", "-c"]
+    launcher = tmp_path / "launcher.sh"       # stands in for TGI's /tgi-entrypoint.sh
+    launcher.write_text('#!/bin/sh\nenv\necho "args: $*"\n')
+    launcher.chmod(0o755)
+    script = ep[2].replace("$$", "$").replace("/tgi-entrypoint.sh", str(launcher))
+    for value, seen in (("", False), ("hf_x", True)):
+        r = subprocess.run(["/bin/bash", "-c", script, "tgi", "--model-id=x"], capture_output=True,
+                           text=True, env={"PATH": os.environ["PATH"], "HF_TOKEN": value})
+        assert r.returncode == 0, r.stderr
+        assert ("HF_TOKEN=" in r.stdout) is seen, r.stdout
+        assert "args: --model-id=x" in r.stdout
+
+
+def test_all_at_once_render_is_the_naive_layout(tmp_path):
+    doc = render_override(ROOT, 3, 9100, all_at_once=True)
+    for name in ("tgi-2", "tgi-3", "emulator-2", "emulator-3"):
+        assert "depends_on" not in doc["services"][name]
+    fr = [flag(doc["services"][f"tgi-{i}"]["command"], "--cuda-memory-fraction=")
+          for i in (1, 2, 3)]
+    assert fr == ["0.3", "0.3", "0.3"]
 
 
 def test_override_is_what_stack_render_writes(tmp_path):
@@ -88,7 +155,9 @@ def test_override_is_what_stack_render_writes(tmp_path):
                         str(proj)], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr
-    assert "4 replica(s)" in r.stdout and "0.225" in r.stdout
+    assert "4 replica(s)" in r.stdout
+    assert "tgi-1 0.225, tgi-2 0.45, tgi-3 0.675, tgi-4 0.9" in r.stdout
+    assert "vllm-1 0.225, vllm-2 0.225" in r.stdout
     doc = yaml.safe_load((proj / "docker-compose.override.yml").read_text())
     assert doc == render_override(proj, 4, 9200)
     assert doc["services"]["emulator-4"]["ports"] == ["127.0.0.1:9203:8000"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,8 @@ import pytest
 from harness.errors import InputError, LaunchError
 from harness.launch.base import launcher_for
 from harness.launch.health import free_port_block, is_healthy
-from harness.launch.processes import memory_fraction, render_args
+from harness.launch.memory import staggered_fractions
+from harness.launch.processes import render_args
 from harness.scenario.models import Target
 
 PY = sys.executable
@@ -80,8 +82,9 @@ def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
             assert is_healthy(r.url)
             info = get_json(r.url + "/args")
             # arguments arrive exactly as templated, one argv element each (no shell)
+            # replica i of 3 gets 0.9 * (i + 1) / 3 of the GPU (TGI's sizing, docs/stack.md)
             assert info["argv"][1:] == [str(base + i), "--replica", str(i), "--model", "tiny",
-                                        "--fraction", "0.3"]
+                                        "--fraction", ["0.3", "0.6", "0.9"][i]]
             assert psutil.pid_exists(r.pid) and psutil.pid_exists(info["child"])
             children.append(info["child"])
             assert r.log_path.exists()
@@ -180,15 +183,15 @@ def test_templates_for_tgi_and_transformers_serve():
     tgi = ["text-generation-launcher", "--model-id", "{model}", "--port", "{port}",
            "--cuda-memory-fraction", "{fraction}"]
     assert render_args(tgi, port=8082, replica=1, model="HuggingFaceTB/SmolLM2-135M",
-                       fraction=memory_fraction(4), host="127.0.0.1") == [
+                       fraction=staggered_fractions(4)[1], host="127.0.0.1") == [
         "text-generation-launcher", "--model-id", "HuggingFaceTB/SmolLM2-135M", "--port", "8082",
-        "--cuda-memory-fraction", "0.225"]
+        "--cuda-memory-fraction", "0.45"]
     ts = ["transformers", "serve", "{model}", "--continuous-batching", "--port", "{port}",
           "--host", "{host}"]
     assert render_args(ts, port=9000, replica=0, model="/models/x", fraction=0.9,
                        host="127.0.0.1")[2:] == ["/models/x", "--continuous-batching", "--port",
                                                  "9000", "--host", "127.0.0.1"]
-    assert [memory_fraction(n) for n in (1, 2, 3, 7)] == [0.9, 0.45, 0.3, 0.1285]
+    assert [staggered_fractions(n) for n in (1, 2, 3)] == [[0.9], [0.45, 0.9], [0.3, 0.6, 0.9]]
 
 
 def test_endpoints_launcher_checks_health_and_takes_first_n(tmp_path, server_script):
@@ -248,7 +251,8 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
           launcher:
             kind: processes
             command: [{PY}, -m, harness, emulate, --replicas, "1", --profile, fixed-50ms-10ms,
-                      --host, "{{host}}", --port, "{{port}}"]
+                      --host, "{{host}}", --port, "{{port}}", --shared-gpu, "{tmp_path / 'gpu.state'}",
+                      --cuda-memory-fraction, "{{fraction}}"]
             base_port: {base}
             startup_timeout_s: 60
         workload:
@@ -272,12 +276,15 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     (run,) = list((tmp_path / "results").iterdir())
     records = pq.read_table(run / "requests.parquet").to_pandas()
+    # one after another on one simulated GPU, 0.3/0.6/0.9: equal KV budgets, in the manifest
+    kv = json.loads((run / "manifest.json").read_text())["kv_budgets"]["3"]
+    assert len(kv["budgets"]) == 3 and kv["spread"] < 0.05 and kv["warning"] is None, kv
     urls = {f"http://127.0.0.1:{base + i}" for i in range(3)}
     assert set(records.replica) == urls
     assert records.error_class.isna().all() and (records.output_tokens == 16).all()
     assert records.groupby("replica").size().min() >= 3
     for i in range(3):
-        log = (run / "logs" / f"replica-{i}.log").read_text()
+        log = (run / "logs" / "r3" / f"replica-{i}.log").read_text()
         assert f"--port', '{base + i}'" in log  # the argv as launched, one element per argument
     # the replicas were stopped: nothing answers, no emulator of this run is left
     for u in urls:

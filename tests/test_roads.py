@@ -223,3 +223,61 @@ def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]
     assert "-t 3s reached" in t.stderr
+
+
+BAD_DATASET = '{"prompt": "a"}\n{"prompt": "b"}\n{"text": "no prompt here"}\n'
+
+
+def test_a_malformed_dataset_record_is_refused_before_any_load(tmp_path):
+    (tmp_path / "ds.jsonl").write_text(BAD_DATASET)
+    scen = tmp_path / "s.yaml"
+    scen.write_text(SCENARIO.replace("DURATION", "2").replace(
+        "workload: {seed: 4,", "workload: {dataset: {path: ds.jsonl}, seed: 4,"))
+    where = f"{tmp_path / 'ds.jsonl'}:3: prompt: missing or empty prompt"
+    v = subprocess.run([sys.executable, "-m", "harness", "validate", str(scen)], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert v.returncode == 2 and where in v.stderr, v.stderr
+    r = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url",
+                        "http://127.0.0.1:9", "--results", str(tmp_path / "res")], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and where in r.stderr and r.stderr.count("missing or empty") == 1
+    assert not (tmp_path / "res").exists()
+
+
+def test_bad_input_met_mid_run_stops_it_once_with_exit_2(emu, tmp_path):
+    """A dataset that turns bad after validation (replaced under the run): the users stop at the
+    first bad record, the run ends with exit 2 and one error, no retry loop."""
+    ds = tmp_path / "ds.jsonl"
+    ds.write_text('{"prompt": "fine"}\n')
+    scen = tmp_path / "s.yaml"
+    scen.write_text(SCENARIO.replace("DURATION", "2").replace(
+        "workload: {seed: 4,", "workload: {dataset: {path: ds.jsonl}, seed: 4,"))
+    script = f"""
+import locust, sys
+from pathlib import Path
+from harness.engine.door import Request, execute
+from harness.scenario.loader import load_scenario
+sc = load_scenario({str(scen)!r})
+Path({str(ds)!r}).write_text({BAD_DATASET!r})
+sys.exit(execute(Request({str(scen)!r}, "run", replicas=[1], levels=[4], urls=[{emu!r}],
+                         results={str(tmp_path / 'res')!r}, quiet=True), sc))
+"""
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=90)
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out[-3000:]
+    assert out.count("missing or empty prompt") <= 3 and "ds.jsonl:3: prompt" in out
+    assert time.monotonic() - t < 45
+    man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
+    assert man["status"] == "bad-input" and man["cells_partial"] == ["r1-c4"]
+
+
+def test_the_harness_options_are_listed_in_locusts_help():
+    p = subprocess.run([sys.executable, "-m", "harness", "locust", "-f", LOCUSTFILE, "--help"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for opt in ("--scenario", "--slm-levels", "--slm-replicas", "--slm-results", "--slm-json",
+                "-t/--run-time stops the plan early"):
+        assert opt in p.stdout, opt
+    assert "--run-time" in p.stdout and "--web-port" in p.stdout     # Locust's own, unchanged

@@ -65,8 +65,12 @@ def test_gpu_profile_structure():
     for name, s in svcs.items():
         if name.startswith("emulator-") or name == "sidecar-emulated":
             assert s["profiles"] == ["emulator"], name
-        elif name.startswith("tgi-") or name == "sidecar-nvml":
+        elif name.startswith("tgi-"):
             assert s["profiles"] == ["gpu"], name
+        elif name.startswith("vllm-"):
+            assert s["profiles"] == ["vllm"], name
+        elif name == "sidecar-nvml":
+            assert s["profiles"] == ["gpu", "vllm"], name
         else:
             assert "profiles" not in s, f"{name} must run in every profile"
     tgi = svcs["tgi-1"]
@@ -76,7 +80,8 @@ def test_gpu_profile_structure():
     args = tgi["command"]
     flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.startswith("--")}
     assert float(flags["--cuda-memory-fraction"]) == 0.9
-    assert int(flags["--max-concurrent-requests"]) > 0 and int(flags["--max-batch-total-tokens"]) > 0
+    assert int(flags["--max-concurrent-requests"]) > 0
+    assert "--max-batch-total-tokens" not in flags   # deprecated: TGI sizes it at warm-up
     assert flags["--port"] == "8000" and flags["--model-id"]
     assert tgi["shm_size"]
     assert any(str(v).split(":")[:2] == ["model-cache", "/data"] for v in tgi["volumes"])
@@ -96,13 +101,13 @@ def test_gpu_profile_structure():
         "device_ids"] == ["1"]
 
 
-@pytest.mark.parametrize("profile", ["gpu", "emulator"])
+@pytest.mark.parametrize("profile", ["gpu", "vllm", "emulator"])
 def test_every_published_port_is_bound_to_loopback_and_health_checked(profile):
     svcs = resolved(profile)["services"]
     for name, s in svcs.items():
         for p in s.get("ports", []):
             assert published(p)[0] == "127.0.0.1", f"{name} publishes {p} beyond loopback"
-    for name in ["influxdb"] + [n for n in svcs if re.match(r"(tgi|emulator)-\d+$", n)]:
+    for name in ["influxdb"] + [n for n in svcs if re.match(r"(tgi|vllm|emulator)-\d+$", n)]:
         assert svcs[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     master = svcs["locust-master"]
     assert [published(p)[:3:2] for p in master["ports"]] == [("127.0.0.1", 8089)]
@@ -115,7 +120,11 @@ def test_secrets_only_from_env_and_images_are_variables():
         img = s.get("image", "")
         assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[^}]+\}", img), f"{name}: image {img!r}"
         env = s.get("environment", {}) or {}
+        if isinstance(env, list):   # KEY=VALUE items, or KEY alone (passed through when set)
+            env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
         for k, v in env.items():
+            if v is None:
+                continue
             if re.search(r"TOKEN|PASSWORD|SECRET", k):
                 assert re.fullmatch(r"\$\{[A-Z_]+(:[-?][^}]*)?\}", str(v)), f"{name}.{k} = {v!r}"
     for value in SECRETS.values():
@@ -214,7 +223,8 @@ import pandas as pd  # noqa: E402
 
 from harness.launch.compose import write_override  # noqa: E402
 from harness.launch.health import free_port_block, is_healthy  # noqa: E402
-from stack_support import Chromium, DockerEngine, build_images, free_ports, http_json  # noqa: E402
+from stack_support import (Chromium, DockerEngine, build_images, free_ports,  # noqa: E402
+                           http_json, tokens_per_s)
 
 REPLICAS = 3
 WORKERS = 2
@@ -470,6 +480,79 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
     finally:
         browser.__exit__(None, None, None)
         compose(*dc, "down", "-v", "--remove-orphans", env=env, files=files, check=False)
+    assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_emulator_containers_share_one_gpu_sized_like_tgi(engine_and_images, tmp_path):
+    """3 replica containers on one simulated GPU (the `emulated-gpu` volume): started one after
+    another with staggered fractions their KV budgets are equal; started all at once with 0.9/N
+    each they are not; they contend for the GPU and report one power series."""
+    images = engine_and_images
+    project = f"slmgpu{os.getpid()}"
+    base = free_port_block(REPLICAS)
+    urls = [f"http://127.0.0.1:{base + i}" for i in range(REPLICAS)]
+    replicas = [f"emulator-{i}" for i in range(1, REPLICAS + 1)]
+    env = {"HARNESS_IMAGE": images["HARNESS_IMAGE"], "REPLICA_BASE_PORT": str(base),
+           "EMULATOR_LOAD_S": "2"}
+
+    files = [ROOT / "docker-compose.yml", tmp_path / "replicas.yml"]
+
+    def up(all_at_once: bool) -> list[int]:
+        write_override(ROOT, REPLICAS, base, files[1], all_at_once=all_at_once)
+        t0 = time.monotonic()
+        compose("-p", project, "--profile", "emulator", "up", "-d", *replicas, env=env,
+                files=files, timeout=300)
+        deadline = time.monotonic() + 120
+        while not all(is_healthy(u) for u in urls):
+            assert time.monotonic() < deadline, "replica containers never healthy"
+            time.sleep(0.5)
+        budgets = [http_json(u + "/info")["max_batch_total_tokens"] for u in urls]
+        print(f"{'all at once' if all_at_once else 'one after another'}: healthy in "
+              f"{time.monotonic() - t0:.0f} s, KV budgets {budgets}")
+        return budgets
+
+    try:
+        # --- the new way: depends_on chain, 0.3 / 0.6 / 0.9 -------------------------------------
+        budgets = up(all_at_once=False)
+        assert (max(budgets) - min(budgets)) / max(budgets) < 0.05, budgets
+        started = [subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}",
+                                   container(project, r)], capture_output=True, text=True,
+                                  check=True).stdout.strip() for r in replicas]
+        assert started == sorted(started), started       # one after another, in order
+        gpu = [http_json(u + "/emulator/gpu") for u in urls]
+        assert {g["replicas"] for g in gpu} == {REPLICAS}
+        assert len({g["mem_used_bytes"] for g in gpu}) == 1
+        # contention: each replica alone at saturation, then all three at once
+        alone = tokens_per_s(urls, busy=urls[:1])
+        together = tokens_per_s(urls, busy=urls)
+        print(f"tokens/s alone {alone[urls[0]]:.0f}, together "
+              f"{[round(together[u]) for u in urls]}")
+        assert alone[urls[0]] > 0 and alone[urls[1]] == alone[urls[2]] == 0, alone
+        assert all(0 < together[u] < 0.8 * alone[urls[0]] for u in urls), (alone, together)
+        # one power series: the same GPU behind every replica (power, one energy counter)
+        deadline = time.monotonic() + 10
+        while http_json(urls[0] + "/emulator/gpu")["gpu_util_pct"] > 0:
+            assert time.monotonic() < deadline, "the GPU never went idle"
+            time.sleep(0.2)
+        snaps = [http_json(u + "/emulator/gpu") for u in urls + urls[:1]]
+        assert len({g["power_w"] for g in snaps}) == 1
+        energy = [g["energy_j"] for g in snaps]
+        assert energy == sorted(energy) and energy[-1] - energy[0] < snaps[0]["power_w"]
+        compose("-p", project, "--profile", "emulator", "rm", "-f", "-s", *replicas, env=env,
+                files=files)
+
+        # --- the old way: all at once, 0.9/3 each -----------------------------------------------
+        budgets = up(all_at_once=True)
+        assert (max(budgets) - min(budgets)) / max(budgets) > 0.5, budgets
+        assert sorted(budgets)[0] == sorted(budgets)[1], budgets   # warm-up blocks only
+        out = subprocess.run([sys.executable, "-m", "harness", "stack", "status", "--project-dir",
+                              str(ROOT), "--replicas", str(REPLICAS)], capture_output=True,
+                             text=True, env={**os.environ, **SECRETS, **env,
+                                             "PYTHONPATH": str(ROOT), "COMPOSE_PROJECT_NAME": project})
+        assert "KV budgets differ by" in out.stdout, out.stdout + out.stderr
+    finally:
+        compose("-p", project, "--profile", "emulator", "down", "-v", "--remove-orphans", env=env,
+                files=files, check=False)
     assert project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
 
 

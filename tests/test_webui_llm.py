@@ -43,7 +43,7 @@ def _json(url: str, data: bytes | None = None) -> dict:
 def _chromium(url: str, tmp: Path, screenshot: Path | None = None) -> str:
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chr'}",
-            "--window-size=1400,1000", "--virtual-time-budget=6000"]
+            "--window-size=1400,1700", "--virtual-time-budget=6000"]
     if screenshot is not None:
         subprocess.run(args + [f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
     p = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
@@ -74,7 +74,8 @@ def test_llm_tab_shows_the_runs_values_in_chromium(emulator, tmp_path):
 name: webui
 target: {protocol: tgi}
 workload: {output_tokens: {dist: fixed, value: 24}}
-load: {mode: concurrency, levels: [6], warmup_s: 0, duration_s: 3, cooldown_s: 0}
+load: {mode: concurrency, levels: [4, 6], warmup_s: 0, duration_s: 3, cooldown_s: 0}
+telemetry: {source: emulated, rate_hz: 10}
 """)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -106,8 +107,21 @@ load: {mode: concurrency, levels: [6], warmup_s: 0, duration_s: 3, cooldown_s: 0
             proc.wait()
     rows = _rows(dom)
     assert "TTFT (ms)" in rows, sorted(rows)[:20]
+    # every finished cell in its own row, with the run directory's own figures
+    summary = {c["cell"]: c for c in json.loads((run_dir / "summary.json").read_text())["cells"]}
+    for name in ("r1-c4", "r1-c6"):
+        status, tok_s, ttft50 = rows[name][0], rows[name][1], rows[name][2]
+        assert status == "done"
+        assert float(tok_s) == pytest.approx(summary[name]["output_tokens_per_s"], rel=0.02)
+        assert float(ttft50) == pytest.approx(summary[name]["ttft_p50_s"] * 1000, abs=0.1)
+    # live charts over the run: tokens/s, TTFT and ITL percentiles, power, one point a second
+    assert dom.count("class=\"slm-chart\"") == 4
+    for series in ("tokens_per_s", "ttft_p99_ms", "itl_p50_ms", "power_w"):
+        m = re.search(rf'data-series="{series}"[^>]*points="([^"]*)"', dom)
+        assert m and len(m.group(1).split()) >= 5, series
+    assert max(float(p.split(",")[1]) for p in m.group(1).split()) > 0
     req = pd.read_parquet(run_dir / "requests.parquet")
-    m = req[req.phase == "measure"]
+    m = req[(req.phase == "measure") & (req.cell == "r1-c6")]
     hs = HistSet.decode(json.loads((run_dir / "histograms" / "r1-c6.json").read_text()))
     # columns: Value, p50, p90, p99, Mean, Count
     assert rows["Cell"][0] == "r1-c6 (measured window)"

@@ -68,7 +68,9 @@ class ReplicaApp:
                 "max_total_tokens": lim.max_total_tokens, "validation_workers": 2,
                 "max_client_batch_size": lim.max_client_batch_size, "router": "text-generation-router",
                 "version": wire.TGI_VERSION, "sha": None, "docker_label": None,
-                "emulated": True, "emulator_profile": self.profile.name}
+                "emulated": True, "emulator_profile": self.profile.name,
+                **({} if self.em.budgets[self.index] is None else
+                   {"max_batch_total_tokens": self.em.budgets[self.index]})}
 
     # -- dispatch -------------------------------------------------------------------------------
     def handle(self, req: Request, conn: Connection) -> None:

@@ -19,6 +19,10 @@ def _emulate(args: argparse.Namespace) -> int:
         raise InputError("must be > 0", field="--keep-alive-s")
     if not 0 <= args.port <= 65535:
         raise InputError("must be 0..65535", field="--port")
+    if args.cuda_memory_fraction is not None and not 0 < args.cuda_memory_fraction <= 1:
+        raise InputError("must be in (0, 1]", field="--cuda-memory-fraction")
+    if not 0 <= args.load_s <= 600:
+        raise InputError("must be 0..600 seconds", field="--load-s")
     profile = load_profile(args.profile)
     ctx = None
     if args.tls_cert or args.tls_key:
@@ -37,8 +41,13 @@ def _emulate(args: argparse.Namespace) -> int:
         if not token:
             raise InputError(f"environment variable {args.require_token_env} is not set", field="--require-token-env")
     from harness.emulator.server import serve
+    gpu = None
+    if args.shared_gpu or args.cuda_memory_fraction is not None:
+        from harness.emulator.sharedgpu import start_shared_gpu
+        gpu = start_shared_gpu(profile, args.replicas, args.shared_gpu, args.cuda_memory_fraction,
+                               args.load_s)
     serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
-          ctx, token, args.sse_space)
+          ctx, token, args.sse_space, gpu=gpu)
     return 0
 
 
@@ -61,4 +70,12 @@ def register(sub) -> None:
                    help="answer 401 unless requests carry 'Authorization: Bearer $VAR' (not /emulator/ routes)")
     p.add_argument("--sse-space", action="store_true",
                    help="frame OpenAI-route events as 'data: {' (vLLM, SGLang, OpenAI) instead of TGI's 'data:{'")
+    p.add_argument("--shared-gpu", metavar="PATH",
+                   help="share one simulated GPU (memory, contention, power) with every emulator "
+                        "process that names the same state file (docs/stack.md)")
+    p.add_argument("--cuda-memory-fraction", type=float, default=None, metavar="F",
+                   help="size each replica's KV budget from the simulated GPU's free memory at "
+                        "warm-up, as TGI does with this --cuda-memory-fraction")
+    p.add_argument("--load-s", type=float, default=0.0,
+                   help="modeled weight loading time before the warm-up measures free memory")
     p.set_defaults(func=_emulate)

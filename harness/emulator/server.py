@@ -32,22 +32,26 @@ log = logging.getLogger(__name__)
 
 class Emulator:
     def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
-                 tick_us: float = 100.0, native: bool = True):
+                 tick_us: float = 100.0, native: bool = True, gpu=None):
         self.profile = profile
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
         self.timer = TimerWheel(self.loop, tick_ns=int(tick_us * 1000))
-        self.gpu = SharedGpu(profile, replicas)
-        lim = profile.limits
-        self.metrics = [TgiMetrics(lim.max_input_tokens, lim.max_total_tokens, lim.max_batch_total_tokens)
-                        for _ in range(replicas)]
+        # ``gpu``: a GPU shared with other processes, whose warm-up sized each replica's KV
+        # budget (harness/emulator/sharedgpu.py); else one simulated GPU for this process
+        self.gpu = gpu if gpu is not None else SharedGpu(profile, replicas)
+        self.budgets = list(getattr(gpu, "budgets", None) or [None] * replicas)
+        profiles = [profile if b is None else profile.model_copy(update={"limits": profile.limits.model_copy(
+            update={"max_batch_total_tokens": b})}) for b in self.budgets]
+        self.metrics = [TgiMetrics(p.limits.max_input_tokens, p.limits.max_total_tokens,
+                                   p.limits.max_batch_total_tokens) for p in profiles]
         self.ground_truth = [GroundTruth(i) for i in range(replicas)]
         # the C token writer (fastemit.c) where it builds: fixed-timing replicas' middle tokens
         self.emitter = load_emitter() if native and isinstance(profile.timing, FixedTiming) else None
         if self.emitter is not None:
             for g in self.ground_truth:
                 g.native = self.emitter.counts()
-        self.engines = [make_replica(i, profile, self.gpu, self.timer, self.metrics[i], self.emitter,
+        self.engines = [make_replica(i, profiles[i], self.gpu, self.timer, self.metrics[i], self.emitter,
                                      self.ground_truth[i].native) for i in range(replicas)]
         self.apps = [ReplicaApp(self, i) for i in range(replicas)]
         self.servers: list[asyncio.base_events.Server] = []
@@ -150,11 +154,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
           tick_us: float = 100.0, keep_alive_s: float = 15.0, ssl_context=None, token: str | None = None,
-          sse_space: bool = False) -> None:
-    """Run until SIGINT/SIGTERM."""
+          sse_space: bool = False, gpu=None) -> None:
+    """Run until SIGINT/SIGTERM. ``gpu``: a warmed-up shared GPU (closed on the way out)."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop, tick_us, native=ssl_context is None)
+    em = Emulator(profile, replicas, loop, tick_us, native=ssl_context is None, gpu=gpu)
     em.keep_alive_s = keep_alive_s
     em.ssl, em.token, em.sse_space = ssl_context, token, sse_space
     try:
@@ -175,6 +179,8 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
     loop.run_until_complete(stop.wait())
     loop.run_until_complete(em.stop())
     loop.close()
+    if gpu is not None:
+        gpu.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

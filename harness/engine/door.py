@@ -77,6 +77,8 @@ def execute(req: Request, scenario) -> int:
 
         write_json(req.json_path, result.cell_results, str(result.run_dir),
                    analysis=a, partial=result.cells_partial)
+    if result.status == "bad-input":
+        print(f"slm-harness: error: {result.message}", file=sys.stderr)
     line = partial_line(result)
     if line:
         how = (f"; go on with: slm-harness sweep {req.scenario_path} --resume {result.run_dir}"

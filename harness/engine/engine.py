@@ -22,7 +22,8 @@ from harness.analysis.rundata import RunData
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Terminated, sigterm_raises
-from harness.errors import LaunchError
+from harness.errors import InputError, LaunchError
+from harness.launch.memory import kv_budget_fields
 from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Engine:
             status = "complete"
         except LaunchError as e:
             status, message = "launch-failed", f"replicas could not be launched: {e}"
+        except InputError as e:       # met mid-run (a dataset record): stop, never spin on it
+            status, message = "bad-input", str(e)
         except KeyboardInterrupt as e:
             message = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
         finally:
@@ -125,7 +128,9 @@ class Engine:
                 used = resolve(self.scenario, list(reps.urls)).target   # protocol auto: what it found
                 s.rundir.write_manifest(telemetry_note=note,
                                         emulated=bool(getattr(reps, "emulated", False)),
-                                        urls=list(reps.urls), protocol=used.protocol, model=used.model)
+                                        urls=list(reps.urls), protocol=used.protocol, model=used.model,
+                                        **kv_budget_fields(s.rundir.manifest, r,
+                                                           getattr(reps, "extra", {}) or {}))
                 from harness.hostinfo import server_info
 
                 servers = dict(s.rundir.manifest.get("servers") or {})
@@ -174,7 +179,7 @@ class Engine:
                               s.rundir, run_id=s.run_id, processes=self.processes,
                               window_hook=self.hooks.on_phase, web_ui=self.web_ui,
                               repeat=cell.repeat, llm_tab=self.llm_tab)
-        except KeyboardInterrupt:
+        except BaseException:         # a stop, or bad input met mid-cell: the cell is partial
             s.cell_ended(cell.name, partial=True)
             self.hooks.on_cell_done(cell, None, True)
             raise

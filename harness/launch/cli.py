@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from harness import cliargs
 from harness.errors import InputError
 from harness.launch.compose import (REPLICA_TEMPLATES, SECRET_KEYS, ensure_env_file,
-                                    run_compose, stack_settings, write_override)
+                                    fractions_for, replica_services, run_compose, share_setting,
+                                    stack_settings, write_override)
 from harness.launch.health import is_healthy
-from harness.launch.processes import memory_fraction
+from harness.launch.memory import check_budgets
 
 PROFILES = tuple(REPLICA_TEMPLATES)
 
@@ -39,9 +41,16 @@ def _render(args) -> int:
     settings = stack_settings(d)
     n = _replicas(args, settings)
     base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
-    path = write_override(d, n, base_port, Path(args.output) if args.output else None)
-    print(f"wrote {path}: {n} replica(s) per profile, GPU memory fraction "
-          f"{memory_fraction(n):g} each, ports 127.0.0.1:{base_port}-{base_port + n - 1}")
+    path = write_override(d, n, base_port, Path(args.output) if args.output else None,
+                          settings=settings, all_at_once=args.all_at_once)
+    print(f"wrote {path}: {n} replica(s) per profile, ports "
+          f"127.0.0.1:{base_port}-{base_port + n - 1}, started "
+          + ("all at once (even fractions: KV budgets will differ)" if args.all_at_once
+             else "one after another, each after the previous is healthy"))
+    for profile in PROFILES:
+        fr = fractions_for(profile, n, share_setting(settings, profile), args.all_at_once)
+        print(f"  {profile}: " + ", ".join(f"{s} {f:g}" for s, f in
+                                           zip(replica_services(profile, n), fr)))
     return 0
 
 
@@ -52,7 +61,7 @@ def _up(args) -> int:
     settings = stack_settings(d)
     n = _replicas(args, settings)
     base_port = _int_setting(settings, "REPLICA_BASE_PORT", 8081)
-    write_override(d, n, base_port)
+    write_override(d, n, base_port, settings=settings)
     workers = args.workers if args.workers is not None else _int_setting(settings, "LOCUST_WORKERS", 2)
     cmd = ["--profile", args.profile, "up", "-d", "--scale", f"locust-worker={workers}"]
     if args.build:
@@ -63,7 +72,27 @@ def _up(args) -> int:
           f"balancer 127.0.0.1:{settings.get('BALANCER_PORT') or 8080}, Locust UI "
           f"127.0.0.1:{settings.get('LOCUST_WEB_PORT') or 8089}, Grafana "
           f"127.0.0.1:{settings.get('GRAFANA_PORT') or 3000}")
+    if args.wait_s <= 0:
+        return 0
+    names = replica_services(args.profile, n)
+    urls = [f"http://127.0.0.1:{base_port + i}" for i, s in enumerate(names)
+            if not args.services or s in args.services]
+    deadline = time.monotonic() + args.wait_s
+    while not all(is_healthy(u) for u in urls):
+        if time.monotonic() > deadline:
+            print(f"replicas not all healthy after {args.wait_s:g} s; KV budgets not checked "
+                  "(`slm-harness stack status` checks again)")
+            return 3
+        time.sleep(2)
+    _print_budgets(urls)
     return 0
+
+
+def _print_budgets(urls: list[str]) -> dict:
+    out = check_budgets(urls)
+    for i, (u, b) in enumerate(zip(urls, out["kv_budgets"]), start=1):
+        print(f"replica {i}: {u} KV budget {b if b is not None else 'unknown'} tokens")
+    return out
 
 
 def _down(args) -> int:
@@ -88,6 +117,8 @@ def _status(args) -> int:
         ok = is_healthy(url)
         healthy += ok
         print(f"replica {i + 1}: {url} {'healthy' if ok else 'not answering'}")
+    if healthy == n and n > 1:
+        _print_budgets([f"http://127.0.0.1:{base_port + i}" for i in range(n)])
     return 0 if healthy == n else 3
 
 
@@ -103,6 +134,9 @@ def register(sub) -> None:
     q = ssub.add_parser("render", help="write docker-compose.override.yml for N replicas")
     common(q)
     q.add_argument("-o", "--output", type=cliargs.output_file, help="write here instead of docker-compose.override.yml")
+    q.add_argument("--all-at-once", action="store_true",
+                   help="no start order, even memory fractions: only to show that TGI replicas "
+                        "then get different KV budgets (docs/stack.md)")
     q.set_defaults(func=_render)
 
     q = ssub.add_parser("up", help="render, then `compose --profile P up -d`")
@@ -111,6 +145,9 @@ def register(sub) -> None:
     q.add_argument("--workers", type=cliargs.processes, default=None,
                    help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
     q.add_argument("--build", action="store_true", help="build the harness image first")
+    q.add_argument("--wait-s", type=float, default=900.0,
+                   help="wait this long for every replica to be healthy, then read and compare "
+                        "their KV budgets (0: return at once)")
     q.add_argument("services", nargs="*", help="only these services (and their dependencies)")
     q.set_defaults(func=_up)
 

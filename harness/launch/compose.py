@@ -1,10 +1,17 @@
 """The compose stack: the override for N replicas, the compose command, and ComposeLauncher.
 
-``docker-compose.yml`` holds replica 1 of each profile (``tgi-1`` for ``gpu``, ``emulator-1`` for
-``emulator``). :func:`render_override` copies that replica into replicas 2..N with their own
-published port, DNS alias ``replica-<i>`` and GPU memory share (0.9/N), and points the Locust
-master at every replica; the result is ``docker-compose.override.yml``, which compose reads on
-its own. The base file stays the single source of each replica's definition.
+``docker-compose.yml`` holds replica 1 of each profile (``tgi-1`` for ``gpu``, ``vllm-1`` for
+``vllm``, ``emulator-1`` for ``emulator``). :func:`render_override` copies that replica into
+replicas 2..N with their own published port, DNS alias ``replica-<i>`` and memory fraction, makes
+each replica wait for the previous one to be healthy (``depends_on: condition:
+service_healthy``), and points the Locust master at every replica; the result is
+``docker-compose.override.yml``, which compose reads on its own. The base file stays the single
+source of each replica's definition.
+
+Memory fractions (harness/launch/memory.py, docs/stack.md): TGI and the emulator size their KV
+cache from the GPU's free memory at warm-up, so replica i of N gets ``share * i / N`` and starts
+after replica i-1 is healthy; vLLM's ``--gpu-memory-utilization`` is a per-instance limit, so
+each vLLM replica gets ``share / N``.
 """
 
 from __future__ import annotations
@@ -24,16 +31,21 @@ import yaml
 from harness.errors import InputError, LaunchError
 from harness.launch.base import Replica, Replicas
 from harness.launch.health import is_emulated, is_healthy
-from harness.launch.processes import memory_fraction
+from harness.launch.memory import GPU_MEMORY_SHARE, even_fractions, staggered_fractions
 
 log = logging.getLogger(__name__)
 
 COMPOSE_FILE = "docker-compose.yml"
 OVERRIDE_FILE = "docker-compose.override.yml"
 # profile -> the base file's replica 1, whose name ends in "-1"
-REPLICA_TEMPLATES = {"gpu": "tgi-1", "emulator": "emulator-1"}
+REPLICA_TEMPLATES = {"gpu": "tgi-1", "vllm": "vllm-1", "emulator": "emulator-1"}
 REPLICA_PORT = 8000                     # inside the network
-FRACTION_FLAG = "--cuda-memory-fraction="
+# profile -> the flag that carries each replica's memory fraction, and how fractions are split
+FRACTION_FLAGS = {"gpu": "--cuda-memory-fraction=", "emulator": "--cuda-memory-fraction=",
+                  "vllm": "--gpu-memory-utilization="}
+SHARE_VARIABLES = {"gpu": "CUDA_MEMORY_FRACTION", "emulator": "CUDA_MEMORY_FRACTION",
+                   "vllm": "VLLM_GPU_MEMORY_UTILIZATION"}
+PER_INSTANCE_LIMIT = {"vllm"}            # fractions independent of start order
 URLS_VARIABLE = "${REPLICA_URLS"        # the base file's placeholder for the replica URL list
 EMULATOR_URLS_VARIABLE = "${EMULATOR_URLS"  # one `--emulator-url X` repeated for every replica
 # .env keys that hold secrets: generated when .env is first written, never printed
@@ -112,37 +124,71 @@ def replica_urls(replicas: int) -> list[str]:
     return [f"http://replica-{i}:{REPLICA_PORT}" for i in range(1, replicas + 1)]
 
 
-def _with_fraction(command: list, fraction: float) -> list:
-    return [f"{FRACTION_FLAG}{fraction:g}" if isinstance(a, str) and a.startswith(FRACTION_FLAG)
-            else a for a in command]
+def _with_fraction(command: list, flag: str, fraction: float) -> list:
+    return [f"{flag}{fraction:g}" if isinstance(a, str) and a.startswith(flag) else a
+            for a in command]
 
 
-def render_override(project_dir: Path, replicas: int, base_port: int) -> dict:
-    """The override document for ``replicas`` replicas of each profile (see module docstring)."""
+def fractions_for(profile: str, replicas: int, share: float = GPU_MEMORY_SHARE,
+                  all_at_once: bool = False) -> list[float]:
+    """Each replica's memory fraction (see the module docstring)."""
+    if profile in PER_INSTANCE_LIMIT or all_at_once:
+        return even_fractions(replicas, share)
+    return staggered_fractions(replicas, share)
+
+
+def share_setting(settings: dict | None, profile: str) -> float:
+    raw = (settings or {}).get(SHARE_VARIABLES[profile]) or str(GPU_MEMORY_SHARE)
+    try:
+        share = float(raw)
+    except ValueError:
+        raise InputError(f"expected a number, got {raw!r}", file=".env",
+                         field=SHARE_VARIABLES[profile]) from None
+    if not 0 < share <= 1:
+        raise InputError(f"must be in (0, 1], got {raw!r}", file=".env",
+                         field=SHARE_VARIABLES[profile])
+    return share
+
+
+def render_override(project_dir: Path, replicas: int, base_port: int, *,
+                    settings: dict | None = None, all_at_once: bool = False) -> dict:
+    """The override document for ``replicas`` replicas of each profile (see module docstring).
+
+    ``all_at_once``: the naive layout (even fractions, no start order), kept only to show what
+    goes wrong with it: TGI replicas then get very different KV budgets.
+    """
     if replicas < 1:
         raise InputError("replicas must be >= 1", field="--replicas")
     base = load_base(project_dir)
     services = base["services"]
-    fraction = memory_fraction(replicas)
     out: dict[str, dict] = {}
     for profile, first in REPLICA_TEMPLATES.items():
+        if first not in services:
+            continue
         tmpl = services[first]
-        for i, name in enumerate(replica_services(profile, replicas), start=1):
+        flag = FRACTION_FLAGS[profile]
+        fractions = fractions_for(profile, replicas, share_setting(settings, profile), all_at_once)
+        names = replica_services(profile, replicas)
+        for i, name in enumerate(names, start=1):
             if i == 1:
-                if "command" in tmpl and profile == "gpu":
-                    out[name] = {"command": _with_fraction(tmpl["command"], fraction)}
-                continue
-            svc = copy.deepcopy(tmpl)
-            if profile == "gpu":
-                svc["command"] = _with_fraction(svc["command"], fraction)
-            svc["ports"] = [f"127.0.0.1:{base_port + i - 1}:{REPLICA_PORT}"]
-            svc["networks"] = {"default": {"aliases": ["replica", f"replica-{i}"]}}
-            svc["labels"] = {**svc.get("labels", {}), "org.slm-harness.replica": str(i)}
-            out[name] = svc
+                svc = {}
+            else:
+                svc = copy.deepcopy(tmpl)
+                svc["ports"] = [f"127.0.0.1:{base_port + i - 1}:{REPLICA_PORT}"]
+                svc["networks"] = {"default": {"aliases": ["replica", f"replica-{i}"]}}
+                svc["labels"] = {**svc.get("labels", {}), "org.slm-harness.replica": str(i)}
+                if not all_at_once:
+                    svc["depends_on"] = {**(tmpl.get("depends_on") or {}),
+                                         names[i - 2]: {"condition": "service_healthy"}}
+            if isinstance(tmpl.get("command"), list):
+                svc["command"] = _with_fraction(svc.get("command", tmpl["command"]), flag,
+                                                fractions[i - 1])
+            if svc:
+                out[name] = svc
     for name, svc in services.items():
         cmd = svc.get("command")
         if isinstance(cmd, list):
-            new = _with_urls(cmd, replica_urls(replicas))
+            new = _with_urls(out.get(name, {}).get("command", cmd), replica_urls(replicas))
             if new != cmd:
                 out.setdefault(name, {})["command"] = new
     return {"services": out}
@@ -164,12 +210,16 @@ def _with_urls(cmd: list, urls: list[str]) -> list:
 
 
 def write_override(project_dir: Path, replicas: int, base_port: int,
-                   output: Path | None = None) -> Path:
-    doc = render_override(project_dir, replicas, base_port)
+                   output: Path | None = None, *, settings: dict | None = None,
+                   all_at_once: bool = False) -> Path:
+    doc = render_override(project_dir, replicas, base_port, settings=settings,
+                          all_at_once=all_at_once)
     path = output or project_dir / OVERRIDE_FILE
-    header = (f"# Generated by `slm-harness stack render --replicas {replicas}`: replicas 2..N, each "
-              f"replica's GPU memory share ({memory_fraction(replicas):g}),\n# published ports "
-              f"from 127.0.0.1:{base_port}, and the Locust master's replica list. Re-render, "
+    order = ("all at once, even memory fractions (budgets will differ)" if all_at_once else
+             "one after another, each after the previous is healthy")
+    header = (f"# Generated by `slm-harness stack render --replicas {replicas}`: replicas 2..N, "
+              f"started {order};\n# each replica's memory fraction, published ports from "
+              f"127.0.0.1:{base_port}, and the Locust master's replica list. Re-render, "
               "do not edit.\n")
     path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=100))
     return path
@@ -221,8 +271,12 @@ def container_state(cid: str) -> tuple[str, int]:
 class ComposeLauncher:
     """Context manager: N replica containers of one profile up and healthy, removed on exit.
 
-    Only the replica services are started (``--no-deps``); the harness process itself is the
-    load generator, reaching each replica on its published port 127.0.0.1:base_port+i.
+    Only the replica services are started (``--no-deps``), one after another, each once the
+    previous one answers its health path: the order the rendered override's ``depends_on`` chain
+    gives ``compose up``, and the order TGI's memory sizing needs. Then every replica's KV budget
+    is read and a spread above 10% is a loud warning (``Replicas.extra``: the manifest's record).
+    The harness process itself is the load generator, reaching each replica on its published
+    port 127.0.0.1:base_port+i.
     """
 
     def __init__(self, target, replicas: int, log_dir: Path, *, poll_s: float = 1.0):
@@ -243,46 +297,48 @@ class ComposeLauncher:
         return ["--profile", self.profile, *rest]
 
     def __enter__(self) -> Replicas:
-        write_override(self.project_dir, self.n, self.base_port)
+        settings = stack_settings(self.project_dir)
+        write_override(self.project_dir, self.n, self.base_port, settings=settings)
+        items = [Replica(index=i, url=f"http://127.0.0.1:{self.base_port + i}",
+                         log_path=self.log_dir / f"replica-{i}.log") for i in range(self.n)]
         try:
             self._started = True
-            run_compose(self.project_dir, self._args("up", "-d", "--no-deps", *self.services),
-                        env=self.env, capture=True)
-            items = self._wait_healthy()
+            deadline = time.monotonic() + self.timeout_s
+            for i, svc in enumerate(self.services):
+                run_compose(self.project_dir, self._args("up", "-d", "--no-deps", svc),
+                            env=self.env, capture=True)
+                self._wait_healthy(items, i, deadline)
         except BaseException:
             self.stop()
             raise
+        from harness.launch.memory import check_budgets
+
+        budgets = check_budgets([r.url for r in items])
         return Replicas(items=items, kind="compose", emulated=all(is_emulated(r.url) for r in items),
-                        extra={"services": list(self.services), "profile": self.profile})
+                        extra={"services": list(self.services), "profile": self.profile,
+                               **budgets})
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.stop()
 
-    def _wait_healthy(self) -> list[Replica]:
-        items = [Replica(index=i, url=f"http://127.0.0.1:{self.base_port + i}",
-                         log_path=self.log_dir / f"replica-{i}.log") for i in range(self.n)]
-        deadline = time.monotonic() + self.timeout_s
-        waiting = set(range(self.n))
-        while waiting:
-            for i in sorted(waiting):
-                svc = self.services[i]
-                cids = container_ids(self.project_dir, svc, self.env)
-                state = container_state(cids[0]) if cids else ("missing", -1)
-                if state[0] in ("exited", "dead", "missing"):
-                    self._save_logs()
-                    raise LaunchError(f"replica {i} ({svc}) {state[0]} with code {state[1]} "
-                                      f"before it was healthy; log {items[i].log_path}")
-                if is_healthy(items[i].url, self.health_path, timeout_s=1.0):
-                    waiting.discard(i)
-            if waiting and time.monotonic() > deadline:
+    def _wait_healthy(self, items: list[Replica], i: int, deadline: float) -> None:
+        svc = self.services[i]
+        while True:
+            cids = container_ids(self.project_dir, svc, self.env)
+            state = container_state(cids[0]) if cids else ("missing", -1)
+            if state[0] in ("exited", "dead", "missing"):
                 self._save_logs()
-                i = min(waiting)
-                raise LaunchError(f"replica {i} ({self.services[i]}) not healthy after "
+                raise LaunchError(f"replica {i} ({svc}) {state[0]} with code {state[1]} "
+                                  f"before it was healthy; log {items[i].log_path}")
+            if is_healthy(items[i].url, self.health_path, timeout_s=1.0):
+                log.info("replica %d (%s) healthy at %s", i, svc, items[i].url)
+                return
+            if time.monotonic() > deadline:
+                self._save_logs()
+                raise LaunchError(f"replica {i} ({svc}) not healthy after "
                                   f"{self.timeout_s:g} s at {items[i].url}{self.health_path}; "
                                   f"log {items[i].log_path}")
-            if waiting:
-                time.sleep(self.poll_s)
-        return items
+            time.sleep(self.poll_s)
 
     def _save_logs(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

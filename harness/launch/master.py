@@ -43,13 +43,30 @@ def _host_urls(locust_args: list[str]) -> list[str]:
     return []
 
 
-def _wait_healthy(urls: list[str], timeout_s: float) -> bool:
+def _access(locust_args: list[str]):
+    """The scenario's TLS settings and headers (a hosted endpoint's token) for the health checks;
+    None when the scenario cannot be read (Locust then reports it, exit 2)."""
+    from harness.errors import InputError
+
+    for i, a in enumerate(locust_args):
+        if a == "--scenario" and i + 1 < len(locust_args):
+            from harness.protocols.access import Access
+            from harness.scenario.loader import load_scenario
+
+            try:
+                return Access.from_target(load_scenario(locust_args[i + 1]).target)
+            except (InputError, OSError):
+                return None
+    return None
+
+
+def _wait_healthy(urls: list[str], timeout_s: float, access=None) -> bool:
     from harness.launch.health import is_healthy
 
     deadline = time.monotonic() + timeout_s
     waiting = list(urls)
     while waiting:
-        waiting = [u for u in waiting if not is_healthy(u, timeout_s=2.0)]
+        waiting = [u for u in waiting if not is_healthy(u, timeout_s=2.0, access=access)]
         if not waiting:
             break
         if time.monotonic() > deadline:
@@ -76,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     urls = _host_urls(locust_args)
-    if not _wait_healthy(urls, args.health_timeout_s):
+    if not _wait_healthy(urls, args.health_timeout_s, _access(locust_args)):
         return 3
     summary = results / f".summary-{time.time_ns()}.json"
     cmd = ["locust", *locust_args, "--autoquit", f"{args.linger_s:g}",

@@ -5,7 +5,10 @@
 "--cuda-memory-fraction", "{fraction}"]`` or
 ``["transformers", "serve", "{model}", "--continuous-batching", "--port", "{port}"]``.
 It is started once per replica with ``{port}``, ``{replica}``, ``{model}``, ``{fraction}``
-(0.9/N of the GPU's memory) and ``{host}`` substituted in each argument, never through a shell.
+and ``{host}`` substituted in each argument, never through a shell. Replicas start one after
+another, each once the previous one is healthy, and replica i of N gets ``{fraction}`` =
+0.9 * (i+1) / N: TGI sizes its KV cache from the GPU's free memory at warm-up, and these
+fractions give every replica the same budget (harness/launch/memory.py, docs/stack.md).
 Each replica gets its own log file and its own process group, so stopping it (SIGTERM, then
 SIGKILL after a grace period) reaches the children it spawned (TGI's shards) and nothing else.
 """
@@ -23,16 +26,11 @@ from pathlib import Path
 from harness.errors import InputError, LaunchError
 from harness.launch.base import Replica, Replicas
 from harness.launch.health import is_emulated, is_healthy, port_in_use
+from harness.launch.memory import check_budgets, staggered_fractions
 
 log = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("port", "replica", "model", "fraction", "host")
-GPU_MEMORY_SHARE = 0.9  # of the GPU's memory, split evenly between the replicas
-
-
-def memory_fraction(replicas: int) -> float:
-    """Each replica's share of GPU memory: 0.9/N, rounded down to 4 decimals."""
-    return int(GPU_MEMORY_SHARE / replicas * 10_000) / 10_000
 
 
 def render_args(template: list[str], *, port: int, replica: int, model: str, fraction: float,
@@ -105,13 +103,12 @@ class ProcessLauncher:
     def __enter__(self) -> Replicas:
         try:
             items = self._start_all()
-            self._wait_healthy(items)
         except BaseException:
             self.stop()
             raise
         emulated = all(is_emulated(r.url) for r in items)
-        self.replicas = Replicas(items=items, kind="processes", emulated=emulated,
-                                 extra={"command": list(self.cfg.command)})
+        extra = {"command": list(self.cfg.command), **check_budgets([r.url for r in items])}
+        self.replicas = Replicas(items=items, kind="processes", emulated=emulated, extra=extra)
         return self.replicas
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -129,22 +126,24 @@ class ProcessLauncher:
 
     # -- steps ----------------------------------------------------------------------------------
     def _start_all(self) -> list[Replica]:
+        """Each replica started once the previous one is healthy (see the module docstring)."""
         cfg = self.cfg
         exe = cfg.command[0]
         if shutil.which(exe, path=cfg.env.get("PATH", os.environ.get("PATH"))) is None:
             raise LaunchError(f"replica command {exe!r} not found on PATH "
                               "(target.launcher.command[0])")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        fraction = memory_fraction(self.n)
+        fractions = staggered_fractions(self.n)
         env = {**os.environ, **cfg.env}
-        items = []
+        items: list[Replica] = []
+        deadline = time.monotonic() + cfg.startup_timeout_s
         for i in range(self.n):
             port = cfg.base_port + i
             if port_in_use(cfg.host, port):
                 raise LaunchError(f"replica {i}: port {cfg.host}:{port} is already in use "
                                   "(target.launcher.base_port)")
             args = render_args(list(cfg.command), port=port, replica=i, model=self.model,
-                               fraction=fraction, host=cfg.host)
+                               fraction=fractions[i], host=cfg.host)
             log_path = self.log_dir / f"replica-{i}.log"
             f = open(log_path, "ab")
             self._logs.append(f)
@@ -156,26 +155,22 @@ class ProcessLauncher:
             log.info("replica %d: pid %d on port %d, log %s", i, proc.pid, port, log_path)
             items.append(Replica(index=i, url=f"http://{cfg.host}:{port}", pid=proc.pid,
                                  log_path=log_path))
+            self._wait_healthy(items[i], proc, deadline)
         return items
 
-    def _wait_healthy(self, items: list[Replica]) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout_s
-        waiting = set(range(len(items)))
-        while waiting:
-            for i in sorted(waiting):
-                code = self._procs[i].poll()
-                if code is not None:
-                    raise LaunchError(
-                        f"replica {i} exited early with code {code} before it was healthy; "
-                        f"log {items[i].log_path}:\n{tail(items[i].log_path)}")
-                if is_healthy(items[i].url, self.cfg.health_path, timeout_s=1.0):
-                    waiting.discard(i)
-            if not waiting:
-                break
+    def _wait_healthy(self, item: Replica, proc: subprocess.Popen, deadline: float) -> None:
+        i = item.index
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise LaunchError(
+                    f"replica {i} exited early with code {code} before it was healthy; "
+                    f"log {item.log_path}:\n{tail(item.log_path)}")
+            if is_healthy(item.url, self.cfg.health_path, timeout_s=1.0):
+                return
             if time.monotonic() > deadline:
-                i = min(waiting)
                 raise LaunchError(
                     f"replica {i} not healthy after {self.cfg.startup_timeout_s:g} s "
-                    f"(GET {items[i].url}{self.cfg.health_path}); log {items[i].log_path}:\n"
-                    f"{tail(items[i].log_path)}")
+                    f"(GET {item.url}{self.cfg.health_path}); log {item.log_path}:\n"
+                    f"{tail(item.log_path)}")
             time.sleep(self.poll_s)

@@ -70,6 +70,7 @@ class LoadContext:
     _prepared: dict = field(default_factory=dict)   # RequestFactory -> its next (spec, body)
     _frozen_pc: int = 0                  # when the heap was last frozen (FREEZE_NS)
     chained: bool = True                 # closed loops send their next request from the reader (Chain)
+    input_error: Exception | None = None  # bad input met by a user (a dataset record): stops the run
 
     @classmethod
     def build(cls, msg: PlanMessage, *, events=None, forward: bool = False, record_sink=None,

@@ -155,8 +155,12 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
             finished = lambda: len(master.drained) >= processes  # noqa: E731
         else:
             finished = lambda: env.slm.ended() and env.slm.collector.inflight == 0  # noqa: E731
+        bad = lambda: getattr(getattr(env, "slm", None), "input_error", None)  # noqa: E731
+        done = finished if scenario.load.max_requests else (lambda: False)
         windows = _drive(env, runner, plan, closed, processes, t0_ns, t0_pc, window_hook, rundir,
-                         finished if scenario.load.max_requests else (lambda: False))
+                         lambda: bad() is not None or done())
+        if bad() is not None:
+            raise bad()
         _drain(env, runner, collector, master, processes, scenario.target.request_timeout_s)
     finally:
         try:

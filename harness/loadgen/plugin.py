@@ -114,6 +114,7 @@ class _RunState:
             self.collector = self.env.slm.collector
         if self.tab is not None:
             self.tab.collector = self.collector
+            self.tab.power = self.session.telemetry
 
     def elapsed_s(self) -> float:
         return max(0.0, (perf_counter_ns() - self.t0_pc) / 1e9)
@@ -200,6 +201,11 @@ class _RunState:
         s.close(status, reason)
         self.results = results
         a, paths = write_outputs(s.path)
+        if a is not None and self.tab is not None:   # the report's own figures replace the live ones
+            from harness.engine.plan import Cell
+
+            for m in a.cells:
+                self.tab.on_cell_done(Cell(m.replicas, m.level, m.level_kind), m, False)
         if a is not None:
             from harness.report.console import print_analysis
 
@@ -262,23 +268,33 @@ def _common_options_given(argv: list[str]) -> list[str]:
     return sorted(set(given))
 
 
+def _options(parser, **kw):
+    g = parser.add_argument_group(
+        "slm-harness", "The scenario governs the load: its levels set the users, its phases the "
+                       "timing. -t/--run-time stops the plan early (the cell under way is "
+                       "partial); -u and -r are refused.")
+    g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
+    g.add_argument("--slm-replicas", type=int, default=None,
+                   help="replica count the URLs stand for (default: number of --host URLs)")
+    g.add_argument("--slm-levels", default=None,
+                   help="comma-separated levels overriding load.levels")
+    g.add_argument("--slm-results", default=None,
+                   help="results directory (default: store.results_dir)")
+    g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+
+
+def register_options() -> None:
+    """Add the harness's options to Locust's parser (once, however often it is called)."""
+    hook = events.init_command_line_parser
+    if not getattr(hook, "slm_registered", False):
+        hook.add_listener(_options)
+        hook.slm_registered = True
+
+
 def install(default_protocol: str = "tgi"):
     """Register options and listeners on ``locust.events``; return the shape class to expose."""
 
-    @events.init_command_line_parser.add_listener
-    def _options(parser, **kw):
-        g = parser.add_argument_group(
-            "slm-harness", "The scenario governs the load: its levels set the users, its phases "
-                           "the timing. -t/--run-time stops the plan early (the cell under way "
-                           "is partial); -u and -r are refused.")
-        g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
-        g.add_argument("--slm-replicas", type=int, default=None,
-                       help="replica count the URLs stand for (default: number of --host URLs)")
-        g.add_argument("--slm-levels", default=None,
-                       help="comma-separated levels overriding load.levels")
-        g.add_argument("--slm-results", default=None,
-                       help="results directory (default: store.results_dir)")
-        g.add_argument("--slm-json", default=None, help="write the machine-readable summary here")
+    register_options()
 
     @events.init.add_listener
     def _init(environment, runner=None, **kw):
@@ -362,6 +378,11 @@ def install(default_protocol: str = "tgi"):
             if not st.active:
                 st.begin()
             t = st.elapsed_s()
+            bad = getattr(getattr(env, "slm", None), "input_error", None)
+            if bad is not None:             # a user met bad input (a dataset record): stop once
+                print(f"slm-harness: error: {bad}", file=sys.stderr)
+                st.finish("bad-input", str(bad))
+                return None
             if st.run_time_s and t >= st.run_time_s:
                 st.finish("stopped", f"-t {st.run_time_s:g}s reached")
                 return None

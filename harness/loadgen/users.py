@@ -13,6 +13,7 @@ from time import perf_counter_ns
 import gevent
 from gevent.pool import Group
 from locust import User, constant, task
+from locust.exception import StopUser
 
 from harness.loadgen.context import LoadContext
 
@@ -70,6 +71,18 @@ class _LLMUser(User):
             ctx = getattr(self.environment, "slm", None)
         return ctx
 
+    def _factory(self, ctx: LoadContext, stream: int):
+        """The stream's request factory; bad input (a dataset record) stops this user once and
+        is kept on the context for the driver to report, instead of a task retried forever."""
+        from harness.errors import InputError
+
+        try:
+            return ctx.factory(stream)
+        except InputError as e:
+            if getattr(ctx, "input_error", None) is None:
+                ctx.input_error = e
+            raise StopUser() from None
+
 
 class ClosedLoopUser(_LLMUser):
     """One stream: request, read to the end, repeat (concurrency = number of users)."""
@@ -79,7 +92,7 @@ class ClosedLoopUser(_LLMUser):
     @task
     def stream(self) -> None:
         ctx = self._ctx()
-        factory = ctx.factory(ctx.new_stream())
+        factory = self._factory(ctx, ctx.new_stream())
         chain = ctx.chain(factory)   # the reader sends the next request the moment one ends
         _sleep_until(ctx.t0_pc)
         while True:
@@ -105,7 +118,7 @@ class OpenLoopUser(_LLMUser):
     def arrivals(self) -> None:
         ctx = self._ctx()
         stream = ctx.new_stream()
-        factory = ctx.factory(stream)
+        factory = self._factory(ctx, stream)
         arr = ctx.arrivals(stream)
         share = max(1, ctx.open_loop_streams)
         group = Group()

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import gevent
 
 from harness.engine.hooks import Hook
 
 TAB_KEY = "llm"
+_CHARTS_JS = Path(__file__).with_name("web") / "llm.js"
+_SCRIPT_TAG = '<script src="/llm/charts.js"></script>'
+
 _STRUCTURE = [{"key": "metric", "title": "Metric"}, {"key": "value", "title": "Value"},
               {"key": "p50", "title": "p50"}, {"key": "p90", "title": "p90"},
               {"key": "p99", "title": "p99"}, {"key": "mean", "title": "Mean"},
@@ -71,7 +77,8 @@ class LlmTab(Hook):
             return
         self._last_point_ns = now
         col = self.collector
-        if self.power is not None and getattr(self.power, "last_power_w", None) is not None:
+        if getattr(self.power, "sampler", None) is not None and \
+                self.power.last_power_w is not None:      # while the run's telemetry samples
             self.set_power(self.power.last_power_w, source="telemetry")
         point = {"t": now / 1e9, "cell": None, "tokens_per_s": None, "power_w": self.power_w}
         if col is not None and col.current_cell is not None:
@@ -162,6 +169,13 @@ def install_llm_tab(environment, collector, scenario=None, tab: LlmTab | None = 
 
     @app.after_request
     def _extend_stats(response):
+        if request.path == "/" and response.status_code == 200 and \
+                response.mimetype == "text/html":
+            # the cells table and live charts, drawn under the LLM tab's table
+            response.direct_passthrough = False
+            page = response.get_data(as_text=True)
+            response.set_data(page.replace("</body>", _SCRIPT_TAG + "</body>", 1))
+            return response
         if request.path != "/stats/requests" or response.status_code != 200:
             return response
         try:
@@ -173,9 +187,19 @@ def install_llm_tab(environment, collector, scenario=None, tab: LlmTab | None = 
             response.set_data(json.dumps(body))
         return response
 
+    @app.route("/llm/charts.js")
+    def _llm_charts():
+        return app.response_class(_CHARTS_JS.read_text(), mimetype="application/javascript")
+
+    def _sampler():
+        while not getattr(getattr(web_ui, "greenlet", None), "dead", False):
+            tab.sample()
+            gevent.sleep(1.0)
+
+    gevent.spawn(_sampler)
+
     @app.route("/llm/stats")
     def _llm_stats():
-        tab.sample()
         return {"rows": tab.rows(), "power_w": tab.power_w, "cells": tab.cells,
                 "series": tab.series}
 

@@ -278,7 +278,9 @@ class ParquetAppender:
         self.stamp = stamp
         self._rows: list[dict] = []
         self._lock = threading.RLock()     # re-entrant: close() may come from a signal handler
-        self._io = threading.Lock()        # one journal write / compaction at a time
+        # one journal write / compaction at a time; an OS lock: the background writer is an OS
+        # thread, and a gevent lock (threading's, once monkey-patched) must not be shared with it
+        self._io = _native()[1]()
         self.count = 0
         self.error: BaseException | None = None
         self._journal: _Journal | None = None

@@ -251,6 +251,9 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
             raise InputError(f"dataset file not found: {ds.path}", file=file, line=line,
                              field="workload.dataset.path")
         new_ds = ds.model_copy(update={"path": str(p.resolve())})
+        from harness.workload.dataset import load_dataset
+
+        load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD
         scenario = scenario.model_copy(update={
             "workload": scenario.workload.model_copy(update={"dataset": new_ds})})
     return scenario

@@ -111,7 +111,7 @@ class ComposeLauncher(Strict):
 
     kind: Literal["compose"] = "compose"
     project_dir: str = "."
-    profile: Literal["gpu", "emulator"] = "gpu"
+    profile: Literal["gpu", "vllm", "emulator"] = "gpu"
     base_port: Port = 8081
     health_path: str = Field("/health", pattern=r"^/")
     startup_timeout_s: Seconds = 900.0
