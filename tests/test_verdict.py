@@ -192,6 +192,6 @@ def test_a_starved_generator_is_invalid_and_a_healthy_one_is_not(tmp_path):
     assert ok.returncode in (0, 1), ok.stdout + ok.stderr
     assert c_bad["verdict"] == "invalid", (c_bad["verdict_reasons"], c_bad["checks"])
     assert any("waited for a CPU" in r for r in c_bad["verdict_reasons"])
-    assert bad.returncode == 4 and "invalid measurement in r1-c16" in bad.stdout
+    assert bad.returncode == 4 and "r1-c16: invalid: the load generator waited for a CPU" in bad.stdout
     assert bad_sum["verdicts"]["invalid"] == ["r1-c16"] and bad_sum["frontier"]["cells"] == []
     assert c_bad["checks"]["generator_cpu_wait_share"] > c_ok["checks"]["generator_cpu_wait_share"]
