@@ -101,6 +101,10 @@ BAD = [
     ("health_path_relative", "name: x\ntarget:\n  launcher: {kind: endpoints, urls: ['http://h:1'], "
      "health_path: health}\n", 3, "target.launcher.health_path", "pattern"),
     ("balance_typo", "name: x\ntarget:\n  balance: random\n", 3, "target.balance", "round-robin"),
+    ("emulator_profile_unknown", "name: x\ntarget:\n  launcher: {kind: emulator, profile: nope}\n", 3,
+     "target.launcher.profile", "unknown emulator profile 'nope'"),
+    ("emulator_profile_path_missing", "name: x\ntarget:\n  launcher:\n    kind: emulator\n"
+     "    profile: ./absent.yaml\n", 5, "target.launcher.profile", "not found"),
     # slo, telemetry, store
     ("slo_inf", "name: x\nslo:\n  ttft_s: {p99: .inf}\n", 3, "slo.ttft_s.p99", "finite"),
     ("slo_bool", "name: x\nslo:\n  ttft_s: {p99: true}\n", 3, "slo.ttft_s.p99", "expected a number"),
@@ -221,6 +225,22 @@ def test_unset_token_env_warns_at_validate_and_refuses_the_run(tmp_path, capsys)
                                    "SLM_TEST_SURELY_UNSET_TOKEN is not set (it should hold the InfluxDB token; "
                                    "or give token_file)")
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_missing_replica_program_warns_at_validate_and_refuses_the_run(tmp_path, capsys):
+    p = tmp_path / "proc.yaml"
+    p.write_text("name: x\ntarget:\n  launcher:\n    kind: processes\n"
+                 "    command: [/nonexistent/serve, --port, '{port}']\n")
+    assert main(["validate", str(p)]) == 0
+    assert (f"{p}:5: target.launcher.command[0]: program not found: /nonexistent/serve"
+            in capsys.readouterr().err)
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(p), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert err == (f"slm-harness: error: {p}:5: target.launcher.command[0]: program not found: "
+                   "/nonexistent/serve (not a file, or not on PATH here)")
+    assert not (tmp_path / "r").exists()
 
 
 def test_set_token_env_value_never_shown(tmp_path, capsys, monkeypatch):

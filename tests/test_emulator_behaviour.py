@@ -45,12 +45,14 @@ def test_two_replicas_token_counts_and_order():
 def test_validation_422_bodies(tmp_path):
     with emulator(2, "cpu-demo") as reps:
         info = get_json(reps.urls[1] + "/info")
-        too_many = info["max_total_tokens"]
-        status, body = post(reps.urls[1] + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": too_many}})
+        total = info["max_total_tokens"]
+        # TGI 3.x checks the first 1024 new tokens (DEFAULT_GENERATION_LENGTH) against the total
+        too_long = " ".join(["w"] * (total - 1000))
+        status, body = post(reps.urls[1] + "/generate", {"inputs": too_long, "parameters": {"max_new_tokens": total}})
         assert status == 422
         assert json.loads(body) == {
-            "error": f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {too_many}. "
-                     f"Given: 8 `inputs` tokens and {too_many} `max_new_tokens`",
+            "error": f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {total}. "
+                     f"Given: {total - 1000} `inputs` tokens and 1024 `max_new_tokens`",
             "error_type": "validation"}
         long_input = " ".join(["w"] * (info["max_input_tokens"] + 1))
         status, body = post(reps.urls[1] + "/generate", {"inputs": long_input, "parameters": {"max_new_tokens": 1}})
@@ -58,10 +60,10 @@ def test_validation_422_bodies(tmp_path):
         assert "`inputs` must have less than" in json.loads(body)["error"]
         status, body = post(reps.urls[1] + "/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 0}})
         assert status == 422 and "strictly positive" in json.loads(body)["error"]
-        status, body = post(reps.urls[1] + "/v1/completions", {"prompt": PROMPT, "max_tokens": too_many})
+        status, body = post(reps.urls[1] + "/v1/completions", {"prompt": PROMPT, "max_tokens": 3, "top_p": 1.0})
         assert status == 422 and json.loads(body)["error_type"] == "validation"
         # streams: 200, then TGI's error event
-        r = asyncio.run(_one_stream(reps.urls[1], too_many))
+        r = asyncio.run(_one_stream(reps.urls[1], 0))
         assert r["status"] == 200 and r["events"][0]["error_type"] == "validation"
         metrics = get_text(reps.urls[1] + "/metrics")
         assert re.search(r'^tgi_request_failure\{err="validation"\} 5$', metrics, re.M)

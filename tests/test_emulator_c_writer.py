@@ -103,10 +103,10 @@ def test_client_that_stops_reading_gets_every_byte_in_order(tmp_path):
         s.close()
         gt = get_json(url + "/emulator/ground_truth")["total"]
     ev = [orjson.loads(line[5:]) for line in data.split(b"\n")
-          if line.startswith(b"data:") and line != b"data:[DONE]"]
+          if line.startswith(b"data:") and line != b"data: [DONE]"]
     text = "".join(e["choices"][0]["delta"]["content"] for e in ev)
     assert len(ev) == n and len(text.split()) == n          # every token, none twice, none torn
-    assert ev[-1]["choices"][0]["finish_reason"] == "length" and data.endswith(b"data:[DONE]\n\n\r\n0\r\n\r\n")
+    assert ev[-1]["choices"][0]["finish_reason"] == "length" and data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     assert gt["tokens_sent"] == n and gt["requests_completed"] == 1
     assert gt["tokens_buffered"] > 0              # the kernel did not take some writes at once
     assert gt["itl_us"]["count"] == n - 1 and gt["ttft_us"]["count"] == 1
@@ -148,7 +148,7 @@ def _strip(body: bytes) -> list:
         return ["whole", len(orjson.loads(body) if body.startswith(b"[") else orjson.loads(body))]
     out = []
     for line in body.split(b"\n"):
-        if line.startswith(b"data:") and line != b"data:[DONE]":
+        if line.startswith(b"data:") and line != b"data: [DONE]":
             e = orjson.loads(line[5:])
             out.append(sorted(e))
     return out
@@ -168,7 +168,7 @@ def test_keep_alive_comments_see_the_c_writers_tokens(tmp_path, itl_ms, max_new,
         data = _read_stream(s)
         s.close()
     assert [e["index"] for e in _events(data)] == list(range(1, max_new + 1))
-    n = data.count(b"\r\n:\n\n\r\n")
+    n = data.count(b"\r\n: \n\n\r\n")     # axum 0.7 (TGI 3.x): an empty comment is ": "
     assert (n >= max_new - 1) if comments else (n == 0), data
 
 

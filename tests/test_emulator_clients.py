@@ -62,8 +62,8 @@ def test_tgi_generate_and_compat(reps):
 def test_tgi_validation_errors_through_client(reps):
     c = Client(reps.urls[0], timeout=30)
     info = get_json(reps.urls[0] + "/info")
-    with pytest.raises(ValidationError, match="max_new_tokens"):
-        list(c.generate_stream(PROMPT, max_new_tokens=info["max_total_tokens"]))
+    with pytest.raises(ValidationError, match="stop sequences"):
+        list(c.generate_stream(PROMPT, max_new_tokens=3, stop_sequences=["zz"] * (info["max_stop_sequences"] + 1)))
     with pytest.raises(ValidationError, match="inputs"):
         c.generate(" ".join(["w"] * (info["max_input_tokens"] + 1)), max_new_tokens=1)
 
@@ -113,4 +113,4 @@ def test_openai_stream_error_event_raises(reps):
     c = openai.OpenAI(base_url=reps.urls[0] + "/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.APIError):
         list(c.chat.completions.create(model="tgi", messages=[{"role": "user", "content": "hi"}],
-                                       max_tokens=10**7, stream=True))
+                                       max_tokens=10, top_p=1.0, stream=True))

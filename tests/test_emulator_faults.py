@@ -160,7 +160,7 @@ def test_sse_keep_alive_comments_while_silent(tmp_path):
     with emulate_process(prof, "--keep-alive-s", "0.3") as u:
         data, how = _raw_stream(u, "truncate:1000", max_new=3)   # truncate after 1000: no effect
         assert how == "complete"
-        assert data.count(b":\n\n") >= 2 and len(_events(data)) == 3
+        assert data.count(b": \n\n") >= 2 and len(_events(data)) == 3
         events = list(Client(u, timeout=30).generate_stream("a b", max_new_tokens=3))
         assert len(events) == 3 and events[-1].details.generated_tokens == 3
 

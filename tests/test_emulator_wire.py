@@ -7,20 +7,27 @@ import pytest
 
 from harness.emulator import wire
 from harness.emulator.histogram import LogHistogram
+from harness.emulator.personality import PERSONALITIES
 
 
-@pytest.mark.parametrize("enc", [wire.TgiStream(5, 3, True, None, None), wire.CompletionStream(7, 3, "m"),
-                                 wire.ChatStream(9, 3, "model/x", True)])
+ENCODERS = [wire.TgiStream(5, 3, True, None, None), wire.CompletionStream(7, 3, "m"),
+            wire.ChatStream(9, 3, "model/x", True), wire.TgiStream(5, 3, True, None, None, prefix=wire.COMPACT),
+            wire.CompletionStream(7, 3, "m", prefix=wire.COMPACT, index=2),
+            wire.ChatStream(9, 3, "model/x", True, prefix=wire.COMPACT),
+            PERSONALITIES["vllm"].chat_stream(11, 3, "m", False, wire.SPACED, "length", False, 0),
+            PERSONALITIES["openai"].completion_stream(12, 3, "m", wire.SPACED, "length", 1, 2)]
+
+
+@pytest.mark.parametrize("enc", ENCODERS)
 def test_chunk_equals_framed_event(enc):
-    for k in (1, 2, 9, 10, 99, 100, 999, 1000, 9999, 10000, 123456):
+    for k in (2, 9, 10, 99, 100, 999, 1000, 9999, 10000, 123456):
         event = enc.token(k, False, k)
         assert enc.chunk(k) == b"%x\r\n%b\r\n" % (len(event), event)
-        assert event.startswith(b"data:{") and event.endswith(b"}\n\n")
-        orjson.loads(event[5:])
+        assert event.startswith(enc.prefix + b"{") and event.endswith(b"}\n\n")
+        orjson.loads(event[len(enc.prefix):])
 
 
-@pytest.mark.parametrize("enc", [wire.TgiStream(5, 3, True, None, None), wire.CompletionStream(7, 3, "m"),
-                                 wire.ChatStream(9, 3, "model/x", True), wire.TgiStream(10**12 + 3, 3, False, 1, None)])
+@pytest.mark.parametrize("enc", ENCODERS + [wire.TgiStream(10**12 + 3, 3, False, 1, None)])
 def test_c_writer_chunks_are_the_python_chunks(enc):
     """fastemit.c formats middle tokens itself: byte for byte what wire.py's chunk() gives."""
     import ctypes

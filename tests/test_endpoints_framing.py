@@ -256,3 +256,35 @@ def test_tgi_completions_empty_finish_reason_is_not_the_end():
     assert p.event(mid)[0] == TOKEN
     from harness.protocols.base import PlainShape
     assert isinstance(p.plain_token, PlainShape) and p.plain_token.match(mid)
+
+
+@pytest.mark.parametrize("proto", ["tgi", "openai-completions", "openai-chat"])
+def test_c_and_python_shape_tests_agree_on_random_payloads(proto):
+    """fastread.c's shape test and PlainShape.match give the same answer on payloads built from
+    the patterns themselves, quotes, escapes and noise (both readers must take the same events
+    as plain tokens)."""
+    import random
+
+    from harness.loadgen import native
+
+    lib = native.load()
+    assert lib is not None, "the C reader did not build: is a C compiler (cc) installed?"
+    shape = protocol_for(proto).plain_token
+    pats = [x for x in shape.patterns() if x]
+    frags = pats + [b'"', b'\\"', b"x", b"null", b'""', b"{", b"}", b",", b":", b" ", b'"content":""',
+                    b'"finish_reason":"stop"', b'"usage":null']
+    ctx = lib.fr_new(-1, *[a for pat in shape.patterns() for a in (pat, len(pat))], 1)
+    rng = random.Random(7)
+    try:
+        matched = 0
+        for _ in range(20000):
+            payload = b"".join(rng.choice(frags) for _ in range(rng.randint(0, 12)))
+            if rng.random() < 0.5:
+                payload = shape.pre + payload + shape.suf
+            py = shape.match(payload)
+            c = bool(lib.fr_match(ctx, payload, len(payload)))
+            assert py == c, payload
+            matched += py
+        assert matched > 100   # the corpus reaches the interesting side too
+    finally:
+        lib.fr_free(ctx)

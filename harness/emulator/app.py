@@ -1,26 +1,39 @@
 """Routes of one emulated replica: TGI's API, the OpenAI routes, /metrics and /emulator/*.
 
-Parsing and validation follow TGI's router: a stream's errors (overloaded, validation) arrive as
-an SSE event after a 200, exactly as TGI sends them; non-streaming routes answer 422/429 with
-``{"error", "error_type"}``.
+Parsing and validation follow TGI's router: a body is read as TGI's serde types
+(:mod:`harness.emulator.schema`, 4xx with axum's text on a wrong type), then validated in TGI's
+order (:mod:`harness.emulator.validation`); a stream's errors (overloaded, validation) arrive as an
+SSE event after a 200, exactly as TGI sends them; non-streaming routes answer 422/429 with
+``{"error", "error_type"}``. Every request to a generating route is counted once in the ground
+truth (received = completed + rejected + cancelled) and in ``/metrics``, whatever its fate; no
+bad request drops its connection.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 
 import orjson
 
-from harness.emulator import wire
+from harness.emulator import schema, wire
 from harness.emulator.engine import Seq
 from harness.emulator.faults import FaultSpecError, parse_fault, status_error
 from harness.emulator.http import Connection, Request
-from harness.emulator.sinks import StreamSink, WholeSink
-from harness.emulator.tokenizer import count_tokens
+from harness.emulator.openapi import openapi_document
+from harness.emulator.personality import TGI, Personality
+from harness.emulator.sinks import Group, StreamSink, WholeSink
+from harness.emulator.tokenizer import chat_template, simple_tokens
+from harness.emulator.validation import Invalid, Valid, validate
 
+log = logging.getLogger(__name__)
 JSON = b"application/json"
 SSE = b"text/event-stream"
+TEXT = b"text/plain; charset=utf-8"
 _rids = itertools.count(1)
+#: routes whose requests the ground truth and tgi_request_count count
+GENERATING = frozenset({"/", "/generate", "/generate_stream", "/v1/completions", "/v1/chat/completions",
+                        "/invocations", "/tokenize", "/chat_tokenize"})
 
 
 class BadRequest(Exception):
@@ -28,24 +41,21 @@ class BadRequest(Exception):
         self.status, self.body, self.ctype = status, body, ctype
 
 
-class Invalid(Exception):
-    """A TGI validation error (422 ``validation``, or an SSE event on streams)."""
-
-
 class ReplicaApp:
     def __init__(self, emulator, index: int):
         self.em = emulator
         self.index = index
         self.profile = emulator.profile
+        self.persona: Personality = getattr(emulator, "personality", TGI)
+        self.prefix = self.persona.prefix
         self.engine = emulator.engines[index]
         self.metrics = emulator.metrics[index]
         self.gt = emulator.ground_truth[index]
         self.info = orjson.dumps(self._info())
         self.streams: set = set()     # open SSE streams, for keep-alive comments
         self.replica_fault = None     # a fault for every request to this replica (/emulator/fault)
-        self.routes = {
+        routes = {
             ("GET", "/health"): self._health,
-            ("GET", "/info"): self._get_info,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/models"): self._models,
             ("GET", "/emulator/gpu"): self._gpu,
@@ -53,12 +63,28 @@ class ReplicaApp:
             ("POST", "/emulator/ground_truth/reset"): self._ground_truth_reset,
             ("POST", "/emulator/fault"): self._set_fault,
             ("GET", "/emulator/state"): self._state,
-            ("POST", "/generate"): self._generate,
-            ("POST", "/generate_stream"): self._generate_stream,
-            ("POST", "/"): self._compat,
             ("POST", "/v1/completions"): self._completions,
             ("POST", "/v1/chat/completions"): self._chat,
         }
+        if self.persona.tgi_routes:
+            routes.update({
+                ("GET", "/"): self._health,
+                ("GET", "/ping"): self._health,
+                ("GET", "/info"): self._get_info,
+                ("GET", "/api-doc/openapi.json"): self._openapi,
+                ("POST", "/generate"): self._generate,
+                ("POST", "/generate_stream"): self._generate_stream,
+                ("POST", "/"): self._compat,
+                ("POST", "/invocations"): self._invocations,
+                ("POST", "/tokenize"): self._tokenize,
+                ("POST", "/chat_tokenize"): self._chat_tokenize,
+            })
+        else:
+            routes[("GET", "/ping")] = self._health
+            routes[("GET", "/version")] = self._version
+        if self.persona.metrics == "none":
+            del routes[("GET", "/metrics")]
+        self.routes = routes
 
     def _info(self) -> dict:
         lim = self.profile.limits
@@ -77,32 +103,65 @@ class ReplicaApp:
         fn = self.routes.get((req.method, req.path))
         if fn is None:
             known = {p for (_, p) in self.routes}
-            conn.respond(405 if req.path in known else 404, b"", b"text/plain")
+            conn.respond(405 if req.path in known else 404, b"", TEXT)
             return
+        counted = req.method == "POST" and req.path in GENERATING
+        if counted:
+            self.gt.arrived(req.received_ns)
+            self.metrics.request()
+            sent = req.headers.get("x-sent-ns")
+            if sent is not None:      # a client on this host stamped its send (groundtruth.py)
+                try:
+                    self.gt.request_delay_us.record((req.received_ns - int(sent)) // 1000)
+                except ValueError:
+                    pass
         try:
             fn(req, conn)
         except BadRequest as e:
+            if counted:
+                self._rejected("validation")
             conn.respond(e.status, e.body, e.ctype)
+        except Exception:   # an emulator bug must cost one 500, never the connection
+            log.exception("emulator: %s %s failed", req.method, req.path)
+            if conn.head_sent:
+                conn.close()
+                return
+            if counted:
+                self._rejected("emulator")
+            conn.respond(500, wire.error_body("the emulator failed on this request", "emulator"))
+
+    def _rejected(self, err: str) -> None:
+        self.gt.requests_rejected += 1
+        self.metrics.failure(err)
 
     def keep_alive(self, now_ns: int, every_ns: int) -> None:
-        """TGI (axum ``KeepAlive::default``) sends ``:`` comments on streams silent for 15 s."""
-        done = [s for s in self.streams if not s.keep_alive(now_ns, every_ns)]
+        """TGI (axum ``KeepAlive::default``) sends an empty comment on streams silent for 15 s;
+        vLLM and OpenAI send none."""
+        comment = self.persona.keep_alive
+        if comment is None:
+            self.streams = {s for s in self.streams if not (s.dead or s.conn.closed)}
+            return
+        done = [s for s in self.streams if not s.keep_alive(now_ns, every_ns, comment)]
         self.streams.difference_update(done)
 
     # -- plain routes ---------------------------------------------------------------------------
     def _health(self, req, conn):
-        conn.respond(200, b"", b"text/plain")
+        conn.respond(200, b"", TEXT)
 
     def _get_info(self, req, conn):
         conn.respond(200, self.info)
 
+    def _version(self, req, conn):
+        conn.respond(200, orjson.dumps({"version": self.persona.version}))
+
+    def _openapi(self, req, conn):
+        conn.respond(200, orjson.dumps(openapi_document(wire.TGI_VERSION)))
+
     def _metrics(self, req, conn):
-        conn.respond(200, self.metrics.render().encode(), b"text/plain; version=0.0.4")
+        conn.respond(200, self.metrics.render(self.persona.metrics).encode(), b"text/plain; version=0.0.4")
 
     def _models(self, req, conn):
-        mid = self.profile.model.id
-        conn.respond(200, orjson.dumps({"object": "list", "data": [
-            {"id": mid, "object": "model", "created": 0, "owned_by": mid}]}))
+        conn.respond(200, orjson.dumps(self.persona.models(self.profile)))
 
     def _gpu(self, req, conn):
         conn.respond(200, orjson.dumps(self.em.gpu.snapshot(self.index)))
@@ -131,88 +190,53 @@ class ReplicaApp:
     def _state(self, req, conn):
         conn.respond(200, orjson.dumps(self.em.state()))
 
-    # -- generation -----------------------------------------------------------------------------
+    # -- reading bodies -------------------------------------------------------------------------
     @staticmethod
-    def _json(req: Request) -> dict:
+    def _json(req: Request):
+        """axum's ``Json`` extractor: 415 without a JSON content type, 400 on a syntax error."""
         ctype = req.headers.get("content-type", "")
-        if "json" not in ctype:
-            raise BadRequest(415, b"Expected request with `Content-Type: application/json`", b"text/plain")
+        mime = ctype.split(";")[0].strip().lower()
+        if not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))):
+            raise BadRequest(415, b"Expected request with `Content-Type: application/json`", TEXT)
         try:
-            body = orjson.loads(req.body)
+            return orjson.loads(req.body)
         except orjson.JSONDecodeError as e:
-            raise BadRequest(400, f"Failed to parse the request body as JSON: {e}".encode(), b"text/plain")
-        if not isinstance(body, dict):
-            raise BadRequest(422, b"Failed to deserialize the JSON body into the target type: "
-                                  b"invalid type, expected a map", b"text/plain")
-        return body
+            raise BadRequest(400, f"Failed to parse the request body as JSON: {e}".encode(), TEXT) from None
 
-    @staticmethod
-    def _missing(field: str) -> BadRequest:
-        return BadRequest(422, f"Failed to deserialize the JSON body into the target type: missing field "
-                               f"`{field}`".encode(), b"text/plain")
+    def _read(self, kind: schema.Struct, body):
+        try:
+            return kind(body, "")
+        except schema.DeserializeError as e:
+            raise BadRequest(self.persona.error_status(422), self.persona.deserialize_error(e),
+                             self.persona.deserialize_ctype) from None
 
-    def _fault(self, req: Request, body: dict):
-        spec = req.headers.get("x-emulator-fault") or body.pop("emulator_fault", None)
+    def _fault(self, req: Request, body):
+        spec = req.headers.get("x-emulator-fault")
+        if spec is None and isinstance(body, dict):
+            spec = body.pop("emulator_fault", None)
         if spec is None:
             return self.replica_fault
         try:
             return parse_fault(spec)
         except FaultSpecError as e:
-            raise BadRequest(400, wire.error_body(str(e), "emulator_fault"))
+            raise BadRequest(400, wire.error_body(str(e), "emulator_fault")) from None
 
-    def _validate(self, input_tokens: int, max_new, params: dict) -> int:
-        lim = self.profile.limits
-        best_of = params.get("best_of")
-        if best_of is not None and best_of != 1:
-            if params.get("_stream"):
-                raise Invalid("`best_of` != 1 is not supported when streaming tokens")
-            if not 0 < best_of <= lim.max_best_of:
-                raise Invalid(f"`best_of` must be > 0 and <= {lim.max_best_of}. Given: {best_of}")
-            raise Invalid("the emulator does not serve `best_of` > 1")
-        if params.get("_stream") and params.get("decoder_input_details"):
-            raise Invalid("`decoder_input_details` == true is not supported when streaming tokens")
-        t = params.get("temperature")
-        if t is not None and t <= 0:
-            raise Invalid("`temperature` must be strictly positive")
-        p = params.get("top_p")
-        if p is not None and p != 1.0 and not (0.0 < p < 1.0):
-            raise Invalid("`top_p` must be > 0.0 and < 1.0")
-        k = params.get("top_k")
-        if k is not None and k <= 0:
-            raise Invalid("`top_k` must be strictly positive")
-        stop = params.get("stop") or []
-        if len(stop) > lim.max_stop_sequences:
-            raise Invalid(f"`stop` supports up to {lim.max_stop_sequences} stop sequences. Given: {len(stop)}")
-        if input_tokens == 0:
-            raise Invalid("`inputs` cannot be empty")
-        if max_new is not None:
-            if not isinstance(max_new, int) or isinstance(max_new, bool) or max_new < 0:
-                raise BadRequest(422, b"Failed to deserialize the JSON body into the target type: "
-                                      b"max_new_tokens: invalid value", b"text/plain")
-            if max_new == 0:
-                raise Invalid("`max_new_tokens` must be strictly positive")
+    # -- generation -----------------------------------------------------------------------------
+    def _error(self, conn: Connection, stream: bool, status: int, msg: str, etype: str, enc) -> None:
+        if stream:
+            conn.start_stream(200, SSE, [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")])
+            conn.end_stream(enc.error(msg, etype) + enc.error_tail)
         else:
-            max_new = max(0, lim.max_total_tokens - input_tokens)
-        if input_tokens + max_new > lim.max_total_tokens:
-            raise Invalid(f"`inputs` tokens + `max_new_tokens` must be <= {lim.max_total_tokens}. "
-                          f"Given: {input_tokens} `inputs` tokens and {max_new} `max_new_tokens`")
-        if input_tokens > lim.max_input_tokens:
-            raise Invalid(f"`inputs` must have less than {lim.max_input_tokens} tokens. Given: {input_tokens}")
-        return max_new
+            conn.respond(self.persona.error_status(status), self.persona.error_body(status, msg, etype), JSON)
 
-    def _run(self, req: Request, conn: Connection, *, stream: bool, fault, input_tokens: int, max_new,
-             params: dict, enc_factory, whole_factory) -> None:
-        """Admission, validation and submission shared by every generating route."""
+    def _run(self, req: Request, conn: Connection, *, stream: bool, fault, jobs: list, encoders) -> None:
+        """Admission, validation and submission shared by every generating route.
+
+        ``jobs``: one (inputs, parameters) per sequence the request asks for (several prompts of a
+        completion); ``encoders(rids, valids)`` -> (stream encoder factory, whole-body builder)."""
         gt, metrics = self.gt, self.metrics
-        gt.arrived(req.received_ns)
-        sent = req.headers.get("x-sent-ns")
-        if sent is not None:      # a client on this host stamped its send (groundtruth.py)
-            try:
-                gt.request_delay_us.record((req.received_ns - int(sent)) // 1000)
-            except ValueError:
-                pass
-        metrics.request()
-        extra = [(b"x-compute-type", b"gpu+optimized"), (b"x-compute-characters", b"%d" % len(req.body)),
+        chars = sum(len(inputs) for inputs, _ in jobs)
+        extra = [(b"x-compute-type", b"gpu+optimized"), (b"x-compute-characters", b"%d" % chars),
                  (b"x-emulator-replica", b"%d" % self.index)]
         if fault is not None and fault.kind == "status":
             gt.requests_faulted += 1
@@ -222,68 +246,88 @@ class ReplicaApp:
         if fault is not None and fault.kind == "hang":
             gt.requests_faulted += 1
             return
-        rid = next(_rids)
+        rids = [next(_rids) for _ in jobs]
         error = None
-        if self.engine.active() >= self.profile.limits.max_concurrent_requests:
-            metrics.failure("overloaded")
+        valids: list[Valid] = []
+        if self.engine.active() + len(jobs) > self.profile.limits.max_concurrent_requests:
             error = (429, "Model is overloaded", "overloaded")
         else:
             try:
-                max_new = self._validate(input_tokens, max_new, params)
-                metrics.validated(input_tokens, max_new)
+                for inputs, params in jobs:
+                    valids.append(validate(inputs, params, self.profile.limits, stream=stream))
             except Invalid as e:
-                metrics.failure("validation")
-                error = (422, f"Input validation error: {e}", "validation")
+                error = (422, f"Input validation error: {e}" if self.persona.name == "tgi" else str(e), "validation")
+        make_stream, make_whole = encoders(rids, valids)
         if error is not None:
-            gt.requests_rejected += 1
             status, msg, etype = error
-            if stream:
-                enc = enc_factory(rid, input_tokens)
-                extra.append((b"cache-control", b"no-cache"))
-                extra.append((b"x-accel-buffering", b"no"))
-                conn.start_stream(200, SSE, extra)
-                conn.end_stream(enc.error(msg, etype) + enc.error_tail)
-            else:
-                conn.respond(status, wire.error_body(msg, etype), JSON, extra)
+            self._rejected(etype)
+            self._error(conn, stream, status, msg, etype, make_stream(0) if stream else None)
             return
+        for rid, v in zip(rids, valids):
+            v.resolve_stop(rid)
+            metrics.validated(v.input_tokens, v.chunk_new)
+        group = Group(len(jobs)) if len(jobs) > 1 else None
+        seqs: list[Seq] = []
         if stream:
-            sink = StreamSink(conn, enc_factory(rid, input_tokens), gt, fault, self.em.timer)
-            self.streams.add(sink)
             extra.append((b"cache-control", b"no-cache"))
             extra.append((b"x-accel-buffering", b"no"))
             conn.start_stream(200, SSE, extra)
+            for i, (rid, v) in enumerate(zip(rids, valids)):
+                sink = StreamSink(conn, make_stream(i), gt, fault, self.em.timer, group)
+                self.streams.add(sink)
+                seqs.append(Seq(rid, v.input_tokens, v.max_new, sink, req.received_ns))
         else:
-            sink = WholeSink(conn, lambda n: whole_factory(rid, n, input_tokens), gt, fault, extra)
-        seq = Seq(rid, input_tokens, max_new, sink, req.received_ns)
+            group = group or Group(1)
+            for i, (rid, v) in enumerate(zip(rids, valids)):
+                sink = WholeSink(conn, make_whole, gt, fault, extra, group, i)
+                seqs.append(Seq(rid, v.input_tokens, v.max_new, sink, req.received_ns))
+            group.seqs = seqs
 
         def lost():
-            if not seq.finished and not seq.cancelled:
+            if any(not s.finished and not s.cancelled for s in seqs):
                 gt.requests_cancelled += 1
-                self.engine.cancel(seq)
+                for s in seqs:
+                    if not s.finished and not s.cancelled:
+                        self.engine.cancel(s)
         conn.on_lost = lost
-        self.engine.submit(seq, self.em.timer.now_ns())
+        now = self.em.timer.now_ns()
+        for s in seqs:
+            self.engine.submit(s, now)
 
     # TGI routes
-    def _tgi(self, req: Request, conn: Connection, stream: bool | None) -> None:
-        body = self._json(req)
+    def _tgi(self, req: Request, conn: Connection, stream: bool | None, body=None) -> None:
+        if body is None:
+            body = self._json(req)
         fault = self._fault(req, body)
-        inputs = body.get("inputs")
-        if not isinstance(inputs, str):
-            raise self._missing("inputs")
-        params = body.get("parameters") or {}
-        if stream is None:
-            stream = bool(body.get("stream", False))
-        compat = req.path == "/"
-        details = bool(params.get("details", False))
-        seed = params.get("seed")
-        prompt = inputs if params.get("return_full_text") else None
-        n_in = count_tokens(inputs)
-        params = dict(params, _stream=stream)
-        self._run(req, conn, stream=stream, fault=fault, input_tokens=n_in,
-                  max_new=params.get("max_new_tokens"), params=params,
-                  enc_factory=lambda rid, n_in: wire.TgiStream(rid, n_in, details, seed, prompt),
-                  whole_factory=(lambda rid, n, n_in: [wire.tgi_generate(rid, n, details, seed, prompt)])
-                  if compat else (lambda rid, n, n_in: wire.tgi_generate(rid, n, details, seed, prompt)))
+        compat = stream is None
+        r = self._read(schema.COMPAT_GENERATE_REQUEST if compat else schema.GENERATE_REQUEST, body)
+        p = r["parameters"]
+        if compat:
+            stream = r["stream"]
+            if p["return_full_text"] is None:     # the model's pipeline tag is text-generation
+                p["return_full_text"] = True
+        inputs = r["inputs"]
+
+        def encoders(rids, valids):
+            def make_stream(i):
+                if not valids:
+                    return wire.TgiStream(0, 0, False, None, None, prefix=self.prefix)
+                v = valids[i]
+                return wire.TgiStream(rids[i], v.input_tokens, v.details, v.seed, v.prompt, prefix=self.prefix,
+                                      finish=v.finish, top_n=v.top_n)
+
+            def make_whole(i, n):
+                v, rid = valids[i], rids[i]
+                prefill = wire.prefill_tokens(v.inputs, v.input_tokens) if v.decoder_input_details else []
+                best = None
+                if v.best_of > 1:
+                    best = [wire.best_of_sequence(rid * 1000 + j, n, v.seed, v.prompt, v.finish, prefill)
+                            for j in range(1, v.best_of)]
+                body = wire.tgi_generate(rid, n, v.details, v.seed, v.prompt, finish=v.finish, prefill=prefill,
+                                         top_n=v.top_n, best_of=best)
+                return [body] if compat else body
+            return make_stream, lambda parts: make_whole(0, parts[0][1])
+        self._run(req, conn, stream=stream, fault=fault, jobs=[(inputs, p)], encoders=encoders)
 
     def _generate(self, req, conn):
         self._tgi(req, conn, False)
@@ -294,60 +338,123 @@ class ReplicaApp:
     def _compat(self, req, conn):
         self._tgi(req, conn, None)
 
-    # OpenAI routes
-    def _completions(self, req: Request, conn: Connection) -> None:
+    def _invocations(self, req, conn):
+        """SageMaker's route: TGI's untagged ``SagemakerRequest`` (generate, chat or completion)."""
         body = self._json(req)
-        fault = self._fault(req, body)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list):
-            if len(prompt) != 1 or not isinstance(prompt[0], str):
-                raise BadRequest(422, wire.error_body(
-                    "the emulator serves one prompt per request", "batch size exceeded"))
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise self._missing("prompt")
-        if body.get("suffix") is not None:
-            raise BadRequest(422, wire.error_body(
-                "Suffix is not supported and can be achieved by preprocessing the prompt.",
-                "suffix not supported"))
-        model = self.profile.model.id
-        params = self._openai_params(body)
-        self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault,
-                  input_tokens=count_tokens(prompt), max_new=body.get("max_tokens"), params=params,
-                  enc_factory=lambda rid, n_in: wire.CompletionStream(rid, n_in, model, self.em.sse_space),
-                  whole_factory=lambda rid, n, n_in: wire.completion(rid, n, n_in, model))
+        for kind, route in ((schema.COMPAT_GENERATE_REQUEST, self._compat_body),
+                            (schema.CHAT_REQUEST, self._chat_body), (schema.COMPLETION_REQUEST, self._completions_body)):
+            try:
+                kind(body if not isinstance(body, dict) else {k: v for k, v in body.items() if k != "emulator_fault"})
+            except schema.DeserializeError:
+                continue
+            route(req, conn, body)
+            return
+        raise BadRequest(self.persona.error_status(422), self.persona.deserialize_error(schema.DeserializeError(
+            "data did not match any variant of untagged enum SagemakerRequest")), self.persona.deserialize_ctype)
 
-    def _chat(self, req: Request, conn: Connection) -> None:
-        body = self._json(req)
-        fault = self._fault(req, body)
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            raise self._missing("messages")
-        tk = self.profile.tokenizer
-        n_in = tk.chat_tokens_generation_prompt
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m:
-                raise BadRequest(422, b"Failed to deserialize the JSON body into the target type: "
-                                      b"messages: missing field `role`", b"text/plain")
-            content = m.get("content")
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            n_in += tk.chat_tokens_per_message + count_tokens(content or "")
-        model = body.get("model")
-        if model in (None, "tgi"):
-            model = self.profile.model.id
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
-        max_new = body.get("max_tokens", body.get("max_completion_tokens"))
-        params = self._openai_params(body)
-        self._run(req, conn, stream=bool(body.get("stream", False)), fault=fault, input_tokens=n_in,
-                  max_new=max_new, params=params,
-                  enc_factory=lambda rid, n_in: wire.ChatStream(rid, n_in, model, include_usage, self.em.sse_space),
-                  whole_factory=lambda rid, n, n_in: wire.chat_completion(rid, n, n_in, model))
+    def _compat_body(self, req, conn, body):
+        self._tgi(req, conn, None, body)
+
+    def _tokenize(self, req, conn):
+        r = self._read(schema.GENERATE_REQUEST, self._json(req))
+        self.gt.requests_completed += 1
+        conn.respond(200, orjson.dumps(simple_tokens(r["inputs"])))
+
+    def _chat_tokenize(self, req, conn):
+        r = self._read(schema.CHAT_REQUEST, self._json(req))
+        text = chat_template(r["messages"], self.profile.tokenizer)
+        self.gt.requests_completed += 1
+        conn.respond(200, orjson.dumps({"tokenize_response": simple_tokens(text), "templated_text": text}))
+
+    # OpenAI routes
+    def _unprocessable(self, message: str, error_type: str) -> BadRequest:
+        return BadRequest(self.persona.error_status(422), self.persona.error_body(422, message, error_type))
+
+    def _check_openai(self, r: dict) -> None:
+        try:
+            self.persona.check_openai(r, self.profile.limits)
+        except Invalid as e:
+            raise self._unprocessable(str(e), "validation") from None
+        if self.persona.name != "tgi" and r.get("top_p") == 1.0:
+            r["top_p"] = None        # TGI's own range excludes 1.0; vLLM's and OpenAI's include it
 
     @staticmethod
-    def _openai_params(body: dict) -> dict:
-        t = body.get("temperature")
-        stop = body.get("stop")
-        if isinstance(stop, str):
-            stop = [stop]
-        return {"temperature": None if t == 0 else t, "top_p": body.get("top_p"), "stop": stop or []}
+    def _sampling(temperature) -> tuple[bool, float | None]:
+        """``temperature: 0`` means greedy on TGI's OpenAI routes."""
+        return (False, None) if temperature == 0.0 else (True, temperature)
+
+    def _completions(self, req: Request, conn: Connection) -> None:
+        self._completions_body(req, conn, self._json(req))
+
+    def _completions_body(self, req: Request, conn: Connection, body) -> None:
+        fault = self._fault(req, body)
+        r = self._read(schema.COMPLETION_REQUEST, body)
+        if r["suffix"] is not None:
+            raise self._unprocessable("Suffix is not supported and can be achieved by preprocessing the prompt.",
+                                      "suffix not supported")
+        self._check_openai(r)
+        prompts = r["prompt"]
+        lim = self.profile.limits
+        if len(prompts) > lim.max_client_batch_size:
+            raise self._unprocessable(
+                f"Number of prompts exceeds the maximum allowed batch size of {lim.max_client_batch_size}",
+                "batch size exceeded")
+        stream = r["stream"]
+        do_sample, temperature = self._sampling(r["temperature"])
+        params = dict(schema.GENERATE_PARAMETERS({}, ""), temperature=temperature, do_sample=do_sample,
+                      repetition_penalty=r["repetition_penalty"], frequency_penalty=r["frequency_penalty"],
+                      top_p=r["top_p"], max_new_tokens=r["max_tokens"], stop=r["stop"] or [], details=True,
+                      decoder_input_details=not stream, seed=r["seed"])
+        model = self.profile.model.id
+        n = len(prompts)
+
+        def encoders(rids, valids):
+            def make_stream(i):
+                if not valids:
+                    return wire.CompletionStream(0, 0, model, prefix=self.prefix)
+                return self.persona.completion_stream(rids[i], valids[i].input_tokens, model, self.prefix,
+                                                      valids[i].finish, i, n)
+
+            def make_whole(parts):
+                return wire.completions_body([(rids[i], k, valids[i].input_tokens, valids[i].finish)
+                                              for i, k in parts], model)
+            return make_stream, make_whole
+        self._run(req, conn, stream=stream, fault=fault, jobs=[(pr, dict(params)) for pr in prompts],
+                  encoders=encoders)
+
+    def _chat(self, req: Request, conn: Connection) -> None:
+        self._chat_body(req, conn, self._json(req))
+
+    def _chat_body(self, req: Request, conn: Connection, body) -> None:
+        fault = self._fault(req, body)
+        r = self._read(schema.CHAT_REQUEST, body)
+        self._check_openai(r)
+        text = chat_template(r["messages"], self.profile.tokenizer)
+        model = r["model"]
+        if model in (None, "tgi"):
+            model = self.profile.model.id
+        include_usage = r["stream_options"]["include_usage"]
+        do_sample, temperature = self._sampling(r["temperature"])
+        pp = r["presence_penalty"]
+        logprobs = bool(r["logprobs"])
+        top = r["top_logprobs"]
+        params = dict(schema.GENERATE_PARAMETERS({}, ""), temperature=temperature, do_sample=do_sample,
+                      repetition_penalty=None if pp is None or self.persona.name != "tgi" else pp + 2.0, frequency_penalty=r["frequency_penalty"],
+                      top_p=r["top_p"], max_new_tokens=r["max_tokens"], stop=r["stop"] or [], details=True,
+                      seed=r["seed"], top_n_tokens=top, grammar=r["response_format"])
+        stream = r["stream"]
+
+        def encoders(rids, valids):
+            def make_stream(i):
+                if not valids:
+                    return wire.ChatStream(0, 0, model, False, prefix=self.prefix)
+                v = valids[0]
+                return self.persona.chat_stream(rids[0], v.input_tokens, model, include_usage, self.prefix, v.finish,
+                                                logprobs, top or 0)
+
+            def make_whole(parts):
+                v = valids[0]
+                return wire.chat_completion(rids[0], parts[0][1], v.input_tokens, model, finish=v.finish,
+                                            logprobs=logprobs, top_logprobs=top or 0)
+            return make_stream, make_whole
+        self._run(req, conn, stream=stream, fault=fault, jobs=[(text, params)], encoders=encoders)

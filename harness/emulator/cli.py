@@ -6,6 +6,7 @@ import argparse
 import os
 
 from harness import cliargs
+from harness.emulator.personality import SERVERS
 from harness.emulator.profile import available_profiles, load_profile
 from harness.errors import InputError
 
@@ -47,7 +48,7 @@ def _emulate(args: argparse.Namespace) -> int:
         gpu = start_shared_gpu(profile, args.replicas, args.shared_gpu, args.cuda_memory_fraction,
                                args.load_s)
     serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
-          ctx, token, args.sse_space, gpu=gpu)
+          ctx, token, args.sse_space, gpu=gpu, server=args.server, sse_compact=args.sse_compact)
     return 0
 
 
@@ -64,18 +65,23 @@ def register(sub) -> None:
                    help="timer grid: tokens are written at most this late, in batches (default 100)")
     p.add_argument("--keep-alive-s", type=cliargs.float_range(0, 3600, lo_open=True), default=15.0,
                    help="SSE keep-alive comment after this much silence on a stream (TGI: 15)")
-    p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (with --tls-key)")
-    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--server", choices=SERVERS, default=None,
+                   help="which server to stand in for: its stream framing, metric names, routes and error "
+                        "shapes (default: the profile's, tgi)")
+    p.add_argument("--tls-cert", metavar="PEM", type=cliargs.existing_file, help="serve https with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", type=cliargs.existing_file, help="the certificate's private key")
     p.add_argument("--require-token-env", metavar="VAR",
                    help="answer 401 unless requests carry 'Authorization: Bearer $VAR' (not /emulator/ routes)")
     p.add_argument("--sse-space", action="store_true",
-                   help="frame OpenAI-route events as 'data: {' (vLLM, SGLang, OpenAI) instead of TGI's 'data:{'")
-    p.add_argument("--shared-gpu", metavar="PATH",
+                   help="frame events as 'data: {' (TGI 3.x, vLLM, SGLang, OpenAI): the default of every --server")
+    p.add_argument("--sse-compact", action="store_true",
+                   help="frame events as 'data:{' instead, as TGI 2.0 and older did")
+    p.add_argument("--shared-gpu", metavar="PATH", type=cliargs.output_file,
                    help="share one simulated GPU (memory, contention, power) with every emulator "
                         "process that names the same state file (docs/stack.md)")
-    p.add_argument("--cuda-memory-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--cuda-memory-fraction", type=cliargs.float_range(0, 1, lo_open=True), default=None, metavar="F",
                    help="size each replica's KV budget from the simulated GPU's free memory at "
                         "warm-up, as TGI does with this --cuda-memory-fraction")
-    p.add_argument("--load-s", type=float, default=0.0,
+    p.add_argument("--load-s", type=cliargs.float_range(0, 600), default=0.0,
                    help="modeled weight loading time before the warm-up measures free memory")
     p.set_defaults(func=_emulate)

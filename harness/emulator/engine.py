@@ -33,7 +33,7 @@ class Seq:
     """One request inside a replica."""
 
     __slots__ = ("rid", "input_tokens", "max_new", "generated", "prefill_left", "sink",
-                 "received_ns", "queued_ns", "started_ns", "cancelled", "finished", "replica", "sid")
+                 "received_ns", "queued_ns", "started_ns", "cancelled", "finished", "replica", "sid", "first_ns")
 
     def __init__(self, rid: int, input_tokens: int, max_new: int, sink: Sink, received_ns: int):
         self.rid = rid
@@ -49,6 +49,7 @@ class Seq:
         self.finished = False
         self.replica = -1
         self.sid = -1        # its stream in the C token writer while queued there (NativeFixedReplica)
+        self.first_ns = 0    # when its first token was due
 
     @property
     def reserved_tokens(self) -> int:
@@ -60,7 +61,7 @@ class NullStats:
 
     def queue(self, size: int) -> None: ...
     def batch(self, size: int, max_tokens: int) -> None: ...
-    def step(self, method: str, duration_s: float, size: int) -> None: ...
+    def step(self, method: str, duration_s: float, size: int, concat: bool = False) -> None: ...
     def finished(self, seq: Seq, now_ns: int) -> None: ...
 
 
@@ -230,6 +231,7 @@ class BatchingReplica:
                     self._release(s)
                     continue
                 s.generated = 1
+                s.first_ns = due_ns
                 if s.max_new <= 1:
                     s.finished = True
                     self._release(s)
@@ -238,7 +240,8 @@ class BatchingReplica:
                 else:
                     self.running.append(s)
                     s.sink.token(s, due_ns, False)
-        self.stats.step(self._step_method, (due_ns - self._step_started) / 1e9, self.last_batch)
+        self.stats.step(self._step_method, (due_ns - self._step_started) / 1e9, self.last_batch,
+                        self._step_method == "prefill" and bool(self._emit))
         self._start_step(due_ns)
 
 
@@ -335,6 +338,8 @@ class FixedReplica:
                 self._set_active(self.n_active - 1, due)
                 continue
             g = s.generated = s.generated + 1
+            if g == 1:
+                s.first_ns = due
             if g >= s.max_new:
                 self._finish(s, due)
                 continue
@@ -405,6 +410,7 @@ class NativeFixedReplica(FixedReplica):
             self._set_active(self.n_active - 1, due)
             return
         s.generated = 1
+        s.first_ns = due
         sink = s.sink
         if s.max_new <= 1:
             self._finish(s, due)

@@ -206,8 +206,8 @@ int32_t em_add(em *e, int32_t ring, int64_t due, int fd, uint64_t rid, int32_t k
     em_stream *s = &e->s[sid];
     int dfd = fd >= 0 ? dup(fd) : -1;
     if (fd >= 0 && dfd < 0) return -1;
-    if (kind == K_OPENAI) {
-        s->pre = malloc(pre_len); s->post = malloc(post_len);
+    if (kind == K_OPENAI || kind == K_TGI) {     /* K_TGI: pre is the SSE framing, `data: ` or `data:` */
+        s->pre = malloc(pre_len + 1); s->post = malloc(post_len + 1);
         if (!s->pre || !s->post || pre_len + post_len + 512 > CHUNK_CAP) {
             free(s->pre); free(s->post); s->pre = s->post = NULL;
             if (dfd >= 0) close(dfd);
@@ -263,7 +263,8 @@ static int32_t format(em *e, em_stream *s, int32_t k) {
     int32_t w = (int32_t)((s->rid * 31 + (uint64_t)(k - 1) * 7) % (uint64_t)e->vocab);
     char *body = e->chunk + 16, *p = body;
     if (s->kind == K_TGI) {
-        p = PUTS(p, "data:{\"index\":");
+        p = put(p, s->pre, s->pre_len);
+        p = PUTS(p, "{\"index\":");
         p = put_u(p, (uint64_t)k);
         p = PUTS(p, ",\"token\":");
         p = put(p, e->tgi_blob + e->tgi_off[w], e->tgi_off[w + 1] - e->tgi_off[w]);

@@ -104,6 +104,7 @@ class Connection(asyncio.Protocol):
         self.fast_write: Callable[[bytes], None] | None = None
         self.fd = -1                 # the socket's descriptor (the C token writer dups it)
         self._continued = False
+        self.head_sent = False       # this request's status line went out (no other answer can)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport):
@@ -190,6 +191,7 @@ class Connection(asyncio.Protocol):
     # -- responses ----------------------------------------------------------------------------
     def _head(self, status: int, ctype: bytes, extra: list[tuple[bytes, bytes]] | None,
               length: int | None) -> bytearray:
+        self.head_sent = True
         h = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Unknown").encode()))
         h += b"content-type: " + ctype + b"\r\n"
         if length is None:
@@ -232,6 +234,7 @@ class Connection(asyncio.Protocol):
 
     def _done(self) -> None:
         self.on_lost = None
+        self.head_sent = False
         if not self.keep_alive:
             self.transport.close()
             self.closed = True

@@ -56,7 +56,37 @@ HELP = {
     "tgi_batch_inference_success": "Number of successful inference calls per method (prefill or decode)",
     "tgi_batch_inference_duration": "Batch inference duration",
     "tgi_batch_forward_duration": "Batch forward duration per method (prefill or decode)",
+    "tgi_batch_decode_duration": "Time spent decoding a batch per method (prefill or decode)",
+    "tgi_batch_filter_duration": "Time spent filtering batches and sending generated tokens per method",
+    "tgi_batch_concat": "Number of batch concatenates",
+    "tgi_batch_concat_duration": "Time spent concatenating batches",
+    "tgi_batch_inference_failure": "Number of failed inference calls per method (prefill or decode)",
+    "tgi_request_skipped_tokens": "Speculated tokens per request",
 }
+
+#: vLLM's names (``vllm/engine/metrics.py``) for what the same hooks measure
+VLLM_HELP = {
+    "vllm:num_requests_running": "Number of requests currently running on GPU.",
+    "vllm:num_requests_waiting": "Number of requests waiting to be processed.",
+    "vllm:gpu_cache_usage_perc": "GPU KV-cache usage. 1 means 100 percent usage.",
+    "vllm:prompt_tokens_total": "Number of prefill tokens processed.",
+    "vllm:generation_tokens_total": "Number of generation tokens processed.",
+    "vllm:request_success_total": "Count of successfully processed requests.",
+    "vllm:e2e_request_latency_seconds": "Histogram of end to end request latency in seconds.",
+    "vllm:time_to_first_token_seconds": "Histogram of time to first token in seconds.",
+    "vllm:time_per_output_token_seconds": "Histogram of time per output token in seconds.",
+    "vllm:request_queue_time_seconds": "Histogram of time spent in WAITING phase for request.",
+    "vllm:request_inference_time_seconds": "Histogram of time spent in RUNNING phase for request.",
+    "vllm:request_prompt_tokens": "Number of prefill tokens processed.",
+    "vllm:request_generation_tokens": "Number of generation tokens processed.",
+}
+_VLLM_HISTS = {"tgi_request_duration": "vllm:e2e_request_latency_seconds",
+               "emulator_ttft": "vllm:time_to_first_token_seconds",
+               "tgi_request_mean_time_per_token_duration": "vllm:time_per_output_token_seconds",
+               "tgi_request_queue_duration": "vllm:request_queue_time_seconds",
+               "tgi_request_inference_duration": "vllm:request_inference_time_seconds",
+               "tgi_request_input_length": "vllm:request_prompt_tokens",
+               "tgi_request_generated_tokens": "vllm:request_generation_tokens"}
 
 
 class TgiMetrics:
@@ -76,18 +106,26 @@ class TgiMetrics:
         }
         for name in ("tgi_request_count", "tgi_request_success"):
             self.counters[(name, ())] = 0
+        for method in ("prefill", "decode"):      # TGI registers them at their first use
+            self.counters[("tgi_batch_inference_failure", (("method", method),))] = 0
+        self.model_name = ""
 
     # -- primitives ---------------------------------------------------------------------------
     def inc(self, name: str, labels: tuple = (), by: float = 1) -> None:
         key = (name, labels)
         self.counters[key] = self.counters.get(key, 0) + by
 
-    def observe(self, name: str, value: float, labels: tuple = ()) -> None:
+    def observe(self, name: str, value: float, labels: tuple = (), n: int = 1) -> None:
         key = (name, labels)
         h = self.hists.get(key)
         if h is None:
             h = self.hists[key] = _Hist(self._bucket_for.get(name, DURATION_BUCKETS))
-        h.observe(value)
+        if n == 1:
+            h.observe(value)
+        elif n > 1:
+            h.counts[bisect_left(h.buckets, value)] += n
+            h.sum += value * n
+            h.count += n
 
     # -- hooks (router and engine) ------------------------------------------------------------
     def request(self) -> None:
@@ -107,14 +145,21 @@ class TgiMetrics:
         self.gauges["tgi_batch_current_size"] = size
         self.gauges["tgi_batch_current_max_tokens"] = max_tokens
 
-    def step(self, method: str, duration_s: float, size: int) -> None:
+    def step(self, method: str, duration_s: float, size: int, concat: bool = False) -> None:
+        """One forward pass. Its duration is split as TGI's shards report it: nearly all forward,
+        a little decoding (detokenising) and filtering."""
         lab = (("method", method),)
         self.inc("tgi_batch_inference_count", lab)
         self.inc("tgi_batch_inference_success", lab)
         self.observe("tgi_batch_inference_duration", duration_s, lab)
-        self.observe("tgi_batch_forward_duration", duration_s, lab)
+        self.observe("tgi_batch_forward_duration", duration_s * 0.96, lab)
+        self.observe("tgi_batch_decode_duration", duration_s * 0.03, lab)
+        self.observe("tgi_batch_filter_duration", duration_s * 0.01, lab)
         if method == "prefill":
             self.observe("tgi_batch_next_size", size)
+            if concat:     # new requests joined a running batch (TGI 3 chunks prefills)
+                self.inc("tgi_batch_concat", (("reason", "chunking"),))
+                self.observe("tgi_batch_concat_duration", duration_s, (("method", "decode"),))
 
     def finished(self, seq, now_ns: int) -> None:
         total = (now_ns - seq.received_ns) / 1e9
@@ -126,17 +171,53 @@ class TgiMetrics:
         self.observe("tgi_request_inference_duration", inference)
         self.observe("tgi_request_mean_time_per_token_duration", inference / max(1, seq.generated))
         self.observe("tgi_request_generated_tokens", seq.generated)
+        self.observe("tgi_request_skipped_tokens", 0.0, n=seq.generated)   # no speculation
+        first = getattr(seq, "first_ns", 0)
+        if first:
+            self.observe("emulator_ttft", (first - seq.received_ns) / 1e9)
 
     # -- exposition ---------------------------------------------------------------------------
-    def render(self) -> str:
+    def render(self, style: str = "tgi") -> str:
+        """Prometheus text: TGI's names, vLLM's (``style="vllm"``), or nothing (``"none"``)."""
+        if style == "vllm":
+            return self._render_vllm()
+        if style == "none":
+            return ""
+        return self._render_tgi()
+
+    def _render_vllm(self) -> str:
+        lab = (("model_name", self.model_name),)
+        g = self.gauges
+        counters = {("vllm:request_success_total", lab + (("finished_reason", "length"),)):
+                    self.counters.get(("tgi_request_success", ()), 0)}
+        hists = {}
+        for (name, labels), h in self.hists.items():
+            if name in _VLLM_HISTS and not labels:
+                hists[(_VLLM_HISTS[name], lab)] = h
+        inp = self.hists.get(("tgi_request_input_length", ()))
+        gen = self.hists.get(("tgi_request_generated_tokens", ()))
+        counters[("vllm:prompt_tokens_total", lab)] = inp.sum if inp else 0
+        counters[("vllm:generation_tokens_total", lab)] = gen.sum if gen else 0
+        gauges = {"vllm:num_requests_running": g["tgi_batch_current_size"],
+                  "vllm:num_requests_waiting": g["tgi_queue_size"],
+                  "vllm:gpu_cache_usage_perc": g["tgi_batch_current_max_tokens"] / max(1, g["tgi_batch_max_total_tokens"])}
+        return self._expose(counters, {(k, lab): v for k, v in gauges.items()}, hists, VLLM_HELP, total_suffix=True)
+
+    def _render_tgi(self) -> str:
+        hists = {k: h for k, h in self.hists.items() if k[0] != "emulator_ttft"}
+        return self._expose(self.counters, {(k, ()): v for k, v in self.gauges.items()}, hists, HELP)
+
+    @staticmethod
+    def _expose(counters: dict, gauges: dict, hists: dict, helps: dict, total_suffix: bool = False) -> str:
         out: list[str] = []
         seen: set[str] = set()
 
         def head(name: str, kind: str) -> None:
             if name not in seen:
                 seen.add(name)
-                if name in HELP:
-                    out.append(f"# HELP {name} {HELP[name]}")
+                help_text = helps.get(name) or helps.get(name + "_total")
+                if help_text:
+                    out.append(f"# HELP {name} {help_text}")
                 out.append(f"# TYPE {name} {kind}")
 
         def lab(labels: tuple, extra: str = "") -> str:
@@ -145,13 +226,13 @@ class TgiMetrics:
                 parts.append(extra)
             return "{" + ",".join(parts) + "}" if parts else ""
 
-        for (name, labels), v in sorted(self.counters.items()):
-            head(name, "counter")
+        for (name, labels), v in sorted(counters.items()):
+            head(name[:-6] if total_suffix and name.endswith("_total") else name, "counter")
             out.append(f"{name}{lab(labels)} {v:g}")
-        for name, v in sorted(self.gauges.items()):
+        for (name, labels), v in sorted(gauges.items()):
             head(name, "gauge")
-            out.append(f"{name} {v:g}")
-        for (name, labels), h in sorted(self.hists.items()):
+            out.append(f"{name}{lab(labels)} {v:g}")
+        for (name, labels), h in sorted(hists.items(), key=lambda kv: kv[0]):
             head(name, "histogram")
             cum = 0
             for b, c in zip(h.buckets, h.counts):

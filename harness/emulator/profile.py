@@ -69,6 +69,7 @@ class Limits(_Strict):
     max_best_of: PositiveInt = 2
     max_stop_sequences: PositiveInt = 4
     max_client_batch_size: PositiveInt = 4
+    max_top_n_tokens: int = Field(5, ge=0)
 
 
 class RooflineTiming(_Strict):
@@ -118,6 +119,8 @@ class Tokenizer(_Strict):
 class Profile(_Strict):
     name: str
     description: str = ""
+    server: Literal["tgi", "vllm", "openai"] = Field("tgi", description="the server it stands in for "
+                                                     "(slm-harness emulate --server overrides it)")
     model: ModelSpec
     gpu: GpuSpec
     limits: Limits = Field(default_factory=Limits)

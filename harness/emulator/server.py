@@ -7,6 +7,7 @@ at the moment it starts. Each replica listens on its own port.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hmac
 import json
@@ -23,6 +24,8 @@ from harness.emulator.groundtruth import GroundTruth, merge_summaries
 from harness.emulator.http import Connection
 from harness.emulator.metrics import TgiMetrics
 from harness.emulator.native import load_emitter
+from harness.emulator.personality import PERSONALITIES
+from harness.emulator.wire import COMPACT
 from harness.emulator.profile import FixedTiming, Profile
 from harness.emulator.timer import TimerWheel
 from harness.gcpauses import GcPauses
@@ -32,8 +35,13 @@ log = logging.getLogger(__name__)
 
 class Emulator:
     def __init__(self, profile: Profile, replicas: int, loop: asyncio.AbstractEventLoop | None = None,
-                 tick_us: float = 100.0, native: bool = True, gpu=None):
+                 tick_us: float = 100.0, native: bool = True, gpu=None, server: str | None = None,
+                 sse_compact: bool = False):
         self.profile = profile
+        self.personality = PERSONALITIES[server or profile.server]
+        if sse_compact:       # TGI <= 2.0 (axum 0.6): "data:{...}", ":" keep-alive comments
+            self.personality = dataclasses.replace(self.personality, prefix=COMPACT,
+                                                   keep_alive=self.personality.keep_alive and b":\n\n")
         self.n = replicas
         self.loop = loop or asyncio.get_event_loop()
         self.timer = TimerWheel(self.loop, tick_ns=int(tick_us * 1000))
@@ -45,6 +53,8 @@ class Emulator:
             update={"max_batch_total_tokens": b})}) for b in self.budgets]
         self.metrics = [TgiMetrics(p.limits.max_input_tokens, p.limits.max_total_tokens,
                                    p.limits.max_batch_total_tokens) for p in profiles]
+        for m in self.metrics:
+            m.model_name = profile.model.id
         self.ground_truth = [GroundTruth(i) for i in range(replicas)]
         # the C token writer (fastemit.c) where it builds: fixed-timing replicas' middle tokens
         self.emitter = load_emitter() if native and isinstance(profile.timing, FixedTiming) else None
@@ -59,7 +69,7 @@ class Emulator:
         self.keep_alive_s = 15.0
         self.ssl = None          # an ssl.SSLContext: serve https (then no C writer: it writes plaintext)
         self.token: str | None = None   # demand "Authorization: Bearer TOKEN" (not on /emulator/)
-        self.sse_space = False   # frame OpenAI events as "data: {" (vLLM, SGLang) instead of TGI's "data:{"
+        self.sse_space = True    # every personality frames "data: {" (see personality.py; --sse-compact: "data:{")
         self._ka_task: asyncio.Task | None = None
         self.gc = GcPauses().start()
 
@@ -154,11 +164,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file: str | None,
           tick_us: float = 100.0, keep_alive_s: float = 15.0, ssl_context=None, token: str | None = None,
-          sse_space: bool = False, gpu=None) -> None:
+          sse_space: bool = False, gpu=None, server: str | None = None, sse_compact: bool = False) -> None:
     """Run until SIGINT/SIGTERM. ``gpu``: a warmed-up shared GPU (closed on the way out)."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    em = Emulator(profile, replicas, loop, tick_us, native=ssl_context is None, gpu=gpu)
+    em = Emulator(profile, replicas, loop, tick_us, native=ssl_context is None, gpu=gpu, server=server,
+                  sse_compact=sse_compact)
     em.keep_alive_s = keep_alive_s
     em.ssl, em.token, em.sse_space = ssl_context, token, sse_space
     try:
@@ -172,7 +183,8 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
         loop.add_signal_handler(sig, stop.set)
     if port_file:
         write_port_file(port_file, host, ports, "https" if ssl_context is not None else "http")
-    print(f"emulating {replicas} replica(s) of profile {profile.name} (emulated GPU: {profile.gpu.name}) "
+    print(f"emulating {replicas} replica(s) of profile {profile.name} (server: {em.personality.name}, "
+          f"emulated GPU: {profile.gpu.name}) "
           f"timer={'timerfd' if em.timer.precise else 'asyncio'}", flush=True)
     for u in em.urls(host):
         print(f"  {u}", flush=True)

@@ -21,13 +21,34 @@ from harness.emulator.native import F_PY, K_SILENT
 _now = time.monotonic_ns
 
 
+class Group:
+    """The sequences of one request (a completion with several prompts): the response ends, and
+    the request counts as completed, when the last of them does."""
+
+    __slots__ = ("left", "parts", "seqs", "dead")
+
+    def __init__(self, n: int):
+        self.left = n
+        self.parts: list[tuple[int, int]] = []     # (index, tokens) of the finished ones
+        self.seqs: list = []
+        self.dead = False
+
+    def finish(self, index: int, tokens: int) -> bool:
+        """One sequence ended; True when it was the last."""
+        self.parts.append((index, tokens))
+        self.left -= 1
+        return self.left == 0
+
+
 class StreamSink:
     __slots__ = ("conn", "enc", "gt", "fault", "last_ns", "dead", "held", "seq", "timer", "ka_ns",
-                 "slow", "lat", "itl", "write", "c_em", "c_sid")
+                 "slow", "lat", "itl", "write", "c_em", "c_sid", "group")
 
-    def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer):
+    def __init__(self, conn: Connection, enc, gt: GroundTruth, fault: Fault | None, timer, group: Group | None = None):
         self.ka_ns = _now()         # last write of any kind (SSE keep-alive comments too)
-        self.slow = fault is not None   # faults, holds and the end take the general path
+        # faults, holds, the end and events that are not plain tokens take the general path
+        self.slow = fault is not None or not enc.plain
+        self.group = group
         self.lat = gt.lateness_us.counts
         self.itl = gt.itl_us.counts
         self.write = conn.fast_write or conn.transport.write
@@ -79,7 +100,12 @@ class StreamSink:
             if last:
                 self.held.append(b"")
             return
-        if last:
+        end = last
+        if last and self.group is not None:
+            end = self.group.finish(0, k)
+            if end:
+                data += wire.done(self.enc.prefix)
+        if end:
             conn.end_stream(data)
         else:
             conn.write_chunk(data)
@@ -104,11 +130,13 @@ class StreamSink:
         self.ka_ns = now
         if last:
             self.dead = self.slow = True
-            gt.requests_completed += 1
-            gt.e2e_us.record((now - seq.received_ns) // 1000)
+            if end:
+                gt.requests_completed += 1
+                gt.e2e_us.record((now - seq.received_ns) // 1000)
 
-    def keep_alive(self, now_ns: int, every_ns: int) -> bool:
-        """Send axum's SSE keep-alive comment after ``every_ns`` of silence; False once finished."""
+    def keep_alive(self, now_ns: int, every_ns: int, comment: bytes = b": \n\n") -> bool:
+        """Send the SSE keep-alive ``comment`` (axum 0.7's: ``: ``) after ``every_ns`` of silence;
+        False once finished."""
         conn = self.conn
         if self.dead or conn.closed or conn.transport.is_closing():
             return False
@@ -117,7 +145,7 @@ class StreamSink:
             if self.c_sid >= 0 and self.c_em.ptr:
                 ka = max(ka, self.c_em.last_ns(self.c_sid))
             if now_ns - ka >= every_ns:
-                conn.fast_write(b"3\r\n:\n\n\r\n")
+                conn.fast_write(b"%x\r\n%b\r\n" % (len(comment), comment))
                 self.ka_ns = now_ns
         return True
 
@@ -200,24 +228,30 @@ class StreamSink:
 
 
 class WholeSink:
-    """Non-streaming routes: one JSON body when the last token is due."""
+    """Non-streaming routes: one JSON body when the last token (of the request's last sequence)
+    is due, with TGI's timing headers."""
 
-    __slots__ = ("conn", "build", "gt", "fault", "extra", "dead")
+    __slots__ = ("conn", "build", "gt", "fault", "extra", "dead", "group", "index")
     last_ns = 0
 
-    def __init__(self, conn: Connection, build, gt: GroundTruth, fault: Fault | None, extra):
+    def __init__(self, conn: Connection, build, gt: GroundTruth, fault: Fault | None, extra,
+                 group: Group | None = None, index: int = 0):
         self.conn = conn
-        self.build = build          # callable(n_tokens) -> dict
+        self.build = build          # callable([(index, tokens), ...]) -> dict
         self.gt = gt
         self.fault = fault
         self.extra = extra
         self.dead = False
+        self.group = group or Group(1)
+        self.index = index
 
     def token(self, seq, due_ns: int, last: bool) -> None:
-        if not last or self.dead or self.conn.closed:
+        g = self.group
+        if not last or self.dead or g.dead or self.conn.closed:
             return
         f = self.fault
         if f is not None:
+            g.dead = True
             self.gt.requests_faulted += 1
             if f.kind == "reset":
                 self.conn.reset()
@@ -233,19 +267,39 @@ class WholeSink:
                 self.conn.respond(424, wire.error_body(
                     "Request failed during generation: emulated fault", "generation"))
             elif f.kind == "delay":
+                g.dead = False
+                self.gt.requests_faulted -= 1
                 self.fault = None
                 self.timer_release(seq, due_ns, f.ms)
             return
-        body = orjson.dumps(self.build(seq.generated))
-        extra = self.extra + [(b"x-generated-tokens", b"%d" % seq.generated),
-                              (b"x-prompt-tokens", b"%d" % seq.input_tokens)]
-        self.conn.respond(200, body, b"application/json", extra)
+        self.dead = True
+        if not g.finish(self.index, seq.generated):
+            return
+        parts = sorted(g.parts)
+        body = orjson.dumps(self.build(parts))
         now = _now()
+        seqs = g.seqs or [seq]
+        received = min(s.received_ns for s in seqs)
+        queued = max(s.queued_ns for s in seqs)
+        started = max(s.started_ns for s in seqs) or queued
+        generated = sum(n for _, n in parts)
+        total = now - received
+        inference = now - started
+        extra = self.extra + [
+            (b"x-compute-time", repr(total / 1e9).encode()),
+            (b"x-total-time", b"%d" % (total // 1_000_000)),
+            (b"x-validation-time", b"%d" % (max(0, queued - received) // 1_000_000)),
+            (b"x-queue-time", b"%d" % (max(0, started - queued) // 1_000_000)),
+            (b"x-inference-time", b"%d" % (inference // 1_000_000)),
+            (b"x-time-per-token", b"%d" % (inference // max(1, generated) // 1_000_000)),
+            (b"x-prompt-tokens", b"%d" % sum(s.input_tokens for s in seqs)),
+            (b"x-generated-tokens", b"%d" % generated)]
+        self.conn.respond(200, body, b"application/json", extra)
         gt = self.gt
-        gt.tokens_sent += seq.generated
+        gt.tokens_sent += generated
         gt.requests_completed += 1
         gt.lateness_us.record((now - due_ns) // 1000)
-        gt.e2e_us.record((now - seq.received_ns) // 1000)
+        gt.e2e_us.record((now - received) // 1000)
 
     # the C token writer holds a non-streaming request as a silent stream: only its last token
     # comes back to Python

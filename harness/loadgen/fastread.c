@@ -196,6 +196,9 @@ static int shape_match(const fr_ctx *c, const unsigned char *p, int n) {
     return 1;
 }
 
+/* shape_match for tests: the C and Python shape tests must agree on every payload. */
+int fr_match(fr_ctx *c, const unsigned char *p, int n) { return c->plain && shape_match(c, p, n); }
+
 /* The in-place test of _Response.feed: the whole chunk d[0..n), whose size line ends at nl,
  * carries one whole plain token event. */
 static int plain_token(const fr_ctx *c, const unsigned char *d, int n, int nl) {

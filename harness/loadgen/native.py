@@ -57,7 +57,7 @@ def _load():
         "fr_oldest": (i64, [vp]), "fr_ready": (i32, [vp]), "fr_handled": (i64, [vp]),
         "fr_max_call": (i64, [vp]), "fr_set_timing": (None, [vp, ctypes.c_int]),
         "fr_slot_of": (vp, [vp, ctypes.c_int]), "fr_enable": (None, [vp, ctypes.c_int, ctypes.c_int, i64]),
-        "fr_pass": (ctypes.c_int, [vp]),
+        "fr_pass": (ctypes.c_int, [vp]), "fr_match": (ctypes.c_int, [vp, cp, ctypes.c_int]),
         "fr_itl_cap": (ctypes.c_int, []), "fr_slot_size": (ctypes.c_int, []),
         "fr_out_size": (ctypes.c_int, []), "fr_out_cap": (ctypes.c_int, [vp]),
         "fr_buf_cap": (ctypes.c_long, [vp])})

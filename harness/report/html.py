@@ -248,6 +248,9 @@ def _notes(a: RunAnalysis) -> str:
         items.append("energy sources: " + ", ".join(srcs))
     if a.run.manifest.get("telemetry_note"):
         items.append(str(a.run.manifest["telemetry_note"]))
+    for n, kv in sorted((a.run.manifest.get("kv_budgets") or {}).items()):
+        if kv.get("warning"):     # replicas of unequal KV budgets (harness/launch/memory.py)
+            items.append(f"{n} replicas: {kv['warning']}")
     return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>" if items else ""
 
 

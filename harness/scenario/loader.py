@@ -256,6 +256,33 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
         load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD
         scenario = scenario.model_copy(update={
             "workload": scenario.workload.model_copy(update={"dataset": new_ds})})
+    return _check_profile(scenario, root, file, base_dir)
+
+
+def _check_profile(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path | None) -> Scenario:
+    """An emulator profile that does not exist is bad input, not a replica that fails to start:
+    a built-in name must exist; a path is read relative to the scenario and checked."""
+    launcher = scenario.target.launcher
+    if launcher.kind != "emulator":
+        return scenario
+    from harness.emulator.profile import load_profile
+
+    name = launcher.profile
+    p = Path(name)
+    is_path = p.suffix in (".yaml", ".yml") or "/" in name
+    if is_path and not p.is_absolute() and base_dir is not None and (base_dir / p).is_file():
+        name = str((base_dir / p).resolve())
+    try:
+        load_profile(name)
+    except InputError as e:
+        if e.file and e.file != name and Path(e.file).is_file():
+            raise  # a problem inside the profile file: its own FILE:LINE
+        line, _ = _locate(root, ("target", "launcher", "profile"))
+        msg = e.message if not is_path else f"emulator profile not found or unreadable: {launcher.profile}"
+        raise InputError(msg, file=file, line=line, field="target.launcher.profile") from None
+    if name != launcher.profile:
+        scenario = scenario.model_copy(update={"target": scenario.target.model_copy(update={
+            "launcher": launcher.model_copy(update={"profile": name})})})
     return scenario
 
 

@@ -59,6 +59,17 @@ class Plan:
             seen.setdefault(s.cell, s.level)
         return list(seen.items())
 
+    def windows(self) -> list[tuple[str, str, float, float, float]]:
+        """(cell, phase, start_s, end_s, level) with consecutive segments of one phase merged:
+        the phase windows every door writes (the one rule for both drivers)."""
+        out: list[list] = []
+        for s in self.segments:
+            if out and out[-1][0] == s.cell and out[-1][1] == s.phase:
+                out[-1][3] = s.end_s
+            else:
+                out.append([s.cell, s.phase, s.start_s, s.end_s, s.level])
+        return [tuple(w) for w in out]
+
     def window(self, cell: str, phase: str) -> tuple[float, float] | None:
         segs = [s for s in self.segments if s.cell == cell and s.phase == phase]
         return (segs[0].start_s, segs[-1].end_s) if segs else None
@@ -83,3 +94,12 @@ def build_plan(load, levels: list[float], replicas: int, *, start_value: float =
                 t += dur
         prev = level
     return Plan(load.mode, replicas, tuple(segs))
+
+
+def users_at(seg: Segment) -> tuple[int, float]:
+    """Closed-loop users and Locust spawn rate for a segment (the one ramp rule for both drivers):
+    a ramp moves at its own slope; a level's users start together."""
+    if seg.phase == "ramp":
+        span = max(seg.end_s - seg.start_s, 1e-3)
+        return max(1, int(round(seg.to_value))), max(abs(seg.to_value - seg.from_value) / span, 0.5)
+    return int(seg.level), max(seg.level * 50.0, 100.0)
