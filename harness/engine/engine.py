@@ -134,7 +134,9 @@ class Engine:
                 from harness.hostinfo import server_info
 
                 servers = dict(s.rundir.manifest.get("servers") or {})
-                servers.update(server_info(list(reps.urls)))
+                from harness.protocols.access import Access
+
+                servers.update(server_info(list(reps.urls), access=Access.from_target(self.scenario.target)))
                 if servers:   # each replica's /info (version) where the server has one
                     s.rundir.write_manifest(servers=servers)
                 self.hooks.on_group_start(r, list(reps.urls), note)
