@@ -146,7 +146,7 @@ def test_without_the_token_every_request_is_401_and_nothing_leaks(secure, cert, 
     wrong = "wrong-token-value-0123456789"
     scen = SCENARIO.format(protocol="tgi", url=secure, ca=cert[0]) + "slo: {max_error_rate: 0.01}\n"
     p, summary = _run(tmp_path, scen, "--url", secure, env={**ENV, "EMU_TOKEN": wrong})
-    assert p.returncode == 1, p.stderr[-3000:]           # every request failed: the SLO is not met
+    assert p.returncode in (1, 4), p.stderr[-3000:]      # every request failed: never "met"
     import pandas as pd
 
     req = pd.read_parquet(next((tmp_path / "res").rglob("requests.parquet")))
