@@ -281,3 +281,22 @@ def test_the_harness_options_are_listed_in_locusts_help():
                 "-t/--run-time stops the plan early"):
         assert opt in p.stdout, opt
     assert "--run-time" in p.stdout and "--web-port" in p.stdout     # Locust's own, unchanged
+
+
+def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
+                             "--scenario", _scenario(tmp_path, 60), "--host", emu,
+                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/manifest.json")),
+                  60, "the run directory")
+        time.sleep(4)                     # into the measured window
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
+    assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
+    assert "partial: r1-c4" in out

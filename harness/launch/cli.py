@@ -160,7 +160,7 @@ def register(sub) -> None:
     q.add_argument("--workers", type=cliargs.processes, default=None,
                    help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
     q.add_argument("--build", action="store_true", help="build the harness image first")
-    q.add_argument("--wait-s", type=float, default=900.0,
+    q.add_argument("--wait-s", type=cliargs.float_range(0, 86_400), default=900.0,
                    help="wait this long for every replica to be healthy, then read and compare "
                         "their KV budgets (0: return at once)")
     q.add_argument("services", nargs="*", help="only these services (and their dependencies)")

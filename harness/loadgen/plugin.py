@@ -26,6 +26,7 @@ from time import perf_counter_ns
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness import cliargs
 from harness.errors import InputError, LaunchError
 from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
@@ -266,9 +267,9 @@ def _options(parser, **kw):
                        "timing. -t/--run-time stops the plan early (the cell under way is "
                        "partial); -u and -r are refused.")
     g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
-    g.add_argument("--slm-replicas", type=int, default=None,
+    g.add_argument("--slm-replicas", type=cliargs.replicas, default=None,
                    help="replica count the URLs stand for (default: number of --host URLs)")
-    g.add_argument("--slm-levels", default=None,
+    g.add_argument("--slm-levels", default=None, type=cliargs.levels_text,
                    help="comma-separated levels overriding load.levels")
     g.add_argument("--slm-results", default=None,
                    help="results directory (default: store.results_dir)")
@@ -341,7 +342,11 @@ def install(default_protocol: str = "tgi"):
 
         @environment.events.test_stop.add_listener
         def _stopped_early(environment, **kw):
-            if st.active:            # stopped from the web UI before the plan ended
+            if not st.active:        # the plan ended on its own
+                return
+            if getattr(opts, "headless", False):   # Locust's own Ctrl-C handling stops the runner
+                st.finish("interrupted", "interrupted (Ctrl-C)")
+            else:
                 st.finish("stopped", "stopped from the web UI")
 
         @environment.events.quitting.add_listener
