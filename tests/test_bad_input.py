@@ -183,6 +183,21 @@ def test_every_problem_of_a_file_is_shown(tmp_path, capsys):
     assert err[3].endswith("workload.output_tokens.valu: unknown key 'valu' (did you mean 'value'?)")
 
 
+def test_many_problems_are_capped(tmp_path, capsys):
+    path = tmp_path / "many.yaml"
+    path.write_text("name: x\nload:\n  levels: [" + ", ".join(["-1"] * 500) + "]\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 21 and err[-1] == f"slm-harness: error: {path}:3: ... and 480 more problems", err[-2:]
+
+
+def test_a_file_that_is_not_text(tmp_path, capsys):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"name: x\nload: \xff\xfe\n")
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"slm-harness: error: {path}:2: not UTF-8 text (byte 0xff)"
+
+
 def test_validate_checks_every_file_in_one_process(tmp_path):
     """The console script with every bad file and a good one: each bad file named, exit 2."""
     paths = _write(tmp_path)

@@ -131,7 +131,18 @@ class Engine:
                                         urls=list(reps.urls), protocol=used.protocol, model=used.model,
                                         **kv_budget_fields(s.rundir.manifest, r,
                                                            getattr(reps, "extra", {}) or {}))
+                from harness.hostinfo import server_info
+
+                servers = dict(s.rundir.manifest.get("servers") or {})
+                from harness.protocols.access import Access
+
+                servers.update(server_info(list(reps.urls), access=Access.from_target(self.scenario.target)))
+                if servers:   # each replica's /info (version) where the server has one
+                    s.rundir.write_manifest(servers=servers)
                 self.hooks.on_group_start(r, list(reps.urls), note)
+                first = todo[0].name if not self.plan.auto else f"r{r}-auto"
+                s.telemetry.idle_baseline(first, r, self.plan.mode,
+                                          self.scenario.validity.idle_baseline_s)
                 try:
                     if not self.plan.auto:
                         for cell in todo:

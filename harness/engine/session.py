@@ -17,6 +17,7 @@ from harness.engine.telemetry import Telemetry
 from harness.errors import InputError
 from harness.records.rundir import RunDir, UnreadableFile
 from harness.records.schema import CellWindow
+from harness.hostinfo import host_info
 from harness.store.runstore import ObservedAppender, RunStore
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Session(Hook):
             self.rundir.write_scenario(scenario_text)
             self.rundir.write_manifest(command=command, scenario=scenario.model_dump(mode="json"),
                                        cells_done=[], cells_partial=[], auto_results={},
-                                       **manifest)
+                                       hardware=host_info(), **manifest)
         self.cells_done: list[str] = list(self.old.get("cells_done", []))
         self.cells_partial: list[str] = []
         self.store = RunStore(scenario, self.rundir)
