@@ -86,14 +86,20 @@ def _s(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def server_info(urls: list[str], timeout_s: float = 1.0) -> dict:
+def server_info(urls: list[str], timeout_s: float = 1.0, access=None) -> dict:
     """Each replica's ``/info`` (TGI: model, version, sha; others: whatever it says) by URL;
-    a replica without one is left out."""
+    a replica without one is left out. ``access``: the target's TLS settings and headers."""
     out = {}
     for u in urls:
         try:
-            with urllib.request.urlopen(u.rstrip("/") + "/info", timeout=timeout_s) as r:
-                data = json.loads(r.read(65536))
+            if access is not None:
+                status, body = access.get(u.rstrip("/") + "/info", timeout_s)
+                if status != 200:
+                    continue
+                data = json.loads(body[:65536])
+            else:
+                with urllib.request.urlopen(u.rstrip("/") + "/info", timeout=timeout_s) as r:
+                    data = json.loads(r.read(65536))
         except Exception:  # noqa: BLE001 - many servers have no /info
             continue
         if isinstance(data, dict):

@@ -242,3 +242,21 @@ def test_a_directory_this_user_cannot_write(tmp_path):
         flag = argv[2]
         assert err.startswith(f"slm-harness: error: {flag}: cannot write in {ro} (Permission denied)"), err
     assert list(ro.iterdir()) == []
+
+
+def test_a_resolver_that_never_answers_does_not_hold_the_command(monkeypatch):
+    import socket
+    import time
+
+    from harness import urls
+
+    def stuck(*a, **k):
+        time.sleep(3)
+        raise socket.gaierror(-2, "too late")
+
+    monkeypatch.setattr(urls, "RESOLVE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="'slow.example' did not resolve within 0.3 s"):
+        urls.resolve_host("http://slow.example:80")
+    assert time.monotonic() - t0 < 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def _unwrap(tp: Any, part: object) -> Any:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        elif origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             tagged = [m for m in models if part in {f.default for f in m.model_fields.values()}]
