@@ -27,6 +27,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C (gevent hands KeyboardInterrupt subclasses to the main greenlet)."""
 
 
+class Stopped(KeyboardInterrupt):
+    """The web UI's stop button during ``run --web-ui``: the run ends as ``stopped``."""
+
+
 class SigtermSeen:
     """Whether SIGTERM came. The handler's exception can land where Python ignores exceptions (a
     weakref callback, a ``__del__``: "Exception ignored in ..."), so the engine also checks this
@@ -61,6 +65,21 @@ def _quiet(exc_type: type) -> None:
             hub.NOT_ERROR = (*hub.NOT_ERROR, exc_type)
 
 
+def _other_greenlets_main():
+    """The main greenlet when a signal handler runs in another, non-hub greenlet; else None."""
+    import sys
+
+    if "gevent" not in sys.modules:
+        return None
+    import gevent
+    from greenlet import getcurrent
+
+    hub = gevent.get_hub()
+    main = hub.parent
+    cur = getcurrent()
+    return main if cur is not main and cur is not hub and main is not None else None
+
+
 @contextmanager
 def sigterm_raises():
     """SIGTERM behaves like Ctrl-C while the run goes on (main thread only); yields a SigtermSeen."""
@@ -68,6 +87,12 @@ def sigterm_raises():
 
     def handler(signum, frame):
         seen.hit = True
+        main = _other_greenlets_main()
+        if main is not None:          # it landed in a helper greenlet (the GPU sampler, a
+            import gevent             # reader): stop the run itself, leave the helper alone
+
+            gevent.get_hub().loop.run_callback(main.throw, Terminated())
+            return
         raise Terminated()
 
     _quiet(Terminated)

@@ -48,6 +48,7 @@ class PhaseStats:
     gen_cpu_ns: int = 0
     gen_wait_ns: int = 0
     gen_wall_ns: int = 0
+    held: int = 0                # open loop: requests that waited for load.max_in_flight
     hist: HistSet = field(default_factory=HistSet)
     # per replica URL: [requests, failed requests, breaker openings] (balancing under faults)
     replicas: dict[str, list[int]] = field(default_factory=dict)
@@ -70,7 +71,7 @@ class PhaseStats:
         return {"late_read_passes": self.reader_late, "reader_lag_max_ms": self.reader_lag_max_ns / 1e6,
                 "cpu_share": self.gen_cpu_ns / wall if wall else None,
                 "wait_share": self.gen_wait_ns / wall if wall else None,
-                "sched_wall_s": wall / 1e9}
+                "sched_wall_s": wall / 1e9, "held_back": self.held}
 
     def to_wire(self) -> dict:
         return {"requests": self.requests, "ok": self.ok, "errors": dict(self.errors),
@@ -78,7 +79,7 @@ class PhaseStats:
                 "first_start_ns": self.first_start_ns, "last_end_ns": self.last_end_ns,
                 "window_tokens": self.window_tokens, "reader_late": self.reader_late,
                 "reader_lag_max_ns": self.reader_lag_max_ns, "gen_cpu_ns": self.gen_cpu_ns,
-                "gen_wait_ns": self.gen_wait_ns, "gen_wall_ns": self.gen_wall_ns,
+                "gen_wait_ns": self.gen_wait_ns, "gen_wall_ns": self.gen_wall_ns, "held": self.held,
                 "hist": self.hist.encode(), "replicas": {u: list(c) for u, c in self.replicas.items()}}
 
     def absorb(self, d: dict) -> None:
@@ -94,6 +95,7 @@ class PhaseStats:
         self.gen_cpu_ns += d.get("gen_cpu_ns", 0)
         self.gen_wait_ns += d.get("gen_wait_ns", 0)
         self.gen_wall_ns += d.get("gen_wall_ns", 0)
+        self.held += d.get("held", 0)
         if d["first_start_ns"] is not None:
             self.first_start_ns = min(self.first_start_ns or d["first_start_ns"], d["first_start_ns"])
         if d["last_end_ns"] is not None:

@@ -277,16 +277,25 @@ class Workload(Strict):
 # load: how hard, for how long
 # --------------------------------------------------------------------------------------------
 class Stage(Strict):
-    """One ramp stage: reach ``target`` (users or req/s) linearly over ``duration_s``."""
+    """One ramp stage: reach ``target`` (users or req/s) over ``duration_s``, linearly or
+    exponentially (a constant growth factor per second; from 0 it starts at 1% of ``target``)."""
 
     duration_s: Seconds
     target: Level
+    shape: Literal["linear", "exponential"] = Field("linear", description="How the value moves to target.")
 
 
 class Load(Strict):
     mode: Literal["concurrency", "rate"] = Field(
         "concurrency", description="concurrency: closed loop with N streams; rate: open loop at N req/s.")
-    arrival: Literal["constant", "poisson"] = Field("poisson", description="Open loop only.")
+    arrival: Literal["constant", "poisson", "gamma"] = Field(
+        "poisson", description="Open loop only; gamma: gaps with shape 'burstiness' and the same mean rate.")
+    burstiness: Annotated[float, _NUM] = Field(
+        1.0, gt=0, le=100, description="Gamma arrivals: shape of the gaps; < 1 burstier than Poisson, "
+                                       "1 = Poisson, > 1 more even. Must stay 1 for other arrivals.")
+    max_in_flight: Annotated[int, _NUM, Field(gt=0, le=MAX_LEVEL)] | None = Field(
+        None, description="Open loop only: most requests in flight at once; arrivals beyond it wait "
+                          "(counted as held back) and their latency still runs from the intended time.")
     levels: Annotated[list[Level], Field(max_length=MAX_LIST)] | Literal["auto"] = Field(
         default_factory=lambda: [8.0], description="Concurrency or rate per level, run back to back; 'auto' searches for the knee.")
     replicas: list[Annotated[int, _NUM, Field(gt=0, le=MAX_REPLICAS)]] = Field(
@@ -315,6 +324,16 @@ class Load(Strict):
         if not v:
             raise ValueError("replicas must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _open_loop_knobs(self):
+        if self.burstiness != 1.0 and self.arrival != "gamma":
+            raise ValueError("burstiness applies to arrival: gamma only")
+        if self.max_in_flight is not None and self.mode != "rate":
+            raise ValueError("max_in_flight applies to mode: rate (open loop) only")
+        if self.mode != "rate" and any(st.shape != "linear" for st in self.stages):
+            raise ValueError("an exponential stage applies to mode: rate (open loop) only")
+        return self
 
 
 # --------------------------------------------------------------------------------------------

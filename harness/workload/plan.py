@@ -16,6 +16,9 @@ def cell_name(replicas: int, level: float, mode: str, repeat: int = 0) -> str:
     return base if repeat == 0 else f"{base}-n{repeat + 1}"
 
 
+EXP_FLOOR = 0.01
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     start_s: float
@@ -24,13 +27,19 @@ class Segment:
     level: float
     cell: str
     from_value: float   # users (closed loop) or req/s (open loop) at start_s ...
-    to_value: float     # ... and at end_s, linear in between
+    to_value: float     # ... and at end_s, linear (or exponential) in between
+    shape: str = "linear"   # linear | exponential (a ramp stage's shape)
 
     def value_at(self, t_s: float) -> float:
         span = self.end_s - self.start_s
         if span <= 0 or self.from_value == self.to_value:
             return self.to_value
         f = min(max((t_s - self.start_s) / span, 0.0), 1.0)
+        if self.shape == "exponential":
+            # a constant growth factor per second; a ramp from 0 starts at 1% of its target
+            a = self.from_value if self.from_value > 0 else self.to_value * EXP_FLOOR
+            b = self.to_value if self.to_value > 0 else self.from_value * EXP_FLOOR
+            return a * (b / a) ** f
         return self.from_value + f * (self.to_value - self.from_value)
 
 
@@ -84,7 +93,8 @@ def build_plan(load, levels: list[float], replicas: int, *, start_value: float =
     for level in levels:
         cell = cell_name(replicas, level, load.mode, repeat)
         for st in load.stages:
-            segs.append(Segment(t, t + st.duration_s, "ramp", level, cell, prev, st.target))
+            segs.append(Segment(t, t + st.duration_s, "ramp", level, cell, prev, st.target,
+                                getattr(st, "shape", "linear")))
             t += st.duration_s
             prev = st.target
         for phase, dur in (("warmup", load.warmup_s), ("measure", load.duration_s),
