@@ -80,7 +80,8 @@ class StepModel:
 
     def host_ms(self, batch: int, prefill_tokens: int) -> float:
         t = self.t
-        return t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_prefill_token_ms * prefill_tokens
+        return (t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_seq2_ms * batch * batch
+                + t.host_per_prefill_token_ms * prefill_tokens)
 
     def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int) -> float:
         t = self.t
