@@ -34,7 +34,7 @@ LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": 
 #: timing parameters the fit moves (RooflineTiming fields), with their search bounds
 TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per_seq2_ms": (0.0, 0.05),
           "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
-          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0)}
+          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0)}
 PREFILL_BUDGET = (16, 8192)      # limits.max_batch_prefill_tokens
 
 
@@ -269,7 +269,7 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
     start = {k: getattr(t, k) if k in TIMING else profile.limits.max_batch_prefill_tokens for k in names}
     bounds = {**TIMING, "max_batch_prefill_tokens": PREFILL_BUDGET}
     # search in log space (a parameter at 0 starts from a small positive value)
-    x0 = np.array([math.log(max(start[k], (1e-5 if k == 'host_per_seq2_ms' else 1e-3) if k in TIMING else 16.0))
+    x0 = np.array([math.log(max(start[k], {'host_per_seq2_ms': 2e-4, 'admission_ms': 10.0}.get(k, 1e-3) if k in TIMING else 16.0))
                    for k in names])
     evals = itertools.count(1)
 
@@ -285,6 +285,8 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
         return loss
 
     best, _ = nelder_mead(f, x0, np.full(len(names), 0.7), iters)
+    best, _ = nelder_mead(f, best, np.full(len(names), 0.3), iters // 2)   # a restart: percentiles are
+    # step-quantised, so the simplex stalls on plateaus
     params = decode(best)
     fitted = with_params(profile, params)
     preds = [predict(fitted, c) for c in cells]

@@ -94,6 +94,8 @@ class RooflineTiming(_Strict):
     gpu_per_prefill_token_ms: NonNegativeFloat = 0.0
     contention_cap: float = Field(0.95, ge=0, lt=1)
     switch_overhead: NonNegativeFloat = 0.0
+    admission_ms: NonNegativeFloat = Field(0.0, description="from a request's arrival to its place in the queue "
+                                           "(HTTP, tokenising, validating), uncontended")
 
 
 class FixedTiming(_Strict):
