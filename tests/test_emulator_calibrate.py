@@ -40,11 +40,11 @@ def _synthetic_run(tmp: Path, profile) -> Path:
 def test_fit_recovers_the_profile_that_made_the_run(tmp_path):
     base = load_profile("h100-smollm2-135m")
     truth = cal.with_params(base, {"host_per_seq_ms": 0.4, "gpu_step_ms": 9.0, "host_step_ms": 3.0,
-                                   "idle_w": 90.0, "active_w": 140.0, "power_exponent": 0.5})
+                                   "active_w": 140.0, "power_exponent": 0.5})
     cells = cal.load_run(_synthetic_run(tmp_path, truth))
     assert [(c.replicas, c.streams, c.prompt) for c in cells] == [(n, c, 64) for n, c in CELLS]
     start = cal.with_params(base, {"host_per_seq_ms": 0.15, "gpu_step_ms": 20.0, "host_step_ms": 1.0,
-                                   "idle_w": 150.0, "active_w": 40.0, "power_exponent": 1.5})
+                                   "active_w": 40.0, "power_exponent": 1.5})
     fitted, preds = cal.fit(start, cells, iters=150, names=("host_step_ms", "host_per_seq_ms", "gpu_step_ms"))
     t = fitted.timing
     assert abs(t.host_per_seq_ms - 0.4) / 0.4 < 0.1, t
@@ -53,10 +53,9 @@ def test_fit_recovers_the_profile_that_made_the_run(tmp_path):
     assert abs(t.host_step_ms - 3.0) / 3.0 < 0.6, t
     _, worst = cal.error_table(cells, preds)
     assert max(worst.values()) < 0.1, worst
-    # power: idle + active * util**exponent through the cells' (utilisation, watts); the three
-    # numbers are not unique over the utilisations these cells reach, the curve there is
+    # power: the profile's idle + active * util**exponent through the cells' (utilisation, watts)
     assert worst["power_w"] < 0.03, worst
-    assert fitted.gpu.idle_w != 150.0
+    assert abs(fitted.gpu.active_w - 140) < 15 and abs(fitted.gpu.power_exponent - 0.5) < 0.15, fitted.gpu
 
 
 def test_calibrate_cli_on_the_committed_gpu_run(tmp_path):

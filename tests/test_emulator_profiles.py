@@ -59,7 +59,7 @@ def test_h100_profile_reproduces_the_committed_gpu_run():
     cells = cal.load_run(run)
     preds = [cal.predict(p, c) for c in cells]
     _, worst = cal.error_table(cells, preds)
-    assert worst["tok_s"] < 0.22 and worst["tpot_p50_ms"] < 0.30 and worst["power_w"] < 0.10, worst
+    assert worst["tok_s"] < 0.22 and worst["tpot_p50_ms"] < 0.30 and worst["power_w"] < 0.11, worst
     by = {c.name: q for c, q in zip(cells, preds)}
     assert by["r4-c256"]["tok_s"] > by["r2-c256"]["tok_s"] > by["r1-c256"]["tok_s"]
     assert by["r1-c256"]["util"] < 0.5 < by["r4-c16"]["util"]

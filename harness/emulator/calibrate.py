@@ -242,23 +242,29 @@ def nelder_mead(f, x0: np.ndarray, step: np.ndarray, iters: int, tol: float = 1e
 
 
 def fit_power(profile: Profile, cells: list[Cell], utils: list[float]) -> dict[str, float]:
-    """Least squares of measured mean power on idle + active * util**exponent (exponent on a grid)."""
-    rows = [(u, c.measured["power_w"]) for c, u in zip(cells, utils) if math.isfinite(c.measured["power_w"])]
+    """Least squares of measured mean power on idle + active * util**exponent (exponent on a grid).
+
+    Idle stays the profile's (the GPU's idle draw): loaded cells rarely reach low utilisation, so
+    an idle fitted to them would be an extrapolation."""
+    rows = [(u, c.measured["power_w"]) for c, u in zip(cells, utils)
+            if math.isfinite(c.measured["power_w"]) and u > 0]
     if len(rows) < 2:
         return {}
+    idle = profile.gpu.idle_w
+    y = np.array([p - idle for _, p in rows])
     best = None
-    for e in np.linspace(0.05, 2.0, 40):
-        a = np.array([[1.0, u ** e if u > 0 else 0.0] for u, _ in rows])
-        y = np.array([p for _, p in rows])
-        (idle, active), *_ = np.linalg.lstsq(a, y, rcond=None)
-        if idle < 0 or active < 0:
+    for e in np.linspace(0.05, 2.0, 79):
+        x = np.array([u ** e for u, _ in rows])
+        active = float(x @ y / (x @ x))
+        if active <= 0:
             continue
-        err = float(np.sum(np.log((a @ np.array([idle, active])) / y) ** 2))
+        pred = idle + active * x
+        err = float(np.sum(np.log(pred / (y + idle)) ** 2))
         if best is None or err < best[0]:
-            best = (err, idle, active, e)
+            best = (err, active, e)
     if best is None:
         return {}
-    return {"idle_w": round(best[1], 2), "active_w": round(best[2], 2), "power_exponent": round(float(best[3]), 3)}
+    return {"active_w": round(best[1], 2), "power_exponent": round(float(best[2]), 3)}
 
 
 def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,
