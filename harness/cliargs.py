@@ -156,7 +156,8 @@ def _nearest_existing(p: Path) -> Path:
 
 
 def _in_kernel_fs(p: Path) -> bool:
-    return str(p.resolve()).startswith(("/proc", "/sys", "/dev"))
+    parts = p.resolve().parts
+    return len(parts) > 1 and parts[1] in ("proc", "sys")
 
 
 def _probe_writable(d: Path, shown: str) -> None:
@@ -213,6 +214,17 @@ class _RunDir(_ExistingDir):
     what = "run directory"
 
 
+class _ExistingFile(Deferred):
+    def check(self) -> None:
+        p = Path(self)
+        if not p.exists():
+            _fail(f"file not found: {self}")
+        if p.is_dir():
+            _fail(f"is a directory, not a file: {self}")
+        if not os.access(p, os.R_OK):
+            _fail(f"cannot read {self} (permission denied)")
+
+
 def writable_dir(text: str) -> str:
     """A directory to create or write in: not a file, not under one, writable by this user."""
     if not text:
@@ -236,6 +248,11 @@ def existing_dir(text: str) -> str:
 def run_dir(text: str) -> str:
     """A run directory to read or go on with."""
     return _RunDir(text)
+
+
+def existing_file(text: str) -> str:
+    """A file to read (a certificate, a key)."""
+    return _ExistingFile(text)
 
 
 def _flags(parser: argparse.ArgumentParser, out: dict[str, str]) -> dict[str, str]:

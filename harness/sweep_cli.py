@@ -26,6 +26,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     cliargs.preflight(scenario, args.scenario)
+    if args.repeats:   # --repeats N: load.repeats for this run (each cell N times, interleaved)
+        scenario = scenario.model_copy(
+            update={"load": scenario.load.model_copy(update={"repeats": args.repeats})})
     if args.resume is not None and not Path(args.resume).is_dir():
         raise InputError("run directory not found", file=str(args.resume), field="--resume")
     req = Request(args.scenario, "sweep", results=args.results, resume=args.resume,
@@ -68,6 +71,8 @@ def register(sub) -> None:
         help="latency percentile the frontier minimises (default: the SLO's first bound)",
     )
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--repeats", type=cliargs.int_range(1, 1000), default=None, metavar="N",
+                   help="measure each cell N times, interleaved (default: load.repeats)")
     p.add_argument(
         "-q", "--quiet", action="store_true", help="print only the report path and recommendation"
     )

@@ -10,7 +10,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
+
+RESOLVE_TIMEOUT_S = 10.0
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
@@ -71,8 +75,15 @@ def resolve_host(text: str) -> None:
         return
     except ValueError:
         pass
+    # a resolver that never answers must not hold the command: ask in a thread, wait a while
+    pool = ThreadPoolExecutor(1, thread_name_prefix="resolve")
     try:
-        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        pool.submit(socket.getaddrinfo, host, None, proto=socket.IPPROTO_TCP).result(RESOLVE_TIMEOUT_S)
     except (socket.gaierror, UnicodeError) as e:
         reason = e.strerror if isinstance(e, socket.gaierror) and e.strerror else "not found"
         raise ValueError(f"host {host!r} does not resolve ({reason}): {_shown(text)}") from None
+    except FutureTimeout:
+        raise ValueError(f"host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s: "
+                         f"{_shown(text)}") from None
+    finally:
+        pool.shutdown(wait=False)

@@ -101,6 +101,10 @@ BAD = [
     ("health_path_relative", "name: x\ntarget:\n  launcher: {kind: endpoints, urls: ['http://h:1'], "
      "health_path: health}\n", 3, "target.launcher.health_path", "pattern"),
     ("balance_typo", "name: x\ntarget:\n  balance: random\n", 3, "target.balance", "round-robin"),
+    ("emulator_profile_unknown", "name: x\ntarget:\n  launcher: {kind: emulator, profile: nope}\n", 3,
+     "target.launcher.profile", "unknown emulator profile 'nope'"),
+    ("emulator_profile_path_missing", "name: x\ntarget:\n  launcher:\n    kind: emulator\n"
+     "    profile: ./absent.yaml\n", 5, "target.launcher.profile", "not found"),
     # slo, telemetry, store
     ("slo_inf", "name: x\nslo:\n  ttft_s: {p99: .inf}\n", 3, "slo.ttft_s.p99", "finite"),
     ("slo_bool", "name: x\nslo:\n  ttft_s: {p99: true}\n", 3, "slo.ttft_s.p99", "expected a number"),
@@ -179,6 +183,21 @@ def test_every_problem_of_a_file_is_shown(tmp_path, capsys):
     assert err[3].endswith("workload.output_tokens.valu: unknown key 'valu' (did you mean 'value'?)")
 
 
+def test_many_problems_are_capped(tmp_path, capsys):
+    path = tmp_path / "many.yaml"
+    path.write_text("name: x\nload:\n  levels: [" + ", ".join(["-1"] * 500) + "]\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 21 and err[-1] == f"slm-harness: error: {path}:3: ... and 480 more problems", err[-2:]
+
+
+def test_a_file_that_is_not_text(tmp_path, capsys):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"name: x\nload: \xff\xfe\n")
+    assert main(["validate", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"slm-harness: error: {path}:2: not UTF-8 text (byte 0xff)"
+
+
 def test_validate_checks_every_file_in_one_process(tmp_path):
     """The console script with every bad file and a good one: each bad file named, exit 2."""
     paths = _write(tmp_path)
@@ -221,6 +240,22 @@ def test_unset_token_env_warns_at_validate_and_refuses_the_run(tmp_path, capsys)
                                    "SLM_TEST_SURELY_UNSET_TOKEN is not set (it should hold the InfluxDB token; "
                                    "or give token_file)")
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_missing_replica_program_warns_at_validate_and_refuses_the_run(tmp_path, capsys):
+    p = tmp_path / "proc.yaml"
+    p.write_text("name: x\ntarget:\n  launcher:\n    kind: processes\n"
+                 "    command: [/nonexistent/serve, --port, '{port}']\n")
+    assert main(["validate", str(p)]) == 0
+    assert (f"{p}:5: target.launcher.command[0]: program not found: /nonexistent/serve"
+            in capsys.readouterr().err)
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(p), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert err == (f"slm-harness: error: {p}:5: target.launcher.command[0]: program not found: "
+                   "/nonexistent/serve (not a file, or not on PATH here)")
+    assert not (tmp_path / "r").exists()
 
 
 def test_set_token_env_value_never_shown(tmp_path, capsys, monkeypatch):

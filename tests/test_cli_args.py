@@ -57,6 +57,11 @@ CASES = [
     ("emulate_tick_nan", "emulate --tick-us nan", "--tick-us", "finite"),
     ("emulate_keepalive_zero", "emulate --keep-alive-s 0", "--keep-alive-s", "above 0"),
     ("emulate_port_file_missing_dir", "emulate --port-file {tmp}/missing/p.json", "--port-file", "does not exist"),
+    ("emulate_tls_cert_missing", "emulate --tls-cert {tmp}/no.pem --tls-key {tmp}/no.key", "--tls-cert",
+     "file not found"),
+    ("emulate_memory_fraction", "emulate --cuda-memory-fraction 1.5", "--cuda-memory-fraction", "at most 1"),
+    ("emulate_load_inf", "emulate --load-s inf", "--load-s", "finite"),
+    ("stack_wait_negative", "stack up --wait-s -1", "--wait-s", "at least 0"),
     ("sidecar_rate_inf", "sidecar --rate-hz inf", "--rate-hz", "finite"),
     ("sidecar_rate_zero", "sidecar --rate-hz 0", "--rate-hz", "above 0"),
     ("sidecar_influx_url", "sidecar --influx-url not-a-url", "--influx-url", "must start with http"),
@@ -206,3 +211,52 @@ def test_sigterm_during_a_sweep_prints_no_traceback(tmp_path):
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert "sweep stopped: terminated (SIGTERM)" in err and "--resume" in err
     assert "Traceback" not in err + out, err[-2000:]
+
+
+def test_a_directory_this_user_cannot_write(tmp_path):
+    """``--results`` and ``--json`` where the user may not write: refused before the run starts.
+    As root, the check runs without the capability that overrides file permissions."""
+    ro = tmp_path / "readonly"
+    ro.mkdir()
+    (tmp_path / "ok.yaml").write_text(OK)
+    ro.chmod(0o555)
+    cases = [["run", str(tmp_path / "ok.yaml"), "--results", str(ro)],
+             ["run", str(tmp_path / "ok.yaml"), "--results", str(ro / "deeper" / "res")],
+             ["run", str(tmp_path / "ok.yaml"), "--json", str(ro / "out.json")],
+             ["sweep", str(tmp_path / "ok.yaml"), "--results", str(ro)]]
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to drop root's permission override"
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search",
+                  "--inh-caps=-dac_override,-dac_read_search"]
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", DRIVER], input=json.dumps(cases),
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    finally:
+        ro.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    for argv, r in zip(cases, json.loads(proc.stdout.splitlines()[-1])):
+        err = r["err"].strip()
+        assert r["rc"] == 2 and "Traceback" not in err and len(err.splitlines()) == 1, (argv, r)
+        flag = argv[2]
+        assert err.startswith(f"slm-harness: error: {flag}: cannot write in {ro} (Permission denied)"), err
+    assert list(ro.iterdir()) == []
+
+
+def test_a_resolver_that_never_answers_does_not_hold_the_command(monkeypatch):
+    import socket
+    import time
+
+    from harness import urls
+
+    def stuck(*a, **k):
+        time.sleep(3)
+        raise socket.gaierror(-2, "too late")
+
+    monkeypatch.setattr(urls, "RESOLVE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="'slow.example' did not resolve within 0.3 s"):
+        urls.resolve_host("http://slow.example:80")
+    assert time.monotonic() - t0 < 2

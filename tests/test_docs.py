@@ -41,7 +41,13 @@ README_MAX_LINES = 160
 PLACEHOLDERS = {r"<[A-Za-z][A-Za-z0-9 _.-]*>": "PLACEHOLDER"}
 
 SHELL_LANGS = {"sh", "bash", "shell", "console", ""}
-SCENARIO_SECTIONS = {"name", "description", "target", "workload", "load", "slo", "telemetry", "store"}
+def _scenario_sections() -> set[str]:
+    from harness.scenario.models import Scenario
+
+    return set(Scenario.model_fields)
+
+
+SCENARIO_SECTIONS = _scenario_sections()
 
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<lang>[^\n`]*)$")
 

@@ -194,3 +194,19 @@ def test_missing_secrets_stop_compose_with_a_clear_message():
                        capture_output=True, text=True, env=env)
     assert r.returncode != 0
     assert "set INFLUXDB_TOKEN in .env" in r.stderr or "set INFLUXDB_ADMIN_PASSWORD" in r.stderr
+
+
+def test_vllm_profile_runs_the_openai_scenario():
+    from harness.launch.cli import _load_for_profile
+    from harness.scenario.loader import load_scenario
+
+    assert _load_for_profile("gpu", {}) == {}
+    assert _load_for_profile("vllm", {"SCENARIO": "stack.yaml"}) == {
+        "SCENARIO": "stack-vllm.yaml", "LOCUSTFILE": "openai.py"}
+    assert _load_for_profile("vllm", {"SCENARIO": "mine.yaml", "LOCUSTFILE": "x.py"}) == {}
+    sc = load_scenario(ROOT / "scenarios" / "stack-vllm.yaml")
+    assert sc.target.protocol == "openai-completions"
+    # the model name the requests carry is the name vLLM serves
+    cfg = compose_config([ROOT / "docker-compose.yml"], profiles=("vllm",))
+    assert flag(cfg["services"]["vllm-1"]["command"], "--served-model-name=") == sc.target.model
+    assert (ROOT / "locustfiles" / "openai.py").is_file()

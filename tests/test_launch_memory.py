@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.launch.memory import (TGI_WIGGLE_ROOM, ReplicaMemory, budget_spread,
-                                   check_budgets, even_fractions, parse_budget_metrics,
+from harness.launch.memory import (TGI_WIGGLE_ROOM, ReplicaMemory, budget_from_log,
+                                   budget_spread, check_budgets, even_fractions, parse_budget_metrics,
                                    simulate_tgi_start, staggered_fractions, tgi_kv_bytes,
                                    tgi_warmup_tokens)
 
@@ -96,3 +96,17 @@ def test_check_budgets_without_answers_warns_nothing():
     out = check_budgets(["http://127.0.0.1:1", "http://127.0.0.1:1"], echo=None)
     assert out == {"kv_budgets": [None, None], "kv_budget_spread": None,
                    "kv_budget_warning": None}
+
+
+def test_budget_from_the_servers_log_lines():
+    tgi = ('2026-12-06T07:00:01Z  INFO text_generation_router_v3: backends/v3/src/lib.rs:137: '
+           'Setting max batch total tokens to 897313\n')
+    assert budget_from_log("warming up\n" + tgi) == 897313
+    vllm = ("(EngineCore_DP0 pid=1) INFO 12-06 07:00:01 [kv_cache_utils.py:1286] "
+            "GPU KV cache size: 686,320 tokens\n")
+    assert budget_from_log(vllm) == 686320
+    assert budget_from_log("nothing here\n") is None
+    # a replica that answers nothing over HTTP: the log line is read instead
+    out = check_budgets(["http://127.0.0.1:1", "http://127.0.0.1:1"], echo=None,
+                        logs=lambda i: [tgi, "Setting max batch total tokens to 8192"][i])
+    assert out["kv_budgets"] == [897313, 8192] and out["kv_budget_warning"]

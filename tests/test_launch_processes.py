@@ -293,3 +293,44 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
             if p.info["cmdline"] and "emulate" in p.info["cmdline"]
             and any(str(base + i) in p.info["cmdline"] for i in range(3))]
     assert left == []
+
+
+def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tmp_path):
+    """Replicas given the naive 0.9/N each (not {fraction}): started one after another on one
+    simulated GPU, the first takes its share and the second keeps its warm-up blocks; the run
+    says so on the console, in the manifest and in report.html."""
+    base = free_port_block(2)
+    scenario = tmp_path / "naive.yaml"
+    scenario.write_text(textwrap.dedent(f"""
+        name: naive
+        target:
+          protocol: tgi
+          launcher:
+            kind: processes
+            command: [{PY}, -m, harness, emulate, --profile, fixed-50ms-10ms, --host, "{{host}}",
+                      --port, "{{port}}", --shared-gpu, "{tmp_path / 'gpu.state'}",
+                      --cuda-memory-fraction, "0.45"]
+            base_port: {base}
+            startup_timeout_s: 60
+        workload:
+          output_tokens: {{dist: fixed, value: 8}}
+          prompt_tokens: {{dist: fixed, value: 16}}
+        load:
+          levels: [2]
+          replicas: [2]
+          warmup_s: 0.2
+          duration_s: 1
+          cooldown_s: 0.2
+        store:
+          results_dir: {tmp_path / "results"}
+    """))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([PY, "-m", "harness", "run", str(scenario)], capture_output=True,
+                       text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+    assert "replica KV budgets differ by" in r.stdout, r.stdout[-3000:]
+    (run,) = list((tmp_path / "results").iterdir())
+    kv = json.loads((run / "manifest.json").read_text())["kv_budgets"]["2"]
+    big, small = kv["budgets"]
+    assert big > 3 * small and kv["spread"] > 0.5 and "differ by" in kv["warning"]
+    assert "replica KV budgets differ by" in (run / "report.html").read_text()

@@ -464,6 +464,20 @@ def test_emulator_stack_end_to_end(engine_and_images, tmp_path):
                                     f"\"source\" = 'emulated' AND time >= {start_ns}ns AND "
                                     f"time <= {end_ns}ns")
         assert n_gpu["values"][0][1] >= 10
+        # one GPU (gpu 0) per sampling host, whichever replica each read (the sidecar moved on
+        # when replica 3 died): the simulated GPU, whose memory in use drops once the dead
+        # replica's heartbeat is stale (its KV cache freed)
+        series = influxql(influx, f"SELECT \"mem_used_bytes\" FROM \"gpu\" WHERE \"source\" = "
+                                  f"'emulated' AND time >= {start_ns}ns AND time <= {end_ns}ns "
+                                  f"GROUP BY \"gpu\", \"host\"")
+        assert series and {s_["tags"]["gpu"] for s_ in series} == {"0"}
+        assert len(series) == len({s_["tags"]["host"] for s_ in series})
+        for s_ in series:
+            mem = [(t, v) for t, v in s_["values"] if v is not None]
+            before = [v for t, v in mem if t < kill_ns]
+            after = [v for t, v in mem if t > kill_ns + 5_000_000_000]
+            assert before and after and max(after) < min(before) - 10 * 2**30, (before[-3:],
+                                                                                after[:3])
 
         # --- every Grafana dashboard query returns this run's data ----------------------------
         dash = dashboard()

@@ -251,7 +251,10 @@ def test_auto_levels_search_and_launch_failure(tmp_path):
     assert manifest["cells_done"] == ["r1-c1", "r1-c2", "r1-c4"]
     assert [x[0] for x in manifest["auto_results"]["1"]] == [1.0, 2.0, 4.0]
     bad = tmp_path / "bad.yaml"
-    bad.write_text(scen.read_text().replace("h100-smollm2-135m", "no-such-profile"))
+    # a replica whose program exits at once (a known profile name is checked before any launch)
+    bad.write_text(scen.read_text().replace(
+        "launcher: {kind: emulator, profile: h100-smollm2-135m}",
+        "launcher: {kind: processes, command: [/bin/false, '{port}'], startup_timeout_s: 20}"))
     p = _sweep([str(bad), "--results", str(tmp_path / "bad")])
     assert p.returncode == 3
     assert "replicas could not be launched" in p.stderr and "No cell was measured" in p.stdout

@@ -106,6 +106,14 @@ class CellMetrics:
     frontier: str = ""  # "frontier" | "dominated" | "excluded"
     dominated_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    verdict: str = "valid"  # valid | warn | invalid (harness.analysis.verdict)
+    verdict_reasons: list[str] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
+    # 95% bootstrap intervals, {figure: (low, high)}; method "requests" (one window) or
+    # "repeats+requests" (a configuration measured in several windows)
+    intervals: dict = field(default_factory=dict)
+    interval_method: str = ""
+    repeats: list[str] = field(default_factory=list)  # the windows a configuration pools
     per_replica: list[ReplicaMetrics] = field(default_factory=list)
 
     def get(self, key: str):
@@ -180,6 +188,14 @@ def _measure_windows(run: RunData) -> dict[str, dict]:
             note="derived from records: no window stored",
         )
     return out
+
+
+def window_started(run: RunData, cell: str, a: int, b: int) -> pd.DataFrame:
+    """The cell's requests whose intended send time falls in ``[a, b)`` (the distributions' rule)."""
+    req = run.requests
+    cell_req = req[req["cell"] == cell] if not req.empty else req
+    sent = _sent_ns(cell_req)
+    return cell_req[(sent >= a) & (sent < b)]
 
 
 def _sent_ns(df: pd.DataFrame) -> pd.Series:

@@ -1,7 +1,8 @@
 """The one-sentence answer: which replicas x level to run for the scenario's SLO, with its numbers.
 
-Among the cells that meet the SLO, those within ``THROUGHPUT_TIE`` (2 %) of the most output
-tokens/s count as equally fast (closer than run-to-run noise); of those the one with the lowest
+Among the cells that meet the SLO, those whose output tokens/s interval overlaps the fastest
+cell's interval count as equally fast (a tie, which the sentence names); without intervals, those
+within ``THROUGHPUT_TIE`` (2 %) of the most output tokens/s; of those the one with the lowest
 J/token wins, then lower frontier latency, then more throughput, then fewer replicas, then the
 lower level (this order never picks a dominated cell). Without an SLO the same order applies to every cell with
 successful requests. When no cell meets the SLO, the sentence names the closest cell (smallest
@@ -10,7 +11,7 @@ worst value/limit ratio) and says it does not meet the SLO.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.analysis.metrics import CellMetrics
 from harness.analysis.slo import describe, violation
@@ -25,6 +26,7 @@ class Recommendation:
     cell: str | None
     meets_slo: bool  # True also when there is no SLO and a cell had successful requests
     sentence: str
+    ties: list[str] = field(default_factory=list)  # as fast within the intervals, not chosen
 
 
 def _fmt_s(v: float | None) -> str:
@@ -34,8 +36,10 @@ def _fmt_s(v: float | None) -> str:
 
 
 def _numbers(c: CellMetrics, latency_key: str) -> str:
+    ci = c.intervals.get("output_tokens_per_s") if c.intervals else None
     parts = [
-        f"{c.output_tokens_per_s:,.0f} output tok/s",
+        f"{c.output_tokens_per_s:,.0f} output tok/s"
+        + (f" (95% CI {ci[0]:,.0f}-{ci[1]:,.0f})" if ci else ""),
         f"{c.request_throughput_rps:.2f} req/s",
         f"goodput {c.goodput_rps:.2f} req/s",
     ]
@@ -62,10 +66,23 @@ def _sort_key(c: CellMetrics, latency_key: str):
     )
 
 
+def _near_top(cells: list[CellMetrics]) -> list[CellMetrics]:
+    """The cells as fast as the fastest: overlapping its interval, else within 2 %."""
+    best = max(cells, key=lambda c: c.output_tokens_per_s)
+    top_ci = best.intervals.get("output_tokens_per_s") if best.intervals else None
+    out = []
+    for c in cells:
+        ci = c.intervals.get("output_tokens_per_s") if c.intervals else None
+        if top_ci is not None and ci is not None:
+            if ci[1] >= top_ci[0]:
+                out.append(c)
+        elif c.output_tokens_per_s >= (1.0 - THROUGHPUT_TIE) * best.output_tokens_per_s:
+            out.append(c)
+    return out
+
+
 def _best(cells: list[CellMetrics], latency_key: str) -> CellMetrics:
-    top = max(c.output_tokens_per_s for c in cells)
-    near = [c for c in cells if c.output_tokens_per_s >= (1.0 - THROUGHPUT_TIE) * top]
-    return min(near, key=lambda c: _sort_key(c, latency_key))
+    return min(_near_top(cells), key=lambda c: _sort_key(c, latency_key))
 
 
 def _config(c: CellMetrics) -> str:
@@ -89,8 +106,18 @@ def recommend(cells: list[CellMetrics], slo: Slo | None, latency_key: str) -> Re
             if has_slo
             else "no SLO was given, so this is the highest throughput"
         )
+        ties = [c.cell for c in _near_top(meeting) if c.cell != best.cell]
+        tie = ""
+        if ties and best.intervals:
+            tie = (
+                f" Tied on throughput within the {best.interval_method or 'bootstrap'} "
+                f"intervals with {', '.join(ties)}; chosen for the lowest J/token, then latency."
+            )
         return Recommendation(
-            best.cell, True, f"Recommended: {_config(best)}: {_numbers(best, latency_key)}; {tail}."
+            best.cell,
+            True,
+            f"Recommended: {_config(best)}: {_numbers(best, latency_key)}; {tail}.{tie}",
+            ties if best.intervals else [],
         )
     closest = min(
         cells,

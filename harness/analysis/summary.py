@@ -8,9 +8,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analysis.metrics import CellMetrics, compute_cells
+from harness.analysis.metrics import CellMetrics, compute_cells, window_started
+from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
+from harness.analysis.repeats import pooled_cells
 from harness.analysis.rundata import RunData, load_run
 from harness.analysis.slo import bounds, describe
 from harness.errors import InputError
@@ -18,6 +20,15 @@ from harness.scenario.models import Slo
 
 LATENCY_KEYS = tuple(
     f"{m}_p{q}_s" for m in ("ttft", "itl", "tpot", "e2e") for q in (50, 90, 95, 99)
+)
+
+# Figures that carry a 95% interval (cells.csv: <figure>_lo, <figure>_hi)
+INTERVAL_KEYS = (
+    "output_tokens_per_s",
+    "request_throughput_rps",
+    "goodput_rps",
+    "j_per_token",
+    *(f"{m}_p{q}_s" for m in ("ttft", "tpot", "e2e") for q in (50, 90, 95, 99)),
 )
 
 # Columns of cells.csv, in order (per-replica rows go to replicas.csv).
@@ -49,11 +60,16 @@ CSV_COLUMNS = (
     "gpu_util_pct",
     "mem_used_bytes",
     "slo_ok",
+    "verdict",
+    "verdict_reasons",
     "frontier",
     "dominated_by",
     "errors",
     "start_ns",
     "end_ns",
+    "repeats",
+    "interval_method",
+    *[f"{k}_{b}" for k in INTERVAL_KEYS for b in ("lo", "hi")],
 )
 
 
@@ -76,6 +92,7 @@ class RunAnalysis:
     latency_key: str
     slo: Slo | None
     notes: list[str] = field(default_factory=list)
+    windows: list[CellMetrics] = field(default_factory=list)  # every measured window (repeats)
 
     @property
     def run_id(self) -> str:
@@ -84,8 +101,15 @@ class RunAnalysis:
     def cell(self, name: str) -> CellMetrics | None:
         return next((c for c in self.cells if c.cell == name), None)
 
+    @property
+    def invalid_cells(self) -> list[str]:
+        return [c.cell for c in self.cells if c.verdict == "invalid"]
+
     def exit_code(self) -> int:
-        """0 when the recommended configuration meets the SLO, 1 when no cell does."""
+        """4 when a cell's measurement is invalid (its verdict), else 0 when the recommended
+        configuration meets the SLO, 1 when no cell does."""
+        if self.invalid_cells:
+            return 4
         return 0 if self.recommendation.meets_slo else 1
 
     def to_summary(self) -> dict:
@@ -101,6 +125,12 @@ class RunAnalysis:
                 for b in bounds(self.slo)
             ],
             "latency_objective": self.latency_key,
+            "hardware": self.run.manifest.get("hardware"),
+            "servers": self.run.manifest.get("servers"),
+            "verdicts": {
+                k: [c.cell for c in self.cells if c.verdict == k]
+                for k in ("valid", "warn", "invalid")
+            },
             "frontier": {
                 "objectives": self.frontier.objectives,
                 "cells": self.frontier.keys,
@@ -113,7 +143,17 @@ class RunAnalysis:
             },
             "definitions": DEFINITIONS,
             "notes": self.notes,
+            "intervals": {
+                "confidence": 0.95,
+                "method": "percentile bootstrap: over requests within a window ('requests'); "
+                "over repeats, then requests within each ('repeats+requests')",
+                "ties": self.frontier.ties,
+                "recommendation_ties": self.recommendation.ties,
+            },
             "cells": [c.to_dict() for c in self.cells],
+            "windows": [c.to_dict() for c in self.windows]
+            if any(c.repeats for c in self.cells)
+            else [],
         }
 
     def write(self, out_dir: Path | None = None) -> tuple[Path, Path]:
@@ -131,11 +171,20 @@ class RunAnalysis:
             for c in self.cells:
                 row = []
                 for col in CSV_COLUMNS:
+                    base, _, end = col.rpartition("_")
+                    if end in ("lo", "hi") and base in INTERVAL_KEYS:
+                        ci = c.intervals.get(base)
+                        row.append("" if ci is None else ci[0 if end == "lo" else 1])
+                        continue
                     v = c.get(col)
+                    if col == "repeats":
+                        v = " ".join(v)
                     if col == "errors":
                         v = ";".join(f"{k}={n}" for k, n in v.items())
                     elif col == "dominated_by":
                         v = " ".join(v)
+                    elif col == "verdict_reasons":
+                        v = " | ".join(v)
                     row.append("" if v is None else v)
                 w.writerow(row)
         with (d / "replicas.csv").open("w", newline="") as fh:
@@ -157,7 +206,7 @@ class RunAnalysis:
                 "e2e_p99_s",
             ]
             w.writerow(cols)
-            for c in self.cells:
+            for c in self.windows or self.cells:
                 for r in c.per_replica:
                     w.writerow(
                         [c.cell]
@@ -197,7 +246,49 @@ DEFINITIONS = {
     "error_rate": "failed / sent, over requests whose intended send time is in the window",
     "energy_j": "window (sampler at the edges) > sample-counter > power-integral over the measured window; source named",
     "j_per_token": "energy_j / output tokens that arrived in the same window",
+    "intervals": "95% percentile-bootstrap intervals (<figure>_lo/_hi): requests resampled within "
+    "a window; with repeats, the repeats resampled first, then the requests within each",
+    "verdict": "valid / warn / invalid from the load generator's health, energy, sample size, "
+    "steadiness and failed requests (docs/trust.md); invalid cells are off the frontier",
 }
+
+
+def quantile_of(key: str) -> float:
+    """'ttft_p99_s' -> 99.0, 'ttft_p999_s' -> 99.9."""
+    d = key.split("_")[1][1:]
+    return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
+
+
+def _ci(c: CellMetrics, key: str) -> dict:
+    """The cell's intervals under the frontier's objective names."""
+    out = {}
+    for obj, fig in (("throughput", "output_tokens_per_s"), ("latency", key),
+                     ("j_per_token", "j_per_token")):
+        if fig in c.intervals:
+            out[obj] = tuple(c.intervals[fig])
+    return out
+
+
+def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
+    """Give every cell its verdict (harness.analysis.verdict), thresholds from the scenario."""
+    from harness.scenario.models import Validity
+
+    th = run.scenario.validity if run.scenario is not None else Validity()
+    rate = run.scenario.telemetry.rate_hz if run.scenario is not None else 20.0
+    for c in cells:
+        hist = run.histograms.get(c.cell) or {}
+        gen = hist.get("generator") if isinstance(hist.get("generator"), dict) else None
+        v = judge(
+            c,
+            gen=gen,
+            started=window_started(run, c.cell, c.start_ns, c.end_ns),
+            gpu=run.gpu,
+            windows=run.windows,
+            th=th,
+            q=quantile_of(key),
+            max_gap_s=max(1.0, 3.0 / rate),
+        )
+        c.verdict, c.verdict_reasons, c.checks = v.status, v.reasons, v.checks
 
 
 def analyze(
@@ -213,14 +304,32 @@ def analyze(
             f"unknown latency metric {key!r}; use one of {', '.join(LATENCY_KEYS)}",
             field="--latency",
         )
-    cells = compute_cells(run, slo)
+    windows = compute_cells(run, slo)
+    judge_cells(run, windows, key)
+    cells = pooled_cells(run, windows, slo)
     fr = pareto_frontier(
-        [Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token) for c in cells]
+        [
+            Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token, _ci(c, key))
+            if c.verdict != "invalid"
+            else Point(c.cell, None, None, None)
+            for c in cells
+        ]
     )
     for c in cells:
-        c.frontier = fr.status[c.cell]
+        c.frontier = fr.status[c.cell] if c.verdict != "invalid" else "invalid"
         c.dominated_by = fr.dominated_by[c.cell]
-    rec = recommend(cells, slo, key)
+    invalid = [c.cell for c in cells if c.verdict == "invalid"]
+    if invalid:
+        fr.notes.append("left off the frontier, their measurement is invalid: " + ", ".join(invalid))
+    ok_cells = [c for c in cells if c.verdict != "invalid"]
+    if invalid and not ok_cells:
+        rec = Recommendation(
+            None, False, "Every measured cell is invalid (see its verdict): nothing to recommend."
+        )
+    else:
+        rec = recommend(ok_cells, slo, key)
+        if invalid:
+            rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
@@ -230,11 +339,24 @@ def analyze(
         notes.append("partial, the run was stopped before their end (left out, never counted as "
                      "meeting the SLO): " + ", ".join(stopped))
     if isinstance(done, list) and not run.windows.empty:
-        partial = sorted(set(run.windows["cell"].astype(str)) - set(done) - set(stopped))
+        measured = run.windows[run.windows["phase"] != "idle"]
+        partial = sorted(set(measured["cell"].astype(str)) - set(done) - set(stopped))
         if partial:
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:
         notes.append("no measured window in this run")
+    if any(c.repeats for c in cells):
+        notes.append(
+            "repeats pooled per configuration: rates are the mean over repeats, percentiles over "
+            "the pooled requests; intervals bootstrap the repeats, then the requests in each"
+        )
     return RunAnalysis(
-        run=run, cells=cells, frontier=fr, recommendation=rec, latency_key=key, slo=slo, notes=notes
+        run=run,
+        cells=cells,
+        frontier=fr,
+        recommendation=rec,
+        latency_key=key,
+        slo=slo,
+        notes=notes,
+        windows=windows,
     )

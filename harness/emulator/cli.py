@@ -95,21 +95,21 @@ def register(sub) -> None:
     p.add_argument("--server", choices=SERVERS, default=None,
                    help="which server to stand in for: its stream framing, metric names, routes and error "
                         "shapes (default: the profile's, tgi)")
-    p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate (with --tls-key)")
-    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--tls-cert", metavar="PEM", type=cliargs.existing_file, help="serve https with this certificate (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", type=cliargs.existing_file, help="the certificate's private key")
     p.add_argument("--require-token-env", metavar="VAR",
                    help="answer 401 unless requests carry 'Authorization: Bearer $VAR' (not /emulator/ routes)")
     p.add_argument("--sse-space", action="store_true",
                    help="frame events as 'data: {' (TGI 3.x, vLLM, SGLang, OpenAI): the default of every --server")
     p.add_argument("--sse-compact", action="store_true",
                    help="frame events as 'data:{' instead, as TGI 2.0 and older did")
-    p.add_argument("--shared-gpu", metavar="PATH",
+    p.add_argument("--shared-gpu", metavar="PATH", type=cliargs.output_file,
                    help="share one simulated GPU (memory, contention, power) with every emulator "
                         "process that names the same state file (docs/stack.md)")
-    p.add_argument("--cuda-memory-fraction", type=float, default=None, metavar="F",
+    p.add_argument("--cuda-memory-fraction", type=cliargs.float_range(0, 1, lo_open=True), default=None, metavar="F",
                    help="size each replica's KV budget from the simulated GPU's free memory at "
                         "warm-up, as TGI does with this --cuda-memory-fraction")
-    p.add_argument("--load-s", type=float, default=0.0,
+    p.add_argument("--load-s", type=cliargs.float_range(0, 600), default=0.0,
                    help="modeled weight loading time before the warm-up measures free memory")
     p.add_argument("--calibrate", metavar="RUN_DIR",
                    help="instead of serving: fit --profile's step-time, prefill, contention and power "

@@ -7,6 +7,8 @@
 3     the target could not be reached: replicas never became healthy, or no ``--url`` answers
 130   stopped early: Ctrl-C, SIGTERM, a stop from the web UI or Locust's ``-t``; the cell under
       way is ``partial`` and never counted as meeting the SLO
+4     a cell's measurement is invalid (its verdict, :mod:`harness.analysis.verdict`): its
+      numbers cannot be trusted, whatever the SLO says
 1     the SLO gate failed (``every``: a measured cell violates the SLO, or none was measured;
       ``recommended``: the recommended configuration does not meet it)
 0     otherwise
@@ -25,6 +27,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SLO, EXIT_INPUT, EXIT_TARGET, EXIT_STOPPED = 0, 1, 2, 3, 130
+EXIT_INVALID = 4
 STOPPED = ("interrupted", "stopped")
 
 
@@ -38,6 +41,8 @@ def exit_code(status: str, analysis=None, gate: str = "every") -> int:
         return EXIT_STOPPED
     if analysis is None or not analysis.cells:
         return EXIT_SLO
+    if getattr(analysis, "invalid_cells", None):
+        return EXIT_INVALID
     if gate == "recommended":
         return EXIT_OK if analysis.recommendation.meets_slo else EXIT_SLO
     return EXIT_OK if all(c.slo_ok is not False for c in analysis.cells) else EXIT_SLO

@@ -17,6 +17,7 @@ from harness.engine.telemetry import Telemetry
 from harness.errors import InputError
 from harness.records.rundir import RunDir, UnreadableFile
 from harness.records.schema import CellWindow
+from harness.hostinfo import host_info
 from harness.store.runstore import ObservedAppender, RunStore
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C (gevent hands KeyboardInterrupt subclasses to the main greenlet)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The web UI's stop button during ``run --web-ui``: the run ends as ``stopped``."""
 
 
 class SigtermSeen:
@@ -60,6 +65,21 @@ def _quiet(exc_type: type) -> None:
             hub.NOT_ERROR = (*hub.NOT_ERROR, exc_type)
 
 
+def _other_greenlets_main():
+    """The main greenlet when a signal handler runs in another, non-hub greenlet; else None."""
+    import sys
+
+    if "gevent" not in sys.modules:
+        return None
+    import gevent
+    from greenlet import getcurrent
+
+    hub = gevent.get_hub()
+    main = hub.parent
+    cur = getcurrent()
+    return main if cur is not main and cur is not hub and main is not None else None
+
+
 @contextmanager
 def sigterm_raises():
     """SIGTERM behaves like Ctrl-C while the run goes on (main thread only); yields a SigtermSeen."""
@@ -67,6 +87,12 @@ def sigterm_raises():
 
     def handler(signum, frame):
         seen.hit = True
+        main = _other_greenlets_main()
+        if main is not None:          # it landed in a helper greenlet (the GPU sampler, a
+            import gevent             # reader): stop the run itself, leave the helper alone
+
+            gevent.get_hub().loop.run_callback(main.throw, Terminated())
+            return
         raise Terminated()
 
     _quiet(Terminated)
@@ -106,7 +132,7 @@ class Session(Hook):
             self.rundir.write_scenario(scenario_text)
             self.rundir.write_manifest(command=command, scenario=scenario.model_dump(mode="json"),
                                        cells_done=[], cells_partial=[], auto_results={},
-                                       **manifest)
+                                       hardware=host_info(), **manifest)
         self.cells_done: list[str] = list(self.old.get("cells_done", []))
         self.cells_partial: list[str] = []
         self.store = RunStore(scenario, self.rundir)

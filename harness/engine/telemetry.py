@@ -65,6 +65,23 @@ class Telemetry(Hook):
         except Exception as e:  # noqa: BLE001 - energy then comes from the samples in analysis
             log.warning("telemetry window %s %s failed: %s", name, edge, e)
 
+    def idle_baseline(self, cell: str, replicas: int, mode: str, seconds: float) -> None:
+        """GPU power with the replicas up and no load, for ``seconds`` before a group's first
+        cell: the baseline per-request energy is attributed above. Stored as a window of phase
+        ``idle`` under that cell's name (so a resume that reruns the cell measures it again)."""
+        if self.sampler is None or seconds <= 0:
+            return
+        import time
+
+        a = time.time_ns()
+        self.on_phase(cell, "idle", "begin", a)
+        time.sleep(seconds)
+        b = time.time_ns()
+        self.on_phase(cell, "idle", "end", b)
+        self.rundir.windows.append(CellWindow(
+            run_id=self.rundir.run_id, cell=cell, replicas=replicas, level=0.0, level_kind=mode,
+            phase="idle", start_ns=a, end_ns=b, note="idle baseline: replicas up, no load"))
+
     def fill(self, w: CellWindow) -> None:
         """Write the window's measured energy into the CellWindow before it is stored."""
         we = self.energies.pop((w.cell, w.phase), None)

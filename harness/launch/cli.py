@@ -54,6 +54,20 @@ def _render(args) -> int:
     return 0
 
 
+def _load_for_profile(profile: str, settings: dict) -> dict:
+    """vLLM speaks the OpenAI API: its run and locustfile, unless .env chose others than TGI's."""
+    if profile != "vllm":
+        return {}
+    out = {}
+    if settings.get("SCENARIO", "stack.yaml") == "stack.yaml":
+        out["SCENARIO"] = "stack-vllm.yaml"
+    if settings.get("LOCUSTFILE", "tgi.py") == "tgi.py":
+        out["LOCUSTFILE"] = "openai.py"
+    if out:
+        print("profile vllm: " + ", ".join(f"{k}={v}" for k, v in out.items()))
+    return out
+
+
 def _up(args) -> int:
     d = Path(args.project_dir).resolve()
     if ensure_env_file(d):
@@ -67,7 +81,8 @@ def _up(args) -> int:
     if args.build:
         cmd.append("--build")
     cmd += args.services
-    run_compose(d, cmd, env={"LOCUST_WORKERS": str(workers)})
+    env = {"LOCUST_WORKERS": str(workers), **_load_for_profile(args.profile, settings)}
+    run_compose(d, cmd, env=env)
     print(f"stack up: profile {args.profile}, {n} replica(s), {workers} Locust worker(s); "
           f"balancer 127.0.0.1:{settings.get('BALANCER_PORT') or 8080}, Locust UI "
           f"127.0.0.1:{settings.get('LOCUST_WEB_PORT') or 8089}, Grafana "
@@ -145,7 +160,7 @@ def register(sub) -> None:
     q.add_argument("--workers", type=cliargs.processes, default=None,
                    help="Locust workers (default: LOCUST_WORKERS from .env, else 2)")
     q.add_argument("--build", action="store_true", help="build the harness image first")
-    q.add_argument("--wait-s", type=float, default=900.0,
+    q.add_argument("--wait-s", type=cliargs.float_range(0, 86_400), default=900.0,
                    help="wait this long for every replica to be healthy, then read and compare "
                         "their KV budgets (0: return at once)")
     q.add_argument("services", nargs="*", help="only these services (and their dependencies)")

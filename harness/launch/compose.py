@@ -313,7 +313,7 @@ class ComposeLauncher:
             raise
         from harness.launch.memory import check_budgets
 
-        budgets = check_budgets([r.url for r in items])
+        budgets = check_budgets([r.url for r in items], logs=self._log_text)
         return Replicas(items=items, kind="compose", emulated=all(is_emulated(r.url) for r in items),
                         extra={"services": list(self.services), "profile": self.profile,
                                **budgets})
@@ -339,6 +339,11 @@ class ComposeLauncher:
                                   f"{self.timeout_s:g} s at {items[i].url}{self.health_path}; "
                                   f"log {items[i].log_path}")
             time.sleep(self.poll_s)
+
+    def _log_text(self, i: int) -> str:
+        r = run_compose(self.project_dir, self._args("logs", "--no-color", self.services[i]),
+                        env=self.env, capture=True, check=False)
+        return r.stdout + r.stderr
 
     def _save_logs(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

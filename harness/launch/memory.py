@@ -148,6 +148,21 @@ def parse_budget_metrics(text: str) -> int | None:
     return None
 
 
+_LOG_LINES = (re.compile(r"Setting max batch total tokens to (\d+)"),     # TGI's router
+              re.compile(r"GPU KV cache size: ([\d,]+) tokens"))              # vLLM
+
+
+def budget_from_log(text: str) -> int | None:
+    """The last KV budget a server logged (TGI's router, vLLM, the emulator), or None."""
+    found = None
+    for line in text.splitlines():
+        for pat in _LOG_LINES:
+            m = pat.search(line)
+            if m:
+                found = int(m.group(1).replace(",", ""))
+    return found
+
+
 def read_kv_budget(url: str, timeout_s: float = 3.0) -> int | None:
     """A replica's KV budget in tokens: ``/info`` ``max_batch_total_tokens`` (the emulator, TGI
     builds that expose it), else the ``/metrics`` gauge TGI sets at warm-up
@@ -166,13 +181,17 @@ def read_kv_budget(url: str, timeout_s: float = 3.0) -> int | None:
 
 
 def check_budgets(urls: list[str], warn_spread: float = BUDGET_SPREAD_WARN,
-                  echo=print) -> dict:
+                  echo=print, logs=None) -> dict:
     """Read every replica's KV budget; warn loudly (console and log) when they differ too much.
 
+    ``logs(i)``: replica i's log text, read when its HTTP endpoints tell nothing (the log line).
     Returns ``{"kv_budgets": [...], "kv_budget_spread": x, "kv_budget_warning": str | None}``
     for the manifest and the report.
     """
     budgets = [read_kv_budget(u) for u in urls]
+    if logs is not None:
+        budgets = [b if b is not None else budget_from_log(logs(i) or "")
+                   for i, b in enumerate(budgets)]
     spread = budget_spread(budgets)
     warning = None
     if spread is not None and spread > warn_spread:

@@ -107,7 +107,9 @@ class ProcessLauncher:
             self.stop()
             raise
         emulated = all(is_emulated(r.url) for r in items)
-        extra = {"command": list(self.cfg.command), **check_budgets([r.url for r in items])}
+        extra = {"command": list(self.cfg.command),
+                 **check_budgets([r.url for r in items],
+                                 logs=lambda i: items[i].log_path.read_text(errors="replace"))}
         self.replicas = Replicas(items=items, kind="processes", emulated=emulated, extra=extra)
         return self.replicas
 

@@ -60,6 +60,9 @@ def _run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     cliargs.preflight(scenario, args.scenario)
+    if args.repeats:   # --repeats N: load.repeats for this run (each cell N times, interleaved)
+        scenario = scenario.model_copy(
+            update={"load": scenario.load.model_copy(update={"repeats": args.repeats})})
     if args.protocol:
         target = scenario.target.model_copy(update={"protocol": args.protocol})
         scenario = scenario.model_copy(update={"target": target})
@@ -99,4 +102,6 @@ def register(sub) -> None:
     p.add_argument("--web-ui", default=None, metavar="HOST:PORT", type=cliargs.host_port_text,
                    help="serve Locust's web UI with the LLM tab")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--repeats", type=cliargs.int_range(1, 1000), default=None, metavar="N",
+                   help="measure each cell N times, interleaved (default: load.repeats)")
     p.set_defaults(func=_run)

@@ -43,6 +43,12 @@ class PhaseStats:
     # longest such wait, credited to the next request accounted (see Reactor.take_late)
     reader_late: int = 0
     reader_lag_max_ns: int = 0
+    # the generating thread's scheduler clock over this phase (summed over processes): time on a
+    # CPU, time runnable but waiting for one (a starved generator), and the wall time they cover
+    gen_cpu_ns: int = 0
+    gen_wait_ns: int = 0
+    gen_wall_ns: int = 0
+    held: int = 0                # open loop: requests that waited for load.max_in_flight
     hist: HistSet = field(default_factory=HistSet)
     # per replica URL: [requests, failed requests, breaker openings] (balancing under faults)
     replicas: dict[str, list[int]] = field(default_factory=dict)
@@ -59,13 +65,22 @@ class PhaseStats:
         return {u: {"requests": c[0], "errors": c[1], "breaker_opened": c[2]}
                 for u, c in sorted(self.replicas.items())}
 
+    def generator(self) -> dict:
+        """The load generator's health over this phase, as analysis reads it (JSON-ready)."""
+        wall = self.gen_wall_ns
+        return {"late_read_passes": self.reader_late, "reader_lag_max_ms": self.reader_lag_max_ns / 1e6,
+                "cpu_share": self.gen_cpu_ns / wall if wall else None,
+                "wait_share": self.gen_wait_ns / wall if wall else None,
+                "sched_wall_s": wall / 1e9, "held_back": self.held}
+
     def to_wire(self) -> dict:
         return {"requests": self.requests, "ok": self.ok, "errors": dict(self.errors),
                 "output_tokens": self.output_tokens, "input_tokens": self.input_tokens,
                 "first_start_ns": self.first_start_ns, "last_end_ns": self.last_end_ns,
                 "window_tokens": self.window_tokens, "reader_late": self.reader_late,
-                "reader_lag_max_ns": self.reader_lag_max_ns, "hist": self.hist.encode(),
-                "replicas": {u: list(c) for u, c in self.replicas.items()}}
+                "reader_lag_max_ns": self.reader_lag_max_ns, "gen_cpu_ns": self.gen_cpu_ns,
+                "gen_wait_ns": self.gen_wait_ns, "gen_wall_ns": self.gen_wall_ns, "held": self.held,
+                "hist": self.hist.encode(), "replicas": {u: list(c) for u, c in self.replicas.items()}}
 
     def absorb(self, d: dict) -> None:
         self.requests += d["requests"]
@@ -77,6 +92,10 @@ class PhaseStats:
         self.window_tokens += d.get("window_tokens", 0.0)
         self.reader_late += d.get("reader_late", 0)
         self.reader_lag_max_ns = max(self.reader_lag_max_ns, d.get("reader_lag_max_ns", 0))
+        self.gen_cpu_ns += d.get("gen_cpu_ns", 0)
+        self.gen_wait_ns += d.get("gen_wait_ns", 0)
+        self.gen_wall_ns += d.get("gen_wall_ns", 0)
+        self.held += d.get("held", 0)
         if d["first_start_ns"] is not None:
             self.first_start_ns = min(self.first_start_ns or d["first_start_ns"], d["first_start_ns"])
         if d["last_end_ns"] is not None:
@@ -104,6 +123,48 @@ class CellInfo:
     phase: str
 
 
+class SchedClock:
+    """The calling thread's scheduler clock (``/proc/thread-self/schedstat``: ns on a CPU, ns
+    runnable but waiting in a run queue), read at most every ``every_ns``: ``take()`` returns
+    (cpu, wait, wall) ns since the last reading, or None. A generator whose thread waits for a
+    CPU sends late and reads late whatever its own code does; this tells that apart from a
+    generator that is merely busy. Other systems: always None."""
+
+    def __init__(self, every_ns: int = 50_000_000):
+        self.every_ns = every_ns
+        self._fd: int | None = None
+        self._last: tuple[int, int, int] | None = None
+        self._off = False
+
+    def _read(self) -> tuple[int, int, int] | None:
+        if self._fd is None:
+            try:
+                self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            except OSError:
+                self._off = True
+                return None
+        try:
+            cpu, wait = os.pread(self._fd, 128, 0).split()[:2]
+            return int(cpu), int(wait), perf_counter_ns()
+        except (OSError, ValueError):
+            self._off = True
+            return None
+
+    def take(self) -> tuple[int, int, int] | None:
+        if self._off:
+            return None
+        last = self._last
+        if last is not None and perf_counter_ns() - last[2] < self.every_ns:
+            return None
+        now = self._read()
+        if now is None:
+            return None
+        self._last = now
+        if last is None:
+            return None
+        return now[0] - last[0], now[1] - last[1], now[2] - last[2]
+
+
 class Collector:
     """Per-process sink for finished requests; see the module docstring for the two modes."""
 
@@ -123,6 +184,7 @@ class Collector:
         self.current_cell: str | None = None
         # () -> (late read passes, longest wait ns) since the last call: the stream reader's health
         self.reader_health: Callable[[], tuple[int, int]] | None = None
+        self.sched = SchedClock()
 
     # ------------------------------------------------------------------------------------------
     def phase_stats(self, cell: str, phase: str) -> PhaseStats:
@@ -158,6 +220,11 @@ class Collector:
             if late:
                 st.reader_late += late
                 st.reader_lag_max_ns = max(st.reader_lag_max_ns, lag)
+        tick = self.sched.take()
+        if tick is not None:
+            st.gen_cpu_ns += tick[0]
+            st.gen_wait_ns += tick[1]
+            st.gen_wall_ns += tick[2]
         st.first_start_ns = intended_ns if st.first_start_ns is None else min(st.first_start_ns, intended_ns)
         st.last_end_ns = end_ns if st.last_end_ns is None else max(st.last_end_ns, end_ns)
         st.input_tokens += rec.input_tokens or 0

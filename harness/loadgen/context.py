@@ -128,7 +128,8 @@ class LoadContext:
         return f
 
     def arrivals(self, stream: int) -> Arrivals:
-        return Arrivals(self.scenario.load.arrival, self.scenario.workload.seed, stream)
+        ld = self.scenario.load
+        return Arrivals(ld.arrival, self.scenario.workload.seed, stream, ld.burstiness)
 
     def one_request(self, factory: RequestFactory, seg: Segment | None, intended_pc: int | None = None,
                     chain: Chain | None = None):

@@ -17,7 +17,7 @@ from harness.loadgen.context import LoadContext, PlanMessage
 from harness.loadgen.result import CellResult
 from harness.loadgen.slo import evaluate
 from harness.records.schema import CellWindow
-from harness.workload.plan import Plan, build_plan
+from harness.workload.plan import Plan, build_plan, users_at
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,6 @@ def _free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def _windows(plan: Plan) -> list[tuple[str, str, float, float, float]]:
-    """(cell, phase, start_s, end_s, level) with consecutive segments of one phase merged."""
-    out: list[list] = []
-    for s in plan.segments:
-        if out and out[-1][0] == s.cell and out[-1][1] == s.phase:
-            out[-1][3] = s.end_s
-        else:
-            out.append([s.cell, s.phase, s.start_s, s.end_s, s.level])
-    return [tuple(w) for w in out]
 
 
 def _sleep_until(pc_target_ns: int) -> None:
@@ -157,8 +146,24 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
             finished = lambda: env.slm.ended() and env.slm.collector.inflight == 0  # noqa: E731
         bad = lambda: getattr(getattr(env, "slm", None), "input_error", None)  # noqa: E731
         done = finished if scenario.load.max_requests else (lambda: False)
+        ui_stop = {"driving": True, "hit": False}
+        if web_ui:   # the web UI's stop button: the run ends here, this cell partial
+
+            def _on_stop(**kw):
+                ui_stop["hit"] = ui_stop["driving"]
+
+            env.events.test_stop.add_listener(_on_stop)
+
+        def over() -> bool:
+            if ui_stop["hit"]:
+                from harness.engine.session import Stopped
+
+                raise Stopped()
+            return bad() is not None or done()
+
         windows = _drive(env, runner, plan, closed, processes, t0_ns, t0_pc, window_hook, rundir,
-                         lambda: bad() is not None or done())
+                         over)
+        ui_stop["driving"] = False
         if bad() is not None:
             raise bad()
         _drain(env, runner, collector, master, processes, scenario.target.request_timeout_s)
@@ -216,7 +221,7 @@ def _drive(env, runner, plan: Plan, closed: bool, processes: int, t0_ns: int, t0
 
 def _drive_segments(runner, plan, closed, t0_ns, t0_pc, window_hook, rundir, finished, current,
                     early_ns, windows, state) -> list[CellWindow]:
-    wins = _windows(plan)
+    wins = plan.windows()
     pending = list(wins)
     open_win = None
     for seg in plan.segments:
@@ -224,12 +229,7 @@ def _drive_segments(runner, plan, closed, t0_ns, t0_pc, window_hook, rundir, fin
             early_ns = time.time_ns()
             break
         if closed:
-            if seg.phase == "ramp":
-                target = max(1, int(round(seg.to_value)))
-                rate = max(abs(seg.to_value - seg.from_value) / max(seg.end_s - seg.start_s, 1e-3), 0.5)
-            else:
-                target = int(seg.level)
-                rate = max(target * 50.0, 100.0)
+            target, rate = users_at(seg)
             if target != current:
                 runner.start(target, spawn_rate=rate)
                 current = target
@@ -292,6 +292,6 @@ def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], sce
         res = CellResult(run_id, cell, plan.replicas, level, plan.mode, measure, phases,
                          [w for w in windows if w.cell == cell], measure_s,
                          evaluate(scenario.slo, measure, measure_s, early), workers, early)
-        rundir.write_histograms(cell, measure.hist.encode())
+        rundir.write_histograms(cell, {**measure.hist.encode(), "generator": measure.generator()})
         out.append(res)
     return out

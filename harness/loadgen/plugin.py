@@ -26,11 +26,12 @@ from time import perf_counter_ns
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness import cliargs
 from harness.errors import InputError, LaunchError
 from harness.loadgen.collector import Collector
 from harness.loadgen.context import LoadContext, PlanMessage
 from harness.records.schema import CellWindow
-from harness.workload.plan import build_plan
+from harness.workload.plan import build_plan, users_at
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +237,10 @@ class _SubPlan:
 
 
 def _windows(plan, cell: str, t0_ns: int, run_id: str) -> list[CellWindow]:
-    out: list[CellWindow] = []
-    for s in plan.segments:
-        if s.cell != cell:
-            continue
-        if out and out[-1].phase == s.phase:
-            out[-1].end_ns = t0_ns + int(s.end_s * 1e9)
-            continue
-        out.append(CellWindow(run_id=run_id, cell=s.cell, replicas=plan.replicas, level=s.level,
-                              level_kind=plan.mode, phase=s.phase,
-                              start_ns=t0_ns + int(s.start_s * 1e9),
-                              end_ns=t0_ns + int(s.end_s * 1e9)))
-    return out
+    return [CellWindow(run_id=run_id, cell=c, replicas=plan.replicas, level=level,
+                       level_kind=plan.mode, phase=phase, start_ns=t0_ns + int(a * 1e9),
+                       end_ns=t0_ns + int(b * 1e9))
+            for c, phase, a, b, level in plan.windows() if c == cell]
 
 
 def _fail(e: Exception, code: int) -> None:
@@ -274,9 +267,9 @@ def _options(parser, **kw):
                        "timing. -t/--run-time stops the plan early (the cell under way is "
                        "partial); -u and -r are refused.")
     g.add_argument("--scenario", default=None, help="slm-harness scenario YAML (required)")
-    g.add_argument("--slm-replicas", type=int, default=None,
+    g.add_argument("--slm-replicas", type=cliargs.replicas, default=None,
                    help="replica count the URLs stand for (default: number of --host URLs)")
-    g.add_argument("--slm-levels", default=None,
+    g.add_argument("--slm-levels", default=None, type=cliargs.levels_text,
                    help="comma-separated levels overriding load.levels")
     g.add_argument("--slm-results", default=None,
                    help="results directory (default: store.results_dir)")
@@ -349,7 +342,11 @@ def install(default_protocol: str = "tgi"):
 
         @environment.events.test_stop.add_listener
         def _stopped_early(environment, **kw):
-            if st.active:            # stopped from the web UI before the plan ended
+            if not st.active:        # the plan ended on its own
+                return
+            if getattr(opts, "headless", False):   # Locust's own Ctrl-C handling stops the runner
+                st.finish("interrupted", "interrupted (Ctrl-C)")
+            else:
                 st.finish("stopped", "stopped from the web UI")
 
         @environment.events.quitting.add_listener
@@ -392,12 +389,8 @@ def install(default_protocol: str = "tgi"):
                 if not closed:
                     n = max(1, self.runner.worker_count) if isinstance(self.runner, MasterRunner) else 1
                     tick = (n, 100, [OpenLoopUser])
-                elif seg.phase == "ramp":
-                    span = max(seg.end_s - seg.start_s, 1e-3)
-                    tick = (max(1, int(round(seg.to_value))),
-                            max(abs(seg.to_value - seg.from_value) / span, 0.5), [ClosedLoopUser])
                 else:
-                    tick = (int(seg.level), max(100.0, seg.level * 50), [ClosedLoopUser])
+                    tick = (*users_at(seg), [ClosedLoopUser])
                 st.last_tick = tick
                 return tick
             if not st.drained():

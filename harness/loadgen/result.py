@@ -62,5 +62,5 @@ class CellResult:
             "slo": self.slo.to_dict(),
             # the load generator's own health: read passes that found data which had waited
             # >= 5 ms in the kernel (token times stay exact; tokens that queued together share one)
-            "generator": {"late_read_passes": m.reader_late, "lag_max_ms": m.reader_lag_max_ns / 1e6},
+            "generator": {**m.generator(), "lag_max_ms": m.reader_lag_max_ns / 1e6},
         }

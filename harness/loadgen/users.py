@@ -11,6 +11,7 @@ from __future__ import annotations
 from time import perf_counter_ns
 
 import gevent
+from gevent.lock import Semaphore
 from gevent.pool import Group
 from locust import User, constant, task
 from locust.exception import StopUser
@@ -109,8 +110,30 @@ class ClosedLoopUser(_LLMUser):
                 gevent.sleep(0.05)   # no replica answers: do not spin on refusals
 
 
+def _in_flight_cap(ctx: LoadContext, share: int) -> Semaphore | None:
+    """This stream's part of ``load.max_in_flight`` (split evenly over the open-loop streams of
+    all workers, at least one each), or None without a cap."""
+    cap = ctx.scenario.load.max_in_flight
+    if not cap:
+        return None
+    k = ctx.stream_index % share
+    return Semaphore(max(1, cap // share + (1 if k < cap % share else 0)))
+
+
+def _capped(ctx: LoadContext, sem: Semaphore, factory, seg, intended_pc: int) -> None:
+    try:
+        ctx.one_request(factory, seg, intended_pc)
+    finally:
+        sem.release()
+
+
 class OpenLoopUser(_LLMUser):
-    """One arrival process at ``rate / open_loop_streams`` req/s; each request is its own greenlet."""
+    """One arrival process at ``rate / open_loop_streams`` req/s; each request is its own greenlet.
+
+    With ``load.max_in_flight`` an arrival that finds the cap full waits for a free slot (FIFO,
+    the schedule keeps running); it is counted as held back and its latency still runs from its
+    intended send time, so the cap never hides queueing (no coordinated omission).
+    """
 
     abstract = False
 
@@ -128,6 +151,8 @@ class OpenLoopUser(_LLMUser):
         offset_s = k / total0 if arr.kind == "constant" and total0 > 0 else 0.0
         next_pc = ctx.t0_pc + int(offset_s * 1e9)
         need = 0.0 if arr.kind == "constant" else arr.unit()   # constant: first send at the start
+        sem = _in_flight_cap(ctx, share)
+        queued = False       # the previous arrival waited for the cap: later ones queue behind it
         while True:
             next_pc = _next_arrival(ctx, next_pc, need, share)
             need = arr.unit()
@@ -137,8 +162,16 @@ class OpenLoopUser(_LLMUser):
             delay = (next_pc - perf_counter_ns()) / 1e9
             if delay > 0:
                 gevent.sleep(delay)
-            if seg.cell not in ctx.exhausted:
+            if seg.cell in ctx.exhausted:
+                continue
+            if sem is None:
                 group.spawn(ctx.one_request, factory, seg, next_pc)
+                continue
+            queued = sem.locked() or (queued and perf_counter_ns() > next_pc)
+            if queued:
+                ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
+            sem.acquire()
+            group.spawn(_capped, ctx, sem, factory, seg, next_pc)
         group.join()
         while True:
             gevent.sleep(1.0)

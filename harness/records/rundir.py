@@ -239,8 +239,10 @@ class _Journal:
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
         self._f = open(path, "xb", buffering=0)
-        self._w = pa.ipc.new_stream(self._f, schema,
-                                    options=pa.ipc.IpcWriteOptions(compression="zstd"))
+        # compressed in the writing thread itself: Arrow's thread pool would add two threads to
+        # every load-generating process for groups this small
+        self._w = pa.ipc.new_stream(self._f, schema, options=pa.ipc.IpcWriteOptions(
+            compression="zstd", use_threads=False))
 
     def write(self, t: pa.Table) -> None:
         self._w.write_table(t)

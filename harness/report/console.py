@@ -15,16 +15,19 @@ def cells_table(a: RunAnalysis) -> Table:
     for h in (
         "cell",
         "out tok/s",
+        "95% CI",
         "req/s",
         "goodput",
         "TTFT p50 ms",
         "TTFT p99 ms",
+        "objective CI ms",
         "ITL p99 ms",
         "TPOT p50 ms",
         "errors",
         "power W",
         "J/token",
         "SLO",
+        "verdict",
         "frontier",
     ):
         t.add_column(h, justify="left" if h in ("cell", "frontier") else "right")
@@ -33,19 +36,29 @@ def cells_table(a: RunAnalysis) -> Table:
         t.add_row(
             c.cell + star,
             num(c.output_tokens_per_s, 4),
+            _ci(c, "output_tokens_per_s"),
             num(c.request_throughput_rps),
             num(c.goodput_rps),
             ms(c.ttft_p50_s),
             ms(c.ttft_p99_s),
+            _ci(c, a.latency_key, ms),
             ms(c.itl_p99_s),
             ms(c.tpot_p50_s),
             pct(c.error_rate),
             num(c.mean_power_w),
             num(c.j_per_token),
             yes_no(c.slo_ok),
+            {"valid": "valid", "warn": "[yellow]warn[/]", "invalid": "[red]INVALID[/]"}.get(
+                c.verdict, c.verdict
+            ),
             c.frontier,
         )
     return t
+
+
+def _ci(c, key: str, fmt=lambda v: num(v, 4)) -> str:
+    ci = c.intervals.get(key) if c.intervals else None
+    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
 
 
 def make_console() -> Console:
@@ -58,8 +71,22 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
     con = console or make_console()
     if a.cells:
         con.print(cells_table(a))
+    from harness.hostinfo import describe
+
+    hw = describe(a.run.manifest.get("hardware"))
+    if hw:
+        con.print(f"hardware: {hw}", markup=False, highlight=False)
     for n in a.notes + a.frontier.notes:
         con.print(f"note: {n}")
+    methods = sorted({c.interval_method for c in a.cells if c.interval_method})
+    if methods:
+        con.print("intervals: 95% bootstrap over " + " / ".join(
+            "the requests of one window" if m == "requests" else "repeats, then requests"
+            for m in methods))
+    for c in a.cells:
+        for r in c.verdict_reasons:
+            if not r.startswith("note:"):
+                con.print(f"{c.cell}: {r}", markup=False, highlight=False)
 
 
 def compare_table(cmp: Comparison) -> Table:

@@ -8,6 +8,7 @@ import html
 from harness.analysis.metrics import STEADY_TOLERANCE
 from harness.analysis.slo import describe
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
+from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.timeline import build_timeline
@@ -26,6 +27,9 @@ td.wrap{white-space:normal;min-width:70px;max-width:120px}
 tr.frontier td{background:#fffde7} tr.rec td{background:#fff3c4;font-weight:600}
 tr.excluded td{color:#999} .no{color:#c62828;font-weight:600} .yes{color:#2e7d32}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs img{max-width:100%;border:1px solid #eee}
+.badge{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;font-weight:600;color:#fff}
+.badge.valid{background:#2e7d32}.badge.warn{background:#ef6c00}.badge.invalid{background:#c62828}
+tr.invalid td{color:#999;text-decoration:line-through}
 .note{color:#555;font-size:12.5px} dl{font-size:12.5px} dt{font-weight:600;margin-top:4px}
 """
 
@@ -50,6 +54,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "cell",
         level_head,
         "out tok/s",
+        "tok/s 95% CI",
         "req/s",
         "goodput req/s",
         "TTFT p50 ms",
@@ -63,9 +68,11 @@ def _cells_table(a: RunAnalysis) -> str:
         "energy J",
         "source",
         "J/token",
+        "J/token 95% CI",
         "tok/J",
         "GPU util %",
         "SLO",
+        "verdict",
         "frontier",
     ]
     rows = []
@@ -91,6 +98,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f'<td class="l">{_e(c.cell)}</td>',
             f"<td>{c.level:g}</td>",
             f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
+            f"<td>{ci_text(c, 'output_tokens_per_s', lambda v: num(v, 4))}</td>",
             f"<td>{num(c.request_throughput_rps)}</td>",
             f"<td>{num(c.goodput_rps)}</td>",
             f"<td>{ms(c.ttft_p50_s)}</td>",
@@ -104,9 +112,11 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{num(c.energy_j, 4)}</td>",
             f'<td title="{_e(c.energy_source or c.energy_note)}">{_e(energy_source_short(c.energy_source))}</td>',
             f"<td>{num(c.j_per_token)}</td>",
+            f"<td>{ci_text(c, 'j_per_token', num)}</td>",
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
             f"<td>{slo}</td>",
+            f"<td>{badge(c)}</td>",
             f'<td class="l wrap">{_e(fr)}</td>',
         ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
@@ -117,7 +127,43 @@ def _cells_table(a: RunAnalysis) -> str:
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
         f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
-        f'~ after tokens/s: not steady within the window (see notes).</p>'
+        f'~ after tokens/s: not steady within the window (see notes). Intervals: 95% percentile '
+        f'bootstrap, {_e(_methods(a))}; a cell better only inside the intervals is a tie, not a '
+        f'win.</p>'
+    )
+
+
+def _methods(a: RunAnalysis) -> str:
+    ms_ = sorted({c.interval_method for c in a.cells if c.interval_method})
+    words = {"requests": "over the requests of one window",
+             "repeats+requests": "over repeats, then the requests within each"}
+    return "; ".join(words.get(m, m) for m in ms_) or "none computed"
+
+
+def ci_text(c, key: str, fmt) -> str:
+    """'low–high' of a figure's 95% interval, '–' without one."""
+    ci = c.intervals.get(key) if c.intervals else None
+    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
+
+
+def badge(c) -> str:
+    """The cell's verdict as a coloured badge; its reasons in the tooltip."""
+    tip = "; ".join(r for r in c.verdict_reasons if not r.startswith("note:")) or "every check passed"
+    return f'<span class="badge {_e(c.verdict)}" title="{_e(tip)}">{_e(c.verdict)}</span>'
+
+
+def _verdicts(a: RunAnalysis) -> str:
+    rows = []
+    for c in a.cells:
+        reasons = [r for r in c.verdict_reasons if not r.startswith("note:")]
+        text = "<br>".join(_e(r) for r in reasons) or "every check passed"
+        rows.append(f'<tr><td class="l">{_e(c.cell)}</td><td class="l">{badge(c)}</td>'
+                    f'<td class="l wrap" style="max-width:900px">{text}</td></tr>')
+    return (
+        '<table id="verdicts"><thead><tr><th class="l">cell</th><th class="l">verdict</th>'
+        f'<th class="l">reasons</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">Invalid cells are left off the frontier and the recommendation; the '
+        "thresholds are the scenario's <code>validity:</code> section (docs/trust.md).</p>"
     )
 
 
@@ -202,6 +248,9 @@ def _notes(a: RunAnalysis) -> str:
         items.append("energy sources: " + ", ".join(srcs))
     if a.run.manifest.get("telemetry_note"):
         items.append(str(a.run.manifest["telemetry_note"]))
+    for n, kv in sorted((a.run.manifest.get("kv_budgets") or {}).items()):
+        if kv.get("warning"):     # replicas of unequal KV budgets (harness/launch/memory.py)
+            items.append(f"{n} replicas: {kv['warning']}")
     return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>" if items else ""
 
 
@@ -226,6 +275,13 @@ def render_html(a: RunAnalysis) -> str:
     ]
     if gpu:
         meta.append(f"GPU {_e(gpu)}")
+    hw = describe_hw(mf.get("hardware"))
+    if hw:
+        meta.append(f"hardware: {_e(hw)}")
+    versions_seen = sorted({str(v.get("version")) for v in (mf.get("servers") or {}).values()
+                            if isinstance(v, dict) and v.get("version")})
+    if versions_seen:
+        meta.append(f"server version {_e(', '.join(versions_seen))}")
     if mf.get("emulated") is not None:
         meta.append("emulated replicas" if mf.get("emulated") else "real replicas")
     desc = f"<p>{_e(sc.description)}</p>" if sc and sc.description else ""
@@ -250,6 +306,8 @@ def render_html(a: RunAnalysis) -> str:
 <div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
+<h2>Verdicts: can each cell's numbers be trusted?</h2>
+{_verdicts(a)}
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
 <h2>Errors by class</h2>

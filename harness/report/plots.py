@@ -46,8 +46,30 @@ def _shown(cells: Iterable[CellMetrics], x: Value, y: Value) -> list[CellMetrics
     return [c for c in cells if x(c) is not None and y(c) is not None]
 
 
-def _replica_curves(ax: Axes, a: RunAnalysis, x: Value, y: Value, label_dy: int) -> bool:
-    """One curve per replica count, points labelled by level; False when nothing was drawn."""
+def _errorbars(ax: Axes, pts, x: Value, y: Value, keys, col: str) -> None:
+    """95% interval bars (``keys``: the figures on x and y) where the cells carry intervals."""
+    if not keys:
+        return
+    kx, ky = keys
+    for c in pts:
+        cx, cy = x(c), y(c)
+        ix = c.intervals.get(kx) if kx and c.intervals else None
+        iy = c.intervals.get(ky) if ky and c.intervals else None
+        if ix is None and iy is None:
+            continue
+        sx = cx / c.get(kx) if ix is not None and c.get(kx) else 1.0   # the axis' unit (s -> ms)
+        sy = cy / c.get(ky) if iy is not None and c.get(ky) else 1.0
+        ax.errorbar(
+            [cx], [cy],
+            xerr=None if ix is None else [[max(cx - ix[0] * sx, 0)], [max(ix[1] * sx - cx, 0)]],
+            yerr=None if iy is None else [[max(cy - iy[0] * sy, 0)], [max(iy[1] * sy - cy, 0)]],
+            fmt="none", ecolor=col, elinewidth=1, capsize=3, alpha=0.8,
+        )
+
+
+def _replica_curves(ax: Axes, a: RunAnalysis, x: Value, y: Value, label_dy: int, keys=None) -> bool:
+    """One curve per replica count, points labelled by level, 95% interval bars where known;
+    False when nothing was drawn."""
     drawn = False
     for i, (reps, cells) in enumerate(_by_replicas(a)):
         pts = _shown(cells, x, y)
@@ -57,6 +79,7 @@ def _replica_curves(ax: Axes, a: RunAnalysis, x: Value, y: Value, label_dy: int)
         col = COLORS[i % len(COLORS)]
         label = f"{reps} replica{'s' if reps != 1 else ''}"
         ax.plot([x(c) for c in pts], [y(c) for c in pts], "-o", color=col, ms=5, label=label)
+        _errorbars(ax, pts, x, y, keys, col)
         for c in pts:
             ax.annotate(
                 f"{c.level:g}",
@@ -98,13 +121,13 @@ def _mark_choices(ax: Axes, a: RunAnalysis, x: Value, y: Value) -> None:
 
 
 def _tradeoff_axes(
-    a: RunAnalysis, x: Value, y: Value, label_dy: int, labels: tuple[str, str, str]
+    a: RunAnalysis, x: Value, y: Value, label_dy: int, labels: tuple[str, str, str], keys=None
 ) -> tuple[Figure, Axes] | None:
     """The figure both trade-off plots share (labels: x, y, title); None when no cell has both
     values. The axes come back so a plot can add its own marks before it is rendered."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    if not _replica_curves(ax, a, x, y, label_dy):
+    if not _replica_curves(ax, a, x, y, label_dy, keys):
         return None
     _mark_choices(ax, a, x, y)
     ax.set_xlabel(labels[0])
@@ -127,6 +150,7 @@ def throughput_vs_latency(a: RunAnalysis) -> str | None:
             "output tokens/s",
             "Throughput vs latency per replica count (labels: level)",
         ),
+        (key, "output_tokens_per_s"),
     )
     if made is None:
         return None
@@ -145,6 +169,7 @@ def energy_vs_throughput(a: RunAnalysis) -> str | None:
         lambda c: c.j_per_token,
         4,
         ("output tokens/s", "energy per output token (J)", "Energy per token vs throughput"),
+        ("output_tokens_per_s", "j_per_token"),
     )
     return _png(made[0]) if made is not None else None
 

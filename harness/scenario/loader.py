@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def _unwrap(tp: Any, part: object) -> Any:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        elif origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             tagged = [m for m in models if part in {f.default for f in m.model_fields.values()}]
@@ -186,6 +187,9 @@ def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = 
     return _check_files(scenario, root, file, base_dir)
 
 
+MAX_SHOWN = 20  # problems shown per file; a list of 1,000 bad values is one mistake
+
+
 def _validation_problems(e: ValidationError, root: yaml.Node, file: str) -> list[InputError]:
     """Every problem pydantic found, once each, in file order.
 
@@ -217,8 +221,12 @@ def _validation_problems(e: ValidationError, root: yaml.Node, file: str) -> list
         seen[loc] = err
         kept.append((line, loc, err))
     kept.sort(key=lambda k: (k[0] or 0, k[2]["type"] != "extra_forbidden"))
-    return [InputError(_message(err), file=file, line=line, field=_field_path(loc))
-            for line, loc, err in kept]
+    problems = [InputError(_message(err), file=file, line=line, field=_field_path(loc))
+                for line, loc, err in kept[:MAX_SHOWN]]
+    if len(kept) > MAX_SHOWN:
+        problems.append(InputError(f"... and {len(kept) - MAX_SHOWN} more problems", file=file,
+                                   line=kept[MAX_SHOWN][0]))
+    return problems
 
 
 def _semantic_problems(s: Scenario) -> list[tuple[tuple, str]]:
@@ -256,6 +264,33 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
         load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD
         scenario = scenario.model_copy(update={
             "workload": scenario.workload.model_copy(update={"dataset": new_ds})})
+    return _check_profile(scenario, root, file, base_dir)
+
+
+def _check_profile(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path | None) -> Scenario:
+    """An emulator profile that does not exist is bad input, not a replica that fails to start:
+    a built-in name must exist; a path is read relative to the scenario and checked."""
+    launcher = scenario.target.launcher
+    if launcher.kind != "emulator":
+        return scenario
+    from harness.emulator.profile import load_profile
+
+    name = launcher.profile
+    p = Path(name)
+    is_path = p.suffix in (".yaml", ".yml") or "/" in name
+    if is_path and not p.is_absolute() and base_dir is not None and (base_dir / p).is_file():
+        name = str((base_dir / p).resolve())
+    try:
+        load_profile(name)
+    except InputError as e:
+        if e.file and e.file != name and Path(e.file).is_file():
+            raise  # a problem inside the profile file: its own FILE:LINE
+        line, _ = _locate(root, ("target", "launcher", "profile"))
+        msg = e.message if not is_path else f"emulator profile not found or unreadable: {launcher.profile}"
+        raise InputError(msg, file=file, line=line, field="target.launcher.profile") from None
+    if name != launcher.profile:
+        scenario = scenario.model_copy(update={"target": scenario.target.model_copy(update={
+            "launcher": launcher.model_copy(update={"profile": name})})})
     return scenario
 
 

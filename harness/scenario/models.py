@@ -45,6 +45,8 @@ Tokens = Annotated[int, _NUM, Field(gt=0, le=MAX_TOKENS)]
 TokensF = Annotated[float, _NUM, Field(gt=0, le=MAX_TOKENS)]
 Level = Annotated[float, _NUM, Field(gt=0, le=MAX_LEVEL)]
 Port = Annotated[int, _NUM, Field(ge=1, le=65535)]
+Share = Annotated[float, _NUM, Field(ge=0, le=1)]
+Millis = Annotated[float, _NUM, Field(gt=0, le=MAX_SECONDS * 1000)]
 
 
 def _url(v):
@@ -275,16 +277,25 @@ class Workload(Strict):
 # load: how hard, for how long
 # --------------------------------------------------------------------------------------------
 class Stage(Strict):
-    """One ramp stage: reach ``target`` (users or req/s) linearly over ``duration_s``."""
+    """One ramp stage: reach ``target`` (users or req/s) over ``duration_s``, linearly or
+    exponentially (a constant growth factor per second; from 0 it starts at 1% of ``target``)."""
 
     duration_s: Seconds
     target: Level
+    shape: Literal["linear", "exponential"] = Field("linear", description="How the value moves to target.")
 
 
 class Load(Strict):
     mode: Literal["concurrency", "rate"] = Field(
         "concurrency", description="concurrency: closed loop with N streams; rate: open loop at N req/s.")
-    arrival: Literal["constant", "poisson"] = Field("poisson", description="Open loop only.")
+    arrival: Literal["constant", "poisson", "gamma"] = Field(
+        "poisson", description="Open loop only; gamma: gaps with shape 'burstiness' and the same mean rate.")
+    burstiness: Annotated[float, _NUM] = Field(
+        1.0, gt=0, le=100, description="Gamma arrivals: shape of the gaps; < 1 burstier than Poisson, "
+                                       "1 = Poisson, > 1 more even. Must stay 1 for other arrivals.")
+    max_in_flight: Annotated[int, _NUM, Field(gt=0, le=MAX_LEVEL)] | None = Field(
+        None, description="Open loop only: most requests in flight at once; arrivals beyond it wait "
+                          "(counted as held back) and their latency still runs from the intended time.")
     levels: Annotated[list[Level], Field(max_length=MAX_LIST)] | Literal["auto"] = Field(
         default_factory=lambda: [8.0], description="Concurrency or rate per level, run back to back; 'auto' searches for the knee.")
     replicas: list[Annotated[int, _NUM, Field(gt=0, le=MAX_REPLICAS)]] = Field(
@@ -295,6 +306,8 @@ class Load(Strict):
     stages: list[Stage] = Field(default_factory=list, max_length=MAX_LIST,
                                 description="Optional ramp before each level's warm-up.")
     max_requests: Requests | None = None
+    repeats: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(
+        1, description="Run each cell this many times, interleaved across the levels of a replica count.")
     auto_max_level: Level = 1024
     auto_max_cells: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = 8
 
@@ -311,6 +324,16 @@ class Load(Strict):
         if not v:
             raise ValueError("replicas must not be empty")
         return v
+
+    @model_validator(mode="after")
+    def _open_loop_knobs(self):
+        if self.burstiness != 1.0 and self.arrival != "gamma":
+            raise ValueError("burstiness applies to arrival: gamma only")
+        if self.max_in_flight is not None and self.mode != "rate":
+            raise ValueError("max_in_flight applies to mode: rate (open loop) only")
+        if self.mode != "rate" and any(st.shape != "linear" for st in self.stages):
+            raise ValueError("an exponential stage applies to mode: rate (open loop) only")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +370,27 @@ class Telemetry(Strict):
     gpus: list[Annotated[int, _NUM, Field(ge=0, le=1023)]] | None = Field(None, max_length=1024)
 
 
+class Validity(Strict):
+    """Thresholds of each cell's verdict (valid / warn / invalid); see docs/trust.md."""
+
+    reader_lag_warn_ms: Millis = Field(20.0, description="Stream reader's longest wait for data: warn above.")
+    reader_lag_invalid_ms: Millis | None = Field(None, description="... invalid above (off by default: one long pause merges a few tokens; a starved generator shows in cpu_wait).")
+    send_lag_warn_ms: Millis = Field(10.0, description="Open loop: p99 of send time - intended time, warn above.")
+    send_lag_invalid_ms: Millis = Field(100.0, description="... invalid above.")
+    cpu_wait_warn: Share = Field(0.1, description="Share of the window the generator waited for a CPU: warn above.")
+    cpu_wait_invalid: Share = Field(0.5, description="... invalid above (a host that makes the generator wait half the time decides the figures).")
+    cpu_busy_warn: Share = Field(0.9, description="Share of the window the generator ran on a CPU: warn above.")
+    energy_disagree_warn: Share = Field(0.05, description="Counter vs power integral, relative: warn above.")
+    min_power_refreshes: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(10, description="Warn when a window spans fewer power readings (invalid below one).")
+    clock_drift_warn: Share = Field(0.15, description="SM clock range / median inside the window: warn above.")
+    min_tail_requests: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = Field(10, description="Requests beyond the SLO percentile (n x (1-q)): warn below.")
+    steadiness_warn: Share = Field(0.2, description="|tokens/s 2nd half - 1st half| / mean: warn above.")
+    steadiness_invalid: Share | None = Field(None, description="... invalid above (off by default: a ramp inside the window is flagged, not voided).")
+    error_share_warn: Share = Field(0.05, description="Failed or partial requests: warn above.")
+    error_share_invalid: Share | None = Field(None, description="... invalid above (off by default: errors are the server's, the SLO judges them).")
+    idle_baseline_s: SecondsOrZero = Field(1.0, description="Idle power measured before each replica group's first cell (0: off).")
+
+
 class InfluxDB(Strict):
     url: HttpUrl
     api: Literal["v2", "v1"] = "v2"
@@ -376,3 +420,4 @@ class Scenario(Strict):
     slo: Slo = Field(default_factory=Slo)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     store: Store = Field(default_factory=Store)
+    validity: Validity = Field(default_factory=Validity)

@@ -9,6 +9,7 @@ checks name the variable (never its value) at the line that names it. ``validate
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -27,8 +28,8 @@ def _line(file: str | None, loc: tuple) -> int | None:
 
 
 def environment_problems(scenario: Scenario) -> list[tuple[tuple, str]]:
-    """(location, message) for each host that does not resolve from here and each credential
-    the scenario names but this machine lacks."""
+    """(location, message) for each host that does not resolve from here, a replica program
+    that is not here, and each credential the scenario names but this machine lacks."""
     from harness.urls import resolve_host
 
     out: list[tuple[tuple, str]] = []
@@ -38,6 +39,11 @@ def environment_problems(scenario: Scenario) -> list[tuple[tuple, str]]:
             resolve_host(url)
         except ValueError as e:
             out.append((("target", "launcher", "urls", i), str(e)))
+    command = getattr(launcher, "command", None)
+    path = getattr(launcher, "env", {}).get("PATH", os.environ.get("PATH"))
+    if command and "{" not in command[0] and shutil.which(command[0], path=path) is None:
+        out.append((("target", "launcher", "command", 0),
+                    f"program not found: {command[0]} (not a file, or not on PATH here)"))
     cfg = scenario.store.influxdb
     if cfg is None:
         return out
