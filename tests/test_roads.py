@@ -300,3 +300,31 @@ def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
     assert "partial: r1-c4" in out
+
+
+def test_the_web_ui_stop_during_run_ends_it_with_the_cell_partial(emu, tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
+                             "--url", emu, "--results", str(tmp_path / "res"), "--web-ui",
+                             f"127.0.0.1:{port}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def measuring():
+            try:
+                with urllib.request.urlopen(base + "/llm/stats", timeout=2) as r:
+                    rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
+            except OSError:
+                return False
+            return rows.get("Cell", {}).get("value", "").startswith("r1-c4 (measured")
+
+        _wait_for(measuring, 60, "the first cell's measured window")
+        urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"),
+                               timeout=5).read()
+        out, _ = proc.communicate(timeout=60)       # the run ends by itself
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
+    assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]
+    assert "run stopped: stopped from the web UI" in out and "partial: r1-c4" in out

@@ -21,7 +21,7 @@ from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
-from harness.engine.session import Session, Terminated, sigterm_raises
+from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
 from harness.errors import InputError, LaunchError
 from harness.launch.memory import kv_budget_fields
 from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
@@ -79,6 +79,8 @@ class Engine:
             status, message = "launch-failed", f"replicas could not be launched: {e}"
         except InputError as e:       # met mid-run (a dataset record): stop, never spin on it
             status, message = "bad-input", str(e)
+        except Stopped:
+            status, message = "stopped", "stopped from the web UI"
         except KeyboardInterrupt as e:
             message = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
         finally:

@@ -27,6 +27,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C (gevent hands KeyboardInterrupt subclasses to the main greenlet)."""
 
 
+class Stopped(KeyboardInterrupt):
+    """The web UI's stop button during ``run --web-ui``: the run ends as ``stopped``."""
+
+
 class SigtermSeen:
     """Whether SIGTERM came. The handler's exception can land where Python ignores exceptions (a
     weakref callback, a ``__del__``: "Exception ignored in ..."), so the engine also checks this

@@ -146,8 +146,24 @@ def run_plan(scenario, urls: list[str], replicas: int, levels: list[float], rund
             finished = lambda: env.slm.ended() and env.slm.collector.inflight == 0  # noqa: E731
         bad = lambda: getattr(getattr(env, "slm", None), "input_error", None)  # noqa: E731
         done = finished if scenario.load.max_requests else (lambda: False)
+        ui_stop = {"driving": True, "hit": False}
+        if web_ui:   # the web UI's stop button: the run ends here, this cell partial
+
+            def _on_stop(**kw):
+                ui_stop["hit"] = ui_stop["driving"]
+
+            env.events.test_stop.add_listener(_on_stop)
+
+        def over() -> bool:
+            if ui_stop["hit"]:
+                from harness.engine.session import Stopped
+
+                raise Stopped()
+            return bad() is not None or done()
+
         windows = _drive(env, runner, plan, closed, processes, t0_ns, t0_pc, window_hook, rundir,
-                         lambda: bad() is not None or done())
+                         over)
+        ui_stop["driving"] = False
         if bad() is not None:
             raise bad()
         _drain(env, runner, collector, master, processes, scenario.target.request_timeout_s)
