@@ -319,7 +319,7 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
           levels: [2]
           replicas: [2]
           warmup_s: 0.2
-          duration_s: 1
+          duration_s: 2
           cooldown_s: 0.2
         store:
           results_dir: {tmp_path / "results"}
@@ -327,7 +327,8 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([PY, "-m", "harness", "run", str(scenario)], capture_output=True,
                        text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
-    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+    # (the verdict of this one short cell does not matter here; a launch failure would: 3)
+    assert r.returncode in (0, 1, 4), r.stdout[-2000:] + r.stderr[-3000:]
     assert "replica KV budgets differ by" in r.stdout, r.stdout[-3000:]
     (run,) = list((tmp_path / "results").iterdir())
     kv = json.loads((run / "manifest.json").read_text())["kv_budgets"]["2"]

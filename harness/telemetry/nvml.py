@@ -29,6 +29,8 @@ def _field_value(v: Any) -> float:
 class NvmlSource:
     """Reads every selected GPU through an NVML binding (the ``pynvml`` module by default)."""
 
+    blocking_calls = True   # C calls that block the caller: the sampler makes them off the event loop
+
     def __init__(self, gpus: list[int] | None = None, binding: Any = None):
         if binding is None:
             try:

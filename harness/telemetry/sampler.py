@@ -29,6 +29,23 @@ log = logging.getLogger(__name__)
 Listener = Callable[[list[GpuSample]], None]
 
 
+def off_loop(fn, *args):
+    """``fn(*args)`` in gevent's thread pool when this thread runs a gevent hub (the load
+    generator's process), else directly. An NVML call blocks in C for microseconds to several
+    milliseconds (the energy counter ~3-4 ms, process lists more); made from a greenlet it holds
+    every stream's read for that long. From a pool thread it releases the interpreter and the
+    reader goes on."""
+    try:
+        from gevent import get_hub
+        from gevent.monkey import is_module_patched
+    except ImportError:
+        return fn(*args)
+    owner = getattr(fn, "__self__", None)
+    if not is_module_patched("threading") or not getattr(owner, "blocking_calls", False):
+        return fn(*args)   # e.g. the emulated source: a cooperative HTTP read, not a C call
+    return get_hub().threadpool.apply(fn, args)
+
+
 def total_power(batch: list[GpuSample]) -> tuple[float | None, int, str]:
     """(watts summed over the tick's GPUs, its time, the source) for a live display: a listener
     for the Locust web UI's tab is ``lambda b: report_power(env, *total_power(b))``."""
@@ -148,7 +165,7 @@ class Sampler:
         batch: list[GpuSample] = []
         for g in self.source.gpus:
             try:
-                s = self.source.read(g, detail)
+                s = off_loop(self.source.read, g, detail)
             except SourceError as e:
                 self._read_failed(g, str(e))
                 continue
@@ -189,7 +206,7 @@ class Sampler:
             if g in self._open_gaps:
                 continue
             try:
-                procs = self.source.processes(g)
+                procs = off_loop(self.source.processes, g)
             except Exception:  # noqa: BLE001 - per-process memory is a nicety; the gap logic covers the GPU
                 continue
             batch += [GpuProcessSample(ts_ns=ts, gpu=g, pid=pid, used_bytes=used, host=self.host,
@@ -237,7 +254,7 @@ class Sampler:
             if self.source.counter_source(g) is not None and g not in self._open_gaps:
                 try:
                     t0 = time.time_ns()
-                    counter = self.source.read_energy_j(g)
+                    counter = off_loop(self.source.read_energy_j, g)
                     stamp = (t0 + time.time_ns()) // 2
                 except SourceError:
                     counter, stamp = None, time.time_ns()

@@ -4,15 +4,15 @@
 #   bash scripts/gpu/run_repeats.sh start     # wheels, model, host facts; the sweep detached
 #   bash scripts/gpu/run_repeats.sh collect   # wait for the sweep, pack results into $OUT
 # (`bash scripts/gpu/run_repeats.sh all` does both in one go.) The sweep runs
-# scenarios/h100-transformers-repeats.yaml with the stream reader's lag log on
-# (SLM_READER_LAG_LOG: every late read pass and the greenlet that held the loop before it).
+# scenarios/h100-transformers-repeats.yaml; LAG_LOG=1 turns the stream reader's lag log on.
 set -u
 . scripts/device/env.sh
 W=/tmp/gpurun
 step=${1:-all}
 if [ "$step" = start ] || [ "$step" = all ]; then
   rm -rf "$W" /tmp/results; mkdir -p "$W"
-  export HF_HUB_OFFLINE=1 SLM_READER_LAG_LOG=$W/reader_lag.log
+  export HF_HUB_OFFLINE=1
+  [ "${LAG_LOG:-0}" = 1 ] && export SLM_READER_LAG_LOG=$W/reader_lag.log
   { nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.max.sm,memory.total --format=csv
     lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket'
     cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo "governor: n/a"
