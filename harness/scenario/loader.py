@@ -259,6 +259,15 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
             raise InputError(f"dataset file not found: {ds.path}", file=file, line=line,
                              field="workload.dataset.path")
         new_ds = ds.model_copy(update={"path": str(p.resolve())})
+        if ds.tokenizer:
+            tp = Path(ds.tokenizer)
+            if not tp.is_absolute() and base_dir is not None:
+                tp = base_dir / tp
+            if not tp.is_file():
+                line, _ = _locate(root, ("workload", "dataset", "tokenizer"))
+                raise InputError(f"tokenizer file not found: {ds.tokenizer}", file=file, line=line,
+                                 field="workload.dataset.tokenizer")
+            new_ds = new_ds.model_copy(update={"tokenizer": str(tp.resolve())})
         from harness.workload.dataset import load_dataset
 
         load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD

@@ -247,12 +247,36 @@ LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discrimin
 
 
 class Dataset(Strict):
-    """Prompts (and optionally output lengths) from a JSONL file, one object per line."""
+    """Prompts (and optionally output lengths) from a local file: JSONL objects, ShareGPT-style
+    conversations (JSON or JSONL), CSV or Parquet columns. Nothing is downloaded."""
 
     path: str
-    prompt_field: str = "prompt"
-    output_tokens_field: str | None = None
+    format: Literal["jsonl", "sharegpt", "csv", "parquet"] = Field(
+        "jsonl", description="jsonl: one object per line; sharegpt: records with 'conversations' "
+                             "(from/value) or 'messages' (role/content), as a JSON array or JSONL; "
+                             "csv / parquet: columns.")
+    prompt_field: str = Field("prompt", min_length=1, description="Field or column of the prompt text.")
+    output_tokens_field: str | None = Field(None, min_length=1, description="Field or column of the output length in tokens.")
+    output_field: str | None = Field(None, min_length=1, description="Field or column of a reference answer: its length "
+                                                         "in tokens becomes the output length.")
+    tokenizer: str | None = Field(None, min_length=1, description="Path to a tokenizer.json (Hugging Face tokenizers) "
+                                                      "to measure lengths; default: the emulator's one token per word.")
+    min_prompt_tokens: Tokens | None = None
+    max_prompt_tokens: Tokens | None = None
+    min_output_tokens: Tokens | None = None
+    max_output_tokens: Tokens | None = None
+    sample: Requests | None = Field(None, description="Keep this many records, drawn with the workload's seed.")
     shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for what in ("prompt", "output"):
+            lo, hi = getattr(self, f"min_{what}_tokens"), getattr(self, f"max_{what}_tokens")
+            if lo is not None and hi is not None and hi < lo:
+                raise ValueError(f"max_{what}_tokens must be >= min_{what}_tokens")
+        if self.output_field and self.output_tokens_field:
+            raise ValueError("give output_field or output_tokens_field, not both")
+        return self
 
 
 class Sampling(Strict):

@@ -33,6 +33,7 @@ class RequestFactory:
             row = self._rows[self._pos]
             self._pos = (self._pos + 1) % len(self._rows)
             out = row.output_tokens or self._output_len()
-            return RequestSpec(row.prompt, len(row.prompt.split()), out, rid, row.extra_body)
+            n_in = row.input_tokens if row.input_tokens is not None else len(row.prompt.split())
+            return RequestSpec(row.prompt, n_in, out, rid, row.extra_body)
         n = self._prompt_len()
         return RequestSpec(synthetic_prompt(n, self.rng), n, self._output_len(), rid)
