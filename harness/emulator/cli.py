@@ -68,7 +68,8 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     before = [cal.predict(base, c) for c in cells]
     _, worst0 = cal.error_table(cells, before)
     print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
-    fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True))
+    fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
+                            starts=args.starts)
     fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
     table, worst = cal.error_table(cells, preds)
     print(table)
@@ -116,4 +117,6 @@ def register(sub) -> None:
                         "parameters to a real run directory (cells.csv, scenario.yaml) and write -o")
     p.add_argument("-o", "--output", metavar="PROFILE.yaml", help="where --calibrate writes the fitted profile")
     p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
+    p.add_argument("--starts", type=int, default=0,
+                   help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)
