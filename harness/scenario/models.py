@@ -279,6 +279,15 @@ class Dataset(Strict):
         return self
 
 
+class SharedPrefix(Strict):
+    """A few long system prompts shared by many requests: each request starts with one of
+    ``count`` prefixes of ``tokens`` tokens (drawn with the seed), then its own prompt, so a
+    server's prefix cache can skip the shared part's prefill."""
+
+    count: Annotated[int, _NUM, Field(gt=0, le=10_000)] = Field(4, description="Distinct prefixes.")
+    tokens: Tokens = Field(description="Length of each prefix in tokens.")
+
+
 class Sampling(Strict):
     temperature: Annotated[float, _NUM] | None = Field(None, ge=0, le=100)
     top_p: Annotated[float, _NUM] | None = Field(None, gt=0, le=1)
@@ -293,6 +302,7 @@ class Workload(Strict):
     prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
+    shared_prefix: SharedPrefix | None = Field(None, description="Prefix repetition: shared long prompt prefixes.")
     system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
     sampling: Sampling = Field(default_factory=Sampling)
 
