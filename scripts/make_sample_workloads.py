@@ -82,12 +82,48 @@ def write_tokenizer(out: Path, texts: list[str]) -> None:
     tok.save(str(out / "tokenizer.json"))
 
 
+def write_traces(out: Path, rng: random.Random) -> None:
+    """Bursty arrivals over 20 s (a quiet start, a burst, a steady tail) in the three formats.
+    Mooncake requests draw their leading blocks from a few shared 'documents'."""
+    t, rows = 0.0, []
+    while t < 20.0:
+        rate = 8.0 if t < 6 else 30.0 if t < 9 else 12.0
+        t += rng.expovariate(rate)
+        rows.append((round(t, 4), rng.randint(40, 400), rng.randint(4, 60)))
+    with (out / "mooncake.jsonl").open("w") as fh:
+        next_id = 1000
+        for ts, n_in, n_out in rows:
+            doc = rng.randrange(3)
+            shared = [doc * 100 + i for i in range(rng.randint(0, 3))]     # 64-token blocks
+            n_in = max(n_in, 64 * len(shared) + 8)
+            own = -(-n_in // 64) - len(shared)
+            ids = shared + list(range(next_id, next_id + own))
+            next_id += own
+            fh.write(json.dumps({"timestamp": int(ts * 1000), "input_length": n_in, "output_length": n_out,
+                                 "hash_ids": ids}) + "\n")
+    with (out / "azure.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
+        for ts, n_in, n_out in rows:
+            micro = int(round(ts * 1e6))
+            w.writerow([f"2025-05-01 12:{micro // 60_000_000:02d}:{(micro // 1_000_000) % 60:02d}."
+                        f"{micro % 1_000_000:06d}0", n_in, n_out])
+    with (out / "burstgpt.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type"])
+        for i, (ts, n_in, n_out) in enumerate(rows):
+            failed = i % 25 == 24      # a failed request in the traced system: 0 response tokens
+            w.writerow([ts, "ChatGPT", n_in, 0 if failed else n_out, n_in + (0 if failed else n_out),
+                        "Conversation log"])
+
+
 def main() -> int:
     out = ROOT / "scenarios" / "data"
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(20261206)
     qa = write_datasets(out, rng)
     write_tokenizer(out, [t for p in qa for t in p])
+    write_traces(out, random.Random(7))
     for f in sorted(out.iterdir()):
         print(f"{f.relative_to(ROOT)}  {f.stat().st_size} bytes")
     return 0

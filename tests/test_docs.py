@@ -216,7 +216,7 @@ def test_every_scenario_snippet_in_the_docs_validates(where, text, tmp_path):
     from harness.scenario.loader import parse_scenario
 
     data = yaml.safe_load(text)
-    ds = ((data.get("workload") or {}).get("dataset") or {}).get("path")
+    ds = ((data.get("workload") or {}).get("dataset") or (data.get("workload") or {}).get("trace") or {}).get("path")
     base = tmp_path
     if ds and (ROOT / "scenarios" / ds).is_file():   # a sample file under scenarios/: read the real one
         base = ROOT / "scenarios"

@@ -68,6 +68,9 @@ def test_calibrate_cli_on_the_committed_gpu_run(tmp_path):
     prof = load_profile(str(out))                      # the written profile loads and serves
     assert prof.name == "mine" and prof.model.id == "HuggingFaceTB/SmolLM2-135M"
     assert out.read_text().startswith("# Fitted by `slm-harness emulate --calibrate ")
+    check = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(GPU_RUN), "--check",
+                            "--profile", "h100-smollm2-135m"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert check.returncode == 0 and "| r2-c64 |" in check.stdout and "worst per-cell error" in check.stdout
     bad = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(tmp_path), "-o",
                           str(out)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "missing cells.csv" in bad.stderr

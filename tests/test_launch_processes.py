@@ -90,9 +90,15 @@ def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
             assert r.log_path.exists()
         pids = [r.pid for r in reps.items]
         logs = [r.log_path for r in reps.items]
-    # every replica and the child each one spawned are gone, ports are free again
+        born = {pid: psutil.Process(pid).create_time() for pid in pids + children}
+    # every replica and the child each one spawned are gone, ports are free again (on a busy
+    # host a PID can be reused at once: a process born later is someone else)
     for pid in pids + children:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        try:
+            p = psutil.Process(pid)
+            assert p.status() == psutil.STATUS_ZOMBIE or p.create_time() != born[pid], pid
+        except psutil.NoSuchProcess:
+            pass
     for i in range(3):
         assert not is_healthy(f"http://127.0.0.1:{base + i}", timeout_s=0.5)
         text = logs[i].read_text()

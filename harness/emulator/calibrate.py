@@ -268,7 +268,7 @@ def fit_power(profile: Profile, cells: list[Cell], utils: list[float]) -> dict[s
 
 
 def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,
-        log=None) -> tuple[Profile, list[dict]]:
+        log=None, starts: int = 0, seed: int = 1) -> tuple[Profile, list[dict]]:
     """Fit timing (and the prefill budget), then power; the fitted profile and its predictions."""
     t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
     names = names or tuple(TIMING) + ("max_batch_prefill_tokens",)
@@ -290,6 +290,10 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
             log(f"  fit: {n} evaluations, loss {loss:.4f}")
         return loss
 
+    if starts:     # random starts around the profile (x/÷ 3 per parameter): the simplex begins at the best
+        rng = np.random.default_rng(seed)
+        cands = [x0] + [x0 + rng.uniform(-1.1, 1.1, len(names)) for _ in range(starts)]
+        x0 = min(cands, key=f)
     best, _ = nelder_mead(f, x0, np.full(len(names), 0.7), iters)
     best, _ = nelder_mead(f, best, np.full(len(names), 0.3), iters // 2)   # a restart: percentiles are
     # step-quantised, so the simplex stalls on plateaus

@@ -59,6 +59,12 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     from pathlib import Path
 
     from harness.emulator import calibrate as cal
+    if args.check:       # out of sample: the profile as it is against a run it was not fitted to
+        cells = cal.load_run(args.calibrate)
+        table, worst = cal.error_table(cells, [cal.predict(base, c) for c in cells])
+        print(table)
+        print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%}" for k in cal.METRICS))
+        return 0
     if not args.output:
         raise InputError("--calibrate needs -o PROFILE.yaml (where the fitted profile goes)", field="-o")
     if args.iterations < 1:
@@ -68,7 +74,8 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     before = [cal.predict(base, c) for c in cells]
     _, worst0 = cal.error_table(cells, before)
     print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
-    fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True))
+    fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
+                            starts=args.starts)
     fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
     table, worst = cal.error_table(cells, preds)
     print(table)
@@ -115,5 +122,10 @@ def register(sub) -> None:
                    help="instead of serving: fit --profile's step-time, prefill, contention and power "
                         "parameters to a real run directory (cells.csv, scenario.yaml) and write -o")
     p.add_argument("-o", "--output", metavar="PROFILE.yaml", help="where --calibrate writes the fitted profile")
+    p.add_argument("--check", action="store_true",
+                   help="with --calibrate: fit nothing, print --profile's per-cell error against RUN_DIR "
+                        "(out-of-sample checks)")
     p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
+    p.add_argument("--starts", type=int, default=0,
+                   help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)

@@ -279,6 +279,35 @@ class Dataset(Strict):
         return self
 
 
+class SharedPrefix(Strict):
+    """A few long system prompts shared by many requests: each request starts with one of
+    ``count`` prefixes of ``tokens`` tokens (drawn with the seed), then its own prompt, so a
+    server's prefix cache can skip the shared part's prefill."""
+
+    count: Annotated[int, _NUM, Field(gt=0, le=10_000)] = Field(4, description="Distinct prefixes.")
+    tokens: Tokens = Field(description="Length of each prefix in tokens.")
+
+
+class Trace(Strict):
+    """Replay a recorded trace, open loop: each request at its recorded time (from the window's
+    start, divided by ``speedup``) with its recorded lengths. See docs/workloads.md."""
+
+    path: str
+    format: Literal["mooncake", "azure", "burstgpt"] = Field(
+        description="mooncake: JSONL timestamp(ms)/input_length/output_length/hash_ids; azure: CSV "
+                    "TIMESTAMP/ContextTokens/GeneratedTokens; burstgpt: CSV Timestamp/Request tokens/Response tokens.")
+    speedup: Annotated[float, _NUM] = Field(1.0, gt=0, le=1000, description="Replay this many times faster.")
+    start_s: SecondsOrZero = Field(0.0, description="Window start, seconds after the trace's first request.")
+    end_s: Seconds | None = Field(None, description="Window end, seconds after the trace's first request.")
+    block_tokens: Tokens = Field(512, description="Mooncake: tokens per hash_ids block.")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError("end_s must be > start_s")
+        return self
+
+
 class Sampling(Strict):
     temperature: Annotated[float, _NUM] | None = Field(None, ge=0, le=100)
     top_p: Annotated[float, _NUM] | None = Field(None, gt=0, le=1)
@@ -293,6 +322,8 @@ class Workload(Strict):
     prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
+    trace: Trace | None = Field(None, description="Replay a trace (load.mode rate; arrivals and lengths come from it).")
+    shared_prefix: SharedPrefix | None = Field(None, description="Prefix repetition: shared long prompt prefixes.")
     system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
     sampling: Sampling = Field(default_factory=Sampling)
 
@@ -454,3 +485,14 @@ class Scenario(Strict):
     telemetry: Telemetry = Field(default_factory=Telemetry)
     store: Store = Field(default_factory=Store)
     validity: Validity = Field(default_factory=Validity)
+
+    @model_validator(mode="after")
+    def _trace_is_open_loop(self):
+        if self.workload.trace is not None:
+            if self.load.mode != "rate" or self.load.stages:
+                raise ValueError("a trace replays open loop: load.mode must be rate, without stages")
+            if not isinstance(self.load.levels, list) or len(self.load.levels) != 1:
+                raise ValueError("a trace replays as one cell: give one level (a label; the trace sets the rate)")
+            if self.workload.dataset is not None or self.workload.shared_prefix is not None:
+                raise ValueError("a trace gives the requests: no dataset or shared_prefix beside it")
+        return self

@@ -25,8 +25,20 @@ class RequestFactory:
         self._pos = (stream * 7919) % len(self._rows) if self._rows else 0
         self._next_id = 0
         self._stream = stream
+        sp = workload.shared_prefix
+        # the same prefixes in every stream and worker: seeded by the workload's seed alone
+        self._prefixes = [synthetic_prompt(sp.tokens, random.Random(f"prefix:{workload.seed}:{i}"))
+                          for i in range(sp.count)] if sp else None
+        self._prefix_tokens = sp.tokens if sp else 0
 
     def next(self) -> RequestSpec:
+        spec = self._next()
+        if self._prefixes:
+            spec.prompt = self.rng.choice(self._prefixes) + " " + spec.prompt
+            spec.input_tokens += self._prefix_tokens
+        return spec
+
+    def _next(self) -> RequestSpec:
         self._next_id += 1
         rid = (self._stream << 40) | self._next_id
         if self._rows:
