@@ -60,9 +60,12 @@ def test_sweep_scrapes_every_replica_into_run_dir_store_and_summary(influxdb, tm
     assert set(rows["replica"]) == set(urls)
     assert {"tgi_queue_size", "tgi_batch_current_size", "tgi_batch_current_max_tokens",
             "tgi_request_count_total", "tgi_request_duration_bucket"} <= set(rows["name"])
-    # the same wall clock as the requests: scrapes cover the requests' span
+    # the same wall clock as the requests: scrapes before the first request, and beyond every
+    # measured window's end
     req = pd.read_parquet(run / "requests.parquet")
-    assert rows["ts_ns"].min() < req["start_ns"].min() and rows["ts_ns"].max() > req["end_ns"].max()
+    win = pd.read_parquet(run / "windows.parquet")
+    win = win[win["phase"] == "measure"]
+    assert rows["ts_ns"].min() < req["start_ns"].min() and rows["ts_ns"].max() > win["end_ns"].max()
     sm = manifest["server_metrics"]
     assert all(sm["failures"][u] == 0 and sm["scrapes"][u] >= 8 for u in urls)
     assert sum(sm["samples"].values()) == len(rows)
