@@ -216,11 +216,14 @@ def test_every_scenario_snippet_in_the_docs_validates(where, text, tmp_path):
     from harness.scenario.loader import parse_scenario
 
     data = yaml.safe_load(text)
-    ds = ((data.get("workload") or {}).get("dataset") or {}).get("path")
-    if ds and not Path(ds).is_absolute():      # a dataset the snippet names: give it a file
+    ds = ((data.get("workload") or {}).get("dataset") or (data.get("workload") or {}).get("trace") or {}).get("path")
+    base = tmp_path
+    if ds and (ROOT / "scenarios" / ds).is_file():   # a sample file under scenarios/: read the real one
+        base = ROOT / "scenarios"
+    elif ds and not Path(ds).is_absolute():      # a dataset the snippet names: give it a file
         (tmp_path / ds).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / ds).write_text('{"prompt": "hello"}\n')
-    parse_scenario(text, file=where, base_dir=tmp_path)    # raises InputError naming the line
+    parse_scenario(text, file=where, base_dir=base)    # raises InputError naming the line
 
 
 def _slug(heading: str) -> str:

@@ -90,9 +90,15 @@ def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
             assert r.log_path.exists()
         pids = [r.pid for r in reps.items]
         logs = [r.log_path for r in reps.items]
-    # every replica and the child each one spawned are gone, ports are free again
+        born = {pid: psutil.Process(pid).create_time() for pid in pids + children}
+    # every replica and the child each one spawned are gone, ports are free again (on a busy
+    # host a PID can be reused at once: a process born later is someone else)
     for pid in pids + children:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        try:
+            p = psutil.Process(pid)
+            assert p.status() == psutil.STATUS_ZOMBIE or p.create_time() != born[pid], pid
+        except psutil.NoSuchProcess:
+            pass
     for i in range(3):
         assert not is_healthy(f"http://127.0.0.1:{base + i}", timeout_s=0.5)
         text = logs[i].read_text()
@@ -319,7 +325,7 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
           levels: [2]
           replicas: [2]
           warmup_s: 0.2
-          duration_s: 1
+          duration_s: 2
           cooldown_s: 0.2
         store:
           results_dir: {tmp_path / "results"}
@@ -327,7 +333,8 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([PY, "-m", "harness", "run", str(scenario)], capture_output=True,
                        text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
-    assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+    # (the verdict of this one short cell does not matter here; a launch failure would: 3)
+    assert r.returncode in (0, 1, 4), r.stdout[-2000:] + r.stderr[-3000:]
     assert "replica KV budgets differ by" in r.stdout, r.stdout[-3000:]
     (run,) = list((tmp_path / "results").iterdir())
     kv = json.loads((run / "manifest.json").read_text())["kv_budgets"]["2"]

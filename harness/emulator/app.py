@@ -16,7 +16,7 @@ import logging
 
 import orjson
 
-from harness.emulator import schema, wire
+from harness.emulator import prefixcache, schema, wire
 from harness.emulator.engine import Seq
 from harness.emulator.faults import FaultSpecError, parse_fault, status_error
 from harness.emulator.http import Connection, Request
@@ -290,6 +290,7 @@ class ReplicaApp:
                     if not s.finished and not s.cancelled:
                         self.engine.cancel(s)
         conn.on_lost = lost
+        prefixcache.apply(gt, [v.inputs for v in valids], seqs)
         now = self.em.timer.now_ns()
         for s in seqs:
             self.engine.submit(s, now)

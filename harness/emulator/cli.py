@@ -25,6 +25,8 @@ def _emulate(args: argparse.Namespace) -> int:
     if not 0 <= args.load_s <= 600:
         raise InputError("must be 0..600 seconds", field="--load-s")
     profile = load_profile(args.profile)
+    if args.calibrate:
+        return _calibrate(args, profile)
     ctx = None
     if args.tls_cert or args.tls_key:
         import ssl
@@ -49,6 +51,38 @@ def _emulate(args: argparse.Namespace) -> int:
                                args.load_s)
     serve(profile, args.replicas, args.host, args.port, args.port_file, args.tick_us, args.keep_alive_s,
           ctx, token, args.sse_space, gpu=gpu, server=args.server, sse_compact=args.sse_compact)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, base) -> int:
+    """Fit ``base`` (its model and GPU stay) to a real run directory; print the error table."""
+    from pathlib import Path
+
+    from harness.emulator import calibrate as cal
+    if args.check:       # out of sample: the profile as it is against a run it was not fitted to
+        cells = cal.load_run(args.calibrate)
+        table, worst = cal.error_table(cells, [cal.predict(base, c) for c in cells])
+        print(table)
+        print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%}" for k in cal.METRICS))
+        return 0
+    if not args.output:
+        raise InputError("--calibrate needs -o PROFILE.yaml (where the fitted profile goes)", field="-o")
+    if args.iterations < 1:
+        raise InputError("must be at least 1", field="--iterations")
+    cells = cal.load_run(args.calibrate)
+    out = Path(args.output)
+    before = [cal.predict(base, c) for c in cells]
+    _, worst0 = cal.error_table(cells, before)
+    print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
+    fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
+                            starts=args.starts)
+    fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
+    table, worst = cal.error_table(cells, preds)
+    print(table)
+    print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%} (before {worst0[k]:.0%})"
+                                               for k in cal.METRICS))
+    out.write_text(cal.profile_yaml(fitted, args.calibrate, worst))
+    print(f"wrote {out} (serve it: slm-harness emulate --profile {out})")
     return 0
 
 
@@ -84,4 +118,14 @@ def register(sub) -> None:
                         "warm-up, as TGI does with this --cuda-memory-fraction")
     p.add_argument("--load-s", type=cliargs.float_range(0, 600), default=0.0,
                    help="modeled weight loading time before the warm-up measures free memory")
+    p.add_argument("--calibrate", metavar="RUN_DIR",
+                   help="instead of serving: fit --profile's step-time, prefill, contention and power "
+                        "parameters to a real run directory (cells.csv, scenario.yaml) and write -o")
+    p.add_argument("-o", "--output", metavar="PROFILE.yaml", help="where --calibrate writes the fitted profile")
+    p.add_argument("--check", action="store_true",
+                   help="with --calibrate: fit nothing, print --profile's per-cell error against RUN_DIR "
+                        "(out-of-sample checks)")
+    p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
+    p.add_argument("--starts", type=int, default=0,
+                   help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)

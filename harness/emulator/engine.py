@@ -80,7 +80,8 @@ class StepModel:
 
     def host_ms(self, batch: int, prefill_tokens: int) -> float:
         t = self.t
-        return t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_prefill_token_ms * prefill_tokens
+        return (t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_seq2_ms * batch * batch
+                + t.host_per_prefill_token_ms * prefill_tokens)
 
     def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int) -> float:
         t = self.t
@@ -109,6 +110,7 @@ class BatchingReplica:
         self.timer = timer
         self.stats = stats or NullStats()
         self.model = StepModel(profile)
+        self.admission_ns = int(profile.timing.admission_ms * 1e6)
         self.queue: deque[Seq] = deque()
         self.prefilling: list[Seq] = []
         self.running: list[Seq] = []
@@ -131,6 +133,14 @@ class BatchingReplica:
 
     def submit(self, seq: Seq, now_ns: int) -> None:
         seq.replica = self.index
+        if self.admission_ns:     # parsing, tokenising, validating: before the queue, in parallel
+            self.timer.at(now_ns + self.admission_ns, self._enqueue, seq)
+        else:
+            self._enqueue(seq, now_ns)
+
+    def _enqueue(self, seq: Seq, now_ns: int) -> None:
+        if seq.cancelled:
+            return
         seq.queued_ns = now_ns
         self.queue.append(seq)
         self.stats.queue(len(self.queue))

@@ -26,6 +26,8 @@ HISTOGRAMS = ("ttft_us", "ttft_scheduled_us", "itl_us", "lateness_us", "e2e_us",
 EPISODE_GAP_NS = 100_000_000
 COUNTERS = ("requests_received", "requests_completed", "requests_rejected", "requests_cancelled",
             "requests_faulted", "tokens_sent", "tokens_buffered")
+from harness.emulator.prefixcache import COUNTERS as _PREFIX   # noqa: E402
+COUNTERS += _PREFIX
 
 
 class GroundTruth:
@@ -56,6 +58,8 @@ class GroundTruth:
         self.requests_faulted = 0
         self.tokens_sent = 0
         self.tokens_buffered = 0    # token writes the client's full socket left in our buffer
+        for k in _PREFIX:
+            setattr(self, k, 0)
         self.requests_peak_10ms = 0
         self._bucket = -1           # the current 10 ms bucket of arrivals, and its count
         self._in_bucket = 0

@@ -75,7 +75,8 @@ class Limits(_Strict):
 class RooflineTiming(_Strict):
     """Step time = host part (parallel across replicas) + GPU part (shared, contended).
 
-    host_ms = host_step_ms + host_per_seq_ms * batch + host_per_prefill_token_ms * prefill_tokens
+    host_ms = host_step_ms + host_per_seq_ms * batch + host_per_seq2_ms * batch**2
+              + host_per_prefill_token_ms * prefill_tokens
     gpu_ms  = gpu_step_ms + gpu_per_seq_ms * batch + (weights + KV read) / bandwidth
               + 2 * params * prefill_tokens / (peak * mfu)
     The GPU part is stretched by processor sharing: 1 / (1 - utilisation of the other replicas)
@@ -85,12 +86,16 @@ class RooflineTiming(_Strict):
     mode: Literal["roofline"] = "roofline"
     host_step_ms: NonNegativeFloat = 0.0
     host_per_seq_ms: NonNegativeFloat = 0.0
+    host_per_seq2_ms: NonNegativeFloat = Field(0.0, description="host work that grows with batch**2 (a scheduler "
+                                               "that scans every sequence's cache pages)")
     host_per_prefill_token_ms: NonNegativeFloat = 0.0
     gpu_step_ms: NonNegativeFloat = 0.0
     gpu_per_seq_ms: NonNegativeFloat = 0.0
     gpu_per_prefill_token_ms: NonNegativeFloat = 0.0
     contention_cap: float = Field(0.95, ge=0, lt=1)
     switch_overhead: NonNegativeFloat = 0.0
+    admission_ms: NonNegativeFloat = Field(0.0, description="from a request's arrival to its place in the queue "
+                                           "(HTTP, tokenising, validating), uncontended")
 
 
 class FixedTiming(_Strict):

@@ -140,6 +140,8 @@ class OpenLoopUser(_LLMUser):
     @task
     def arrivals(self) -> None:
         ctx = self._ctx()
+        if ctx.scenario.workload.trace is not None:
+            self._replay(ctx)
         stream = ctx.new_stream()
         factory = self._factory(ctx, stream)
         arr = ctx.arrivals(stream)
@@ -175,3 +177,38 @@ class OpenLoopUser(_LLMUser):
         group.join()
         while True:
             gevent.sleep(1.0)
+
+    def _replay(self, ctx: LoadContext) -> None:
+        """Send this stream's share of a trace (every ``share``-th entry) at its intended times."""
+        from harness.workload.trace import TraceFactory, load_trace
+
+        share = max(1, ctx.open_loop_streams)
+        k = ctx.stream_index % share
+        ctx.new_stream()
+        tr = ctx.scenario.workload.trace
+        factory = TraceFactory(tr, load_trace(tr), ctx.scenario.workload.seed, k, share)
+        group = Group()
+        sem = _in_flight_cap(ctx, share)
+        queued = False
+        for e in factory.entries:
+            pc = ctx.t0_pc + int(e.offset_s * 1e9)
+            if ctx.ended(pc):
+                break
+            seg = ctx.segment_at(pc)
+            delay = (pc - perf_counter_ns()) / 1e9
+            if delay > 0:
+                gevent.sleep(delay)
+            if seg is None or seg.cell in ctx.exhausted:
+                break
+            if sem is None:
+                group.spawn(ctx.one_request, factory, seg, pc)
+                continue
+            queued = sem.locked() or (queued and perf_counter_ns() > pc)
+            if queued:
+                ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
+            sem.acquire()
+            group.spawn(_capped, ctx, sem, factory, seg, pc)
+        group.join()
+        while True:
+            gevent.sleep(1.0)
+

@@ -259,11 +259,34 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
             raise InputError(f"dataset file not found: {ds.path}", file=file, line=line,
                              field="workload.dataset.path")
         new_ds = ds.model_copy(update={"path": str(p.resolve())})
+        if ds.tokenizer:
+            tp = Path(ds.tokenizer)
+            if not tp.is_absolute() and base_dir is not None:
+                tp = base_dir / tp
+            if not tp.is_file():
+                line, _ = _locate(root, ("workload", "dataset", "tokenizer"))
+                raise InputError(f"tokenizer file not found: {ds.tokenizer}", file=file, line=line,
+                                 field="workload.dataset.tokenizer")
+            new_ds = new_ds.model_copy(update={"tokenizer": str(tp.resolve())})
         from harness.workload.dataset import load_dataset
 
         load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD
         scenario = scenario.model_copy(update={
             "workload": scenario.workload.model_copy(update={"dataset": new_ds})})
+    tr = scenario.workload.trace
+    if tr is not None:
+        p = Path(tr.path)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        if not p.is_file():
+            line, _ = _locate(root, ("workload", "trace", "path"))
+            raise InputError(f"trace file not found: {tr.path}", file=file, line=line, field="workload.trace.path")
+        new_tr = tr.model_copy(update={"path": str(p.resolve())})
+        from harness.workload.trace import load_trace
+
+        load_trace(new_tr)   # every record checked: FILE:LINE: FIELD
+        scenario = scenario.model_copy(update={
+            "workload": scenario.workload.model_copy(update={"trace": new_tr})})
     return _check_profile(scenario, root, file, base_dir)
 
 

@@ -247,12 +247,65 @@ LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discrimin
 
 
 class Dataset(Strict):
-    """Prompts (and optionally output lengths) from a JSONL file, one object per line."""
+    """Prompts (and optionally output lengths) from a local file: JSONL objects, ShareGPT-style
+    conversations (JSON or JSONL), CSV or Parquet columns. Nothing is downloaded."""
 
     path: str
-    prompt_field: str = "prompt"
-    output_tokens_field: str | None = None
+    format: Literal["jsonl", "sharegpt", "csv", "parquet"] = Field(
+        "jsonl", description="jsonl: one object per line; sharegpt: records with 'conversations' "
+                             "(from/value) or 'messages' (role/content), as a JSON array or JSONL; "
+                             "csv / parquet: columns.")
+    prompt_field: str = Field("prompt", min_length=1, description="Field or column of the prompt text.")
+    output_tokens_field: str | None = Field(None, min_length=1, description="Field or column of the output length in tokens.")
+    output_field: str | None = Field(None, min_length=1, description="Field or column of a reference answer: its length "
+                                                         "in tokens becomes the output length.")
+    tokenizer: str | None = Field(None, min_length=1, description="Path to a tokenizer.json (Hugging Face tokenizers) "
+                                                      "to measure lengths; default: the emulator's one token per word.")
+    min_prompt_tokens: Tokens | None = None
+    max_prompt_tokens: Tokens | None = None
+    min_output_tokens: Tokens | None = None
+    max_output_tokens: Tokens | None = None
+    sample: Requests | None = Field(None, description="Keep this many records, drawn with the workload's seed.")
     shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for what in ("prompt", "output"):
+            lo, hi = getattr(self, f"min_{what}_tokens"), getattr(self, f"max_{what}_tokens")
+            if lo is not None and hi is not None and hi < lo:
+                raise ValueError(f"max_{what}_tokens must be >= min_{what}_tokens")
+        if self.output_field and self.output_tokens_field:
+            raise ValueError("give output_field or output_tokens_field, not both")
+        return self
+
+
+class SharedPrefix(Strict):
+    """A few long system prompts shared by many requests: each request starts with one of
+    ``count`` prefixes of ``tokens`` tokens (drawn with the seed), then its own prompt, so a
+    server's prefix cache can skip the shared part's prefill."""
+
+    count: Annotated[int, _NUM, Field(gt=0, le=10_000)] = Field(4, description="Distinct prefixes.")
+    tokens: Tokens = Field(description="Length of each prefix in tokens.")
+
+
+class Trace(Strict):
+    """Replay a recorded trace, open loop: each request at its recorded time (from the window's
+    start, divided by ``speedup``) with its recorded lengths. See docs/workloads.md."""
+
+    path: str
+    format: Literal["mooncake", "azure", "burstgpt"] = Field(
+        description="mooncake: JSONL timestamp(ms)/input_length/output_length/hash_ids; azure: CSV "
+                    "TIMESTAMP/ContextTokens/GeneratedTokens; burstgpt: CSV Timestamp/Request tokens/Response tokens.")
+    speedup: Annotated[float, _NUM] = Field(1.0, gt=0, le=1000, description="Replay this many times faster.")
+    start_s: SecondsOrZero = Field(0.0, description="Window start, seconds after the trace's first request.")
+    end_s: Seconds | None = Field(None, description="Window end, seconds after the trace's first request.")
+    block_tokens: Tokens = Field(512, description="Mooncake: tokens per hash_ids block.")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError("end_s must be > start_s")
+        return self
 
 
 class Sampling(Strict):
@@ -269,6 +322,8 @@ class Workload(Strict):
     prompt_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
+    trace: Trace | None = Field(None, description="Replay a trace (load.mode rate; arrivals and lengths come from it).")
+    shared_prefix: SharedPrefix | None = Field(None, description="Prefix repetition: shared long prompt prefixes.")
     system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
     sampling: Sampling = Field(default_factory=Sampling)
 
@@ -421,3 +476,14 @@ class Scenario(Strict):
     telemetry: Telemetry = Field(default_factory=Telemetry)
     store: Store = Field(default_factory=Store)
     validity: Validity = Field(default_factory=Validity)
+
+    @model_validator(mode="after")
+    def _trace_is_open_loop(self):
+        if self.workload.trace is not None:
+            if self.load.mode != "rate" or self.load.stages:
+                raise ValueError("a trace replays open loop: load.mode must be rate, without stages")
+            if not isinstance(self.load.levels, list) or len(self.load.levels) != 1:
+                raise ValueError("a trace replays as one cell: give one level (a label; the trace sets the rate)")
+            if self.workload.dataset is not None or self.workload.shared_prefix is not None:
+                raise ValueError("a trace gives the requests: no dataset or shared_prefix beside it")
+        return self

@@ -1,0 +1,338 @@
+"""Fit a profile's step-time, prefill, contention and power parameters to a real run directory.
+
+``slm-harness emulate --calibrate RUN_DIR -o PROFILE.yaml`` reads the run's cells (``cells.csv``:
+replicas x closed-loop concurrency, measured output tok/s, TTFT p50, TPOT p50, mean power) and its
+workload (``scenario.yaml``: prompt and output lengths, warm-up and window), replays every cell
+in virtual time through the very engine the emulator serves with (:mod:`harness.emulator.engine`,
+seconds of CPU per cell), and searches the timing parameters that minimise the squared log error
+of tok/s, TTFT and TPOT over all cells (Nelder-Mead); power is then a least-squares fit of
+``idle + active * util**exponent`` to the cells' mean power at the modeled utilisation. It prints
+the per-cell prediction error and writes the fitted profile.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import itertools
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from harness.emulator.engine import Seq, make_replica
+from harness.emulator.gpu import SharedGpu
+from harness.emulator.profile import Profile, RooflineTiming
+from harness.errors import InputError
+
+METRICS = ("tok_s", "ttft_p50_ms", "tpot_p50_ms", "power_w")
+LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": "TPOT p50 ms",
+          "power_w": "mean power W"}
+#: timing parameters the fit moves (RooflineTiming fields), with their search bounds
+TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per_seq2_ms": (0.0, 0.05),
+          "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
+          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0)}
+PREFILL_BUDGET = (16, 8192)      # limits.max_batch_prefill_tokens
+
+
+@dataclass
+class Cell:
+    """One measured cell: its load and what the real server gave."""
+
+    name: str
+    replicas: int
+    streams: int
+    prompt: int
+    output: int
+    warmup_s: float
+    duration_s: float
+    measured: dict[str, float]
+
+
+# -- the run directory ---------------------------------------------------------------------------
+def _fixed_tokens(spec, field: str, file: Path) -> int:
+    if isinstance(spec, (int, float)):
+        return int(spec)
+    if isinstance(spec, dict):
+        for k in ("value", "mean", "median"):
+            if k in spec:
+                return int(spec[k])
+    raise InputError(f"cannot read a token count from {spec!r}", file=str(file), field=field)
+
+
+def load_run(run_dir: str | Path) -> list[Cell]:
+    """The closed-loop cells of a run directory (``cells.csv`` + ``scenario.yaml``)."""
+    d = Path(run_dir)
+    cells_csv, scen = d / "cells.csv", d / "scenario.yaml"
+    for p in (cells_csv, scen):
+        if not p.is_file():
+            raise InputError("not a run directory: missing " + p.name, file=str(d))
+    s = yaml.safe_load(scen.read_text()) or {}
+    wl, load = s.get("workload") or {}, s.get("load") or {}
+    prompt = _fixed_tokens(wl.get("prompt_tokens", 128), "workload.prompt_tokens", scen)
+    output = _fixed_tokens(wl.get("output_tokens", 128), "workload.output_tokens", scen)
+    warmup = float(load.get("warmup_s", 0.0))
+    out = []
+    with cells_csv.open() as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            if row.get("level_kind", "concurrency") != "concurrency":
+                raise InputError("calibration replays closed-loop (concurrency) cells only",
+                                 file=str(cells_csv), line=i, field="level_kind")
+
+            def num(k):
+                try:
+                    return float(row[k])
+                except (KeyError, ValueError):
+                    return float("nan")
+            measured = {"tok_s": num("output_tokens_per_s"), "ttft_p50_ms": num("ttft_p50_s") * 1e3,
+                        "tpot_p50_ms": num("tpot_p50_s") * 1e3, "power_w": num("mean_power_w")}
+            out.append(Cell(row["cell"], int(row["replicas"]), int(float(row["level"])), prompt, output, warmup,
+                            num("duration_s"), measured))
+    if not out:
+        raise InputError("no cells in cells.csv", file=str(cells_csv))
+    return out
+
+
+# -- replay in virtual time ----------------------------------------------------------------------
+class _Timer:
+    def __init__(self):
+        self.heap: list = []
+        self.n = itertools.count()
+        self.now = 0
+
+    def at(self, due_ns, fn, arg):
+        heapq.heappush(self.heap, (due_ns, next(self.n), fn, arg))
+
+    def now_ns(self) -> int:
+        return self.now
+
+    def run_until(self, t_ns: int) -> None:
+        h = self.heap
+        while h and h[0][0] <= t_ns:
+            due, _, fn, arg = heapq.heappop(h)
+            self.now = due
+            fn(arg, due)
+        self.now = t_ns
+
+
+class _Loop:
+    """Closed loop as the load generator runs it: stream i stays on replica i % n, all start at 0;
+    a request belongs to the window its start falls in; tokens are counted where they land."""
+
+    def __init__(self, reps, timer, cell: Cell):
+        self.reps, self.timer, self.cell = reps, timer, cell
+        self.rid = itertools.count()
+        self.t0 = int(cell.warmup_s * 1e9)
+        self.t1 = self.t0 + int(cell.duration_s * 1e9)
+        self.first: dict[int, int] = {}
+        self.ttft: list[float] = []
+        self.tpot: list[float] = []
+        self.tokens = 0
+        self.open = 0                # window requests not finished yet
+
+    def start(self, stream: int, now: int) -> None:
+        s = Seq(next(self.rid), self.cell.prompt, self.cell.output, self, now)
+        s.replica = stream       # (overwritten by submit; kept in sid)
+        s.sid = stream
+        if self.t0 <= now < self.t1:
+            self.open += 1
+        self.reps[stream % len(self.reps)].submit(s, now)
+
+    def token(self, s, due, last):
+        if self.t0 <= due < self.t1:
+            self.tokens += 1
+        inside = self.t0 <= s.received_ns < self.t1
+        if s.generated == 1:
+            self.first[s.rid] = due
+            if inside:
+                self.ttft.append((due - s.received_ns) / 1e6)
+        if last:
+            f = self.first.pop(s.rid)
+            if inside:
+                self.open -= 1
+                if s.max_new > 1:
+                    self.tpot.append((due - f) / 1e6 / (s.max_new - 1))
+            if due < self.t1:
+                stream = s.sid
+                self.timer.at(due, lambda _a, t: self.start(stream, t), None)
+
+
+def predict(profile: Profile, cell: Cell) -> dict[str, float]:
+    """What the profile predicts for one cell: tok/s, TTFT p50, TPOT p50 (ms), mean power, GPU util."""
+    timer = _Timer()
+    gpu = SharedGpu(profile, cell.replicas)
+    gpu._last_ns = 0
+    reps = [make_replica(i, profile, gpu, timer) for i in range(cell.replicas)]
+    loop = _Loop(reps, timer, cell)
+    for i in range(cell.streams):
+        loop.start(i, 0)
+    timer.run_until(loop.t0)
+    e0 = gpu.snapshot(0, loop.t0)["energy_j"]
+    util, t = [], loop.t0
+    while t < loop.t1:
+        t += 50_000_000
+        timer.run_until(t)
+        util.append(gpu.util)
+    e1 = gpu.snapshot(0, loop.t1)["energy_j"]
+    limit = loop.t1 + int(600e9)
+    while loop.open > 0 and timer.heap and timer.now < limit:     # window requests run to their end
+        timer.run_until(timer.now + 1_000_000_000)
+    dur = cell.duration_s
+    return {"tok_s": loop.tokens / dur,
+            "ttft_p50_ms": statistics.median(loop.ttft) if loop.ttft else float("nan"),
+            "tpot_p50_ms": statistics.median(loop.tpot) if loop.tpot else float("nan"),
+            "power_w": (e1 - e0) / dur, "util": statistics.fmean(util) if util else 0.0}
+
+
+# -- the fit -------------------------------------------------------------------------------------
+def with_params(profile: Profile, x: dict[str, float]) -> Profile:
+    """``profile`` with timing fields, ``max_batch_prefill_tokens`` and power fields from ``x``."""
+    timing = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
+    t_upd = {k: float(v) for k, v in x.items() if k in RooflineTiming.model_fields}
+    l_upd = {k: int(round(v)) for k, v in x.items() if k == "max_batch_prefill_tokens"}
+    g_upd = {k: float(v) for k, v in x.items() if k in ("idle_w", "active_w", "power_exponent")}
+    return profile.model_copy(update={"timing": timing.model_copy(update=t_upd),
+                                      "limits": profile.limits.model_copy(update=l_upd),
+                                      "gpu": profile.gpu.model_copy(update=g_upd)})
+
+
+def _loss(pred: dict, meas: dict, keys=("tok_s", "ttft_p50_ms", "tpot_p50_ms")) -> float:
+    out = 0.0
+    for k in keys:
+        p, m = pred[k], meas[k]
+        if not (m > 0 and math.isfinite(m)):
+            continue
+        out += math.log(max(p, 1e-9) / m) ** 2 if p > 0 and math.isfinite(p) else 25.0
+    return out
+
+
+def nelder_mead(f, x0: np.ndarray, step: np.ndarray, iters: int, tol: float = 1e-4):
+    """A small Nelder-Mead (no SciPy here): the best point and its value."""
+    n = len(x0)
+    pts = [x0] + [x0 + np.eye(n)[i] * step[i] for i in range(n)]
+    vals = [f(p) for p in pts]
+    for _ in range(iters):
+        order = np.argsort(vals)
+        pts, vals = [pts[i] for i in order], [vals[i] for i in order]
+        if abs(vals[-1] - vals[0]) < tol * (abs(vals[0]) + tol):
+            break
+        c = np.mean(pts[:-1], axis=0)
+        xr = c + (c - pts[-1])
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = c + 2 * (c - pts[-1])
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = c + 0.5 * (pts[-1] - c)
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:
+                for i in range(1, len(pts)):
+                    pts[i] = pts[0] + 0.5 * (pts[i] - pts[0])
+                    vals[i] = f(pts[i])
+    i = int(np.argmin(vals))
+    return pts[i], vals[i]
+
+
+def fit_power(profile: Profile, cells: list[Cell], utils: list[float]) -> dict[str, float]:
+    """Least squares of measured mean power on idle + active * util**exponent (exponent on a grid).
+
+    Idle stays the profile's (the GPU's idle draw): loaded cells rarely reach low utilisation, so
+    an idle fitted to them would be an extrapolation."""
+    rows = [(u, c.measured["power_w"]) for c, u in zip(cells, utils)
+            if math.isfinite(c.measured["power_w"]) and u > 0]
+    if len(rows) < 2:
+        return {}
+    idle = profile.gpu.idle_w
+    y = np.array([p - idle for _, p in rows])
+    best = None
+    for e in np.linspace(0.05, 2.0, 79):
+        x = np.array([u ** e for u, _ in rows])
+        active = float(x @ y / (x @ x))
+        if active <= 0:
+            continue
+        pred = idle + active * x
+        err = float(np.sum(np.log(pred / (y + idle)) ** 2))
+        if best is None or err < best[0]:
+            best = (err, active, e)
+    if best is None:
+        return {}
+    return {"active_w": round(best[1], 2), "power_exponent": round(float(best[2]), 3)}
+
+
+def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,
+        log=None, starts: int = 0, seed: int = 1) -> tuple[Profile, list[dict]]:
+    """Fit timing (and the prefill budget), then power; the fitted profile and its predictions."""
+    t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
+    names = names or tuple(TIMING) + ("max_batch_prefill_tokens",)
+    start = {k: getattr(t, k) if k in TIMING else profile.limits.max_batch_prefill_tokens for k in names}
+    bounds = {**TIMING, "max_batch_prefill_tokens": PREFILL_BUDGET}
+    # search in log space (a parameter at 0 starts from a small positive value)
+    x0 = np.array([math.log(max(start[k], {'host_per_seq2_ms': 2e-4, 'admission_ms': 10.0}.get(k, 1e-3) if k in TIMING else 16.0))
+                   for k in names])
+    evals = itertools.count(1)
+
+    def decode(x):
+        return {k: min(max(math.exp(v), bounds[k][0]), bounds[k][1]) for k, v in zip(names, x)}
+
+    def f(x):
+        prof = with_params(profile, decode(x))
+        loss = sum(_loss(predict(prof, c), c.measured) for c in cells) / len(cells)
+        n = next(evals)
+        if log is not None and n % 10 == 0:
+            log(f"  fit: {n} evaluations, loss {loss:.4f}")
+        return loss
+
+    if starts:     # random starts around the profile (x/÷ 3 per parameter): the simplex begins at the best
+        rng = np.random.default_rng(seed)
+        cands = [x0] + [x0 + rng.uniform(-1.1, 1.1, len(names)) for _ in range(starts)]
+        x0 = min(cands, key=f)
+    best, _ = nelder_mead(f, x0, np.full(len(names), 0.7), iters)
+    best, _ = nelder_mead(f, best, np.full(len(names), 0.3), iters // 2)   # a restart: percentiles are
+    # step-quantised, so the simplex stalls on plateaus
+    params = decode(best)
+    fitted = with_params(profile, params)
+    preds = [predict(fitted, c) for c in cells]
+    power = fit_power(fitted, cells, [p["util"] for p in preds])
+    if power:
+        fitted = with_params(fitted, power)
+        preds = [predict(fitted, c) for c in cells]
+    return fitted, preds
+
+
+def error_table(cells: list[Cell], preds: list[dict]) -> tuple[str, dict[str, float]]:
+    """Markdown table of measured vs predicted per cell, and the worst relative error per metric."""
+    head = "| cell | " + " | ".join(f"{LABELS[k]} real / emulated (err)" for k in METRICS) + " |"
+    lines = [head, "|---" * (len(METRICS) + 1) + "|"]
+    worst = {k: 0.0 for k in METRICS}
+    for c, p in zip(cells, preds):
+        parts = []
+        for k in METRICS:
+            m, q = c.measured[k], p[k]
+            if m > 0 and math.isfinite(m) and math.isfinite(q):
+                e = (q - m) / m
+                worst[k] = max(worst[k], abs(e))
+                parts.append(f"{m:.4g} / {q:.4g} ({e:+.0%})")
+            else:
+                parts.append("n/a")
+        lines.append(f"| {c.name} | " + " | ".join(parts) + " |")
+    return "\n".join(lines), worst
+
+
+def profile_yaml(profile: Profile, source: str, worst: dict[str, float]) -> str:
+    """The fitted profile as YAML, with a comment that says where its numbers come from."""
+    data = profile.model_dump(mode="json", exclude_none=True)
+    for k in ("power_exponent", "idle_w", "active_w"):
+        data["gpu"][k] = round(data["gpu"][k], 3)
+    data["timing"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in data["timing"].items()}
+    errs = ", ".join(f"{LABELS[k]} {worst[k]:.0%}" for k in METRICS)
+    head = (f"# Fitted by `slm-harness emulate --calibrate {source}` to that run's cells; worst per-cell "
+            f"error in sample: {errs}.\n")
+    return head + yaml.safe_dump(data, sort_keys=False)

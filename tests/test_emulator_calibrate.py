@@ -1,0 +1,76 @@
+"""``slm-harness emulate --calibrate``: a run made by a known profile gives that profile back, and
+the committed GPU run goes through the real CLI to a profile that serves."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from harness.emulator import calibrate as cal
+from harness.emulator.profile import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_RUN = ROOT / "docs/benchmarks/gpu_sweep-2026-11-24/h100-transformers-20261124T162622Z-1135"
+CELLS = [(1, 4), (1, 16), (1, 64), (2, 16), (4, 16), (4, 64)]
+
+
+def _synthetic_run(tmp: Path, profile) -> Path:
+    """A run directory whose every figure is what ``profile`` predicts (prompt/output 64 tokens)."""
+    run = tmp / "run"
+    run.mkdir()
+    (run / "scenario.yaml").write_text(yaml.safe_dump({
+        "name": "synthetic", "workload": {"prompt_tokens": {"dist": "fixed", "value": 64},
+                                          "output_tokens": {"dist": "fixed", "value": 64}},
+        "load": {"mode": "concurrency", "warmup_s": 2, "duration_s": 6}}))
+    with (run / "cells.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cell", "replicas", "level", "level_kind", "duration_s", "output_tokens_per_s", "ttft_p50_s",
+                    "tpot_p50_s", "mean_power_w"])
+        for n, c in CELLS:
+            p = cal.predict(profile, cal.Cell(f"r{n}-c{c}", n, c, 64, 64, 2.0, 6.0, {}))
+            w.writerow([f"r{n}-c{c}", n, c, "concurrency", 6.0, p["tok_s"], p["ttft_p50_ms"] / 1e3,
+                        p["tpot_p50_ms"] / 1e3, p["power_w"]])
+    return run
+
+
+def test_fit_recovers_the_profile_that_made_the_run(tmp_path):
+    base = load_profile("h100-smollm2-135m")
+    truth = cal.with_params(base, {"host_per_seq_ms": 0.4, "gpu_step_ms": 9.0, "host_step_ms": 3.0,
+                                   "active_w": 140.0, "power_exponent": 0.5})
+    cells = cal.load_run(_synthetic_run(tmp_path, truth))
+    assert [(c.replicas, c.streams, c.prompt) for c in cells] == [(n, c, 64) for n, c in CELLS]
+    start = cal.with_params(base, {"host_per_seq_ms": 0.15, "gpu_step_ms": 20.0, "host_step_ms": 1.0,
+                                   "active_w": 40.0, "power_exponent": 1.5})
+    fitted, preds = cal.fit(start, cells, iters=150, names=("host_step_ms", "host_per_seq_ms", "gpu_step_ms"))
+    t = fitted.timing
+    assert abs(t.host_per_seq_ms - 0.4) / 0.4 < 0.1, t
+    assert abs(t.gpu_step_ms - 9.0) / 9.0 < 0.1, t
+    # a fixed per-step host cost trades off against the GPU's at these batch sizes: loosely
+    assert abs(t.host_step_ms - 3.0) / 3.0 < 0.6, t
+    _, worst = cal.error_table(cells, preds)
+    assert max(worst.values()) < 0.1, worst
+    # power: the profile's idle + active * util**exponent through the cells' (utilisation, watts)
+    assert worst["power_w"] < 0.03, worst
+    assert abs(fitted.gpu.active_w - 140) < 15 and abs(fitted.gpu.power_exponent - 0.5) < 0.15, fitted.gpu
+
+
+def test_calibrate_cli_on_the_committed_gpu_run(tmp_path):
+    out = tmp_path / "mine.yaml"
+    r = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(GPU_RUN), "--profile",
+                        "h100-smollm2-135m", "-o", str(out), "--iterations", "8"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "| r4-c256 |" in r.stdout and "worst per-cell error:" in r.stdout
+    prof = load_profile(str(out))                      # the written profile loads and serves
+    assert prof.name == "mine" and prof.model.id == "HuggingFaceTB/SmolLM2-135M"
+    assert out.read_text().startswith("# Fitted by `slm-harness emulate --calibrate ")
+    check = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(GPU_RUN), "--check",
+                            "--profile", "h100-smollm2-135m"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert check.returncode == 0 and "| r2-c64 |" in check.stdout and "worst per-cell error" in check.stdout
+    bad = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(tmp_path), "-o",
+                          str(out)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "missing cells.csv" in bad.stderr
