@@ -142,6 +142,10 @@ class Session(Hook):
         self.store = RunStore(scenario, self.rundir)
         self.telemetry = Telemetry(scenario, self.rundir, [self.store.sink()])
         self.hooks.add(self.telemetry)
+        from harness.engine.server_metrics import ServerMetrics
+
+        self.server_metrics = ServerMetrics(scenario, self.rundir, self.store.writer)
+        self.hooks.add(self.server_metrics)
         self.windows: list[CellWindow] = []
         self.rundir.requests = ObservedAppender(self.rundir.requests, self._on_record)
         self.rundir.windows = ObservedAppender(_FillFirst(self.rundir.windows, self.telemetry.fill),
@@ -192,6 +196,7 @@ class Session(Hook):
         self.closed = True
         try:
             self.telemetry.stop("last")
+            self.server_metrics.stop()
             stored = self.store.close()
             if stored is not None:
                 self.rundir.write_manifest(store={"note": self.store.note, **stored})
