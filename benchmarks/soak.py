@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
         if run.returncode not in (0, 1):
             print(out[-3000:])
             raise SystemExit(f"the run exited with {run.returncode}")
-        (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+        (run_dir,) = [p for p in results.iterdir() if p.is_dir() and p.name.startswith("soak-")]
         manifest = json.loads((run_dir / "manifest.json").read_text())
         req = read_table(run_dir, "requests")
         gt = _get(f"{urls[0]}/emulator/ground_truth")["total"]
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
         emu.wait(20)
         if influx is not None:
             influx.kill()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     store = manifest.get("store") or {}
     errors = int(req.error_class.notna().sum())
     print()

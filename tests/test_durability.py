@@ -68,7 +68,7 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     c4 = before[before.cell == "r1-c4"].sort_values("request_id").reset_index(drop=True)
     assert len(c4) > 20 and (before.cell == "r1-c8").sum() > 0     # the cut-short cell wrote rows
     wins = read_table(run, "windows")
-    assert set(wins[wins.cell == "r1-c4"].phase) == {"warmup", "measure", "cooldown"}
+    assert {"warmup", "measure", "cooldown"} <= set(wins[wins.cell == "r1-c4"].phase)
     # the report reads what the killed writer left (into another directory: the run stays as is)
     p = subprocess.run([sys.executable, "-m", "harness", "report", str(run), "--out",
                         str(tmp_path / "rep"), "-q"], cwd=ROOT, env=_env(), capture_output=True,
@@ -93,7 +93,8 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     c8 = req[req.cell == "r1-c8"]
     assert len(c8) > 0 and set(c8.attempt) == {2}
     win = pd.read_parquet(run / "windows.parquet")
-    assert sorted(win[win.cell == "r1-c8"].phase) == ["cooldown", "measure", "warmup"]
+    phases = win[win.cell == "r1-c8"].phase.tolist()
+    assert phases.count("warmup") == phases.count("measure") == phases.count("cooldown") == 1
     summary = json.loads((run / "summary.json").read_text())
     assert [c["cell"] for c in summary["cells"]] == ["r1-c4", "r1-c8"]
 

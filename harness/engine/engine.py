@@ -153,6 +153,7 @@ class Engine:
                         self._run_auto(reps, r, auto)
                 finally:
                     s.telemetry.stop(f"r{r}")
+                    s.server_metrics.stop()   # before the replicas go down
             self.hooks.on_group_done(r)
 
     def _knee(self) -> KneeSearch:

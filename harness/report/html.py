@@ -201,7 +201,7 @@ def _replica_table(a: RunAnalysis) -> str:
         "e2e p99 ms",
     ]
     rows = []
-    for c in a.cells:
+    for c in a.windows or a.cells:   # with repeats: each window's replicas
         for r in c.per_replica:
             rows.append(
                 "<tr>"

@@ -431,12 +431,21 @@ class Slo(Strict):
     min_output_tokens_per_s: Annotated[float, _NUM, Field(gt=0, le=1e9)] | None = None
 
 
+class ServerMetrics(Strict):
+    """Each replica's Prometheus ``/metrics`` scraped during the run (docs/server-metrics.md)."""
+
+    enabled: bool = True
+    rate_hz: Annotated[float, _NUM] = Field(2.0, gt=0, le=20, description="Scrapes per second per replica.")
+    timeout_s: Annotated[float, _NUM] = Field(1.0, gt=0, le=30, description="One scrape's time limit.")
+
+
 class Telemetry(Strict):
     enabled: bool = True
     source: Literal["auto", "nvml", "emulated", "none"] = Field(
         "auto", description="auto: NVML when present, else the emulator's modeled power, else none.")
     rate_hz: Annotated[float, _NUM] = Field(20.0, gt=0, le=100)
     gpus: list[Annotated[int, _NUM, Field(ge=0, le=1023)]] | None = Field(None, max_length=1024)
+    server_metrics: ServerMetrics = Field(default_factory=ServerMetrics)
 
 
 class Validity(Strict):
