@@ -65,6 +65,8 @@ telemetry: {{enabled: false}}
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
     (rd,) = list(res.iterdir())
     req = pd.read_parquet(rd / "requests.parquet")
+    if req.empty:
+        raise SystemExit(f"no request records in {rd}: {p.stdout[-1500:]}\n{p.stderr[-1500:]}")
     with urllib.request.urlopen(url + "/emulator/ground_truth") as r:
         gt = json.loads(r.read())["total"]
     lag_ms = (req.start_ns - req.intended_ns) / 1e6
