@@ -138,6 +138,10 @@ class Session(Hook):
         self.store = RunStore(scenario, self.rundir)
         self.telemetry = Telemetry(scenario, self.rundir, [self.store.sink()])
         self.hooks.add(self.telemetry)
+        from harness.servermetrics import ServerMetrics
+
+        self.server_metrics = ServerMetrics(self.rundir, self.store.writer)   # replicas' /metrics
+        self.hooks.add(self.server_metrics)
         self.windows: list[CellWindow] = []
         self.records: list[dict] = []         # the current cell's records (for its metrics)
         self.rundir.requests = ObservedAppender(self.rundir.requests, self._on_record)
@@ -185,6 +189,9 @@ class Session(Hook):
         self.closed = True
         try:
             self.telemetry.stop("last")
+            self.server_metrics.stop()
+            if self.server_metrics.counts["scrapes"] or self.server_metrics.counts["failed"]:
+                self.rundir.write_manifest(server_metrics=dict(self.server_metrics.counts))
             stored = self.store.close()
             if stored is not None:
                 self.rundir.write_manifest(store={"note": self.store.note, **stored})

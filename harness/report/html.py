@@ -310,6 +310,8 @@ def render_html(a: RunAnalysis) -> str:
 {_verdicts(a)}
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
+<h2>Server metrics per replica</h2>
+<div class="figs">{_img(plots.server_metrics_plot(a.run), "server metrics per replica")}</div>
 <h2>Errors by class</h2>
 {_errors_table(a)}
 <h2>Per replica</h2>

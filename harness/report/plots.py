@@ -260,3 +260,57 @@ def timeline_plot(tl: Timeline) -> str | None:
         y=1.04,
     )
     return _png(fig)
+
+
+def server_metrics_plot(run) -> str | None:
+    """Queue depth, running batch and KV use per replica over time (the replicas' own /metrics),
+    with GPU power below, on the run's clock; None when no server metrics were scraped."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from harness.servermetrics import BATCH, KV, QUEUE
+
+    p = Path(run.path) / "server_metrics.parquet"
+    if not p.is_file():
+        return None
+    try:
+        sm = pd.read_parquet(p)
+    except Exception:  # noqa: BLE001 - an unreadable file: no figure
+        return None
+    if sm.empty:
+        return None
+    t0 = int(sm["ts_ns"].min())
+    panels = []
+    for title, names in (("queued requests", QUEUE), ("running batch (requests)", BATCH),
+                         ("KV use", KV)):
+        name = next((n for n in names if (sm["name"] == n).any()), None)
+        if name is not None:
+            panels.append((f"{title}: {name}", sm[sm["name"] == name]))
+    gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
+    n = len(panels) + (0 if gpu.empty else 1)
+    if n == 0:
+        return None
+    fig = Figure(figsize=(9.5, 1.9 * n + 0.6))
+    axes = [fig.add_subplot(n, 1, i + 1) for i in range(n)]
+    for ax, (title, df) in zip(axes, panels):
+        for i, (rep, g) in enumerate(sorted(df.groupby("replica"))):
+            g = g.sort_values("ts_ns")
+            ax.step((g["ts_ns"] - t0) / 1e9, g["value"], where="post", lw=1,
+                    color=COLORS[i % len(COLORS)], label=str(rep))
+        ax.set_ylabel(title.split(":")[0], fontsize=8)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    if panels:
+        axes[0].legend(fontsize=7, loc="upper right")
+    if not gpu.empty:
+        ax = axes[-1]
+        for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
+            g = g.sort_values("ts_ns")
+            ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8, color=COLORS[i % len(COLORS)],
+                    label=f"GPU {g_id}")
+        ax.set_ylabel("power (W)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds since the first scrape")
+    return _png(fig)
