@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.metrics import CellMetrics, compute_cells, window_started
+from harness.analysis.attribution import attribute
 from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
@@ -289,6 +290,18 @@ def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
             max_gap_s=max(1.0, 3.0 / rate),
         )
         c.verdict, c.verdict_reasons, c.checks = v.status, v.reasons, v.checks
+        if c.energy_j is not None and c.energy_j > 0:
+            req = run.requests
+            c.energy_attribution = attribute(
+                req[req["cell"] == c.cell] if not req.empty else req,
+                run.gpu,
+                c.start_ns,
+                c.end_ns,
+                c.energy_j,
+                c.checks.get("idle_power_w"),
+                prefill_weight=th.prefill_weight,
+                decode_weight=th.decode_weight,
+            )
 
 
 def analyze(
