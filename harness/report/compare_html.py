@@ -26,11 +26,13 @@ def _slo(ok: bool | None) -> str:
 def _cell_table(d: CellDiff) -> str:
     rows = []
     for col, label, higher_better, va, vb, ch in d.rows():
-        good = verdict(ch, higher_better)
+        good = verdict(ch, higher_better, d.beyond.get(col))
         cls = "" if good is None else ' class="good"' if good else ' class="bad"'
+        ci = {True: "beyond the intervals", False: "within the intervals"}.get(d.beyond.get(col), "")
         rows.append(
             f'<tr><td class="l">{_e(label)}</td><td>{compared(col, va)}</td>'
-            f"<td>{compared(col, vb)}</td><td{cls}>{change(ch)}</td></tr>"
+            f'<td>{compared(col, vb)}</td><td{cls} title="{_e(ci)}">{change(ch)}'
+            f'{" ±" if d.beyond.get(col) is False else ""}</td></tr>'
         )
     rows.append(f'<tr><td class="l">SLO met</td>{_slo(d.slo_a)}{_slo(d.slo_b)}<td></td></tr>')
     rows.append(

@@ -101,23 +101,27 @@ def compare_table(cmp: Comparison) -> Table:
     t = Table(title=f"B vs A   A={cmp.run_a}   B={cmp.run_b}")
     t.add_column("cell")
     t.add_column("metric")
-    for h in ("A", "B", "change"):
+    for h in ("A", "B", "change", "intervals"):
         t.add_column(h, justify="right")
     for d in cmp.cells:
         first = True
         for col, label, higher_better, va, vb, ch in d.rows():
             text = change(ch)
-            good = verdict(ch, higher_better)
+            good = verdict(ch, higher_better, d.beyond.get(col))
             if good is not None:
                 text = f"[{'green' if good else 'red'}]{text}[/]"
-            t.add_row(d.cell if first else "", label, compared(col, va), compared(col, vb), text)
+            ci = {True: "beyond", False: "within"}.get(d.beyond.get(col), "–")
+            t.add_row(d.cell if first else "", label, compared(col, va), compared(col, vb), text, ci)
             first = False
-        t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", end_section=True)
+        t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", "")
+        t.add_row("", "verdict", d.verdict_a or "–", d.verdict_b or "–", "", "", end_section=True)
     return t
 
 
 def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
     con = console or make_console()
+    for m in cmp.mismatches:
+        con.print(f"[yellow]differs:[/] {m}")
     con.print(compare_table(cmp))
     if cmp.only_a:
         con.print("only in A: " + ", ".join(cmp.only_a))
