@@ -94,6 +94,8 @@ class ClosedLoopUser(_LLMUser):
     def stream(self) -> None:
         ctx = self._ctx()
         factory = self._factory(ctx, ctx.new_stream())
+        if ctx.scenario.workload.sessions is not None:
+            self._sessions(ctx, factory)
         chain = ctx.chain(factory)   # the reader sends the next request the moment one ends
         _sleep_until(ctx.t0_pc)
         while True:
@@ -108,6 +110,25 @@ class ClosedLoopUser(_LLMUser):
                 gevent.sleep(0.05)   # this cell's max_requests are sent: wait for the next cell
             elif rec.error_class == "connect":
                 gevent.sleep(0.05)   # no replica answers: do not spin on refusals
+
+    def _sessions(self, ctx: LoadContext, factory) -> None:
+        """Conversations: each turn waits for the previous answer, then the think time."""
+        sessions = ctx.scenario.workload.sessions
+        pin: dict | None = {} if sessions.sticky else None
+        _sleep_until(ctx.t0_pc)
+        while True:
+            now = perf_counter_ns()
+            seg = None if ctx.ended(now) else ctx.segment_at(now)
+            if seg is None:
+                gevent.sleep(0.05)
+                continue
+            rec = ctx.one_request(factory, seg, pin=pin)
+            if rec is None or rec.error_class == "connect":
+                gevent.sleep(0.05)
+                continue
+            think = factory.think_s()
+            if think > 0:
+                gevent.sleep(think)
 
 
 def _in_flight_cap(ctx: LoadContext, share: int) -> Semaphore | None:

@@ -269,8 +269,9 @@ def server_metrics_plot(run) -> str | None:
 
     import pandas as pd
 
-    from harness.servermetrics import BATCH, KV, QUEUE
-
+    queue = ("tgi_queue_size", "vllm:num_requests_waiting")
+    batch = ("tgi_batch_current_size", "vllm:num_requests_running")
+    kv = ("tgi_batch_current_max_tokens", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
     p = Path(run.path) / "server_metrics.parquet"
     if not p.is_file():
         return None
@@ -282,8 +283,8 @@ def server_metrics_plot(run) -> str | None:
         return None
     t0 = int(sm["ts_ns"].min())
     panels = []
-    for title, names in (("queued requests", QUEUE), ("running batch (requests)", BATCH),
-                         ("KV use", KV)):
+    for title, names in (("queued requests", queue), ("running batch (requests)", batch),
+                         ("KV use", kv)):
         name = next((n for n in names if (sm["name"] == n).any()), None)
         if name is not None:
             panels.append((f"{title}: {name}", sm[sm["name"] == name]))
