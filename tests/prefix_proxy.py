@@ -3,7 +3,7 @@
 ``python tests/prefix_proxy.py UPSTREAM PREFIX [--hide-info]`` prints ``PORT <n>`` once listening.
 ``PREFIX/anything`` is forwarded to ``UPSTREAM/anything`` with the response streamed back as it
 comes (chunked); any path outside the prefix gets 404, and so does ``PREFIX/info`` with
-``--hide-info`` (an OpenAI-only server). ``GET /_seen`` lists the paths requested so far.
+``--hide-info`` (an OpenAI-only server), and ``PREFIX/metrics`` with ``--hide-metrics``. ``GET /_seen`` lists the paths requested so far.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 
-def app(upstream: str, prefix: str, hide_info: bool) -> web.Application:
+def app(upstream: str, prefix: str, hide_info: bool, hide_metrics: bool = False) -> web.Application:
     seen: list[str] = []
     session: dict = {}
 
@@ -30,7 +30,8 @@ def app(upstream: str, prefix: str, hide_info: bool) -> web.Application:
 
     async def forward(request: web.Request) -> web.StreamResponse:
         seen.append(request.path)
-        if not request.path.startswith(prefix + "/") or (hide_info and request.path == prefix + "/info"):
+        if not request.path.startswith(prefix + "/") or (hide_info and request.path == prefix + "/info") \
+                or (hide_metrics and request.path == prefix + "/metrics"):
             return web.Response(status=404, text="not found")
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
@@ -53,7 +54,7 @@ def app(upstream: str, prefix: str, hide_info: bool) -> web.Application:
 
 
 async def main(args) -> None:
-    runner = web.AppRunner(app(args.upstream.rstrip("/"), args.prefix.rstrip("/"), args.hide_info))
+    runner = web.AppRunner(app(args.upstream.rstrip("/"), args.prefix.rstrip("/"), args.hide_info, args.hide_metrics))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -66,4 +67,5 @@ if __name__ == "__main__":
     ap.add_argument("upstream")
     ap.add_argument("prefix")
     ap.add_argument("--hide-info", action="store_true")
+    ap.add_argument("--hide-metrics", action="store_true")
     asyncio.run(main(ap.parse_args()))

@@ -209,17 +209,22 @@ def test_compare_html(run_dir, other_dir, tmp_path):
             if va is None and vb is None:
                 assert f">{label}<" not in table
                 continue
-            good = verdict(ch, higher)
+            noise = d.noise.get(col)
+            good = verdict(ch, higher, noise)
             cls = "" if good is None else f' class="{"good" if good else "bad"}"'
+            ia, ib = d.intervals.get(col, (None, None))
+            ci = [f' <span class="ci">({compared(col, x[0])}–{compared(col, x[1])})</span>'
+                  if x else "" for x in (ia, ib)]
             assert (
-                f'<td class="l">{label}</td><td>{compared(col, va)}</td>'
-                f"<td>{compared(col, vb)}</td><td{cls}>{change(ch)}</td>"
+                f'<td class="l">{label}</td><td>{compared(col, va)}{ci[0]}</td>'
+                f"<td>{compared(col, vb)}{ci[1]}</td><td{cls}>{change(ch)}</td>"
+                f'<td class="noise">{ {"within": "within (overlap)", "beyond": "beyond"}.get(noise, "")}</td>'
             ) in table
         assert f"<td>{d.frontier_a}</td><td>{d.frontier_b}</td>" in table
     # the modeled runs differ enough that some change is coloured, and latency is in ms
     assert 'class="good"' in text or 'class="bad"' in text
     ttft = a.cell("r1-c16").ttft_p99_s
-    assert f"<td>{ms(ttft)}</td>" in text and ms(ttft) == f"{ttft * 1000:,.0f}"
+    assert f"<td>{ms(ttft)} <span" in text and ms(ttft) == f"{ttft * 1000:,.0f}"
 
 
 def test_chromium_renders_compare_offline(run_dir, other_dir, tmp_path):

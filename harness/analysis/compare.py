@@ -1,9 +1,16 @@
-"""Two runs side by side: the same cells' numbers and their relative change (B vs A)."""
+"""Two runs side by side: the same cells' numbers and their relative change (B vs A).
+
+First, whether the runs measured the same thing (:mod:`harness.analysis.comparable`: workload,
+SLO, target, harness version, host hardware); then, per cell and figure, whether the change is
+*beyond* the 95% intervals (the two runs' intervals do not overlap: a difference, not noise) or
+*within* them (they overlap: the runs cannot tell these values apart)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.analysis.comparable import Difference, differences
+from harness.analysis.intervals import overlaps
 from harness.analysis.summary import RunAnalysis
 
 # (column, label, higher is better?)
@@ -25,11 +32,26 @@ COMPARED = (
 SIGNIFICANT = 0.05
 
 
-def verdict(change: float | None, higher_better: bool) -> bool | None:
-    """True: B is clearly better than A on this metric; False: clearly worse; None: too close."""
-    if change is None or abs(change) < SIGNIFICANT:
+def verdict(change: float | None, higher_better: bool, noise: str | None = None) -> bool | None:
+    """True: B is clearly better than A on this metric; False: clearly worse; None: too close.
+
+    With intervals on both sides (``noise`` "within" or "beyond") they decide: a change within
+    them is never called better or worse. Without (``noise`` None), a change under
+    :data:`SIGNIFICANT` is."""
+    if change is None or noise == "within":
+        return None
+    if noise is None and abs(change) < SIGNIFICANT:
+        return None
+    if change == 0:
         return None
     return (change > 0) == higher_better
+
+
+def noise_mark(ci_a, ci_b) -> str | None:
+    """"within" when the two 95% intervals overlap, "beyond" when they don't; None without both."""
+    if ci_a is None or ci_b is None:
+        return None
+    return "within" if overlaps(tuple(ci_a), tuple(ci_b)) else "beyond"
 
 
 @dataclass
@@ -40,13 +62,18 @@ class CellDiff:
     slo_b: bool | None
     frontier_a: str
     frontier_b: str
+    # col -> (A's 95% interval, B's) where the cell carries one
+    intervals: dict[str, tuple] = field(default_factory=dict)
+    noise: dict[str, str | None] = field(default_factory=dict)  # col -> within | beyond | None
+    verdict_a: str = ""
+    verdict_b: str = ""
 
     def rows(self):
-        """(column, label, higher is better?, a, b, change) for each metric either run has."""
+        """(column, label, higher is better?, a, b, change, noise) for each metric either run has."""
         for col, label, higher_better in COMPARED:
             va, vb, ch = self.values[col]
             if va is not None or vb is not None:
-                yield col, label, higher_better, va, vb, ch
+                yield col, label, higher_better, va, vb, ch, self.noise.get(col)
 
 
 @dataclass
@@ -59,11 +86,26 @@ class Comparison:
     recommendation_a: str
     recommendation_b: str
     notes: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        return not self.differences
+
+    def differing_aspects(self) -> list[str]:
+        seen: list[str] = []
+        for d in self.differences:
+            if d.aspect not in seen:
+                seen.append(d.aspect)
+        return seen
 
     def to_dict(self) -> dict:
         return {
             "run_a": self.run_a,
             "run_b": self.run_b,
+            "comparable": self.comparable,
+            "differs_in": self.differing_aspects(),
+            "differences": [d.to_dict() for d in self.differences],
             "only_a": self.only_a,
             "only_b": self.only_b,
             "recommendation_a": self.recommendation_a,
@@ -75,14 +117,23 @@ class Comparison:
                     "slo_b": d.slo_b,
                     "frontier_a": d.frontier_a,
                     "frontier_b": d.frontier_b,
+                    "verdict_a": d.verdict_a,
+                    "verdict_b": d.verdict_b,
                     "values": {
-                        k: {"a": a, "b": b, "change": ch} for k, (a, b, ch) in d.values.items()
+                        k: {"a": a, "b": b, "change": ch,
+                            "ci_a": _ci(d.intervals.get(k), 0), "ci_b": _ci(d.intervals.get(k), 1),
+                            "noise": d.noise.get(k)}
+                        for k, (a, b, ch) in d.values.items()
                     },
                 }
                 for d in self.cells
             ],
             "notes": self.notes,
         }
+
+
+def _ci(pair, i):
+    return list(pair[i]) if pair is not None and pair[i] is not None else None
 
 
 def rel_change(a: float | None, b: float | None) -> float | None:
@@ -99,12 +150,26 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
     diffs = []
     for n in common:
         ca, cb = a.cell(n), b.cell(n)
-        vals = {}
+        vals, cis, noise = {}, {}, {}
         for col, _, _ in COMPARED:
             va, vb = ca.get(col), cb.get(col)
             vals[col] = (va, vb, rel_change(va, vb))
-        diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier))
+            ia, ib = ca.intervals.get(col), cb.intervals.get(col)
+            if ia is not None or ib is not None:
+                cis[col] = (ia, ib)
+            noise[col] = noise_mark(ia, ib) if va is not None and vb is not None else None
+        diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier, cis, noise,
+                              ca.verdict, cb.verdict))
     notes = []
+    setup = differences(a.run, b.run)
+    if setup:
+        notes.append("the runs differ in " + ", ".join(dict.fromkeys(d.aspect for d in setup))
+                     + ": a change below may come from that, not from what you varied")
+    for d in diffs:
+        bad = [tag for tag, v in (("A", d.verdict_a), ("B", d.verdict_b)) if v == "invalid"]
+        if bad:
+            notes.append(f"{d.cell}: the measurement is invalid in {' and '.join(bad)} "
+                         "(its verdict): its changes are not evidence")
     if a.latency_key != b.latency_key:
         notes.append(f"frontier latency differs: {a.latency_key} vs {b.latency_key}")
     if not common:
@@ -118,4 +183,5 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
         a.recommendation.sentence,
         b.recommendation.sentence,
         notes,
+        setup,
     )

@@ -115,6 +115,15 @@ class CellMetrics:
     interval_method: str = ""
     repeats: list[str] = field(default_factory=list)  # the windows a configuration pools
     per_replica: list[ReplicaMetrics] = field(default_factory=list)
+    # the replicas' own /metrics over the window (harness.analysis.server): per replica, and
+    # the replicas' mean of means / max of maxima
+    server_metrics: dict = field(default_factory=dict)
+    server_queue_mean: float | None = None
+    server_queue_max: float | None = None
+    server_running_mean: float | None = None
+    server_running_max: float | None = None
+    server_kv_cache_mean: float | None = None
+    server_kv_cache_max: float | None = None
 
     def get(self, key: str):
         """A metric by column name, including SLO-only percentiles such as 'ttft_p999_s'."""

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from harness.errors import InputError
-from harness.records.rundir import read_table
+from harness.records.rundir import read_arrow, read_table
 from harness.scenario.models import Scenario
 
 
@@ -24,6 +24,7 @@ class RunData:
     windows: pd.DataFrame
     histograms: dict[str, dict] = field(default_factory=dict)  # cell -> {"ttft": encoded, ...}
     notes: list[str] = field(default_factory=list)
+    server: pd.DataFrame | None = None   # server_metrics.parquet: the replicas' /metrics samples
 
     @property
     def run_id(self) -> str:
@@ -82,7 +83,17 @@ def load_run(path: str | Path) -> RunData:
                 hist[hf.stem] = json.loads(hf.read_text())
             except json.JSONDecodeError as e:
                 raise InputError(f"invalid JSON: {e.msg}", file=str(hf), line=e.lineno) from None
+    server = None
+    if (p / "server_metrics.parquet").exists() or list(p.glob("server_metrics.j*.arrows")):
+        try:
+            from harness.telemetry.server_metrics import server_sample_schema
+
+            server = read_arrow(p, "server_metrics", server_sample_schema()).to_pandas()
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise InputError(f"cannot read Parquet: {e.__class__.__name__}: {e}",
+                             file=str(p / "server_metrics.parquet")) from None
     return RunData(
+        server=server,
         path=p,
         manifest=manifest,
         scenario=scenario,

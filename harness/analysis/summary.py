@@ -70,6 +70,12 @@ CSV_COLUMNS = (
     "repeats",
     "interval_method",
     *[f"{k}_{b}" for k in INTERVAL_KEYS for b in ("lo", "hi")],
+    "server_queue_mean",
+    "server_queue_max",
+    "server_running_mean",
+    "server_running_max",
+    "server_kv_cache_mean",
+    "server_kv_cache_max",
 )
 
 
@@ -127,6 +133,7 @@ class RunAnalysis:
             "latency_objective": self.latency_key,
             "hardware": self.run.manifest.get("hardware"),
             "servers": self.run.manifest.get("servers"),
+            "server_metrics": self.run.manifest.get("server_metrics"),
             "verdicts": {
                 k: [c.cell for c in self.cells if c.verdict == k]
                 for k in ("valid", "warn", "invalid")
@@ -307,6 +314,9 @@ def analyze(
     windows = compute_cells(run, slo)
     judge_cells(run, windows, key)
     cells = pooled_cells(run, windows, slo)
+    from harness.analysis.server import attach
+
+    attach(run, cells, windows)
     fr = pareto_frontier(
         [
             Point(c.cell, c.output_tokens_per_s, c.get(key), c.j_per_token, _ci(c, key))
@@ -331,6 +341,12 @@ def analyze(
         if invalid:
             rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)
+    sm = run.manifest.get("server_metrics") or {}
+    failed = {u: n for u, n in (sm.get("failures") or {}).items() if n}
+    if failed:
+        notes.append("server /metrics scrapes failed (counted, the run went on): " + ", ".join(
+            f"{u} {n} of {(sm.get('scrapes') or {}).get(u, '?')} ({(sm.get('last_error') or {}).get(u, '')})"
+            for u, n in sorted(failed.items())))
     if run.manifest.get("status") not in (None, "complete"):
         notes.append(f"run status: {run.manifest.get('status')}")
     done = run.manifest.get("cells_done")

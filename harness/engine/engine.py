@@ -24,7 +24,7 @@ from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
 from harness.errors import InputError, LaunchError
 from harness.launch.memory import kv_budget_fields
-from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
+from harness.records.schema import GPU_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,7 @@ class Engine:
                         self._run_auto(reps, r, auto)
                 finally:
                     s.telemetry.stop(f"r{r}")
+                    s.server_metrics.stop()   # before the replicas go down
             self.hooks.on_group_done(r)
 
     def _knee(self) -> KneeSearch:
@@ -202,8 +203,7 @@ def cell_metrics(session: Session, name: str, histograms: dict | None) -> CellMe
     wins = [w for w in session.windows if w.cell == name and w.phase == "measure"]
     if not wins:
         return None
-    req = pd.DataFrame([r for r in session.records if r.get("cell") == name],
-                       columns=REQUEST_SCHEMA.names)
+    req = session.cell_requests(name)
     run = RunData(path=session.path, manifest={}, scenario=session.scenario, requests=req,
                   gpu=GPU_SCHEMA.empty_table().to_pandas(), windows=pd.DataFrame(),
                   histograms={name: histograms} if histograms else {})

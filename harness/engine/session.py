@@ -11,14 +11,18 @@ import logging
 import signal
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.engine.hooks import Hook, Hooks
 from harness.engine.telemetry import Telemetry
 from harness.errors import InputError
-from harness.records.rundir import RunDir, UnreadableFile
+from harness.records.rundir import RunDir, UnreadableFile, read_table
 from harness.records.schema import CellWindow
 from harness.hostinfo import host_info
 from harness.store.runstore import ObservedAppender, RunStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +142,11 @@ class Session(Hook):
         self.store = RunStore(scenario, self.rundir)
         self.telemetry = Telemetry(scenario, self.rundir, [self.store.sink()])
         self.hooks.add(self.telemetry)
+        from harness.engine.server_metrics import ServerMetrics
+
+        self.server_metrics = ServerMetrics(scenario, self.rundir, self.store.writer)
+        self.hooks.add(self.server_metrics)
         self.windows: list[CellWindow] = []
-        self.records: list[dict] = []         # the current cell's records (for its metrics)
         self.rundir.requests = ObservedAppender(self.rundir.requests, self._on_record)
         self.rundir.windows = ObservedAppender(_FillFirst(self.rundir.windows, self.telemetry.fill),
                                                self._on_window)
@@ -155,7 +162,6 @@ class Session(Hook):
 
     def _on_record(self, rec) -> None:
         d = rec if isinstance(rec, dict) else rec.to_dict()
-        self.records.append(d)
         self.store.record(rec)
         self.hooks.on_record(d)
 
@@ -163,8 +169,13 @@ class Session(Hook):
         self.windows.append(w)
         self.store.window(w)
 
+    def cell_requests(self, name: str) -> pd.DataFrame:
+        """The cell's request rows (its latest attempt), read back from the run directory: holding
+        them in memory until the cell ends would grow a long cell's run by ~1.4 KiB a request."""
+        self.rundir.requests.flush()
+        return read_table(self.path, "requests", cell=name)
+
     def cell_started(self, name: str) -> None:
-        self.records = []
         self.rundir.begin_cell(name)
         self.store.marker(name, "start")
 
@@ -185,6 +196,7 @@ class Session(Hook):
         self.closed = True
         try:
             self.telemetry.stop("last")
+            self.server_metrics.stop()
             stored = self.store.close()
             if stored is not None:
                 self.rundir.write_manifest(store={"note": self.store.note, **stored})

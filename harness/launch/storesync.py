@@ -19,12 +19,17 @@ def _quote(s: str) -> str:
 
 
 def sync_run_to_store(run_dir: str | Path, *, batch_rows: int = 5000) -> dict:
-    """Write ``requests.parquet`` and ``windows.parquet`` of ``run_dir`` to its scenario's store.
+    """Write the request records and windows of ``run_dir`` to its scenario's store.
+
+    The rows are read through the records layer (:func:`harness.records.rundir.read_arrow`):
+    ``requests.parquet`` plus every journal it has not absorbed, so a run whose load generator was
+    killed before it could compact them is written too; a superseded attempt of a cell is not.
 
     Returns ``{"status": "absent"|"present"|"written", "requests": n, "windows": n, ...}``.
     """
-    import pyarrow.parquet as pq
+    import pyarrow.compute as pc
 
+    from harness.records.rundir import read_arrow
     from harness.records.schema import CellWindow, RequestRecord
     from harness.scenario.loader import load_scenario
     from harness.store.reader import InfluxQLReader
@@ -39,15 +44,14 @@ def sync_run_to_store(run_dir: str | Path, *, batch_rows: int = 5000) -> dict:
     target = InfluxTarget.from_config(cfg)
     if not target.database and target.bucket:
         target = InfluxTarget(**{**target.__dict__, "database": target.bucket.split("/")[0]})
-    req_path = run_dir / "requests.parquet"
-    if not req_path.exists():
+    table = read_arrow(run_dir, "requests")
+    if table.num_rows == 0:
         return {"status": "absent"}
-    table = pq.ParquetFile(req_path)
-    run_ids = set(table.read(columns=["run_id"]).column("run_id").to_pylist())
+    run_ids = pc.unique(table.column("run_id")).to_pylist()
     reader = InfluxQLReader(target)
     try:
         present = sum(reader.count("request", "output_tokens", f"run_id = '{_quote(r)}'")
-                      for r in run_ids)
+                      for r in run_ids if r is not None)
     finally:
         reader.close()
     if present:
@@ -55,13 +59,12 @@ def sync_run_to_store(run_dir: str | Path, *, batch_rows: int = 5000) -> dict:
     writer = writer_from_config(cfg, run_dir)
     n_req = n_win = 0
     try:
-        for batch in table.iter_batches(batch_size=batch_rows):
+        for batch in table.to_batches(max_chunksize=batch_rows):
             rows = [RequestRecord(**r) for r in batch.to_pylist()]
             writer.write_requests(rows)
             n_req += len(rows)
-        win_path = run_dir / "windows.parquet"
-        if win_path.exists():
-            rows = [CellWindow(**r) for r in pq.read_table(win_path).to_pylist()]
+        rows = [CellWindow(**r) for r in read_arrow(run_dir, "windows").to_pylist()]
+        if rows:
             writer.write_windows(rows)
             n_win = len(rows)
     finally:

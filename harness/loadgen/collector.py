@@ -212,7 +212,8 @@ class Collector:
             intended_ns=intended_ns, start_ns=start_ns, end_ns=end_ns,
             input_tokens=res.input_tokens if res.input_tokens is not None else spec.input_tokens,
             output_tokens=res.output_tokens, finish_reason=res.finish_reason, status=res.status,
-            error_class=res.error_class, error=res.error, protocol=self.protocol)
+            error_class=res.error_class, error=res.error, protocol=self.protocol,
+            session=spec.session, turn=spec.turn)
         st = self.phase_stats(info.cell, info.phase)
         st.requests += 1
         if self.reader_health is not None:

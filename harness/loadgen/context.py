@@ -124,7 +124,12 @@ class LoadContext:
     def factory(self, stream: int) -> RequestFactory:
         f = self._factories.get(stream)
         if f is None:
-            f = self._factories[stream] = RequestFactory(self.scenario.workload, stream)
+            if self.scenario.workload.sessions is not None:
+                from harness.workload.sessions import SessionFactory
+
+                f = self._factories[stream] = SessionFactory(self.scenario.workload, stream)
+            else:
+                f = self._factories[stream] = RequestFactory(self.scenario.workload, stream)
         return f
 
     def arrivals(self, stream: int) -> Arrivals:
@@ -132,7 +137,7 @@ class LoadContext:
         return Arrivals(ld.arrival, self.scenario.workload.seed, stream, ld.burstiness)
 
     def one_request(self, factory: RequestFactory, seg: Segment | None, intended_pc: int | None = None,
-                    chain: Chain | None = None):
+                    chain: Chain | None = None, pin: dict | None = None):
         """Send one request now and account it under ``seg``'s cell and phase.
 
         Returns the :class:`StreamResult`, or None without sending when ``load.max_requests``
@@ -158,7 +163,18 @@ class LoadContext:
             if not self._may_send(seg):
                 return None
             spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
-            url = self.picker.acquire()
+            url = pin.get(spec.session) if pin is not None and (spec.turn or 0) > 1 else None
+            if url is not None:
+                # a sticky session's later turn: the replica of its first turn, whatever the balance
+                self.picker.hold(url)
+                sent = getattr(self.picker, "_sent", None)
+                if sent is not None:
+                    sent(url)
+            else:
+                url = self.picker.acquire()
+                if pin is not None:
+                    pin.clear()
+                    pin[spec.session] = url
             run = partial(self.client.send, url, spec, body, chain)
         col.inflight += 1
         try:

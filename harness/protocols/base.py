@@ -29,6 +29,8 @@ class RequestSpec:
     max_tokens: int
     request_id: int = 0
     extra_body: dict | None = None   # merged into the JSON body (dataset rows' "extra_body")
+    session: int | None = None       # multi-turn sessions: the conversation and its turn
+    turn: int | None = None
 
 
 @dataclass(slots=True)

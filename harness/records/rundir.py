@@ -185,12 +185,14 @@ def _schema_named(name: str) -> pa.Schema | None:
     return getattr(s, _SCHEMAS[name]) if name in _SCHEMAS else None
 
 
-def read_arrow(run_dir: str | os.PathLike, name: str, schema: pa.Schema | None = None) -> pa.Table:
+def read_arrow(run_dir: str | os.PathLike, name: str, schema: pa.Schema | None = None, *,
+               cell: str | None = None) -> pa.Table:
     """One table of a run directory, also one whose writer was killed; superseded attempts of a
-    cell are left out (``manifest.json: attempts``)."""
+    cell are left out (``manifest.json: attempts``). ``cell`` keeps only that cell's rows (each
+    part is filtered as it is read, so only those rows are ever held)."""
     run_dir = Path(run_dir)
     schema = schema or _schema_named(name)
-    parts = list(recover(run_dir / f"{name}.parquet", schema))
+    parts = [_only_cell(t, cell) for t in recover(run_dir / f"{name}.parquet", schema)]
     if parts:
         t = pa.concat_tables(parts, promote_options="default") if schema is None else pa.concat_tables(parts)
     elif schema is not None:
@@ -198,6 +200,14 @@ def read_arrow(run_dir: str | os.PathLike, name: str, schema: pa.Schema | None =
     else:
         t = pa.table({})
     return _latest_attempts(run_dir, t)
+
+
+def _only_cell(t: pa.Table, cell: str | None) -> pa.Table:
+    if cell is None or "cell" not in t.column_names:
+        return t
+    import pyarrow.compute as pc
+
+    return t.filter(pc.fill_null(pc.equal(t.column("cell"), pa.scalar(cell, pa.string())), False))
 
 
 def _latest_attempts(run_dir: Path, t: pa.Table) -> pa.Table:
@@ -220,10 +230,10 @@ def _latest_attempts(run_dir: Path, t: pa.Table) -> pa.Table:
     return t.filter(pc.fill_null(keep, True))
 
 
-def read_table(run_dir: str | os.PathLike, name: str):
+def read_table(run_dir: str | os.PathLike, name: str, *, cell: str | None = None):
     """One of the run's tables as a pandas DataFrame (empty and typed when absent), recovered from
-    its journal when the writer never closed."""
-    return read_arrow(run_dir, name).to_pandas()
+    its journal when the writer never closed; ``cell``: only that cell's rows."""
+    return read_arrow(run_dir, name, cell=cell).to_pandas()
 
 
 # ---------------------------------------------------------------------------------------------

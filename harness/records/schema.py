@@ -56,6 +56,8 @@ class RequestRecord:
     error: str | None = None     # short message, never secrets
     protocol: str = "tgi"
     attempt: int | None = None   # the cell's attempt (a resumed cell's retry is 2); the run dir stamps it
+    session: int | None = None   # multi-turn sessions: the conversation's id ...
+    turn: int | None = None      # ... and this request's turn in it (1, 2, ...)
 
     @property
     def ok(self) -> bool:

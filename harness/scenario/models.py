@@ -308,6 +308,20 @@ class Trace(Strict):
         return self
 
 
+class Sessions(Strict):
+    """Multi-turn conversations: in closed loop each user holds one conversation after another; in
+    open loop (mode rate) the level is conversations started per second. Each has ``turns`` turns,
+    waiting ``think_time_s`` after each answer; each turn's prompt carries the whole history
+    (every earlier prompt and an answer of the length asked for) and a new message of
+    ``prompt_tokens``. See docs/workloads.md."""
+
+    turns: Annotated[int, _NUM, Field(gt=0, le=1000)] = Field(description="Turns per conversation.")
+    think_time_s: SecondsOrZero = Field(0.0, description="Wait after each answer before the next turn.")
+    think: Literal["fixed", "exponential"] = Field("fixed", description="fixed: exactly think_time_s; "
+                                                   "exponential: drawn with that mean (seeded).")
+    sticky: bool = Field(False, description="Send every turn of a conversation to the replica of its first turn.")
+
+
 class Sampling(Strict):
     temperature: Annotated[float, _NUM] | None = Field(None, ge=0, le=100)
     top_p: Annotated[float, _NUM] | None = Field(None, gt=0, le=1)
@@ -323,6 +337,7 @@ class Workload(Strict):
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
     trace: Trace | None = Field(None, description="Replay a trace (load.mode rate; arrivals and lengths come from it).")
+    sessions: Sessions | None = Field(None, description="Multi-turn conversations (concurrency: per user; rate: started per second).")
     shared_prefix: SharedPrefix | None = Field(None, description="Prefix repetition: shared long prompt prefixes.")
     system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
     sampling: Sampling = Field(default_factory=Sampling)
@@ -417,12 +432,21 @@ class Slo(Strict):
     min_output_tokens_per_s: Annotated[float, _NUM, Field(gt=0, le=1e9)] | None = None
 
 
+class ServerMetrics(Strict):
+    """Each replica's Prometheus ``/metrics`` scraped during the run (docs/server-metrics.md)."""
+
+    enabled: bool = True
+    rate_hz: Annotated[float, _NUM] = Field(2.0, gt=0, le=20, description="Scrapes per second per replica.")
+    timeout_s: Annotated[float, _NUM] = Field(1.0, gt=0, le=30, description="One scrape's time limit.")
+
+
 class Telemetry(Strict):
     enabled: bool = True
     source: Literal["auto", "nvml", "emulated", "none"] = Field(
         "auto", description="auto: NVML when present, else the emulator's modeled power, else none.")
     rate_hz: Annotated[float, _NUM] = Field(20.0, gt=0, le=100)
     gpus: list[Annotated[int, _NUM, Field(ge=0, le=1023)]] | None = Field(None, max_length=1024)
+    server_metrics: ServerMetrics = Field(default_factory=ServerMetrics)
 
 
 class Validity(Strict):
@@ -484,6 +508,9 @@ class Scenario(Strict):
                 raise ValueError("a trace replays open loop: load.mode must be rate, without stages")
             if not isinstance(self.load.levels, list) or len(self.load.levels) != 1:
                 raise ValueError("a trace replays as one cell: give one level (a label; the trace sets the rate)")
-            if self.workload.dataset is not None or self.workload.shared_prefix is not None:
-                raise ValueError("a trace gives the requests: no dataset or shared_prefix beside it")
+            if self.workload.dataset is not None or self.workload.shared_prefix is not None \
+                    or self.workload.sessions is not None:
+                raise ValueError("a trace gives the requests: no dataset, shared_prefix or sessions beside it")
+        if self.workload.sessions is not None and self.load.max_in_flight is not None:
+            raise ValueError("sessions started per second (mode rate) take no max_in_flight")
         return self

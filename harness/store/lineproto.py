@@ -11,6 +11,7 @@ class); everything per-request or per-sample is a field. See docs/outputs.md for
 | request       | run_id, cell, phase, replica, worker, protocol, error_class | start_ns (+n) |
 | window        | run_id, cell, phase, level_kind                         | start_ns      |
 | marker        | run_id, kind, event                                     | ts_ns         |
+| server_metric | run_id, replica, name, labels                           | ts_ns         |
 
 A point is identified by measurement + tag set + time; writing the same point again overwrites
 it. That is what makes replaying a spooled batch safe (exactly once in the database), and why
@@ -218,6 +219,14 @@ def marker(run_id: str, kind: str, event: str, ts_ns: int, **fields: Any) -> str
     """Run and level boundaries (``kind`` run|cell|level, ``event`` start|end|...)."""
     fields.setdefault("event_name", event)
     return line("marker", {"run_id": run_id, "kind": kind, "event": event}, fields, ts_ns)
+
+
+def server_metric(s) -> str | None:
+    """One sample of a replica's ``/metrics`` (field ``value``); its labels are one tag (the
+    sorted JSON object), so a histogram's buckets stay apart."""
+    return line("server_metric", {"run_id": s.run_id, "replica": s.replica, "name": s.name,
+                                  "labels": "" if s.labels == "{}" else s.labels},
+                {"value": float(s.value)}, s.ts_ns)
 
 
 def lines(encode, items: Iterable) -> list[str]:

@@ -1,0 +1,112 @@
+"""How closely a trace replay keeps its intended send times (docs/benchmarks/replay_fidelity.md).
+
+A Mooncake-format trace with Poisson arrivals at each rate (short outputs: 2 tokens, prompts of
+32 tokens) is written to a temporary file and replayed open loop by ``slm-harness run`` (the
+real path: plan, Locust users, records, histograms) pinned to one core, against the emulator
+(fixed profile: TTFT 50 ms, ITL 10 ms) pinned to the other. From ``requests.parquet`` it prints
+the send lag (actual send - intended send) p50/p99/max and the share of requests sent more than
+1 ms late, and checks that every request of the trace was sent and received.
+
+    python benchmarks/replay_fidelity.py                         # 200 500 1000 req/s, 5 s each
+    python benchmarks/replay_fidelity.py --rates 1000 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pin(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None and os.cpu_count() and os.cpu_count() > 1 else []
+
+
+def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
+    rng = random.Random(seed)
+    t, n = 0.0, 0
+    with path.open("w") as fh:
+        while True:
+            t += rng.expovariate(rate)
+            if t >= seconds:
+                break
+            fh.write(json.dumps({"timestamp": round(t * 1000, 3), "input_length": 32, "output_length": 2,
+                                 "hash_ids": [n]}) + "\n")
+            n += 1
+    return n
+
+
+def replay(url: str, rate: float, seconds: float, work: Path, gen_core: int | None) -> dict:
+    trace = work / f"trace-{rate:g}.jsonl"
+    n = write_trace(trace, rate, seconds, seed=int(rate))
+    sc = work / f"replay-{rate:g}.yaml"
+    sc.write_text(f"""name: replay-{rate:g}
+target: {{protocol: tgi, request_timeout_s: 30}}
+workload: {{trace: {{path: {trace}, format: mooncake, block_tokens: 16}}}}
+load: {{mode: rate, levels: [{rate:g}], warmup_s: 0, duration_s: {seconds + 0.5}, cooldown_s: 0}}
+telemetry: {{enabled: false}}
+""")
+    urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
+    res = work / f"res-{rate:g}"
+    p = subprocess.run([*_pin(gen_core), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
+                        "--results", str(res)], cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
+    if p.returncode not in (0, 4):
+        raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
+    (rd,) = list(res.iterdir())
+    req = pd.read_parquet(rd / "requests.parquet")
+    if req.empty:
+        raise SystemExit(f"no request records in {rd}: {p.stdout[-1500:]}\n{p.stderr[-1500:]}")
+    with urllib.request.urlopen(url + "/emulator/ground_truth") as r:
+        gt = json.loads(r.read())["total"]
+    lag_ms = (req.start_ns - req.intended_ns) / 1e6
+    return {"rate": rate, "trace": n, "sent": len(req), "received": gt["requests_received"],
+            "errors": int(req.error_class.notna().sum()),
+            "p50": lag_ms.quantile(0.5), "p99": lag_ms.quantile(0.99), "max": lag_ms.max(),
+            "late": float((lag_ms > 1.0).mean())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", type=float, nargs="+", default=[200, 500, 1000])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--gen-core", type=int, default=0)
+    ap.add_argument("--emu-core", type=int, default=1)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        pf = work / "ports.json"
+        emu = subprocess.Popen([*_pin(a.emu_core), sys.executable, "-m", "harness", "emulate", "--profile",
+                                "fixed-50ms-10ms", "--port", "0", "--port-file", str(pf)], cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 30
+            while not pf.exists():
+                if emu.poll() is not None or time.time() > deadline:
+                    raise SystemExit("the emulator did not start")
+                time.sleep(0.05)
+            url = json.loads(pf.read_text())["urls"][0]
+            print(f"{'req/s':>6} {'trace':>6} {'sent':>6} {'recv':>6} {'err':>4} {'lag p50 ms':>10} "
+                  f"{'p99 ms':>8} {'max ms':>8} {'> 1 ms':>7}")
+            for rate in a.rates:
+                r = replay(url, rate, a.seconds, work, a.gen_core)
+                print(f"{r['rate']:>6g} {r['trace']:>6} {r['sent']:>6} {r['received']:>6} {r['errors']:>4} "
+                      f"{r['p50']:>10.3f} {r['p99']:>8.3f} {r['max']:>8.2f} {100 * r['late']:>6.1f}%", flush=True)
+        finally:
+            emu.terminate()
+            emu.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
