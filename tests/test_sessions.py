@@ -62,6 +62,7 @@ def _run(tmp_path, urls, sticky: bool):
     p = run_cli([write(d, text), *sum((["--url", u] for u in urls), [])], d)
     assert p.returncode in (0, 4), p.stderr
     tot = get_json(urls[0] + "/emulator/ground_truth")["total"]     # every replica of the process
+    tot["log"] = [e for u in urls for e in get_json(u + "/emulator/arrivals")["arrivals"]]
     return pd.read_parquet(run_dir(d) / "requests.parquet"), tot
 
 
@@ -74,6 +75,13 @@ def test_sticky_sessions_stay_on_one_replica_and_hit_its_prefix_cache(tmp_path):
         # the history grows: turn k carries k prompts of 40 and k-1 answers of 8 tokens (the
         # emulator's own count of the prompt it received)
         assert (req.input_tokens == 48 * req.turn - 8).all()
+    # the emulator's own log: every prompt it read is a turn's (40, 88, 136 or 184 tokens), as
+    # many of each as the records hold (plus any still in flight when the run ended)
+    from collections import Counter
+    for req, gt in ((sticky, gt_s), (loose, gt_l)):
+        seen = Counter(e[1] for e in gt["log"])
+        assert set(seen) <= {40, 88, 136, 184}
+        assert all(seen[n] >= c for n, c in Counter(req.input_tokens).items())
     later = sticky[sticky.turn > 1]
     assert len(later) >= 8
     assert (sticky.groupby("session").replica.nunique() == 1).all()
