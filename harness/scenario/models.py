@@ -438,6 +438,8 @@ class ServerMetrics(Strict):
     enabled: bool = True
     rate_hz: Annotated[float, _NUM] = Field(2.0, gt=0, le=20, description="Scrapes per second per replica.")
     timeout_s: Annotated[float, _NUM] = Field(1.0, gt=0, le=30, description="One scrape's time limit.")
+    store_buckets: bool = Field(False, description="Also write histograms' _bucket series to the store "
+                                "(~97% of a TGI scrape's samples); the run directory always keeps them.")
 
 
 class Telemetry(Strict):
