@@ -140,5 +140,7 @@ def test_the_json_schema_covers_the_arrival_fields():
     from harness.scenario.loader import scenario_json_schema
 
     text = json.dumps(scenario_json_schema())
-    for word in ('"burstiness"', '"max_in_flight"', '"exponential"', '"gamma"'):
+    for word in ('"burstiness"', '"max_in_flight"', '"exponential"', '"gamma"', '"sharegpt"', '"parquet"',
+                 '"tokenizer"', '"min_prompt_tokens"', '"sample"', '"shared_prefix"', '"mooncake"', '"burstgpt"',
+                 '"speedup"', '"sessions"', '"think_time_s"', '"sticky"'):
         assert word in text

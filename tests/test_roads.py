@@ -31,7 +31,8 @@ slo: {ttft_s: {p99: 1.0}, max_error_rate: 0.0}
 telemetry: {source: emulated, rate_hz: 20}
 """
 RUN_DIR_FILES = {"requests.parquet", "windows.parquet", "gpu_samples.parquet", "manifest.json",
-                 "scenario.yaml", "summary.json", "cells.csv", "report.html", "histograms"}
+                 "scenario.yaml", "summary.json", "cells.csv", "report.html", "histograms",
+                 "server_metrics.parquet"}
 
 
 def _env():

@@ -34,28 +34,34 @@ src = NvmlSource(binding=SlowNvml(counter_cost_s=0))
 if sys.argv[1] == "inline":
     NvmlSource.blocking_calls = False
 s = Sampler(src, [], rate_hz=10).start()
-worst = 0.0
+worst, held = 0.0, 0
 end = time.perf_counter() + 1.5
 while time.perf_counter() < end:
     t = time.perf_counter()
     gevent.sleep(0.001)
-    worst = max(worst, time.perf_counter() - t)
+    d = time.perf_counter() - t
+    worst = max(worst, d)
+    held += d >= 0.035           # the loop held about as long as one read blocks
 s.stop()
-print(f"{worst * 1000:.1f} {s.counts['samples']}")
+print(f"{worst * 1000:.1f} {s.counts['samples']} {held}")
 """
 
 
-def _worst(mode: str) -> tuple[float, int]:
+def _stalls(mode: str) -> tuple[float, int, int]:
+    """(worst loop stall in ms, samples read, loop turns held >= 35 ms) in one 1.5 s run."""
     p = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr[-2000:]
-    ms, n = p.stdout.split()
-    return float(ms), int(n)
+    ms, n, held = p.stdout.split()
+    return float(ms), int(n), int(held)
 
 
 def test_nvml_reads_do_not_hold_the_event_loop():
-    inline, n_inline = _worst("inline")
-    pooled, n_pooled = _worst("pool")
+    inline, n_inline, held_inline = _stalls("inline")
+    pooled, n_pooled, held_pooled = _stalls("pool")
     assert n_inline > 0 and n_pooled > 0              # the sampler read in both modes
     assert inline >= 38.0                             # a read made on the loop holds it 40 ms
-    assert pooled < 30.0 and pooled < inline / 2, (pooled, inline)
+    # every sample read on the loop holds it; from the pool, only a busy host's scheduling
+    # does, now and then (a count, not the single worst turn, which one hiccup decides)
+    assert held_inline >= n_inline / 2, (held_inline, n_inline)
+    assert held_pooled * 4 <= held_inline, (held_pooled, held_inline, pooled, inline)

@@ -36,7 +36,7 @@ def test_each_turn_carries_the_history_and_conversations_restart():
     ("workload: {sessions: {turns: 1001}}\n", "less than or equal to 1000"),
     ("workload: {sessions: {turns: 2, think_time_s: -1}}\n", "greater than or equal to 0"),
     ("workload: {sessions: {turns: 2, think_time_s: .nan}}\n", "finite"),
-    ("workload: {sessions: {turns: 2}}\nload: {mode: rate}\n", "load.mode must be concurrency"),
+    ("workload: {sessions: {turns: 2}}\nload: {mode: rate, max_in_flight: 3}\n", "take no max_in_flight"),
 ])
 def test_bad_session_settings_name_their_line(text, msg):
     with pytest.raises(InputError) as e:
@@ -62,6 +62,7 @@ def _run(tmp_path, urls, sticky: bool):
     p = run_cli([write(d, text), *sum((["--url", u] for u in urls), [])], d)
     assert p.returncode in (0, 4), p.stderr
     tot = get_json(urls[0] + "/emulator/ground_truth")["total"]     # every replica of the process
+    tot["log"] = [e for u in urls for e in get_json(u + "/emulator/arrivals")["arrivals"]]
     return pd.read_parquet(run_dir(d) / "requests.parquet"), tot
 
 
@@ -74,6 +75,13 @@ def test_sticky_sessions_stay_on_one_replica_and_hit_its_prefix_cache(tmp_path):
         # the history grows: turn k carries k prompts of 40 and k-1 answers of 8 tokens (the
         # emulator's own count of the prompt it received)
         assert (req.input_tokens == 48 * req.turn - 8).all()
+    # the emulator's own log: every prompt it read is a turn's (40, 88, 136 or 184 tokens), as
+    # many of each as the records hold (plus any still in flight when the run ended)
+    from collections import Counter
+    for req, gt in ((sticky, gt_s), (loose, gt_l)):
+        seen = Counter(e[1] for e in gt["log"])
+        assert set(seen) <= {40, 88, 136, 184}
+        assert all(seen[n] >= c for n, c in Counter(req.input_tokens).items())
     later = sticky[sticky.turn > 1]
     assert len(later) >= 8
     assert (sticky.groupby("session").replica.nunique() == 1).all()
@@ -86,3 +94,37 @@ def test_sticky_sessions_stay_on_one_replica_and_hit_its_prefix_cache(tmp_path):
     # history is not cached (least-outstanding would keep a closed loop's user on one replica
     # by itself: the one it just freed)
     assert gt_l["prefix_hit_tokens"] < 0.5 * full(loose)
+
+
+def test_open_loop_starts_conversations_per_second_and_each_runs_its_turns(tmp_path):
+    """mode rate with sessions: 4 conversations started per second (constant), 3 turns each with
+    0.1 s think time: first turns 0.25 s apart, later turns follow their answer, the history grows,
+    every id fits in 64 bits and the emulator received every request."""
+    text = """
+name: open-sessions
+target: {protocol: tgi}
+workload: {seed: 5, prompt_tokens: {dist: fixed, value: 20}, output_tokens: {dist: fixed, value: 4},
+           sessions: {turns: 3, think_time_s: 0.1}}
+load: {mode: rate, arrival: constant, levels: [4], warmup_s: 0, duration_s: 2, cooldown_s: 0}
+"""
+    from tests.emulator_fixtures import emulate_process
+
+    with emulate_process("fixed-50ms-10ms") as url:
+        urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
+        p = run_cli([write(tmp_path, text), "--url", url], tmp_path)
+        gt = get_json(url + "/emulator/ground_truth")["total"]
+    assert p.returncode in (0, 4), p.stderr
+    req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet").sort_values("intended_ns")
+    assert req.error_class.isna().all() and gt["requests_received"] == len(req)
+    first = req[req.turn == 1]
+    assert 7 <= len(first) <= 9 and first.session.nunique() == len(first)
+    gaps = first.intended_ns.diff().dropna() / 1e9
+    assert (abs(gaps - 0.25) < 0.002).all()
+    assert (req.input_tokens == 24 * req.turn - 4).all()
+    done = req.groupby("session").turn.agg(["min", "max", "count"])
+    assert (done["min"] == 1).all() and (done["max"] == 3).sum() >= 6 and (done["count"] == done["max"]).all()
+    for _, s in req.groupby("session"):
+        s = s.sort_values("turn")
+        if len(s) > 1:   # a later turn is due after the previous answer and 0.1 s of thought
+            assert ((s.intended_ns.iloc[1:].to_numpy() - s.end_ns.iloc[:-1].to_numpy()) / 1e9 >= 0.099).all()
+    assert req.request_id.nunique() == len(req) and req.session.max() < 2**62

@@ -110,6 +110,7 @@ load: {{mode: rate, levels: [1], warmup_s: 0, duration_s: 2.5, cooldown_s: 0}}
         urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
         p = run_cli([write(tmp_path, text), "--url", url], tmp_path)
         gt = get_json(url + "/emulator/ground_truth")["total"]
+        log = get_json(url + "/emulator/arrivals")["arrivals"]
     assert p.returncode in (0, 4), p.stderr
     req = pd.read_parquet(run_dir(tmp_path) / "requests.parquet").sort_values("intended_ns")
     assert len(req) == len(want) and req.error_class.isna().all()
@@ -121,5 +122,12 @@ load: {{mode: rate, levels: [1], warmup_s: 0, duration_s: 2.5, cooldown_s: 0}}
     shared = sum(1 for i, e in enumerate(want) if e.hash_ids and e.hash_ids[0] < 1000
                  and any(o.hash_ids[:1] == e.hash_ids[:1] for o in want[:i]))
     assert shared > 5 and gt["prefix_hits"] >= shared
+    # the emulator's own log: when it read each request, and the prompt it got, in trace order
+    assert len(log) == len(want)
+    read_s = [(e[0] - log[0][0]) / 1e9 for e in log]
+    late = [r - w.offset_s for r, w in zip(read_s, want)]
+    assert sorted(late)[len(late) // 2] < 0.02 and max(abs(x) for x in late) < 0.5
+    assert sorted(e[1] for e in log) == sorted(e.input_tokens for e in want)
+    assert sum(e[1] - e[2] for e in log) == gt["prefix_hit_tokens"]      # prefill saved by the cache
     lag = (req.start_ns - req.intended_ns) / 1e6
     assert lag.quantile(0.5) < 20     # a busy 2-core host: loose; benchmarks/replay_fidelity.py measures it

@@ -1,16 +1,15 @@
 """Two runs side by side: the same cells' numbers and their relative change (B vs A).
 
-What the runs measured is compared first: a different workload, SLO, target, harness version or
-host hardware is listed (``mismatches``), since a change of numbers then need not be a change of
-the server. Each figure's change is marked ``beyond`` the 95% intervals (the intervals do not
-overlap: a difference) or ``within`` them (noise); without intervals a change of at least 5% is
-called a difference.
-"""
+First, whether the runs measured the same thing (:mod:`harness.analysis.comparable`: workload,
+SLO, target, harness version, host hardware); then, per cell and figure, whether the change is
+*beyond* the 95% intervals (the two runs' intervals do not overlap: a difference, not noise) or
+*within* them (they overlap: the runs cannot tell these values apart)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.analysis.comparable import Difference, differences
 from harness.analysis.intervals import overlaps
 from harness.analysis.summary import RunAnalysis
 
@@ -33,14 +32,26 @@ COMPARED = (
 SIGNIFICANT = 0.05
 
 
-def verdict(change: float | None, higher_better: bool, beyond: bool | None = None) -> bool | None:
-    """True: B is clearly better than A on this metric; False: clearly worse; None: too close
-    (within the intervals where both have them, else under 5%)."""
-    if change is None or beyond is False:
+def verdict(change: float | None, higher_better: bool, noise: str | None = None) -> bool | None:
+    """True: B is clearly better than A on this metric; False: clearly worse; None: too close.
+
+    With intervals on both sides (``noise`` "within" or "beyond") they decide: a change within
+    them is never called better or worse. Without (``noise`` None), a change under
+    :data:`SIGNIFICANT` is."""
+    if change is None or noise == "within":
         return None
-    if beyond is None and abs(change) < SIGNIFICANT:
+    if noise is None and abs(change) < SIGNIFICANT:
+        return None
+    if change == 0:
         return None
     return (change > 0) == higher_better
+
+
+def noise_mark(ci_a, ci_b) -> str | None:
+    """"within" when the two 95% intervals overlap, "beyond" when they don't; None without both."""
+    if ci_a is None or ci_b is None:
+        return None
+    return "within" if overlaps(tuple(ci_a), tuple(ci_b)) else "beyond"
 
 
 @dataclass
@@ -51,17 +62,18 @@ class CellDiff:
     slo_b: bool | None
     frontier_a: str
     frontier_b: str
-    # col -> True: the intervals do not overlap; False: they do; None: no intervals to tell
-    beyond: dict[str, bool | None] = field(default_factory=dict)
+    # col -> (A's 95% interval, B's) where the cell carries one
+    intervals: dict[str, tuple] = field(default_factory=dict)
+    noise: dict[str, str | None] = field(default_factory=dict)  # col -> within | beyond | None
     verdict_a: str = ""
     verdict_b: str = ""
 
     def rows(self):
-        """(column, label, higher is better?, a, b, change) for each metric either run has."""
+        """(column, label, higher is better?, a, b, change, noise) for each metric either run has."""
         for col, label, higher_better in COMPARED:
             va, vb, ch = self.values[col]
             if va is not None or vb is not None:
-                yield col, label, higher_better, va, vb, ch
+                yield col, label, higher_better, va, vb, ch, self.noise.get(col)
 
 
 @dataclass
@@ -74,17 +86,30 @@ class Comparison:
     recommendation_a: str
     recommendation_b: str
     notes: list[str] = field(default_factory=list)
-    mismatches: list[str] = field(default_factory=list)   # what the two runs measured differently
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        return not self.differences
+
+    def differing_aspects(self) -> list[str]:
+        seen: list[str] = []
+        for d in self.differences:
+            if d.aspect not in seen:
+                seen.append(d.aspect)
+        return seen
 
     def to_dict(self) -> dict:
         return {
             "run_a": self.run_a,
             "run_b": self.run_b,
+            "comparable": self.comparable,
+            "differs_in": self.differing_aspects(),
+            "differences": [d.to_dict() for d in self.differences],
             "only_a": self.only_a,
             "only_b": self.only_b,
             "recommendation_a": self.recommendation_a,
             "recommendation_b": self.recommendation_b,
-            "mismatches": self.mismatches,
             "cells": [
                 {
                     "cell": d.cell,
@@ -96,7 +121,8 @@ class Comparison:
                     "verdict_b": d.verdict_b,
                     "values": {
                         k: {"a": a, "b": b, "change": ch,
-                            "difference": {True: "beyond", False: "within"}.get(d.beyond.get(k))}
+                            "ci_a": _ci(d.intervals.get(k), 0), "ci_b": _ci(d.intervals.get(k), 1),
+                            "noise": d.noise.get(k)}
                         for k, (a, b, ch) in d.values.items()
                     },
                 }
@@ -104,6 +130,10 @@ class Comparison:
             ],
             "notes": self.notes,
         }
+
+
+def _ci(pair, i):
+    return list(pair[i]) if pair is not None and pair[i] is not None else None
 
 
 def rel_change(a: float | None, b: float | None) -> float | None:
@@ -120,18 +150,26 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
     diffs = []
     for n in common:
         ca, cb = a.cell(n), b.cell(n)
-        vals, beyond = {}, {}
+        vals, cis, noise = {}, {}, {}
         for col, _, _ in COMPARED:
             va, vb = ca.get(col), cb.get(col)
             vals[col] = (va, vb, rel_change(va, vb))
             ia, ib = ca.intervals.get(col), cb.intervals.get(col)
-            beyond[col] = None if ia is None or ib is None else not overlaps(ia, ib)
-        diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier, beyond,
+            if ia is not None or ib is not None:
+                cis[col] = (ia, ib)
+            noise[col] = noise_mark(ia, ib) if va is not None and vb is not None else None
+        diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier, cis, noise,
                               ca.verdict, cb.verdict))
     notes = []
-    mismatches = mismatched(a, b)
-    if mismatches:
-        notes.append("the runs did not measure the same thing: " + "; ".join(mismatches))
+    setup = differences(a.run, b.run)
+    if setup:
+        notes.append("the runs differ in " + ", ".join(dict.fromkeys(d.aspect for d in setup))
+                     + ": a change below may come from that, not from what you varied")
+    for d in diffs:
+        bad = [tag for tag, v in (("A", d.verdict_a), ("B", d.verdict_b)) if v == "invalid"]
+        if bad:
+            notes.append(f"{d.cell}: the measurement is invalid in {' and '.join(bad)} "
+                         "(its verdict): its changes are not evidence")
     if a.latency_key != b.latency_key:
         notes.append(f"frontier latency differs: {a.latency_key} vs {b.latency_key}")
     if not common:
@@ -145,50 +183,5 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
         a.recommendation.sentence,
         b.recommendation.sentence,
         notes,
-        mismatches,
+        setup,
     )
-
-
-def _diff_keys(x, y, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON-like trees."""
-    if isinstance(x, dict) and isinstance(y, dict):
-        out = []
-        for k in sorted(set(x) | set(y)):
-            out += _diff_keys(x.get(k), y.get(k), f"{prefix}{k}.")
-        return out
-    return [] if x == y else [prefix.rstrip(".")]
-
-
-def _hardware(run) -> dict:
-    hw = run.manifest.get("hardware") or {}
-    cpu = hw.get("cpu") or {}
-    out = {"cpu": {k: cpu.get(k) for k in ("model", "logical_cores", "usable_cores", "governor")}}
-    out["gpus"] = [{k: g.get(k) for k in ("name", "driver", "power_limit_w", "max_sm_clock_mhz")}
-                   for g in hw.get("gpus") or []]
-    return out
-
-
-def mismatched(a: RunAnalysis, b: RunAnalysis) -> list[str]:
-    """What the runs measured differently: workload, SLO, target, harness version, hardware."""
-    out = []
-    sa, sb = a.run.scenario, b.run.scenario
-    if sa is not None and sb is not None:
-        for part in ("workload", "slo", "target"):
-            keys = _diff_keys(getattr(sa, part).model_dump(mode="json"),
-                              getattr(sb, part).model_dump(mode="json"))
-            if keys:
-                out.append(f"{part} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''})")
-        keys = _diff_keys({k: v for k, v in sa.load.model_dump(mode="json").items()
-                           if k in ("mode", "arrival", "duration_s", "warmup_s", "max_requests")},
-                          {k: v for k, v in sb.load.model_dump(mode="json").items()
-                           if k in ("mode", "arrival", "duration_s", "warmup_s", "max_requests")})
-        if keys:
-            out.append(f"load ({', '.join(keys)})")
-    va = (a.run.manifest.get("versions") or {}).get("slm-harness")
-    vb = (b.run.manifest.get("versions") or {}).get("slm-harness")
-    if va and vb and va != vb:
-        out.append(f"harness version ({va} vs {vb})")
-    keys = _diff_keys(_hardware(a.run), _hardware(b.run))
-    if keys and (a.run.manifest.get("hardware") or b.run.manifest.get("hardware")):
-        out.append(f"host hardware ({', '.join(keys)})")
-    return out

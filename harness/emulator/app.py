@@ -16,7 +16,7 @@ import logging
 
 import orjson
 
-from harness.emulator import prefixcache, schema, wire
+from harness.emulator import arrivallog, prefixcache, schema, wire
 from harness.emulator.engine import Seq
 from harness.emulator.faults import FaultSpecError, parse_fault, status_error
 from harness.emulator.http import Connection, Request
@@ -60,6 +60,7 @@ class ReplicaApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/emulator/gpu"): self._gpu,
             ("GET", "/emulator/ground_truth"): self._ground_truth,
+            ("GET", "/emulator/arrivals"): lambda req, conn: conn.respond(200, orjson.dumps(arrivallog.snapshot(self.gt))),
             ("POST", "/emulator/ground_truth/reset"): self._ground_truth_reset,
             ("POST", "/emulator/fault"): self._set_fault,
             ("GET", "/emulator/state"): self._state,
@@ -291,6 +292,7 @@ class ReplicaApp:
                         self.engine.cancel(s)
         conn.on_lost = lost
         prefixcache.apply(gt, [v.inputs for v in valids], seqs)
+        arrivallog.record(gt, seqs)
         now = self.em.timer.now_ns()
         for s in seqs:
             self.engine.submit(s, now)

@@ -1,4 +1,4 @@
-"""The compose stack's Locust master: plain Locust with its web UI, then the report.
+"""The compose stack's Locust master: plain Locust with its web UI; its exit code is the run's.
 
 ``python -m harness.launch.master --results /results [--linger-s 10] -- LOCUST_ARGS...``
 
@@ -6,10 +6,12 @@ First every replica named by ``--host`` must answer ``GET /health`` (TGI downloa
 model first; compose cannot express "the replicas of whichever profile is active" as a
 dependency). Locust then runs with ``--autostart`` so that the run starts by itself once the
 expected workers are connected while the web UI stays live on its port (plain ``--headless``
-has no web UI). When the plan ends, the slm-harness plugin writes its summary (``--slm-json``);
-Locust leaves the web UI up for ``--linger-s`` seconds (``--autoquit``) and exits,
-``slm-harness report`` renders the run directory, and this process exits with the run's SLO
-verdict: 0 met, 1 violated, 2 bad input, 3 no run (replicas never healthy, Locust failed).
+has no web UI). When the plan ends, the slm-harness plugin writes the run directory's report
+(report.html, summary.json, cells.csv) and its summary (``--slm-json``); Locust leaves the web UI
+up for ``--linger-s`` seconds (``--autoquit``) and exits with the engine's exit code
+(:func:`harness.engine.outcome.exit_code`: 0 met, 1 SLO violated, 2 bad input, 3 target
+unreachable, 4 a measurement invalid, 130 stopped early), which this process returns. 3 also when
+the replicas never became healthy or Locust ended before the run did.
 """
 
 from __future__ import annotations
@@ -78,12 +80,38 @@ def _wait_healthy(urls: list[str], timeout_s: float, access=None) -> bool:
     return True
 
 
+#: what each of the engine's exit codes says (harness/engine/outcome.py)
+VERDICTS = {0: "SLO met", 1: "SLO violated", 2: "bad input", 3: "target unreachable",
+            4: "a measurement is invalid", 130: "stopped early"}
+
+
+def engine_code(code: int | None, run_dir: str | None) -> int:
+    """Locust's exit code when it is one of the engine's; otherwise (Locust had to be killed
+    after the run ended) the engine's rule applied to the run directory."""
+    if code in VERDICTS:
+        return code
+    from harness.engine.outcome import exit_code
+
+    status, analysis = "interrupted", None
+    if run_dir:
+        try:
+            status = json.loads((Path(run_dir) / "manifest.json").read_text()).get("status", status)
+            from harness.analysis.summary import analyze
+
+            analysis = analyze(run_dir)
+        except Exception as e:  # noqa: BLE001 - no analysis: the rule says 1 (nothing measured)
+            print(f"stack master: the run could not be analysed: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
+    return exit_code(status, analysis, "every")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.launch.master")
     ap.add_argument("--results", default="/results", help="the results directory (a volume)")
     ap.add_argument("--linger-s", type=float, default=10.0,
                     help="keep the web UI up this long after the run ends")
-    ap.add_argument("--no-report", action="store_true", help="skip `slm-harness report`")
+    ap.add_argument("--no-report", action="store_true",
+                    help="do not render report.html when Locust ended without writing it")
     ap.add_argument("--health-timeout-s", type=float, default=900.0,
                     help="how long to wait for every replica's /health before giving up")
     ap.add_argument("locust_args", nargs=argparse.REMAINDER)
@@ -96,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _wait_healthy(urls, args.health_timeout_s, _access(locust_args)):
         return 3
     summary = results / f".summary-{time.time_ns()}.json"
-    cmd = ["locust", *locust_args, "--autoquit", f"{args.linger_s:g}",
+    cmd = [sys.executable, "-m", "locust", *locust_args, "--autoquit", f"{args.linger_s:g}",
            "--slm-results", str(results), "--slm-json", str(summary)]
     print("stack master:", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd)
@@ -110,17 +138,18 @@ def main(argv: list[str] | None = None) -> int:
                 code = proc.wait(args.linger_s + 30)
             except subprocess.TimeoutExpired:
                 _stop(proc)
+                code = proc.returncode
             break
         code = proc.poll()
         time.sleep(0.2)
     if not summary.exists():
         print(f"stack master: Locust exited with code {code} before the run finished",
               file=sys.stderr, flush=True)
-        return code if code == 2 else 3
+        return code if code in (2, 3, 130) else 3
     data = json.loads(summary.read_text())
     summary.unlink()
     run_dir = data.get("run_dir")
-    verdict = 0 if data.get("slo_ok") else 1
+    verdict = engine_code(code, run_dir)
     if run_dir:
         (results / "latest").unlink(missing_ok=True)
         os.symlink(Path(run_dir).name, results / "latest")
@@ -136,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - the run's files are intact; say why, go on
             print(f"stack master: records not written to InfluxDB: {type(e).__name__}: {e}",
                   file=sys.stderr, flush=True)
-        if not args.no_report:
-            r = subprocess.run([sys.executable, "-m", "harness", "report", run_dir, "-q"])
-            if r.returncode not in (0, 1):
-                print(f"stack master: report failed with code {r.returncode}", file=sys.stderr)
-    print(f"stack master: SLO {'met' if verdict == 0 else 'violated'}; exit {verdict}", flush=True)
+        if not args.no_report and not (Path(run_dir) / "report.html").exists():
+            # the plugin writes it at the run's end; only a Locust killed before that lacks it
+            from harness.engine.outcome import write_outputs
+
+            write_outputs(Path(run_dir))
+    print(f"stack master: {VERDICTS.get(verdict, 'exit')}; exit {verdict}", flush=True)
     return verdict
 
 

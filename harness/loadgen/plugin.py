@@ -85,6 +85,7 @@ class _RunState:
                                command="locust", hooks=hooks, replicas=[self.replicas],
                                levels=self.levels)
         note = self.session.telemetry.start(self.reps)
+        self.session.server_metrics.start(list(self.urls))   # stopped when the session closes
         self.session.rundir.write_manifest(telemetry_note=note, urls=list(self.urls),
                                            emulated=bool(self.reps.emulated))
         print(f"slm-harness: {note}", file=sys.stderr)

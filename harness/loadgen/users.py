@@ -148,6 +148,35 @@ def _capped(ctx: LoadContext, sem: Semaphore, factory, seg, intended_pc: int) ->
         sem.release()
 
 
+def _open_session(ctx: LoadContext, stream: int, n: int, seg, intended_pc: int) -> None:
+    """One conversation started by an open loop (sessions per second): its first turn at the
+    arrival's intended time, each later turn when the previous answer and the think time are
+    over (its intended time: the end of the think time)."""
+    from harness.workload.sessions import SessionFactory
+
+    sessions = ctx.scenario.workload.sessions
+    factory = SessionFactory(ctx.scenario.workload, stream, started=n)
+    pin: dict | None = {} if sessions.sticky else None
+    pc = intended_pc
+    try:
+        for turn in range(sessions.turns):
+            if turn:
+                now = perf_counter_ns()
+                seg = None if ctx.ended(now) else ctx.segment_at(now)
+                if seg is None:
+                    break
+            res = ctx.one_request(factory, seg, pc, pin=pin)
+            if res is None or res.error_class is not None:
+                break
+            think = factory.think_s()
+            if think > 0:
+                gevent.sleep(think)
+            pc = perf_counter_ns()
+    finally:
+        gevent.sleep(0)          # let the last turn's accounting run, then drop its draw-ahead
+        ctx._prepared.pop(factory, None)
+
+
 class OpenLoopUser(_LLMUser):
     """One arrival process at ``rate / open_loop_streams`` req/s; each request is its own greenlet.
 
@@ -176,6 +205,7 @@ class OpenLoopUser(_LLMUser):
         need = 0.0 if arr.kind == "constant" else arr.unit()   # constant: first send at the start
         sem = _in_flight_cap(ctx, share)
         queued = False       # the previous arrival waited for the cap: later ones queue behind it
+        sessions_started = 0
         while True:
             next_pc = _next_arrival(ctx, next_pc, need, share)
             need = arr.unit()
@@ -186,6 +216,10 @@ class OpenLoopUser(_LLMUser):
             if delay > 0:
                 gevent.sleep(delay)
             if seg.cell in ctx.exhausted:
+                continue
+            if ctx.scenario.workload.sessions is not None:
+                sessions_started += 1
+                group.spawn(_open_session, ctx, stream, sessions_started, seg, next_pc)
                 continue
             if sem is None:
                 group.spawn(ctx.one_request, factory, seg, next_pc)

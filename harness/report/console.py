@@ -101,27 +101,41 @@ def compare_table(cmp: Comparison) -> Table:
     t = Table(title=f"B vs A   A={cmp.run_a}   B={cmp.run_b}")
     t.add_column("cell")
     t.add_column("metric")
-    for h in ("A", "B", "change", "intervals"):
+    for h in ("A", "B", "change"):
         t.add_column(h, justify="right")
+    t.add_column("95% CIs")
     for d in cmp.cells:
         first = True
-        for col, label, higher_better, va, vb, ch in d.rows():
+        for col, label, higher_better, va, vb, ch, noise in d.rows():
             text = change(ch)
-            good = verdict(ch, higher_better, d.beyond.get(col))
+            good = verdict(ch, higher_better, noise)
             if good is not None:
                 text = f"[{'green' if good else 'red'}]{text}[/]"
-            ci = {True: "beyond", False: "within"}.get(d.beyond.get(col), "–")
-            t.add_row(d.cell if first else "", label, compared(col, va), compared(col, vb), text, ci)
+            t.add_row(d.cell if first else "", label, compared(col, va), compared(col, vb), text,
+                      NOISE_TEXT.get(noise, ""))
             first = False
         t.add_row("", "SLO met", yes_no(d.slo_a), yes_no(d.slo_b), "", "")
-        t.add_row("", "verdict", d.verdict_a or "–", d.verdict_b or "–", "", "", end_section=True)
+        t.add_row("", "verdict", d.verdict_a, d.verdict_b, "", "", end_section=True)
     return t
+
+
+# how a change compares with the two runs' 95% intervals
+NOISE_TEXT = {"within": "within (overlap)", "beyond": "beyond"}
+
+
+def print_differences(cmp: Comparison, con: Console) -> None:
+    """What differs between the runs' setups, before any number."""
+    if not cmp.differences:
+        con.print("The runs are comparable: same workload, SLO, target, harness version and host hardware.")
+        return
+    con.print(f"[bold yellow]Not like for like[/]: the runs differ in {', '.join(cmp.differing_aspects())}:")
+    for d in cmp.differences:
+        con.print(f"  {d.aspect}: {d}", markup=False, highlight=False)
 
 
 def print_comparison(cmp: Comparison, console: Console | None = None) -> None:
     con = console or make_console()
-    for m in cmp.mismatches:
-        con.print(f"[yellow]differs:[/] {m}")
+    print_differences(cmp, con)
     con.print(compare_table(cmp))
     if cmp.only_a:
         con.print("only in A: " + ", ".join(cmp.only_a))

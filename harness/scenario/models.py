@@ -309,7 +309,8 @@ class Trace(Strict):
 
 
 class Sessions(Strict):
-    """Multi-turn conversations (closed loop): each user holds a conversation of ``turns`` turns,
+    """Multi-turn conversations: in closed loop each user holds one conversation after another; in
+    open loop (mode rate) the level is conversations started per second. Each has ``turns`` turns,
     waiting ``think_time_s`` after each answer; each turn's prompt carries the whole history
     (every earlier prompt and an answer of the length asked for) and a new message of
     ``prompt_tokens``. See docs/workloads.md."""
@@ -336,7 +337,7 @@ class Workload(Strict):
     output_tokens: LengthDist = Field(default_factory=lambda: Fixed(value=128))
     dataset: Dataset | None = None
     trace: Trace | None = Field(None, description="Replay a trace (load.mode rate; arrivals and lengths come from it).")
-    sessions: Sessions | None = Field(None, description="Multi-turn conversations (load.mode concurrency).")
+    sessions: Sessions | None = Field(None, description="Multi-turn conversations (concurrency: per user; rate: started per second).")
     shared_prefix: SharedPrefix | None = Field(None, description="Prefix repetition: shared long prompt prefixes.")
     system_prompt: str | None = Field(None, description="Chat protocol only: prepended system message.")
     sampling: Sampling = Field(default_factory=Sampling)
@@ -437,6 +438,8 @@ class ServerMetrics(Strict):
     enabled: bool = True
     rate_hz: Annotated[float, _NUM] = Field(2.0, gt=0, le=20, description="Scrapes per second per replica.")
     timeout_s: Annotated[float, _NUM] = Field(1.0, gt=0, le=30, description="One scrape's time limit.")
+    store_buckets: bool = Field(False, description="Also write histograms' _bucket series to the store "
+                                "(~97% of a TGI scrape's samples); the run directory always keeps them.")
 
 
 class Telemetry(Strict):
@@ -512,6 +515,6 @@ class Scenario(Strict):
             if self.workload.dataset is not None or self.workload.shared_prefix is not None \
                     or self.workload.sessions is not None:
                 raise ValueError("a trace gives the requests: no dataset, shared_prefix or sessions beside it")
-        if self.workload.sessions is not None and self.load.mode != "concurrency":
-            raise ValueError("sessions are closed loop: load.mode must be concurrency (one conversation per user)")
+        if self.workload.sessions is not None and self.load.max_in_flight is not None:
+            raise ValueError("sessions started per second (mode rate) take no max_in_flight")
         return self

@@ -18,11 +18,18 @@ from harness.workload.requests import RequestFactory
 class SessionFactory(RequestFactory):
     """A :class:`RequestFactory` whose requests form conversations of ``sessions.turns`` turns."""
 
-    def __init__(self, workload, stream: int = 0):
+    def __init__(self, workload, stream: int = 0, started: int | None = None):
+        """``started``: the n-th conversation an open loop started on ``stream`` (its own seed,
+        request ids and session id, all within 64 bits); None: a closed-loop user's conversations."""
         super().__init__(workload, stream)
         self.sessions = workload.sessions
         self.think_rng = random.Random(f"think:{workload.seed}:{stream}")
         self._session = 0
+        if started is not None:
+            self.rng.seed(f"{workload.seed}:{stream}:session:{started}")
+            self.think_rng.seed(f"think:{workload.seed}:{stream}:session:{started}")
+            self._next_id = started * 1000          # turns <= 1000: ids stay distinct
+            self._session = started - 1
         self._turn = 0
         self._history: list[str] = []
         self._history_tokens = 0
