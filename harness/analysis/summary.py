@@ -267,6 +267,26 @@ def quantile_of(key: str) -> float:
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
 
 
+def edge_note(name: str | None, cells: list[CellMetrics]) -> str:
+    """A recommendation at the edge of the tested range says so, and what to try next: the
+    answer may lie beyond it."""
+    rec = next((c for c in cells if c.cell == name), None)
+    if rec is None or len(cells) < 2:
+        return ""
+    levels = sorted({c.level for c in cells if c.replicas == rec.replicas})
+    replicas = sorted({c.replicas for c in cells})
+    unit = "streams" if rec.level_kind == "concurrency" else "req/s"
+    out = []
+    if len(levels) > 1 and rec.level == levels[-1]:
+        out.append(f"the highest load tried for {rec.replicas} replica(s) ({rec.level:g} {unit}): "
+                   f"try {rec.level * 2:g} {unit}")
+    if len(replicas) > 1 and rec.replicas == replicas[-1]:
+        out.append(f"the most replicas tried ({rec.replicas}): try {rec.replicas * 2}")
+    if not out:
+        return ""
+    return "It is at the edge of the tested range, " + "; ".join(out) + "."
+
+
 def _ci(c: CellMetrics, key: str) -> dict:
     """The cell's intervals under the frontier's objective names."""
     out = {}
@@ -351,6 +371,9 @@ def analyze(
         )
     else:
         rec = recommend(ok_cells, slo, key)
+        edge = edge_note(rec.cell, cells)
+        if edge:
+            rec.sentence += " " + edge
         if invalid:
             rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)

@@ -331,7 +331,7 @@ def render_html(a: RunAnalysis) -> str:
 <div class="rec {'ok' if rec.meets_slo else 'bad'}" id="recommendation">{_e(rec.sentence)}</div>
 <p class="meta">SLO: {_e(describe(a.slo))}</p>
 <h2>Throughput, latency and energy</h2>
-<div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}</div>
+<div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}{_img(plots.interactivity(a), "interactivity")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
 <h2>Verdicts: can each cell's numbers be trusted?</h2>

@@ -315,3 +315,38 @@ def server_metrics_plot(run) -> str | None:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("seconds since the first scrape")
     return _png(fig)
+
+
+def interactivity(a: RunAnalysis) -> str | None:
+    """Per-user output tokens/s (1 / TPOT p50) against total output tokens/s, one curve per
+    replica count, J/token as colour: what one user feels against what the fleet delivers."""
+    cells = [c for c in a.cells if c.tpot_p50_s and c.output_tokens_per_s > 0]
+    if not cells:
+        return None
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for i, (reps, group) in enumerate(_by_replicas(a)):
+        pts = sorted((c for c in group if c in cells), key=lambda c: c.output_tokens_per_s)
+        if pts:
+            ax.plot([c.output_tokens_per_s for c in pts], [1 / c.tpot_p50_s for c in pts], "-",
+                    color=COLORS[i % len(COLORS)], lw=1,
+                    label=f"{reps} replica{'s' if reps != 1 else ''}")
+    energy = [c.j_per_token for c in cells]
+    colour = all(e is not None for e in energy)
+    sc = ax.scatter([c.output_tokens_per_s for c in cells], [1 / c.tpot_p50_s for c in cells],
+                    c=energy if colour else "#444", cmap="viridis_r", s=40, zorder=4)
+    if colour:
+        fig.colorbar(sc, ax=ax, label="J per output token")
+    fr = sorted((c for c in cells if c.frontier == "frontier"), key=lambda c: c.output_tokens_per_s)
+    if fr:
+        ax.plot([c.output_tokens_per_s for c in fr], [1 / c.tpot_p50_s for c in fr], "--",
+                color="black", lw=1, label="Pareto frontier cells")
+    for c in cells:
+        ax.annotate(c.cell, (c.output_tokens_per_s, 1 / c.tpot_p50_s), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("total output tokens/s")
+    ax.set_ylabel("per-user output tokens/s (1 / TPOT p50)")
+    ax.set_title("Interactivity: per-user speed vs total throughput")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
