@@ -334,6 +334,8 @@ def render_html(a: RunAnalysis) -> str:
 <div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}{_img(plots.interactivity(a), "interactivity")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
+<h2>Latency distributions</h2>
+<div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}
 <h2>Timeline</h2>

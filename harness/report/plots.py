@@ -6,6 +6,8 @@ import base64
 import io
 from collections.abc import Callable, Iterable
 
+import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -349,4 +351,35 @@ def interactivity(a: RunAnalysis) -> str | None:
     ax.set_title("Interactivity: per-user speed vs total throughput")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def latency_cdfs(a: RunAnalysis) -> str | None:
+    """TTFT and TPOT distributions per cell (successful requests sent in each measured window),
+    as CDFs on one time unit (ms): the whole shape, not four percentiles."""
+    req = a.run.requests
+    if req.empty:
+        return None
+    fig = Figure(figsize=(11, 3.8))
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    drawn = False
+    for i, c in enumerate(a.windows or a.cells):
+        r = req[(req["cell"] == c.cell) & req["error_class"].isna()]
+        sent = r["intended_ns"].fillna(r["start_ns"]) if "intended_ns" in r else r["start_ns"]
+        r = r[(sent >= c.start_ns) & (sent < c.end_ns)]
+        for ax, col in zip(axes, ("ttft_s", "tpot_s")):
+            v = np.sort(pd.to_numeric(r[col], errors="coerce").dropna().to_numpy(float)) * 1000
+            if v.size:
+                drawn = True
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", lw=1,
+                        color=COLORS[i % len(COLORS)], label=c.cell)
+    if not drawn:
+        return None
+    for ax, name in zip(axes, ("TTFT", "TPOT")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (ms, log scale)")
+        ax.set_ylabel("share of requests")
+        ax.set_title(f"{name} CDF per cell", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
     return _png(fig)
