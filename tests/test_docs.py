@@ -288,16 +288,17 @@ def test_every_relative_link_and_anchor_resolves():
 
 
 # Work-diary wording. Each pattern names what it catches. "session" alone is a word of the code
-# (the run engine's session, HTTP and WebDriver sessions), so only a work session is caught: one
-# counted or placed in time ("this session", "the fifth session", "earlier sessions").
+# (the run engine's session, a workload's multi-turn sessions, HTTP and WebDriver sessions), so
+# only a work session is caught: one placed in time ("this session", "the fifth session",
+# "earlier sessions", "the last three sessions").
 DIARY = {
     "lease": re.compile(r"\bleas(e|es|ed)\b", re.I),
     "lent machine": re.compile(r"\blent\b", re.I),
     "machine letter": re.compile(r"\bmachines? [A-Z]{1,2}(?:'|-[A-Z]{1,2})?(?![\w.])"),
     "issue number": re.compile(r"\bissues? #?\d+|\(#\d+\)", re.I),
     "path outside the repository": re.compile(r"\.\./shared|/work/|shared/README|shared notes", re.I),
-    "session": re.compile(r"\b(?:this|that|last|previous|next|earlier|later|same|first|second|third|"
-                          r"fourth|fifth|sixth|seventh|eighth|three|two|four)\s+sessions?\b", re.I),
+    "session": re.compile(r"\b(?:this|last|previous|earlier|second|third|fourth|fifth|sixth|seventh|"
+                          r"eighth|two|three|four)\s+sessions?\b", re.I),
     "diary": re.compile(r"\bdevice tool\b|\blab notebook\b|\bcoordinator\b|\bthis morning\b", re.I),
 }
 
@@ -351,7 +352,8 @@ def test_the_diary_patterns_catch_what_they_name():
     for what, text in samples.items():
         assert DIARY[what].search(text), what
     for fine in ("release the replicas", "an excellent machine. A run", "the machine's cc", "#1 GPU",
-                 "a run's session: the run directory", "the WebDriver session is deleted"):
+                 "a run's session: the run directory", "the WebDriver session is deleted",
+                 "turns of the same session", "the first session starts at once"):
         assert not any(p.search(fine) for p in DIARY.values()), fine
 
 

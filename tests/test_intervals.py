@@ -86,3 +86,16 @@ def test_recommendation_names_ties_within_the_intervals():
     assert rec.cell == "r2-c64" and rec.ties == ["r1-c64"]
     assert "Tied on throughput within the repeats+requests intervals with r1-c64" in rec.sentence
     assert "(95% CI 960-1,000)" in rec.sentence
+
+
+def test_a_recommendation_at_the_edge_of_the_tested_range_says_so():
+    from harness.analysis.summary import edge_note
+
+    cells = [_cell(f"r{r}-c{lv}", 100.0, (90, 110), 0.1) for r in (1, 2) for lv in (16, 64)]
+    for c in cells:
+        c.replicas, c.level = int(c.cell[1]), float(c.cell.split("-c")[1])
+    assert edge_note("r2-c64", cells) == (
+        "It is at the edge of the tested range, the highest load tried for 2 replica(s) "
+        "(64 streams): try 128 streams; the most replicas tried (2): try 4.")
+    assert edge_note("r1-c16", cells) == ""
+    assert edge_note("r1-c64", cells).endswith("(64 streams): try 128 streams.")

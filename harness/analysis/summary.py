@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.metrics import CellMetrics, compute_cells, window_started
+from harness.analysis.attribution import attribute
 from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
@@ -266,6 +267,26 @@ def quantile_of(key: str) -> float:
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
 
 
+def edge_note(name: str | None, cells: list[CellMetrics]) -> str:
+    """A recommendation at the edge of the tested range says so, and what to try next: the
+    answer may lie beyond it."""
+    rec = next((c for c in cells if c.cell == name), None)
+    if rec is None or len(cells) < 2:
+        return ""
+    levels = sorted({c.level for c in cells if c.replicas == rec.replicas})
+    replicas = sorted({c.replicas for c in cells})
+    unit = "streams" if rec.level_kind == "concurrency" else "req/s"
+    out = []
+    if len(levels) > 1 and rec.level == levels[-1]:
+        out.append(f"the highest load tried for {rec.replicas} replica(s) ({rec.level:g} {unit}): "
+                   f"try {rec.level * 2:g} {unit}")
+    if len(replicas) > 1 and rec.replicas == replicas[-1]:
+        out.append(f"the most replicas tried ({rec.replicas}): try {rec.replicas * 2}")
+    if not out:
+        return ""
+    return "It is at the edge of the tested range, " + "; ".join(out) + "."
+
+
 def _ci(c: CellMetrics, key: str) -> dict:
     """The cell's intervals under the frontier's objective names."""
     out = {}
@@ -296,6 +317,18 @@ def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
             max_gap_s=max(1.0, 3.0 / rate),
         )
         c.verdict, c.verdict_reasons, c.checks = v.status, v.reasons, v.checks
+        if c.energy_j is not None and c.energy_j > 0:
+            req = run.requests
+            c.energy_attribution = attribute(
+                req[req["cell"] == c.cell] if not req.empty else req,
+                run.gpu,
+                c.start_ns,
+                c.end_ns,
+                c.energy_j,
+                c.checks.get("idle_power_w"),
+                prefill_weight=th.prefill_weight,
+                decode_weight=th.decode_weight,
+            )
 
 
 def analyze(
@@ -338,6 +371,9 @@ def analyze(
         )
     else:
         rec = recommend(ok_cells, slo, key)
+        edge = edge_note(rec.cell, cells)
+        if edge:
+            rec.sentence += " " + edge
         if invalid:
             rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)

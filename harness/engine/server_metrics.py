@@ -1,6 +1,7 @@
 """The replicas' own ``/metrics`` during a run, used defensively like GPU telemetry: one scraper
 per replica group, rows into ``server_metrics.parquet`` (the run directory's journal keeps them
-through a kill) and the store (measurement ``server_metric``); the counts, failures included,
+through a kill) and the store (measurement ``server_metric``; histograms' buckets only with
+``store_buckets``); the counts, failures included,
 into ``manifest.json: server_metrics``."""
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ServerMetrics(Hook):
         if self.writer is not None:
             from harness.store.lineproto import server_metric
 
+            if not self.cfg.store_buckets:
+                rows = [r for r in rows if not r.name.endswith("_bucket")]
             try:
                 self.writer.write_lines([x for x in map(server_metric, rows) if x is not None])
             except Exception as e:  # noqa: BLE001 - counted by the store's writer
