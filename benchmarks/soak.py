@@ -108,8 +108,10 @@ def main(argv=None) -> int:
     print(f"{'t_min':>6} {'rss_mib':>8} {'fds':>5} {'threads':>7} {'received':>9}", flush=True)
     samples = []
     try:
+        # output to a file: a pipe read only at the end fills up (64 KiB) and stalls the run
+        run_log = open(tmp / "run.log", "w")
         run = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=run_log, stderr=subprocess.STDOUT, text=True)
         t0 = time.monotonic()
         next_at = t0 + args.every_s                 # the first sample once the load is up
         while run.poll() is None:
@@ -125,9 +127,10 @@ def main(argv=None) -> int:
                       f"{s['received']:9d}", flush=True)
                 next_at += args.every_s
             time.sleep(0.5)
-        out = run.communicate()[0]
+        run.wait()
+        run_log.close()
         if run.returncode not in (0, 1):
-            print(out[-3000:])
+            print((tmp / "run.log").read_text()[-3000:])
             raise SystemExit(f"the run exited with {run.returncode}")
         (run_dir,) = [p for p in results.iterdir() if p.is_dir() and p.name.startswith("soak-")]
         manifest = json.loads((run_dir / "manifest.json").read_text())

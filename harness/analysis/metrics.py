@@ -114,6 +114,8 @@ class CellMetrics:
     intervals: dict = field(default_factory=dict)
     interval_method: str = ""
     repeats: list[str] = field(default_factory=list)  # the windows a configuration pools
+    # measured energy split into idle and per-request shares (harness.analysis.attribution)
+    energy_attribution: dict | None = None
     per_replica: list[ReplicaMetrics] = field(default_factory=list)
     # the replicas' own /metrics over the window (harness.analysis.server): per replica, and
     # the replicas' mean of means / max of maxima

@@ -113,6 +113,9 @@ def pool(run: RunData, group: list[CellMetrics], slo: Slo | None) -> CellMetrics
         p.verdict_reasons += [f"{c.cell}: {r}" for r in c.verdict_reasons]
         p.notes += [f"{c.cell}: {n}" for n in c.notes]
     p.checks = dict(worst.checks)
+    from harness.analysis.attribution import pool as pool_attribution
+
+    p.energy_attribution = pool_attribution([c.energy_attribution for c in group])
     return p
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.metrics import CellMetrics, compute_cells, window_started
+from harness.analysis.attribution import attribute
 from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
@@ -266,6 +267,43 @@ def quantile_of(key: str) -> float:
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
 
 
+def auto_notes(run: RunData) -> list[str]:
+    """For ``levels: auto``, why the search stopped at each replica count."""
+    sc = run.scenario
+    auto = run.manifest.get("auto_results")
+    if sc is None or sc.load.levels != "auto" or not isinstance(auto, dict):
+        return []
+    from harness.analysis.knee import KneeSearch, LevelResult
+
+    ks = KneeSearch(max_level=sc.load.auto_max_level, max_cells=sc.load.auto_max_cells,
+                    integer=sc.load.mode == "concurrency")
+    out = []
+    for r, rows in sorted(auto.items(), key=lambda kv: int(kv[0])):
+        res = [LevelResult(*x) for x in rows]
+        out.append(f"levels: auto, {r} replica(s): {ks.why_stopped(res)}")
+    return out
+
+
+def edge_note(name: str | None, cells: list[CellMetrics]) -> str:
+    """A recommendation at the edge of the tested range says so, and what to try next: the
+    answer may lie beyond it."""
+    rec = next((c for c in cells if c.cell == name), None)
+    if rec is None or len(cells) < 2:
+        return ""
+    levels = sorted({c.level for c in cells if c.replicas == rec.replicas})
+    replicas = sorted({c.replicas for c in cells})
+    unit = "streams" if rec.level_kind == "concurrency" else "req/s"
+    out = []
+    if len(levels) > 1 and rec.level == levels[-1]:
+        out.append(f"the highest load tried for {rec.replicas} replica(s) ({rec.level:g} {unit}): "
+                   f"try {rec.level * 2:g} {unit}")
+    if len(replicas) > 1 and rec.replicas == replicas[-1]:
+        out.append(f"the most replicas tried ({rec.replicas}): try {rec.replicas * 2}")
+    if not out:
+        return ""
+    return "It is at the edge of the tested range, " + "; ".join(out) + "."
+
+
 def _ci(c: CellMetrics, key: str) -> dict:
     """The cell's intervals under the frontier's objective names."""
     out = {}
@@ -296,6 +334,18 @@ def judge_cells(run: RunData, cells: list[CellMetrics], key: str) -> None:
             max_gap_s=max(1.0, 3.0 / rate),
         )
         c.verdict, c.verdict_reasons, c.checks = v.status, v.reasons, v.checks
+        if c.energy_j is not None and c.energy_j > 0:
+            req = run.requests
+            c.energy_attribution = attribute(
+                req[req["cell"] == c.cell] if not req.empty else req,
+                run.gpu,
+                c.start_ns,
+                c.end_ns,
+                c.energy_j,
+                c.checks.get("idle_power_w"),
+                prefill_weight=th.prefill_weight,
+                decode_weight=th.decode_weight,
+            )
 
 
 def analyze(
@@ -338,6 +388,9 @@ def analyze(
         )
     else:
         rec = recommend(ok_cells, slo, key)
+        edge = edge_note(rec.cell, cells)
+        if edge:
+            rec.sentence += " " + edge
         if invalid:
             rec.sentence += f" Left out as invalid: {', '.join(invalid)}."
     notes = list(run.notes)
@@ -361,6 +414,7 @@ def analyze(
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:
         notes.append("no measured window in this run")
+    notes += auto_notes(run)
     if any(c.repeats for c in cells):
         notes.append(
             "repeats pooled per configuration: rates are the mean over repeats, percentiles over "

@@ -84,6 +84,14 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
             "the requests of one window" if m == "requests" else "repeats, then requests"
             for m in methods))
     for c in a.cells:
+        ea = c.energy_attribution
+        if ea:
+            parts = [f"{cls} {num(d['j_per_request'])} J/request, {num(d['j_per_output_token'])} "
+                     f"J/output token" for cls, d in sorted(ea["by_class"].items())]
+            con.print(f"energy {c.cell}: {num(ea['measured_j'], 4)} J = idle {num(ea['idle_j'], 4)} J"
+                      f" + requests {num(ea['attributed_j'], 4)} J; " + "; ".join(parts),
+                      markup=False, highlight=False)
+    for c in a.cells:
         for r in c.verdict_reasons:
             if not r.startswith("note:"):
                 con.print(f"{c.cell}: {r}", markup=False, highlight=False)

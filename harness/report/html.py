@@ -167,6 +167,34 @@ def _verdicts(a: RunAnalysis) -> str:
     )
 
 
+def _energy_table(a: RunAnalysis) -> str:
+    rows = []
+    for c in a.cells:
+        ea = c.energy_attribution
+        if not ea:
+            continue
+        for cls, d in sorted(ea["by_class"].items()):
+            rows.append(
+                f'<tr><td class="l">{_e(c.cell)}</td><td>{num(ea["measured_j"], 4)}</td>'
+                f'<td>{num(ea["idle_j"], 4)}</td><td>{num(ea["attributed_j"], 4)}</td>'
+                f'<td>{num(ea.get("idle_power_w"))}</td><td class="l">{_e(cls)}</td>'
+                f'<td>{d["requests"]}</td><td>{num(d["j_per_request"])}</td>'
+                f'<td>{num(d["j_per_output_token"])}</td></tr>'
+            )
+    if not rows:
+        return '<p class="note">No energy measured: nothing to attribute.</p>'
+    w = next(c.energy_attribution["weights"] for c in a.cells if c.energy_attribution)
+    return (
+        '<table id="energy"><thead><tr><th class="l">cell</th><th>measured J</th><th>idle J</th>'
+        '<th>requests J</th><th>idle W</th><th class="l">request class</th><th>whole requests</th>'
+        f'<th>J/request</th><th>J/output token</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">Each 100 ms of the window: the idle baseline\'s power is idle energy, the '
+        f'rest is split over the requests in flight by their work (prompt tokens x {w["prefill"]:g} + '
+        f'output tokens x {w["decode"]:g}); requests J + idle J = measured J. J/request: requests '
+        'sent and finished inside the window.</p>'
+    )
+
+
 def _errors_table(a: RunAnalysis) -> str:
     classes = sorted({k for c in a.cells for k in c.errors})
     if not classes:
@@ -303,13 +331,19 @@ def render_html(a: RunAnalysis) -> str:
 <div class="rec {'ok' if rec.meets_slo else 'bad'}" id="recommendation">{_e(rec.sentence)}</div>
 <p class="meta">SLO: {_e(describe(a.slo))}</p>
 <h2>Throughput, latency and energy</h2>
-<div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}</div>
+<div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}{_img(plots.interactivity(a), "interactivity")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
+<h2>Latency distributions</h2>
+<div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
+<h2>Server metrics per replica</h2>
+<div class="figs">{_img(plots.server_metrics_plot(a.run), "server metrics per replica")}</div>
+<h2>Energy per request</h2>
+{_energy_table(a)}
 <h2>Errors by class</h2>
 {_errors_table(a)}
 <h2>Per replica</h2>

@@ -6,6 +6,8 @@ import base64
 import io
 from collections.abc import Callable, Iterable
 
+import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -259,4 +261,125 @@ def timeline_plot(tl: Timeline) -> str | None:
         fontsize=10,
         y=1.04,
     )
+    return _png(fig)
+
+
+def server_metrics_plot(run) -> str | None:
+    """Queue depth, running batch and KV use per replica over time (the replicas' own /metrics),
+    with GPU power below, on the run's clock; None when no server metrics were scraped."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    queue = ("tgi_queue_size", "vllm:num_requests_waiting")
+    batch = ("tgi_batch_current_size", "vllm:num_requests_running")
+    kv = ("tgi_batch_current_max_tokens", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
+    p = Path(run.path) / "server_metrics.parquet"
+    if not p.is_file():
+        return None
+    try:
+        sm = pd.read_parquet(p)
+    except Exception:  # noqa: BLE001 - an unreadable file: no figure
+        return None
+    if sm.empty:
+        return None
+    t0 = int(sm["ts_ns"].min())
+    panels = []
+    for title, names in (("queued requests", queue), ("running batch (requests)", batch),
+                         ("KV use", kv)):
+        name = next((n for n in names if (sm["name"] == n).any()), None)
+        if name is not None:
+            panels.append((f"{title}: {name}", sm[sm["name"] == name]))
+    gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
+    n = len(panels) + (0 if gpu.empty else 1)
+    if n == 0:
+        return None
+    fig = Figure(figsize=(9.5, 1.9 * n + 0.6))
+    axes = [fig.add_subplot(n, 1, i + 1) for i in range(n)]
+    for ax, (title, df) in zip(axes, panels):
+        for i, (rep, g) in enumerate(sorted(df.groupby("replica"))):
+            g = g.sort_values("ts_ns")
+            ax.step((g["ts_ns"] - t0) / 1e9, g["value"], where="post", lw=1,
+                    color=COLORS[i % len(COLORS)], label=str(rep))
+        ax.set_ylabel(title.split(":")[0], fontsize=8)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+    if panels:
+        axes[0].legend(fontsize=7, loc="upper right")
+    if not gpu.empty:
+        ax = axes[-1]
+        for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
+            g = g.sort_values("ts_ns")
+            ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8, color=COLORS[i % len(COLORS)],
+                    label=f"GPU {g_id}")
+        ax.set_ylabel("power (W)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds since the first scrape")
+    return _png(fig)
+
+
+def interactivity(a: RunAnalysis) -> str | None:
+    """Per-user output tokens/s (1 / TPOT p50) against total output tokens/s, one curve per
+    replica count, J/token as colour: what one user feels against what the fleet delivers."""
+    cells = [c for c in a.cells if c.tpot_p50_s and c.output_tokens_per_s > 0]
+    if not cells:
+        return None
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for i, (reps, group) in enumerate(_by_replicas(a)):
+        pts = sorted((c for c in group if c in cells), key=lambda c: c.output_tokens_per_s)
+        if pts:
+            ax.plot([c.output_tokens_per_s for c in pts], [1 / c.tpot_p50_s for c in pts], "-",
+                    color=COLORS[i % len(COLORS)], lw=1,
+                    label=f"{reps} replica{'s' if reps != 1 else ''}")
+    energy = [c.j_per_token for c in cells]
+    colour = all(e is not None for e in energy)
+    sc = ax.scatter([c.output_tokens_per_s for c in cells], [1 / c.tpot_p50_s for c in cells],
+                    c=energy if colour else "#444", cmap="viridis_r", s=40, zorder=4)
+    if colour:
+        fig.colorbar(sc, ax=ax, label="J per output token")
+    fr = sorted((c for c in cells if c.frontier == "frontier"), key=lambda c: c.output_tokens_per_s)
+    if fr:
+        ax.plot([c.output_tokens_per_s for c in fr], [1 / c.tpot_p50_s for c in fr], "--",
+                color="black", lw=1, label="Pareto frontier cells")
+    for c in cells:
+        ax.annotate(c.cell, (c.output_tokens_per_s, 1 / c.tpot_p50_s), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("total output tokens/s")
+    ax.set_ylabel("per-user output tokens/s (1 / TPOT p50)")
+    ax.set_title("Interactivity: per-user speed vs total throughput")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def latency_cdfs(a: RunAnalysis) -> str | None:
+    """TTFT and TPOT distributions per cell (successful requests sent in each measured window),
+    as CDFs on one time unit (ms): the whole shape, not four percentiles."""
+    req = a.run.requests
+    if req.empty:
+        return None
+    fig = Figure(figsize=(11, 3.8))
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    drawn = False
+    for i, c in enumerate(a.windows or a.cells):
+        r = req[(req["cell"] == c.cell) & req["error_class"].isna()]
+        sent = r["intended_ns"].fillna(r["start_ns"]) if "intended_ns" in r else r["start_ns"]
+        r = r[(sent >= c.start_ns) & (sent < c.end_ns)]
+        for ax, col in zip(axes, ("ttft_s", "tpot_s")):
+            v = np.sort(pd.to_numeric(r[col], errors="coerce").dropna().to_numpy(float)) * 1000
+            if v.size:
+                drawn = True
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", lw=1,
+                        color=COLORS[i % len(COLORS)], label=c.cell)
+    if not drawn:
+        return None
+    for ax, name in zip(axes, ("TTFT", "TPOT")):
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (ms, log scale)")
+        ax.set_ylabel("share of requests")
+        ax.set_title(f"{name} CDF per cell", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
     return _png(fig)

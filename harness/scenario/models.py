@@ -473,6 +473,8 @@ class Validity(Strict):
     error_share_warn: Share = Field(0.05, description="Failed or partial requests: warn above.")
     error_share_invalid: Share | None = Field(None, description="... invalid above (off by default: errors are the server's, the SLO judges them).")
     idle_baseline_s: SecondsOrZero = Field(1.0, description="Idle power measured before each replica group's first cell (0: off).")
+    prefill_weight: Annotated[float, _NUM, Field(ge=0, le=1000)] = Field(1.0, description="Per-request energy: work of one prompt token.")
+    decode_weight: Annotated[float, _NUM, Field(ge=0, le=1000)] = Field(1.0, description="Per-request energy: work of one output token.")
 
 
 class InfluxDB(Strict):
