@@ -76,6 +76,14 @@ def off_loop(fn, *args):
     return get_hub().threadpool.apply(fn, args)
 
 
+def _kept(line: str) -> bool:
+    """A line of a series read at every scrape, its ``# TYPE``/``# HELP`` lines included (the
+    parser names a counter's samples ``..._total`` only when it knows its type)."""
+    if line.startswith("#"):
+        return line.startswith(("# TYPE ", "# HELP ")) and line[7:].startswith(EVERY_SCRAPE)
+    return line.startswith(EVERY_SCRAPE)
+
+
 def labels_text(labels: dict) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
@@ -138,7 +146,7 @@ class Scraper:
             if ts - self._last_full[u] >= self.full_every_ns or text.count("\n") <= SMALL:
                 self._last_full[u] = ts
             else:   # between full scrapes: only the lines of the series read at every scrape
-                text = "\n".join(x for x in text.splitlines() if x.startswith(EVERY_SCRAPE)) + "\n"
+                text = "\n".join(x for x in text.splitlines() if _kept(x)) + "\n"
             try:
                 n = off_loop(self._keep, u, ts, text)
             except Exception as e:  # noqa: BLE001 - text that is not Prometheus's
