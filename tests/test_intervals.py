@@ -99,3 +99,18 @@ def test_a_recommendation_at_the_edge_of_the_tested_range_says_so():
         "(64 streams): try 128 streams; the most replicas tried (2): try 4.")
     assert edge_note("r1-c16", cells) == ""
     assert edge_note("r1-c64", cells).endswith("(64 streams): try 128 streams.")
+
+
+def test_the_knee_search_says_why_it_stopped():
+    from harness.analysis.knee import KneeSearch, LevelResult as L
+
+    ks = KneeSearch(max_level=64, max_cells=8)
+    grew = [L(1, 10, True), L(2, 20, True), L(4, 40, True)]
+    assert "the knee was not reached; raise load.auto_max_cells" in KneeSearch(max_cells=3).why_stopped(grew)
+    at_max = [L(16, 10, True), L(32, 20, True), L(64, 40, True)]
+    assert "reached auto_max_level (64)" in ks.why_stopped(at_max)
+    slo = [L(1, 10, True), L(2, 20, True), L(4, 25, False), L(3, 22, True)]
+    text = ks.why_stopped(slo)
+    assert text.startswith("the SLO broke at level 4; the knee was bracketed and refined")
+    flat = [L(1, 10, True), L(2, 20, True), L(4, 20.5, True)]
+    assert ks.why_stopped(flat).startswith("throughput stopped growing by 5% at level 4")

@@ -60,6 +60,12 @@ def test_sweep_scrapes_every_replica_into_run_dir_store_and_summary(influxdb, tm
     assert set(rows["replica"]) == set(urls)
     assert {"tgi_queue_size", "tgi_batch_current_size", "tgi_batch_current_max_tokens",
             "tgi_request_count_total", "tgi_request_duration_bucket"} <= set(rows["name"])
+    # histograms whole at the first scrape and every full_every_s (5 s); the gauges every scrape
+    per = rows.groupby("name")["ts_ns"].nunique()
+    assert 1 <= per["tgi_request_duration_bucket"] < per["tgi_queue_size"]
+    assert per["tgi_queue_size"] == rows["ts_ns"].nunique()
+    # a counter keeps its name between full scrapes (its TYPE line kept with it)
+    assert per["tgi_request_count_total"] == per["tgi_queue_size"] and "tgi_request_count" not in per
     # the same wall clock as the requests: scrapes before the first request, and beyond every
     # measured window's end
     req = pd.read_parquet(run / "requests.parquet")

@@ -66,6 +66,29 @@ class KneeSearch:
             return None
         return mid
 
+    def why_stopped(self, results: list[LevelResult]) -> str:
+        """Why the search ended, as a sentence (for the report's notes)."""
+        if not results:
+            return "no level was run"
+        stop = self._explore_stop(results)
+        best = max(results, key=lambda r: r.throughput)
+        tried = ", ".join(f"{r.level:g}" for r in sorted(results, key=lambda r: r.level))
+        if stop == "max":
+            return (f"reached auto_max_level ({self.max_level:g}) while throughput still grew within "
+                    f"the SLO: the knee lies beyond the tested range; raise load.auto_max_level "
+                    f"(levels tried: {tried})")
+        if stop is None:
+            return (f"the cell budget (auto_max_cells {self.max_cells}) ran out while throughput "
+                    f"still grew within the SLO: the knee was not reached; raise "
+                    f"load.auto_max_cells (levels tried: {tried})")
+        first = next(r for i, r in enumerate(results) if r.slo_ok is False or (
+            i >= 1 and r.throughput < (1.0 + self.min_gain) * max(x.throughput for x in results[:i])))
+        cause = (f"the SLO broke at level {first.level:g}" if stop == "slo" else
+                 f"throughput stopped growing by {self.min_gain:.0%} at level {first.level:g}")
+        budget = " (cell budget used up)" if len(results) >= self.max_cells else ""
+        return (f"{cause}; the knee was bracketed and refined{budget}; highest throughput "
+                f"{best.throughput:,.0f} tok/s at level {best.level:g} (levels tried: {tried})")
+
     def _explore_stop(self, results: list[LevelResult]) -> str | None:
         """Why exploring stopped ("slo", "plateau", "max") or None; scans the history in order,
         so once stopped it stays stopped."""

@@ -267,6 +267,23 @@ def quantile_of(key: str) -> float:
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
 
 
+def auto_notes(run: RunData) -> list[str]:
+    """For ``levels: auto``, why the search stopped at each replica count."""
+    sc = run.scenario
+    auto = run.manifest.get("auto_results")
+    if sc is None or sc.load.levels != "auto" or not isinstance(auto, dict):
+        return []
+    from harness.analysis.knee import KneeSearch, LevelResult
+
+    ks = KneeSearch(max_level=sc.load.auto_max_level, max_cells=sc.load.auto_max_cells,
+                    integer=sc.load.mode == "concurrency")
+    out = []
+    for r, rows in sorted(auto.items(), key=lambda kv: int(kv[0])):
+        res = [LevelResult(*x) for x in rows]
+        out.append(f"levels: auto, {r} replica(s): {ks.why_stopped(res)}")
+    return out
+
+
 def edge_note(name: str | None, cells: list[CellMetrics]) -> str:
     """A recommendation at the edge of the tested range says so, and what to try next: the
     answer may lie beyond it."""
@@ -397,6 +414,7 @@ def analyze(
             notes.append("left out, the sweep did not finish them: " + ", ".join(partial))
     if not cells:
         notes.append("no measured window in this run")
+    notes += auto_notes(run)
     if any(c.repeats for c in cells):
         notes.append(
             "repeats pooled per configuration: rates are the mean over repeats, percentiles over "

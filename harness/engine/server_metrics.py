@@ -42,6 +42,7 @@ class ServerMetrics(Hook):
             self._rows = self.rundir.appender("server_metrics", server_sample_schema())
             self.scraper = Scraper(list(urls), self._sink, rate_hz=self.cfg.rate_hz,
                                    timeout_s=self.cfg.timeout_s, access=access,
+                                   full_every_s=self.cfg.full_every_s,
                                    run_id=self.rundir.run_id).start()
         except Exception as e:  # noqa: BLE001 - the load test goes on without server metrics
             log.warning("server metrics could not start: %s", e)

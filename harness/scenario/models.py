@@ -438,6 +438,9 @@ class ServerMetrics(Strict):
     enabled: bool = True
     rate_hz: Annotated[float, _NUM] = Field(2.0, gt=0, le=20, description="Scrapes per second per replica.")
     timeout_s: Annotated[float, _NUM] = Field(1.0, gt=0, le=30, description="One scrape's time limit.")
+    full_every_s: Annotated[float, _NUM] = Field(
+        5.0, ge=0, le=3600, description="Every sample (histograms included) at most this often; the "
+        "queue, batch, KV-cache gauges and request counters at every scrape (0: everything every scrape).")
     store_buckets: bool = Field(False, description="Also write histograms' _bucket series to the store "
                                 "(~97% of a TGI scrape's samples); the run directory always keeps them.")
 

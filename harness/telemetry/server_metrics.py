@@ -25,6 +25,11 @@ QUEUE = ("tgi_queue_size", "vllm:num_requests_waiting")
 RUNNING = ("tgi_batch_current_size", "vllm:num_requests_running")
 KV_CACHE = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")
 BATCH_TOKENS = ("tgi_batch_current_max_tokens",)
+#: read at every scrape: the gauges above and the request/token counters (a few lines of ~2,000)
+EVERY_SCRAPE = QUEUE + RUNNING + KV_CACHE + BATCH_TOKENS + (
+    "tgi_request_count", "tgi_request_success", "tgi_request_failure", "tgi_batch_max_total_tokens",
+    "vllm:request_success", "vllm:prompt_tokens", "vllm:generation_tokens", "vllm:num_preemptions")
+SMALL = 300   # an exposition of at most this many lines is parsed whole at every scrape
 
 _MAX_BODY = 8 << 20
 
@@ -71,23 +76,37 @@ def off_loop(fn, *args):
     return get_hub().threadpool.apply(fn, args)
 
 
+def _kept(line: str) -> bool:
+    """A line of a series read at every scrape, its ``# TYPE``/``# HELP`` lines included (the
+    parser names a counter's samples ``..._total`` only when it knows its type)."""
+    if line.startswith("#"):
+        return line.startswith(("# TYPE ", "# HELP ")) and line[7:].startswith(EVERY_SCRAPE)
+    return line.startswith(EVERY_SCRAPE)
+
+
 def labels_text(labels: dict) -> str:
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
 class Scraper:
     """Scrapes ``urls`` every ``1/rate_hz`` s in a background thread and hands each replica's
-    samples to ``sink(list[ServerSample])``. ``access`` (optional,
+    samples to ``sink(list[ServerSample])``: every sample at most every ``full_every_s`` (and
+    at the first scrape), the series of :data:`EVERY_SCRAPE` at every scrape. Parsing a TGI
+    replica's whole exposition costs ~30 ms of CPU, which the load generator's process cannot
+    spare several times a second; a server with a small exposition is parsed whole every time. ``access`` (optional,
     :class:`harness.protocols.access.Access`) carries the target's headers and TLS settings."""
 
     def __init__(self, urls: list[str], sink: Callable[[list[ServerSample]], None], *,
-                 rate_hz: float = 2.0, timeout_s: float = 1.0, access=None, run_id: str = ""):
+                 rate_hz: float = 2.0, timeout_s: float = 1.0, access=None, run_id: str = "",
+                 full_every_s: float = 0.0):
         self.urls = [u.rstrip("/") for u in urls]
         self.sink = sink
         self.period = 1.0 / rate_hz
         self.timeout_s = timeout_s
         self.access = access
         self.run_id = run_id
+        self.full_every_ns = int(full_every_s * 1e9)
+        self._last_full = {u: 0 for u in self.urls}
         self.scrapes = {u: 0 for u in self.urls}
         self.samples = {u: 0 for u in self.urls}
         self.failures = {u: 0 for u in self.urls}
@@ -123,16 +142,21 @@ class Scraper:
             except Exception as e:  # noqa: BLE001 - refused, timeout, TLS
                 self._failed(u, f"{type(e).__name__}: {getattr(e, 'reason', e)}")
                 continue
+            text = body.decode("utf-8", "replace")
+            if ts - self._last_full[u] >= self.full_every_ns or text.count("\n") <= SMALL:
+                self._last_full[u] = ts
+            else:   # between full scrapes: only the lines of the series read at every scrape
+                text = "\n".join(x for x in text.splitlines() if _kept(x)) + "\n"
             try:
-                n = off_loop(self._keep, u, ts, body)
+                n = off_loop(self._keep, u, ts, text)
             except Exception as e:  # noqa: BLE001 - text that is not Prometheus's
                 self._failed(u, f"unparsable /metrics text ({type(e).__name__}: {e})")
                 continue
             self.samples[u] += n
 
-    def _keep(self, u: str, ts: int, body: bytes) -> int:
+    def _keep(self, u: str, ts: int, text: str) -> int:
         rows = [ServerSample(ts, u, n, labels_text(lab), v, self.run_id)
-                for n, lab, v in parse(body.decode("utf-8", "replace"))]
+                for n, lab, v in parse(text)]
         try:
             self.sink(rows)
         except Exception:  # noqa: BLE001 - a sink's trouble must not stop scraping
