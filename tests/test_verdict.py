@@ -121,6 +121,17 @@ def test_power_refresh_period_and_short_windows():
     assert v.status == "warn" and any("only 5 power readings" in r for r in v.reasons)
 
 
+def test_emulated_power_has_no_refresh_period_to_judge_a_window_by():
+    gpu = gpu_samples(0, 10_000_000_000, 50_000_000, 2_000_000_000)   # flat for 2 s at a time
+    assert refresh_period_s(gpu) == pytest.approx(2.0)                 # as hardware: too coarse
+    gpu["source"] = "emulated"
+    assert refresh_period_s(gpu) is None
+    c = cell(end_ns=1_000_000_000, duration_s=1.0, energy_j=100.0, energy_source="power-integral",
+             energy_coverage=1.0, requests_ok=2000)
+    v = run_judge(c, HEALTHY, gpu=gpu)
+    assert not any("power refresh" in r or "power readings" in r for r in v.reasons), v.reasons
+
+
 def test_counter_against_integral_and_throttling():
     gpu = gpu_samples(0, 10_000_000_000, 50_000_000, 100_000_000, power=100.0,
                       sm_clock_mhz=1980.0, throttle_reasons=0x4)

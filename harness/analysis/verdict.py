@@ -89,9 +89,16 @@ def send_lag_checks(v: Verdict, started: pd.DataFrame, mode: str, th: Validity) 
 
 
 def refresh_period_s(gpu: pd.DataFrame) -> float | None:
-    """Median time between changes of a GPU's power value (NVML: ~0.1 s), or None."""
+    """Median time between changes of a GPU's power value (NVML: ~0.1 s), or None.
+
+    Only hardware readings have a refresh period: emulated power is modeled from the requests in
+    flight, so it stays flat while the load does and the gaps between its changes say nothing
+    about how finely energy was measured (on a busy host they read over a second).
+    """
     if gpu.empty or "power_w" not in gpu:
         return None
+    if "source" in gpu:
+        gpu = gpu[gpu["source"] != "emulated"]
     periods = []
     for _, g in gpu.dropna(subset=["power_w"]).sort_values("ts_ns").groupby("gpu"):
         p = g["power_w"].to_numpy(float)
