@@ -1,4 +1,5 @@
-"""What a valid scenario still needs from the machine it runs on, checked before any load.
+"""What a valid scenario still needs from the host it runs on (variables, files, DNS, programs),
+checked before any load.
 
 The file can be right and the run still doomed: a ``token_env`` naming a variable that is not set
 here would make every store write fail (and cost a 30 s timeout) without ever saying why. These
