@@ -141,6 +141,23 @@ def _in_flight_cap(ctx: LoadContext, share: int) -> Semaphore | None:
     return Semaphore(max(1, cap // share + (1 if k < cap % share else 0)))
 
 
+def _send_at(ctx, group, sem, factory, seg, intended_pc: int, queued: bool) -> bool:
+    """Spawn one open-loop request intended at ``intended_pc``, through the in-flight cap if any.
+
+    Returns whether the cap is holding requests back, so a request sent late because the cap
+    was full (not merely one found locked) is counted once in the phase's ``held``.
+    """
+    if sem is None:
+        group.spawn(ctx.one_request, factory, seg, intended_pc)
+        return queued
+    queued = sem.locked() or (queued and perf_counter_ns() > intended_pc)
+    if queued:
+        ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
+    sem.acquire()
+    group.spawn(_capped, ctx, sem, factory, seg, intended_pc)
+    return queued
+
+
 def _capped(ctx: LoadContext, sem: Semaphore, factory, seg, intended_pc: int) -> None:
     try:
         ctx.one_request(factory, seg, intended_pc)
@@ -221,14 +238,7 @@ class OpenLoopUser(_LLMUser):
                 sessions_started += 1
                 group.spawn(_open_session, ctx, stream, sessions_started, seg, next_pc)
                 continue
-            if sem is None:
-                group.spawn(ctx.one_request, factory, seg, next_pc)
-                continue
-            queued = sem.locked() or (queued and perf_counter_ns() > next_pc)
-            if queued:
-                ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
-            sem.acquire()
-            group.spawn(_capped, ctx, sem, factory, seg, next_pc)
+            queued = _send_at(ctx, group, sem, factory, seg, next_pc, queued)
         group.join()
         while True:
             gevent.sleep(1.0)
@@ -255,14 +265,7 @@ class OpenLoopUser(_LLMUser):
                 gevent.sleep(delay)
             if seg is None or seg.cell in ctx.exhausted:
                 break
-            if sem is None:
-                group.spawn(ctx.one_request, factory, seg, pc)
-                continue
-            queued = sem.locked() or (queued and perf_counter_ns() > pc)
-            if queued:
-                ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
-            sem.acquire()
-            group.spawn(_capped, ctx, sem, factory, seg, pc)
+            queued = _send_at(ctx, group, sem, factory, seg, pc, queued)
         group.join()
         while True:
             gevent.sleep(1.0)
