@@ -82,6 +82,16 @@ def emu():
         yield reps.urls[0]
 
 
+
+def _llm_tab_measuring(base: str, cell: str) -> bool:
+    """Whether the LLM tab at ``base`` shows ``cell`` in its measured window."""
+    try:
+        with urllib.request.urlopen(base + "/llm/stats", timeout=2) as r:
+            rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
+    except OSError:
+        return False
+    return rows.get("Cell", {}).get("value", "").startswith(f"{cell} (measured")
+
 def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "harness", "run", _scenario(tmp_path), "--results",
                         str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=_env(),
@@ -141,15 +151,8 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
                              "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        def measuring():
-            try:
-                with urllib.request.urlopen(base + "/llm/stats", timeout=2) as r:
-                    rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
-            except OSError:
-                return False
-            return rows.get("Cell", {}).get("value", "").startswith("r1-c4 (measured")
-
-        _wait_for(measuring, 60, "the first cell's measured window")
+        _wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
+                  "the first cell's measured window")
         urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"), timeout=5).read()
         mf = lambda: json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())  # noqa: E731
         _wait_for(lambda: mf().get("status") == "stopped", 30, "the run to close")
@@ -311,15 +314,8 @@ def test_the_web_ui_stop_during_run_ends_it_with_the_cell_partial(emu, tmp_path)
                              f"127.0.0.1:{port}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        def measuring():
-            try:
-                with urllib.request.urlopen(base + "/llm/stats", timeout=2) as r:
-                    rows = {x["metric"]: x for x in json.loads(r.read())["rows"]}
-            except OSError:
-                return False
-            return rows.get("Cell", {}).get("value", "").startswith("r1-c4 (measured")
-
-        _wait_for(measuring, 60, "the first cell's measured window")
+        _wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
+                  "the first cell's measured window")
         urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"),
                                timeout=5).read()
         out, _ = proc.communicate(timeout=60)       # the run ends by itself
