@@ -1,10 +1,10 @@
-"""Shared pytest fixtures. Real-server fixtures live in tests/servers.py, helpers in tests/support/;
-importing the fixtures here makes them visible to every test file."""
+"""Shared pytest fixtures; the helpers behind them live in tests/support/. Importing the
+real-server fixtures here makes them visible to every test file."""
 
 import pytest
 
-from tests.emulator_fixtures import emulator
-from tests.servers import influxdb, influxdb_auth, victoria  # noqa: F401
+from tests.support.emulator import emulator
+from tests.support.servers import influxdb, influxdb_auth, victoria  # noqa: F401
 
 
 @pytest.fixture(scope="module")

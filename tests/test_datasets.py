@@ -19,8 +19,9 @@ from harness.errors import InputError
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Dataset
 from harness.workload.dataset import load_dataset
-from tests.emulator_fixtures import emulate_process, get_json
-from tests.test_loadgen_run import ROOT, run_cli, run_dir, write
+from tests.support.emulator import emulate_process, get_json
+from tests.support.processes import ROOT
+from tests.support.runs import run_cli, run_dir, write
 
 DATA = ROOT / "scenarios" / "data"
 TOK = str(DATA / "tokenizer.json")

@@ -5,39 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.loadgen.hist import HistSet
 from tests.loadgen_fakes import fake_server
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT
+from tests.support.runs import run_cli, run_dir, write
 
 
 @pytest.fixture(scope="module")
 def server():
     with fake_server(ttft_ms=40, itl_ms=10) as url:
         yield url
-
-
-def run_cli(args, tmp_path, timeout=120):
-    p = subprocess.run([sys.executable, "-m", "harness", "run", *args, "--results", str(tmp_path / "res"),
-                        "--json", str(tmp_path / "sum.json")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    return p
-
-
-def write(tmp_path, text, name="s.yaml"):
-    f = tmp_path / name
-    f.write_text(text)
-    return str(f)
-
-
-def run_dir(tmp_path) -> Path:
-    (d,) = list((tmp_path / "res").iterdir())
-    return d
 
 
 CLOSED = """

@@ -21,10 +21,7 @@ from harness.store.reader import InfluxQLReader
 from harness.store.target import InfluxTarget
 from harness.telemetry.server_metrics import Scraper, parse
 
-try:
-    from tests.emulator_fixtures import emulate_process
-except ImportError:  # pytest's rootdir import mode
-    from emulator_fixtures import emulate_process
+from tests.support.emulator import emulate_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

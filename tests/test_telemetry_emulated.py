@@ -13,10 +13,7 @@ import pytest
 from harness.telemetry import Sampler, Sink, open_source
 from harness.telemetry.emulated import EmulatedSource
 
-try:
-    from tests.emulator_fixtures import emulator, post
-except ImportError:
-    from emulator_fixtures import emulator, post
+from tests.support.emulator import emulator, post
 
 
 def dead_url() -> str:

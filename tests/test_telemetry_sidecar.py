@@ -153,10 +153,7 @@ def test_sidecar_posts_live_power_to_the_locust_web_ui_tab():
 def test_sidecar_takes_telemetry_and_store_settings_from_a_scenario(influxdb, tmp_path):
     """`--scenario`: rate and InfluxDB section from the file; with an emulator it samples
     modeled power (this machine has no NVML), and the store gets the samples and the markers."""
-    try:
-        from tests.emulator_fixtures import emulator
-    except ImportError:
-        from emulator_fixtures import emulator
+    from tests.support.emulator import emulator
 
     sc = tmp_path / "s.yaml"
     sc.write_text(f"""name: sidecar-test
