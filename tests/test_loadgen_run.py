@@ -11,6 +11,7 @@ import pytest
 
 from harness.loadgen.hist import HistSet
 from tests.loadgen_fakes import fake_server
+from tests.support.ports import free_port
 from tests.support.processes import ROOT
 from tests.support.runs import run_cli, run_dir, write
 
@@ -155,14 +156,10 @@ def test_max_requests_ends_the_level_early(server, tmp_path):
 
 def test_run_launches_emulated_replicas_and_serves_the_llm_tab(tmp_path):
     """No --url: the scenario's emulator launcher brings 2 replicas up; --web-ui serves the tab."""
-    import socket
     import time
     import urllib.request
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     text = """
 name: launched
 target: {protocol: openai-completions, launcher: {kind: emulator, profile: fixed-50ms-10ms}}

@@ -61,6 +61,22 @@ def stop(*procs: subprocess.Popen, timeout: float = 10) -> None:
                 p.wait()
 
 
+def start_port_printer(*argv: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A helper server that prints ``PORT <n>`` once it listens on 127.0.0.1 (the fake streaming
+    server, the path-prefix gateway); its process and base URL."""
+    p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, text=True, env=env or harness_env())
+    line = p.stdout.readline()
+    if not line.startswith("PORT "):
+        stop(p)
+        raise AssertionError(f"{argv[1] if len(argv) > 1 else argv[0]} did not start: {line!r}")
+    return p, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+def prefix_proxy(upstream: str, prefix: str, *flags: str) -> tuple[subprocess.Popen, str]:
+    """tests/prefix_proxy.py: ``upstream`` served under ``prefix``; its process and base URL."""
+    return start_port_printer(sys.executable, str(ROOT / "tests" / "prefix_proxy.py"), upstream, prefix, *flags)
+
+
 def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
     """Poll ``pred`` until it returns something true (returned) or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -24,7 +24,12 @@ def run_cli(args, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedP
                           timeout=timeout, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
+def only_run(results: Path) -> Path:
+    """The one run directory under ``results``."""
+    (d,) = [p for p in results.iterdir() if p.is_dir()]
+    return d
+
+
 def run_dir(tmp_path: Path) -> Path:
     """The one run directory under ``tmp_path/res``."""
-    (d,) = list((tmp_path / "res").iterdir())
-    return d
+    return only_run(tmp_path / "res")
