@@ -15,6 +15,7 @@ from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Load
 from harness.workload import Arrivals, build_plan
 from tests.support.emulator import emulate_process, get_json
+from tests.support.processes import bare_env
 from tests.support.runs import run_cli, run_dir, write
 
 
@@ -68,7 +69,7 @@ def test_bad_arrival_fields_exit_2_at_validate(tmp_path):
 
     f = write(tmp_path, "name: x\nload: {mode: rate, arrival: gamma, burstiness: -1}\n")
     p = subprocess.run([sys.executable, "-m", "harness", "validate", f], cwd=ROOT, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+                       text=True, env=bare_env(), timeout=60)
     assert p.returncode == 2 and "burstiness" in p.stderr + p.stdout
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,8 @@ from harness.analysis.comparable import differences
 from harness.analysis.rundata import load_run
 from harness.analysis.summary import analyze
 from harness.analysis.synthetic import SCENARIO_YAML, request, window, write_run
+from tests.support.processes import ROOT, harness_env
 
-ROOT = Path(__file__).resolve().parents[1]
 
 HW_A = {"host": "box-a", "os": "Linux 6.1", "python": "3.11.7",
         "cpu": {"machine": "x86_64", "model": "AMD EPYC 9654", "usable_cores": 16,
@@ -133,7 +132,7 @@ def test_each_change_is_within_or_beyond_the_intervals(runs):
 
 def test_cli_console_json_and_html(runs, tmp_path):
     a, _, b = runs
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = harness_env()
     out_j, out_h = tmp_path / "c.json", tmp_path / "c.html"
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--json",
                         str(out_j), "--html", str(out_h)], cwd=ROOT, env=env, capture_output=True,

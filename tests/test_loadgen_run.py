@@ -12,7 +12,7 @@ import pytest
 from harness.loadgen.hist import HistSet
 from tests.loadgen_fakes import fake_server
 from tests.support.ports import free_port
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, bare_env
 from tests.support.runs import run_cli, run_dir, write
 
 
@@ -168,7 +168,7 @@ load: {mode: concurrency, levels: [4], replicas: [2], warmup_s: 0.5, duration_s:
 """
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", write(tmp_path, text), "--results",
                              str(tmp_path / "res"), "--json", str(tmp_path / "sum.json"), "--web-ui",
-                             f"127.0.0.1:{port}"], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                             f"127.0.0.1:{port}"], cwd=ROOT, env=bare_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
     try:

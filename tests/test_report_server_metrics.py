@@ -3,14 +3,12 @@ clock, plotted per replica over time (emulated TGI replicas)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, harness_env
 
 SCENARIO = """
 name: sm
@@ -26,7 +24,7 @@ def test_emulated_replicas_metrics_land_in_the_run_directory_and_report(tmp_path
     scen.write_text(SCENARIO)
     p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--results",
                         str(tmp_path / "res"), "-q"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=180, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       timeout=180, env=harness_env())
     assert p.returncode in (0, 1), p.stderr[-3000:]
     (run,) = list((tmp_path / "res").iterdir())
     sm = pd.read_parquet(run / "server_metrics.parquet")

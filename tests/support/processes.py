@@ -37,6 +37,12 @@ def harness_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
+def bare_env() -> dict[str, str]:
+    """PATH (/usr/bin:/bin) and the repository on PYTHONPATH, nothing else: the command must not
+    depend on anything more in the environment."""
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+
+
 def harness(*args: str, timeout: float = 120, env: dict | None = None,
             cwd: Path | str = ROOT) -> subprocess.CompletedProcess:
     """``python -m harness ARGS`` to the end, its output captured as text."""

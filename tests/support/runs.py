@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, bare_env
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> str:
@@ -21,7 +21,7 @@ def run_cli(args, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedP
     in a bare environment (PATH and PYTHONPATH only)."""
     return subprocess.run([sys.executable, "-m", "harness", "run", *args, "--results", str(tmp_path / "res"),
                            "--json", str(tmp_path / "sum.json")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          timeout=timeout, env=bare_env())
 
 
 def only_run(results: Path) -> Path:
