@@ -104,7 +104,7 @@ def test_html_is_self_contained(run_dir):
     assert not re.search(r"<(script|link|iframe)\b", text)
     assert not re.search(r'(src|href)="(https?:)?//', text)
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(imgs) == 5   # trade-offs, interactivity, latency CDFs, timeline (no server metrics)
+    assert len(imgs) == 6   # 3 trade-off planes, interactivity, latency CDFs, timeline (no server metrics)
     for b in imgs:
         assert base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n"
 
