@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulator_fixtures import write_profile
+from tests.support.emulator import write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
