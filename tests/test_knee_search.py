@@ -46,9 +46,11 @@ def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below
     # open loop: the same streams become a rate, streams / e2e (Little's law): 100 / 0.25 s
     est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", max_level=1000, min_level=0.1)
     assert est.estimate == pytest.approx(400) and est.start == 100
-    # the cap bounds the start; a round trip through the manifest keeps everything
+    # the start stays two doublings below the cap; a round trip through the manifest keeps all
     est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", max_level=64)
-    assert est.start == 64
+    assert est.start == 16
+    assert [r.level for r in _drive(KneeSearch(start=est.start, max_level=64),
+                                    lambda c: L(c, 10.0 * c, True))] == [16, 32, 64]
     assert ProbeEstimate.from_json(est.to_json()) == est
 
 
