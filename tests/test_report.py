@@ -159,7 +159,7 @@ def test_report_cli_and_exit_codes(run_dir, tmp_path):
     (strict / "scenario.yaml").write_text(SCENARIO_YAML.replace("p99: 0.5", "p99: 0.01"))
     r = _cli("report", str(strict), "-q")
     assert r.returncode == 1
-    assert "No configuration meets the SLO (TTFT p99 <= 0.01 s" in r.stdout
+    assert "No configuration meets the SLO (TTFT p99 <= 10 ms" in r.stdout
     r = _cli("report", str(tmp_path / "missing"))
     assert r.returncode == 2 and "run directory not found" in r.stderr
 

@@ -47,17 +47,3 @@ def energy_source_short(src: str | None) -> str:
         return "integral" if "integral" in src else "counter"
     return {"sample-counter": "sample ctr", "power-integral": "integral"}.get(src, src)
 
-
-def slo_ms(slo) -> str:
-    """The SLO as the report's tables and plots show time: latency bounds in ms."""
-    from harness.analysis.slo import LABEL, bounds
-    from harness.analysis.stats import pct_name
-
-    if slo is None:
-        return "none"
-    parts = [f"{LABEL[b.metric]} {pct_name(b.q)} <= {ms(b.limit_s)} ms" for b in bounds(slo)]
-    if slo.max_error_rate is not None:
-        parts.append(f"error rate <= {slo.max_error_rate:.2%}")
-    if slo.min_output_tokens_per_s is not None:
-        parts.append(f"output tokens/s >= {slo.min_output_tokens_per_s:g}")
-    return ", ".join(parts) if parts else "none"

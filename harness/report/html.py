@@ -6,10 +6,12 @@ import datetime as _dt
 import html
 
 from harness.analysis.metrics import STEADY_TOLERANCE
+from harness.analysis.slo import describe
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.hostinfo import describe as describe_hw
 from harness.report import plots
-from harness.report.fmt import energy_source_short, ms, num, pct, slo_ms
+from harness.report.figure import latency_label
+from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.timeline import build_timeline
 
 CSS = """
@@ -83,6 +85,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "ITL p99 ms",
         "TPOT p50 ms",
         "e2e p99 ms",
+        f"{latency_label(lat, 'ms').replace(' (ms)', '')} 95% CI ms",
         "errors",
         "power W",
         "energy J",
@@ -127,6 +130,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{ms(c.itl_p99_s)}</td>",
             f"<td>{ms(c.tpot_p50_s)}</td>",
             f"<td>{ms(c.e2e_p99_s)}</td>",
+            f"<td>{ci_text(c, lat, ms)}</td>",
             f"<td>{pct(c.error_rate)}</td>",
             f"<td>{num(c.mean_power_w)}</td>",
             f"<td>{num(c.energy_j, 4)}</td>",
@@ -348,7 +352,7 @@ def render_html(a: RunAnalysis) -> str:
 <h1>{_e(title)}</h1>
 <p class="meta">{" · ".join(meta)}</p>{desc}{workload}
 <div class="rec {'ok' if rec.meets_slo else 'bad'}" id="recommendation">{_e(rec.sentence)}</div>
-<p class="meta">SLO: {_e(slo_ms(a.slo))}</p>
+<p class="meta">SLO: {_e(describe(a.slo))}</p>
 <h2>Throughput, latency and energy</h2>
 {_tradeoffs(a)}
 <h2>Cells (measured windows only)</h2>

@@ -15,8 +15,9 @@ from harness.report.figure import COLORS, PHASE_COLORS, png
 from harness.report.timeline import Timeline
 from harness.telemetry.server_metrics import BATCH_TOKENS, KV_CACHE, QUEUE, RUNNING
 
-SERVER_PANELS = (("queued requests", QUEUE), ("running batch", RUNNING),
-                 ("KV-cache use", KV_CACHE), ("batch tokens", BATCH_TOKENS))
+# (y label, gauge names, scale): KV-cache use is a 0-1 share, shown in %
+SERVER_PANELS = (("queued requests", QUEUE, 1), ("running batch", RUNNING, 1),
+                 ("KV cache used (%)", KV_CACHE, 100), ("batch tokens", BATCH_TOKENS, 1))
 
 
 def shade_phases(axes: list[Axes], tl: Timeline, label_ax: Axes | None = None) -> None:
@@ -73,15 +74,21 @@ def _series(sm: pd.DataFrame, names: tuple[str, ...]) -> tuple[str, pd.DataFrame
 
 
 def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
-    """Queue, running batch and KV use per replica over time, GPU power below, on the timeline's
-    clock with its phases; None when no known gauge was scraped."""
+    fig = server_metrics_figure(run, tl)
+    return None if fig is None else png(fig)
+
+
+def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | None:
+    """Queue, running batch and KV use per replica over time (each panel names the gauge it
+    shows; each line's gid: "GAUGE REPLICA_URL"), GPU power below (gid "power GPU"), on the timeline's clock with its phases; None when no known gauge
+    was scraped (TGI's batch tokens only where the server has no KV-cache gauge)."""
     sm = run.server
     if sm is None or sm.empty:
         return None
-    panels = [(title, *found) for title, names in SERVER_PANELS
+    panels = [(title, *found, scale) for title, names, scale in SERVER_PANELS
               if (found := _series(sm, names)) is not None]
-    if {"KV-cache use"} & {p[0] for p in panels}:
-        panels = [p for p in panels if p[0] != "batch tokens"]
+    if any(p[1] in KV_CACHE for p in panels):
+        panels = [p for p in panels if p[1] not in BATCH_TOKENS]
     gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
     if not panels:
         return None
@@ -91,11 +98,11 @@ def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     names = replica_names(sm["replica"].unique())
     colour = {u: COLORS[i % len(COLORS)] for i, u in enumerate(sorted(names))}
-    for ax, (title, name, df) in zip(axes, panels):
+    for ax, (title, name, df, scale) in zip(axes, panels):
         for rep, g in df.groupby("replica", sort=True):
             g = g.sort_values("ts_ns")
-            ax.step((g["ts_ns"] - t0) / 1e9, g["value"], where="post", lw=1, color=colour[rep],
-                    label=names[rep])
+            ax.step((g["ts_ns"] - t0) / 1e9, g["value"] * scale, where="post", lw=1,
+                    color=colour[rep], label=names[rep], gid=f"{name} {rep}")
         ax.set_ylabel(title, fontsize=8)
         ax.text(0.005, 0.96, name, transform=ax.transAxes, fontsize=7, va="top", color="#555555")
     axes[0].legend(fontsize=7, loc="upper right", ncol=min(4, len(names)), title="replica",
@@ -106,7 +113,7 @@ def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
             g = g.sort_values("ts_ns")
             ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8,
                     color="#333333" if gpu["gpu"].nunique() == 1 else COLORS[i % len(COLORS)],
-                    label=f"GPU {g_id} (shared by the replicas)")
+                    label=f"GPU {g_id} (shared by the replicas)", gid=f"power {g_id}")
         ax.set_ylabel("GPU power (W)", fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     if tl is not None:
@@ -115,4 +122,4 @@ def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("seconds since the first cell started" if tl is not None and not tl.empty
                         else "seconds since the first scrape")
-    return png(fig)
+    return fig
