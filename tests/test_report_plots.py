@@ -164,3 +164,13 @@ def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp
     assert [BROKEN, "invalid"] in [b[:2] for b in badges]
     colours = {"valid": "rgb(46, 125, 50)", "warn": "rgb(239, 108, 0)", "invalid": "rgb(198, 40, 40)"}
     assert all(b[2] == colours[b[1]] for b in badges)
+
+
+def test_the_comparison_plane_carries_both_runs_interval_bars(runs):
+    from harness.report.tradeoffs import compare_figure
+
+    a, b = runs
+    ax = compare_figure(a, b).axes[0]
+    bars = [e for e in ax.containers if e.has_xerr and e.has_yerr]
+    assert len(bars) == len(a.cells) + len([c for c in b.cells if c.ttft_p99_s is not None])
+    assert ax.get_ylabel() == "TTFT p99 (ms)"
