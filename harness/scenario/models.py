@@ -372,6 +372,9 @@ class Load(Strict):
         1, description="Run each cell this many times, interleaved across the levels of a replica count.")
     auto_max_level: Level = 1024
     auto_max_cells: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = 8
+    auto_probe_s: SecondsOrZero = Field(
+        3.0, description="levels: auto: seconds of each of the two short probe windows (1 and 8 "
+                         "streams) that estimate where to start; 0 starts at the lowest level.")
 
     @field_validator("levels")
     @classmethod
