@@ -50,7 +50,7 @@ def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
 
 
 def replay(url: str, rate: float, seconds: float, work: Path, gen_core: int | None, pacer: str,
-           rt: bool = False) -> dict:
+           rt: bool = False, tree: Path = ROOT) -> dict:
     trace = work / f"trace-{rate:g}.jsonl"
     n = write_trace(trace, rate, seconds, seed=int(rate))
     sc = work / f"replay-{rate:g}.yaml"
@@ -63,8 +63,8 @@ telemetry: {{enabled: false}}
     urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
     res = Path(tempfile.mkdtemp(prefix=f"res-{rate:g}-{pacer}-", dir=work))
     p = subprocess.run([*_pin(gen_core, rt), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
-                        "--results", str(res)], cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120,
-                       env=dict(os.environ, SLM_PACER=pacer))
+                        "--results", str(res)], cwd=tree, capture_output=True, text=True, timeout=seconds + 120,
+                       env=dict(os.environ, SLM_PACER=pacer, PYTHONPATH=str(tree)))
     if p.returncode not in (0, 4):
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
     (rd,) = list(res.iterdir())
@@ -94,11 +94,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--gen-core", type=int, default=0)
     ap.add_argument("--emu-core", type=int, default=1)
-    ap.add_argument("--pacers", nargs="+", default=["timerfd"], choices=["timerfd", "loop"],
+    ap.add_argument("--pacers", nargs="*", default=["timerfd"], choices=["timerfd", "loop"],
                     help="send clocks to compare, run alternately at each rate (loop: gevent timers)")
     ap.add_argument("--rt", action="store_true",
                     help="run the generator under SCHED_FIFO (chrt -f 10): on a busy host, other processes "
                          "on its core then cannot delay its wake-ups (needs the right to, e.g. root)")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="also run the generator from this source tree (a checkout of an earlier "
+                         "commit), alternately with the others; its rows say 'baseline'")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each (rate, pacer), interleaved")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -118,8 +121,9 @@ def main() -> int:
                   f"{'p99 ms':>8} {'max ms':>8} {'> 1 ms':>7} {'cpu wait':>8} {'cpu':>5}")
             for rate in a.rates:
                 for _ in range(a.repeat):
-                    for pacer in a.pacers:
-                        r = replay(url, rate, a.seconds, work, a.gen_core, pacer, a.rt)
+                    runs = [(p, ROOT) for p in a.pacers] + ([("baseline", a.baseline)] if a.baseline else [])
+                    for pacer, tree in runs:
+                        r = replay(url, rate, a.seconds, work, a.gen_core, pacer, a.rt, tree)
                         print(f"{r['rate']:>6g} {r['pacer']:>8} {r['trace']:>6} {r['sent']:>6} {r['received']:>6} "
                               f"{r['errors']:>4} {r['p50']:>10.3f} {r['p99']:>8.3f} {r['max']:>8.2f} "
                               f"{100 * r['late']:>6.1f}% {_pct(r['cpu_wait']):>8} {_pct(r['cpu']):>5}", flush=True)

@@ -11,6 +11,7 @@ from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.fmt import energy_source_short, ms, num, pct
+from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
 
 CSS = """
@@ -334,7 +335,7 @@ def render_html(a: RunAnalysis) -> str:
 <div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}{_img(plots.interactivity(a), "interactivity")}</div>
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
-<h2>Latency distributions</h2>
+{html_section(a.sessions)}<h2>Latency distributions</h2>
 <div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}
