@@ -9,6 +9,11 @@ the send lag (actual send - intended send) p50/p99/max and the share of requests
 
     python benchmarks/replay_fidelity.py                         # 200 500 1000 req/s, 5 s each
     python benchmarks/replay_fidelity.py --rates 1000 --seconds 10
+    python benchmarks/replay_fidelity.py --pacers loop timerfd --baseline /tmp/base --repeat 2 --rt
+
+``--pacers`` compares send clocks (``loop``: gevent's timers), ``--baseline`` another source
+tree, ``--rt`` runs the generator under SCHED_FIFO so a busy host's other processes cannot delay
+its wake-ups; ``cpu wait`` is the share of the window the generator waited for a CPU.
 """
 
 from __future__ import annotations
