@@ -162,3 +162,55 @@ def test_cli_console_json_and_html(runs, tmp_path):
     t16 = page.split('id="cell-r1-c16"', 1)[1].split("</table>", 1)[0]
     row = t16.split('<td class="l">TTFT p50 ms</td>', 1)[1].split("</tr>", 1)[0]
     assert "<td>+8.2%</td>" in row and html.escape("within (overlap)") in row
+
+
+def _strict(a: Path, b: Path, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--strict",
+                        "--json", str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       capture_output=True, text=True, timeout=120)
+    return p, json.loads(out.read_text())
+
+
+def test_strict_exit_codes_for_ci(runs, tmp_path):
+    """``compare --strict``: 0 like for like and nothing worse, 1 B worse beyond the intervals
+    (only in the regressing direction), 2 not like for like, 4 a cell invalid in either run."""
+    a, a2, b = runs
+    p, _ = _strict(a, a, tmp_path / "aa.json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "strict: exit 0: like for like" in p.stdout
+    # r1-c4's TTFT 100 -> 200 ms with point intervals: worse, beyond; r1-c16's +8% is within
+    p, d = _strict(a, a2, tmp_path / "aa2.json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "r1-c4 TTFT p50 ms +100.0% (beyond the intervals)" in p.stdout
+    assert {(r["cell"], r["column"]) for r in d["regressions"]} == {
+        ("r1-c4", "ttft_p50_s"), ("r1-c4", "ttft_p99_s")}
+    # the same e2e with a later first token: TPOT is shorter, beyond the intervals, and better
+    tpot = next(c for c in d["cells"] if c["cell"] == "r1-c4")["values"]["tpot_p50_s"]
+    assert tpot["noise"] == "beyond" and tpot["change"] < -0.05
+    # not like for like: 2 before any figure is looked at (A -> B is also 100 ms slower)
+    p, d = _strict(a, b, tmp_path / "ab.json")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "strict: exit 2: not like for like: the runs differ in workload, slo" in p.stdout
+    assert d["regressions"]
+    # half of r1-c4's requests failed in C, over its validity limit: its verdict is invalid
+    scen = SCENARIO_YAML + "validity: {error_share_invalid: 0.2}\n"
+    base = _run(tmp_path / "base", "run-base", shift=0.0, constant_ttft=0.10, scenario=scen,
+                hardware=HW_A, version="0.1.0")
+    reqs = [request("r1-c4", 1, 4, start_s=i * 0.4, ttft_s=0.1, e2e_s=1.0, tokens=11,
+                    request_id=i, run_id="run-c", error="http_500" if i % 2 else None)
+            for i in range(N)]
+    r16, w16 = _cell("r1-c16", 16, lambda i: 0.05 + 0.01 * i, "run-c")
+    c = write_run(tmp_path / "c", requests=reqs + r16,
+                  windows=[window("r1-c4", 1, 4, 0.0, 20.0, run_id="run-c")] + w16,
+                  scenario_yaml=scen, run_id="run-c")
+    m = json.loads((c / "manifest.json").read_text())
+    m["hardware"], m["versions"]["slm-harness"] = HW_A, "0.1.0"
+    (c / "manifest.json").write_text(json.dumps(m))
+    p, d = _strict(base, c, tmp_path / "bc.json")
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert d["invalid_cells"] == ["r1-c4"] and "invalid measurement (its verdict) in r1-c4" in p.stdout
+    # without --strict the comparison is only printed
+    p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(a2)], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "strict:" not in p.stdout

@@ -96,9 +96,25 @@ def test_a_recommendation_at_the_edge_of_the_tested_range_says_so():
         c.replicas, c.level = int(c.cell[1]), float(c.cell.split("-c")[1])
     assert edge_note("r2-c64", cells) == (
         "It is at the edge of the tested range, the highest load tried for 2 replica(s) "
-        "(64 streams): try 128 streams; the most replicas tried (2): try 4.")
+        "(64 streams): add levels above 64 (e.g. 128 streams); the most replicas tried (2): try 4.")
     assert edge_note("r1-c16", cells) == ""
-    assert edge_note("r1-c64", cells).endswith("(64 streams): try 128 streams.")
+    assert edge_note("r1-c64", cells).endswith("(64 streams): add levels above 64 (e.g. 128 streams).")
+    # the lowest level: below it when nothing met the SLO, between it and the next when that broke it
+    assert edge_note("r1-c16", cells, meets=False) == (
+        "It is at the edge of the tested range, the lowest load tried for 1 replica(s) "
+        "(16 streams): try levels below 16 streams.")
+    cells[1].slo_ok = False
+    assert edge_note("r1-c16", cells) == (
+        "It is at the edge of the tested range, the lowest load tried for 1 replica(s) (16 streams), "
+        "and the SLO breaks at the next (64 streams): try levels between 16 and 64 streams.")
+    # levels: auto names its settings, and says nothing when the search saw the knee at its top
+    auto = {"1": {"stopped": "reached auto_max_level (64 streams) while ..."}}
+    assert edge_note("r1-c64", cells, auto).endswith("(64 streams): raise load.auto_max_level above 64.")
+    auto = {"1": {"stopped": "the cell budget (auto_max_cells 2) ran out while ..."}}
+    assert edge_note("r1-c64", cells, auto).endswith(
+        "(64 streams): raise load.auto_max_cells so the search goes above 64.")
+    auto = {"1": {"stopped": "throughput stopped growing by 5% at 64 streams; ..."}}
+    assert edge_note("r1-c64", cells[:2], auto) == ""
 
 
 def test_the_knee_search_says_why_it_stopped():
@@ -108,9 +124,11 @@ def test_the_knee_search_says_why_it_stopped():
     grew = [L(1, 10, True), L(2, 20, True), L(4, 40, True)]
     assert "the knee was not reached; raise load.auto_max_cells" in KneeSearch(max_cells=3).why_stopped(grew)
     at_max = [L(16, 10, True), L(32, 20, True), L(64, 40, True)]
-    assert "reached auto_max_level (64)" in ks.why_stopped(at_max)
+    assert "reached auto_max_level (64 streams)" in ks.why_stopped(at_max)
     slo = [L(1, 10, True), L(2, 20, True), L(4, 25, False), L(3, 22, True)]
     text = ks.why_stopped(slo)
-    assert text.startswith("the SLO broke at level 4; the knee was bracketed and refined")
+    assert text == ("the SLO broke at 4 streams; the knee was bracketed between 3 and 4 streams, "
+                    "one step apart; highest throughput 22 tok/s at 3 streams within the SLO "
+                    "(levels tried, in order: 1, 2, 4, 3)")
     flat = [L(1, 10, True), L(2, 20, True), L(4, 20.5, True)]
-    assert ks.why_stopped(flat).startswith("throughput stopped growing by 5% at level 4")
+    assert ks.why_stopped(flat).startswith("throughput stopped growing by 5% at 4 streams")

@@ -104,7 +104,7 @@ def test_html_is_self_contained(run_dir):
     assert not re.search(r"<(script|link|iframe)\b", text)
     assert not re.search(r'(src|href)="(https?:)?//', text)
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(imgs) == 5   # trade-offs, interactivity, latency CDFs, timeline (no server metrics)
+    assert len(imgs) == 6   # 3 trade-off planes, interactivity, latency CDFs, timeline (no server metrics)
     for b in imgs:
         assert base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -159,7 +159,7 @@ def test_report_cli_and_exit_codes(run_dir, tmp_path):
     (strict / "scenario.yaml").write_text(SCENARIO_YAML.replace("p99: 0.5", "p99: 0.01"))
     r = _cli("report", str(strict), "-q")
     assert r.returncode == 1
-    assert "No configuration meets the SLO (TTFT p99 <= 0.01 s" in r.stdout
+    assert "No configuration meets the SLO (TTFT p99 <= 10 ms" in r.stdout
     r = _cli("report", str(tmp_path / "missing"))
     assert r.returncode == 2 and "run directory not found" in r.stderr
 

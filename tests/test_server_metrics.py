@@ -264,3 +264,68 @@ def test_scrapes_survive_a_sigkilled_run(tmp_path):
     assert set(data.server["replica"]) == {url.rstrip("/")}
     assert "tgi_queue_size" in set(data.server["name"])
     assert data.server["ts_ns"].nunique() >= 2
+
+
+def _tgi_sized_exposition() -> str:
+    """~2,000 samples, like a TGI replica's /metrics (mostly histogram buckets)."""
+    out = ["# TYPE tgi_queue_size gauge", "tgi_queue_size 3",
+           "# TYPE tgi_batch_current_size gauge", "tgi_batch_current_size 7"]
+    for f in range(20):
+        out.append(f"# TYPE tgi_h{f} histogram")
+        for k in range(9):
+            for le in ("0.001", "0.01", "0.1", "1", "10", "100", "1000", "10000", "+Inf"):
+                out.append(f'tgi_h{f}_bucket{{method="m{k}",le="{le}"}} {k}')
+            out += [f'tgi_h{f}_sum{{method="m{k}"}} 1.5', f'tgi_h{f}_count{{method="m{k}"}} {k}']
+    return "\n".join(out) + "\n"
+
+
+def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influxdb, tmp_path):
+    """The load generator's process neither scrapes nor parses: no scraper thread in it, its
+    CPU time flat while ~2,000-sample expositions are parsed 10 times a second (~0.3 s of CPU
+    a second in-process), the scraper's pid another; every row in server_metrics.parquet and
+    every non-bucket row in InfluxDB's server_metric."""
+    import time
+
+    from harness.engine.server_metrics import ServerMetrics
+    from harness.records.rundir import RunDir
+    from harness.scenario.loader import parse_scenario
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "metrics").write_text(_tgi_sized_exposition())
+    srv = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                            "--directory", str(www)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(srv.stdout.readline().split(" port ")[1].split()[0])
+        url = f"http://127.0.0.1:{port}"
+        scen = parse_scenario(
+            "name: offproc\nload: {levels: [1]}\n"
+            "telemetry: {server_metrics: {rate_hz: 10, full_every_s: 0}}\n"
+            f"store:\n  influxdb: {{url: {influxdb.url}, api: v1, database: harness}}\n")
+        rd = RunDir.create(tmp_path / "res", "offproc")
+        sm = ServerMetrics(scen, rd)
+        sm.start([url])                          # returns after the first scrape
+        cpu0 = time.process_time()
+        time.sleep(2.0)
+        assert not [t.name for t in threading.enumerate() if t.name == "server-metrics"]
+        here = time.process_time() - cpu0
+        sm.close()
+        rd.close()
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
+    got = rd.manifest["server_metrics"]
+    assert got["pid"] != os.getpid()
+    assert got["failures"] == {url: 0} and got["scrapes"][url] >= 5
+    assert here < 0.15 and got["cpu_s"] > 4 * here, (here, got["cpu_s"])
+    rows = pd.read_parquet(rd.path / "server_metrics.parquet")
+    assert not list(rd.path.glob("server_metrics.j*.arrows"))     # the journals compacted
+    assert len(rows) == got["samples"][url] and rows["ts_ns"].nunique() == got["scrapes"][url]
+    assert {"tgi_queue_size", "tgi_h19_bucket", "tgi_h0_sum"} <= set(rows["name"])
+    kept = rows[~rows["name"].str.endswith("_bucket")]
+    assert got["store"]["acked"] == len(kept) and got["store"]["spool_points"] == 0
+    reader = InfluxQLReader(InfluxTarget(url=influxdb.url, api="v1", database="harness"))
+    try:
+        assert reader.count("server_metric", "value", f"run_id = '{rd.run_id}'") == len(kept)
+    finally:
+        reader.close()

@@ -34,7 +34,7 @@ name: small
 target: {protocol: tgi, launcher: {kind: emulator, profile: h100-smollm2-135m}}
 workload: {seed: 2, prompt_tokens: {dist: fixed, value: 16}, output_tokens: {dist: fixed, value: 16}}
 load: {mode: concurrency, levels: LEVELS, replicas: [1, 2], warmup_s: 0.5, duration_s: 1.5, cooldown_s: 0.2,
-       auto_max_level: 8, auto_max_cells: 3}
+       auto_max_level: 8, auto_max_cells: 3, auto_probe_s: 0}
 slo: {ttft_s: {p99: 2.0}}
 telemetry: {source: emulated, rate_hz: 20}
 """
@@ -247,9 +247,10 @@ def test_auto_levels_search_and_launch_failure(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     run = _run_dir(tmp_path / "res")
     manifest = json.loads((run / "manifest.json").read_text())
-    # doubling from 1 stream, at most 3 cells (throughput keeps growing at these levels)
+    # without the probe, doubling from 1 stream, at most 3 cells (throughput keeps growing at these levels)
     assert manifest["cells_done"] == ["r1-c1", "r1-c2", "r1-c4"]
-    assert [x[0] for x in manifest["auto_results"]["1"]] == [1.0, 2.0, 4.0]
+    assert [x["level"] for x in manifest["auto_results"]["1"]] == [1.0, 2.0, 4.0]
+    assert "auto_probe" not in manifest
     bad = tmp_path / "bad.yaml"
     # a replica whose program exits at once (a known profile name is checked before any launch)
     bad.write_text(scen.read_text().replace(

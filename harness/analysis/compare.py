@@ -76,6 +76,29 @@ class CellDiff:
                 yield col, label, higher_better, va, vb, ch, self.noise.get(col)
 
 
+@dataclass(frozen=True)
+class Regression:
+    """A figure of a common cell on which B is worse than A, beyond the two runs' 95% intervals
+    (or, where either side has none, by :data:`SIGNIFICANT` or more)."""
+
+    cell: str
+    column: str
+    label: str
+    a: float | None
+    b: float | None
+    change: float | None
+    noise: str | None
+
+    def __str__(self) -> str:
+        ch = f"{self.change:+.1%}" if self.change is not None else "changed"
+        why = "beyond the intervals" if self.noise == "beyond" else "no intervals, 5% rule"
+        return f"{self.cell} {self.label} {ch} ({why})"
+
+    def to_dict(self) -> dict:
+        return {"cell": self.cell, "column": self.column, "a": self.a, "b": self.b,
+                "change": self.change, "noise": self.noise}
+
+
 @dataclass
 class Comparison:
     run_a: str
@@ -91,6 +114,20 @@ class Comparison:
     @property
     def comparable(self) -> bool:
         return not self.differences
+
+    def regressions(self) -> list[Regression]:
+        """Every figure the table marks worse (B vs A), cell by cell; power aside (more watts
+        for more tokens is no regression; what a token costs is J/token)."""
+        out = []
+        for d in self.cells:
+            for col, label, higher_better, va, vb, ch, noise in d.rows():
+                if col != "mean_power_w" and verdict(ch, higher_better, noise) is False:
+                    out.append(Regression(d.cell, col, label, va, vb, ch, noise))
+        return out
+
+    def invalid_cells(self) -> list[str]:
+        """Common cells whose measurement is invalid in A or B (their verdict)."""
+        return [d.cell for d in self.cells if "invalid" in (d.verdict_a, d.verdict_b)]
 
     def differing_aspects(self) -> list[str]:
         seen: list[str] = []
@@ -128,6 +165,8 @@ class Comparison:
                 }
                 for d in self.cells
             ],
+            "regressions": [r.to_dict() for r in self.regressions()],
+            "invalid_cells": self.invalid_cells(),
             "notes": self.notes,
         }
 

@@ -27,6 +27,7 @@ class Recommendation:
     meets_slo: bool  # True also when there is no SLO and a cell had successful requests
     sentence: str
     ties: list[str] = field(default_factory=list)  # as fast within the intervals, not chosen
+    closest: str | None = None  # no cell meets the SLO: the one nearest to it
 
 
 def _fmt_s(v: float | None) -> str:
@@ -129,4 +130,5 @@ def recommend(cells: list[CellMetrics], slo: Slo | None, latency_key: str) -> Re
         False,
         f"No configuration meets the SLO ({slo_text}); the closest is {_config(closest)}: "
         f"{_numbers(closest, latency_key)}; it fails {why}.",
+        closest=closest.cell,
     )

@@ -34,7 +34,13 @@ class Bound:
         return f"{self.metric[:-2]}_{pct_name(self.q)}_s"
 
     def describe(self) -> str:
-        return f"{LABEL[self.metric]} {pct_name(self.q)} <= {self.limit_s:g} s"
+        return f"{LABEL[self.metric]} {pct_name(self.q)} <= {in_ms(self.limit_s)} ms"
+
+
+def in_ms(v: float) -> str:
+    """Seconds as the report shows every latency: milliseconds, 3 significant digits."""
+    x = v * 1000
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def bounds(slo: Slo | None) -> list[Bound]:
@@ -102,7 +108,7 @@ def cell_verdict(metrics: dict, slo: Slo | None) -> tuple[bool | None, list[str]
         if v is None:
             failures.append(f"{b.describe()}: no successful request")
         elif v > b.limit_s:
-            failures.append(f"{b.describe()}: {v:.3g} s")
+            failures.append(f"{b.describe()}: {in_ms(v)} ms")
     if slo.max_error_rate is not None:
         checked = True
         er = metrics.get("error_rate")

@@ -154,6 +154,7 @@ class RunAnalysis:
             },
             "definitions": DEFINITIONS,
             "notes": self.notes,
+            "auto_search": auto_search(self.run),
             "intervals": {
                 "confidence": 0.95,
                 "method": "percentile bootstrap: over requests within a window ('requests'); "
@@ -273,36 +274,77 @@ def quantile_of(key: str) -> float:
     return float(d[:2] + "." + d[2:]) if len(d) > 2 else float(d)
 
 
-def auto_notes(run: RunData) -> list[str]:
-    """For ``levels: auto``, why the search stopped at each replica count."""
+def auto_search(run: RunData) -> dict:
+    """For ``levels: auto``, per replica count: the probe, the levels in run order, the bracket
+    and why the search stopped (summary.json ``auto_search``)."""
     sc = run.scenario
     auto = run.manifest.get("auto_results")
     if sc is None or sc.load.levels != "auto" or not isinstance(auto, dict):
-        return []
-    from harness.analysis.knee import KneeSearch, LevelResult
+        return {}
+    from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
 
     ks = KneeSearch(max_level=sc.load.auto_max_level, max_cells=sc.load.auto_max_cells,
-                    integer=sc.load.mode == "concurrency")
-    out = []
+                    min_level=min_level_for(sc.load.mode), integer=sc.load.mode == "concurrency")
+    probes = run.manifest.get("auto_probe") or {}
+    out = {}
     for r, rows in sorted(auto.items(), key=lambda kv: int(kv[0])):
-        res = [LevelResult(*x) for x in rows]
-        out.append(f"levels: auto, {r} replica(s): {ks.why_stopped(res)}")
+        res = [LevelResult.from_json(x) for x in rows]
+        lo, hi = ks.bracket(res)
+        probe = ProbeEstimate.from_json(probes[r]) if probes.get(r) else None
+        out[r] = {
+            "probe": probe.to_json() if probe else None,
+            "probe_note": probe.describe() if probe else "",
+            "start": res[0].level if res else None,
+            "levels": [x.to_json() for x in res],
+            "bracket": [lo, hi],
+            "stopped": ks.why_stopped(res),
+        }
     return out
 
 
-def edge_note(name: str | None, cells: list[CellMetrics]) -> str:
-    """A recommendation at the edge of the tested range says so, and what to try next: the
-    answer may lie beyond it."""
+def auto_notes(run: RunData) -> list[str]:
+    """For ``levels: auto``, where the search started and why it stopped, per replica count."""
+    out = []
+    for r, a in auto_search(run).items():
+        if a["probe_note"]:
+            out.append(f"levels: auto, {r} replica(s): {a['probe_note']}")
+        out.append(f"levels: auto, {r} replica(s): {a['stopped']}")
+    return out
+
+
+def edge_note(name: str | None, cells: list[CellMetrics], auto: dict | None = None,
+              meets: bool = True) -> str:
+    """A recommendation (or, when no cell meets the SLO, the closest cell ``name`` with ``meets``
+    False) at the edge of the tested range says so, and what to try next: the answer may lie
+    beyond it. ``auto``: :func:`auto_search` of a ``levels: auto`` run, whose settings are named."""
     rec = next((c for c in cells if c.cell == name), None)
     if rec is None or len(cells) < 2:
         return ""
-    levels = sorted({c.level for c in cells if c.replicas == rec.replicas})
+    mine = sorted((c for c in cells if c.replicas == rec.replicas), key=lambda c: c.level)
+    levels = sorted({c.level for c in mine})
     replicas = sorted({c.replicas for c in cells})
     unit = "streams" if rec.level_kind == "concurrency" else "req/s"
+    lv = f"{rec.level:g} {unit}"
+    search = (auto or {}).get(str(rec.replicas))
     out = []
     if len(levels) > 1 and rec.level == levels[-1]:
-        out.append(f"the highest load tried for {rec.replicas} replica(s) ({rec.level:g} {unit}): "
-                   f"try {rec.level * 2:g} {unit}")
+        head = f"the highest load tried for {rec.replicas} replica(s) ({lv})"
+        stopped = search["stopped"] if search else ""
+        if not search:
+            out.append(f"{head}: add levels above {rec.level:g} (e.g. {rec.level * 2:g} {unit})")
+        elif stopped.startswith("reached auto_max_level"):
+            out.append(f"{head}: raise load.auto_max_level above {rec.level:g}")
+        elif stopped.startswith("the cell budget"):
+            out.append(f"{head}: raise load.auto_max_cells so the search goes above {rec.level:g}")
+        # else the search saw the knee at its top level: nothing lies beyond worth trying
+    if len(levels) > 1 and rec.level == levels[0] and (unit != "streams" or rec.level > 1):
+        nxt = next(c for c in mine if c.level == levels[1])
+        head = f"the lowest load tried for {rec.replicas} replica(s) ({lv})"
+        if not meets:
+            out.append(f"{head}: try levels below {rec.level:g} {unit}")
+        elif nxt.slo_ok is False:
+            out.append(f"{head}, and the SLO breaks at the next ({levels[1]:g} {unit}): try levels "
+                       f"between {rec.level:g} and {levels[1]:g} {unit}")
     if len(replicas) > 1 and rec.replicas == replicas[-1]:
         out.append(f"the most replicas tried ({rec.replicas}): try {rec.replicas * 2}")
     if not out:
@@ -394,7 +436,7 @@ def analyze(
         )
     else:
         rec = recommend(ok_cells, slo, key)
-        edge = edge_note(rec.cell, cells)
+        edge = edge_note(rec.cell or rec.closest, cells, auto_search(run), rec.cell is not None)
         if edge:
             rec.sentence += " " + edge
         if invalid:

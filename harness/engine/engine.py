@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from harness.analysis.knee import KneeSearch, LevelResult
+from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
 from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
+from harness.analysis.saturation import oversaturation, queue_depth
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
@@ -116,7 +117,7 @@ class Engine:
                     self.hooks.on_group_done(r)
                     continue
             else:
-                auto = [LevelResult(*x)
+                auto = [LevelResult.from_json(x)
                         for x in s.rundir.manifest.get("auto_results", {}).get(str(r), [])]
                 for x in auto:
                     self.hooks.on_cell_skipped(Cell(r, x.level, self.plan.mode))
@@ -156,20 +157,67 @@ class Engine:
                     s.server_metrics.stop()   # before the replicas go down
             self.hooks.on_group_done(r)
 
-    def _knee(self) -> KneeSearch:
-        return KneeSearch(start=1.0, max_level=self.plan.auto_max_level,
+    def _knee(self, start: float = 1.0) -> KneeSearch:
+        return KneeSearch(start=start, max_level=self.plan.auto_max_level,
                           max_cells=self.plan.auto_max_cells,
+                          min_level=min_level_for(self.plan.mode),
                           integer=self.plan.mode == "concurrency")
 
+    def _probe(self, reps, r: int) -> ProbeEstimate | None:
+        """The short probe that picks the explore's start (kept in the manifest: a resumed run
+        starts where the first attempt did, without probing again)."""
+        s = self.session
+        kept = (s.rundir.manifest.get("auto_probe") or {}).get(str(r))
+        if kept:
+            return ProbeEstimate.from_json(kept)
+        if not self.scenario.load.auto_probe_s:
+            return None
+        from harness.engine.probe import run_probe
+
+        self._sigterm.check()
+        est = run_probe(self.scenario, list(reps.urls), r, run_id=s.run_id,
+                        log_dir=s.path / "logs", processes=self.processes)
+        if est is not None:
+            probes = dict(s.rundir.manifest.get("auto_probe") or {})
+            probes[str(r)] = est.to_json()
+            s.rundir.write_manifest(auto_probe=probes)
+            self.hooks.on_note(r, f"levels: auto, {r} replica(s): {est.describe()}")
+        return est
+
     def _run_auto(self, reps, r: int, results: list[LevelResult]) -> None:
-        search = self._knee()
+        est = self._probe(reps, r) if not results else None   # resumed: the start is behind us
+        search = self._knee(est.start if est else 1.0)
+        closed = self.plan.mode == "concurrency"
         while (lv := search.next_level(results)) is not None:
-            m = self.run_cell(reps, Cell(r, lv, self.plan.mode))
-            results.append(LevelResult(lv, m.output_tokens_per_s if m else 0.0,
-                                       m.slo_ok if m else False))
+            cell = Cell(r, lv, self.plan.mode)
+            m = self.run_cell(reps, cell)
+            wins = [w for w in self.session.windows if w.cell == cell.name and w.phase == "measure"]
+            sat = oversaturation(self.session.cell_requests(cell.name), closed_loop=closed,
+                                 queue=self._queue(cell.name),
+                                 window_s=(wins[-1].end_ns - wins[-1].start_ns) / 1e9 if wins else None)
+            results.append(LevelResult(
+                lv, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False,
+                m.ttft_p50_s if m else None, m.tpot_p50_s if m else None,
+                sat.fired if (sat.ttft is not None) else None, sat.describe()))
             auto = dict(self.session.rundir.manifest.get("auto_results", {}))
-            auto[str(r)] = [[x.level, x.throughput, x.slo_ok] for x in results]
+            auto[str(r)] = [x.to_json() for x in results]
             self.session.rundir.write_manifest(auto_results=auto)
+        self.hooks.on_note(r, f"levels: auto, {r} replica(s): {search.why_stopped(results)}")
+
+    def _queue(self, name: str):
+        """The servers' queue depth over the cell's measured window (scraped ``/metrics``), or
+        None when there is none to read."""
+        wins = [w for w in self.session.windows if w.cell == name and w.phase == "measure"]
+        if not wins:
+            return None
+        try:
+            from harness.records.rundir import read_table
+
+            rows = read_table(self.session.path, "server_metrics")
+            return queue_depth(rows, wins[-1].start_ns, wins[-1].end_ns)
+        except Exception as e:  # noqa: BLE001 - the search goes on with the requests alone
+            log.warning("server queue depth unreadable for %s: %s", name, e)
+            return None
 
     # -- one cell: begin, drive, drain, finish ---------------------------------------------
     def run_cell(self, reps, cell: Cell) -> CellMetrics | None:

@@ -39,6 +39,10 @@ class Hook:
     def on_group_done(self, replicas: int) -> None:
         """The group's replicas are down."""
 
+    def on_note(self, replicas: int, text: str) -> None:
+        """A sentence worth showing as it happens (e.g. where ``levels: auto`` starts and why
+        it stopped)."""
+
 
 class Hooks:
     """Fan-out to a list of :class:`Hook` s."""
@@ -99,6 +103,10 @@ class ProgressHook(Hook):
 
     def on_group_done(self, replicas):
         self.p.group_done(replicas)
+
+    def on_note(self, replicas, text):
+        self.p.group_note = text          # the live view's status line; plain consoles print it
+        self.p._say(f"[r{replicas}] {text}")
 
 
 def cell_line(m) -> str:

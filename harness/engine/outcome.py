@@ -16,6 +16,10 @@
 
 ``run`` and ``locust -f`` gate on every cell (a CI check of one configuration); ``sweep`` gates
 on the recommended configuration (a search where some cells are expected to fail).
+
+``compare A B --strict`` uses the same codes in the same sense (:func:`strict_compare_code`):
+2 the runs are not like for like (or share no cell), 4 a common cell is invalid in either run,
+1 B is worse than A on a figure beyond the intervals, else 0. Without ``--strict`` it exits 0.
 """
 
 from __future__ import annotations
@@ -46,6 +50,25 @@ def exit_code(status: str, analysis=None, gate: str = "every") -> int:
     if gate == "recommended":
         return EXIT_OK if analysis.recommendation.meets_slo else EXIT_SLO
     return EXIT_OK if all(c.slo_ok is not False for c in analysis.cells) else EXIT_SLO
+
+
+def strict_compare_code(cmp) -> tuple[int, str]:
+    """``compare --strict``'s exit code and why, for a :class:`~harness.analysis.compare.Comparison`.
+    Precedence, first match wins: 2 not like for like (workload, SLO, target, harness version or
+    host hardware differ; or no common cell), 4 a common cell's measurement is invalid in A or B,
+    1 a figure of a common cell is worse in B beyond the two runs' 95% intervals (where either
+    side has none: by 5% or more), 0 otherwise."""
+    if not cmp.comparable:
+        return EXIT_INPUT, "not like for like: the runs differ in " + ", ".join(cmp.differing_aspects())
+    if not cmp.cells:
+        return EXIT_INPUT, "the runs share no cell"
+    bad = cmp.invalid_cells()
+    if bad:
+        return EXIT_INVALID, "invalid measurement (its verdict) in " + ", ".join(bad)
+    worse = cmp.regressions()
+    if worse:
+        return EXIT_SLO, f"B is worse on {len(worse)} figure(s): " + "; ".join(map(str, worse))
+    return EXIT_OK, "like for like, nothing worse beyond the intervals"
 
 
 def write_outputs(run_dir: Path, *, latency_key: str | None = None):

@@ -144,7 +144,7 @@ class Session(Hook):
         self.hooks.add(self.telemetry)
         from harness.engine.server_metrics import ServerMetrics
 
-        self.server_metrics = ServerMetrics(scenario, self.rundir, self.store.writer)
+        self.server_metrics = ServerMetrics(scenario, self.rundir)
         self.hooks.add(self.server_metrics)
         self.windows: list[CellWindow] = []
         self.rundir.requests = ObservedAppender(self.rundir.requests, self._on_record)
@@ -196,8 +196,9 @@ class Session(Hook):
         self.closed = True
         try:
             self.telemetry.stop("last")
-            self.server_metrics.stop()
+            self.server_metrics.end()
             stored = self.store.close()
+            self.server_metrics.wait_closed()
             if stored is not None:
                 self.rundir.write_manifest(store={"note": self.store.note, **stored})
             self.rundir.write_manifest(cells_done=self.cells_done, cells_partial=self.cells_partial,

@@ -276,12 +276,15 @@ class ParquetAppender:
     a full group is converted and written by an OS thread, in order: the load generator appends a
     record per request from its event loop, and a 4096-row conversion there (~10-15 ms) would
     hold every open stream's next token. ``stamp`` (optional) is applied to each row before it is
-    kept (the run directory stamps the cell's attempt).
+    kept (the run directory stamps the cell's attempt). ``journal_only``: close the journal
+    without compacting, for a writer in another process than the run's (whose close compacts).
     """
 
     def __init__(self, path: Path, schema: pa.Schema, flush_rows: int = 4096, background: bool = False,
-                 stamp: Callable[[Any], None] | None = None, flush_s: float = 1.0):
+                 stamp: Callable[[Any], None] | None = None, flush_s: float = 1.0,
+                 journal_only: bool = False):
         self.path = Path(path)
+        self.journal_only = journal_only
         self.schema = schema
         self.flush_rows = flush_rows
         self.flush_s = flush_s
@@ -419,7 +422,7 @@ class ParquetAppender:
                     log.warning("closing %s: %s", self._journal.path, e)
                     self.error = e
                 self._journal = None
-            if self._dirty:
+            if self._dirty and not self.journal_only:
                 try:
                     compact(self.path, self.schema)
                     self._dirty = False

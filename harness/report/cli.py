@@ -38,7 +38,13 @@ def _compare(args: argparse.Namespace) -> int:
 
         Path(args.html).write_text(render_compare_html(cmp, a, b), encoding="utf-8")
         print(f"comparison: {args.html}")
-    return 0
+    if not args.strict:
+        return 0
+    from harness.engine.outcome import strict_compare_code
+
+    code, why = strict_compare_code(cmp)
+    print(f"strict: exit {code}: {why}")
+    return code
 
 
 def register(sub) -> None:
@@ -76,5 +82,11 @@ def register(sub) -> None:
         metavar="FILE",
         type=cliargs.output_file,
         help="also write the comparison as one self-contained HTML page (tables and an overlay figure)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when the runs are not like for like, 4 when a common cell is invalid in "
+        "either, 1 when B is worse than A on a figure beyond the intervals (for CI)",
     )
     p.set_defaults(func=_compare)

@@ -46,3 +46,4 @@ def energy_source_short(src: str | None) -> str:
     if src.startswith("window:"):
         return "integral" if "integral" in src else "counter"
     return {"sample-counter": "sample ctr", "power-integral": "integral"}.get(src, src)
+

@@ -10,6 +10,7 @@ from harness.analysis.slo import describe
 from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.hostinfo import describe as describe_hw
 from harness.report import plots
+from harness.report.figure import latency_label
 from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
@@ -28,6 +29,7 @@ td.wrap{white-space:normal;min-width:70px;max-width:120px}
 tr.frontier td{background:#fffde7} tr.rec td{background:#fff3c4;font-weight:600}
 tr.excluded td{color:#999} .no{color:#c62828;font-weight:600} .yes{color:#2e7d32}
 .figs{display:flex;flex-wrap:wrap;gap:12px} .figs img{max-width:100%;border:1px solid #eee}
+figure{margin:0} figcaption{color:#555;font-size:12px;text-align:center}
 .badge{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;font-weight:600;color:#fff}
 .badge.valid{background:#2e7d32}.badge.warn{background:#ef6c00}.badge.invalid{background:#c62828}
 tr.invalid td{color:#999;text-decoration:line-through}
@@ -45,6 +47,26 @@ def _img(b64: str | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{b64}">'
 
 
+def _tradeoffs(a: RunAnalysis) -> str:
+    """The frontier's three objectives, two at a time, the third as colour; then interactivity."""
+    figs = [(plots.throughput_vs_latency(a), "throughput vs latency", "colour: J/token"),
+            (plots.energy_vs_throughput(a), "J/token vs throughput", "colour: latency"),
+            (plots.energy_vs_latency(a), "J/token vs latency", "colour: throughput"),
+            (plots.interactivity(a), "interactivity", "colour: J/token")]
+    return (
+        '<div class="figs" id="tradeoffs">'
+        + "".join(f"<figure>{_img(b, alt)}<figcaption>{_e(alt)}; frontier as a black line; "
+                  f"{_e(colour)}</figcaption></figure>" if b else _img(b, alt)
+                  for b, alt, colour in figs)
+        + "</div>"
+        '<p class="note">Black line: the Pareto frontier over throughput, latency and J/token, '
+        "through its cells in the order of the x axis (a frontier cell may look beaten in one "
+        "plane by a cell it beats on the third objective, the colour). Bars: 95% intervals. Red "
+        "cross: an invalid cell, never on the frontier. Star: the recommendation. Latency in ms; "
+        "an SLO far outside the cells is a note above the plot, its arrow pointing where it lies.</p>"
+    )
+
+
 def _cells_table(a: RunAnalysis) -> str:
     lat = a.latency_key
     kinds = {c.level_kind for c in a.cells}
@@ -53,6 +75,8 @@ def _cells_table(a: RunAnalysis) -> str:
     )
     head = [
         "cell",
+        "verdict",
+        "SLO",
         level_head,
         "out tok/s",
         "tok/s 95% CI",
@@ -64,6 +88,7 @@ def _cells_table(a: RunAnalysis) -> str:
         "ITL p99 ms",
         "TPOT p50 ms",
         "e2e p99 ms",
+        f"{latency_label(lat, 'ms').replace(' (ms)', '')} 95% CI ms",
         "errors",
         "power W",
         "energy J",
@@ -72,8 +97,6 @@ def _cells_table(a: RunAnalysis) -> str:
         "J/token 95% CI",
         "tok/J",
         "GPU util %",
-        "SLO",
-        "verdict",
         "frontier",
     ]
     rows = []
@@ -97,6 +120,8 @@ def _cells_table(a: RunAnalysis) -> str:
         )
         vals = [
             f'<td class="l">{_e(c.cell)}</td>',
+            f'<td class="l">{badge(c)}</td>',
+            f"<td>{slo}</td>",
             f"<td>{c.level:g}</td>",
             f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
             f"<td>{ci_text(c, 'output_tokens_per_s', lambda v: num(v, 4))}</td>",
@@ -108,6 +133,7 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{ms(c.itl_p99_s)}</td>",
             f"<td>{ms(c.tpot_p50_s)}</td>",
             f"<td>{ms(c.e2e_p99_s)}</td>",
+            f"<td>{ci_text(c, lat, ms)}</td>",
             f"<td>{pct(c.error_rate)}</td>",
             f"<td>{num(c.mean_power_w)}</td>",
             f"<td>{num(c.energy_j, 4)}</td>",
@@ -116,13 +142,12 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{ci_text(c, 'j_per_token', num)}</td>",
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
-            f"<td>{slo}</td>",
-            f"<td>{badge(c)}</td>",
             f'<td class="l wrap">{_e(fr)}</td>',
         ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
     ths = "".join(
-        f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head
+        f'<th class="l">{h}</th>' if h in ("cell", "verdict", "frontier") else f"<th>{h}</th>"
+        for h in head
     )
     return (
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
@@ -293,7 +318,6 @@ def render_html(a: RunAnalysis) -> str:
     title = f"slm-harness report: {sc.name if sc else a.run_id}"
     rec = a.recommendation
     tl = build_timeline(a.run)
-    figs = [plots.throughput_vs_latency(a), plots.energy_vs_throughput(a)]
     versions = ", ".join(f"{k} {v}" for k, v in (mf.get("versions") or {}).items())
     gpu = mf.get("gpu") or mf.get("gpus") or ""
     meta = [
@@ -332,7 +356,7 @@ def render_html(a: RunAnalysis) -> str:
 <div class="rec {'ok' if rec.meets_slo else 'bad'}" id="recommendation">{_e(rec.sentence)}</div>
 <p class="meta">SLO: {_e(describe(a.slo))}</p>
 <h2>Throughput, latency and energy</h2>
-<div class="figs">{_img(figs[0], "throughput vs latency")}{_img(figs[1], "J/token vs throughput")}{_img(plots.interactivity(a), "interactivity")}</div>
+{_tradeoffs(a)}
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
 {html_section(a.sessions)}<h2>Latency distributions</h2>
@@ -342,7 +366,7 @@ def render_html(a: RunAnalysis) -> str:
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
 <h2>Server metrics per replica</h2>
-<div class="figs">{_img(plots.server_metrics_plot(a.run), "server metrics per replica")}</div>
+<div class="figs">{_img(plots.server_metrics_plot(a.run, tl), "server metrics per replica")}</div>
 <h2>Energy per request</h2>
 {_energy_table(a)}
 <h2>Errors by class</h2>

@@ -247,27 +247,29 @@ def _semantic_problems(s: Scenario) -> list[tuple[tuple, str]]:
     return problems
 
 
+def _existing_file(value: str, root: yaml.Node, file: str, base_dir: Path | None, where: tuple,
+                   what: str) -> str:
+    """The absolute path of a file the scenario names, read relative to the scenario; a missing
+    one is bad input at the field that names it."""
+    p = Path(value)
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    if not p.is_file():
+        line, _ = _locate(root, where)
+        raise InputError(f"{what} file not found: {value}", file=file, line=line,
+                         field=".".join(map(str, where)))
+    return str(p.resolve())
+
+
 def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path | None) -> Scenario:
     """Resolve file references relative to the scenario and fail early when they are missing."""
     ds = scenario.workload.dataset
     if ds is not None:
-        p = Path(ds.path)
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
-        if not p.is_file():
-            line, _ = _locate(root, ("workload", "dataset", "path"))
-            raise InputError(f"dataset file not found: {ds.path}", file=file, line=line,
-                             field="workload.dataset.path")
-        new_ds = ds.model_copy(update={"path": str(p.resolve())})
+        new_ds = ds.model_copy(update={"path": _existing_file(
+            ds.path, root, file, base_dir, ("workload", "dataset", "path"), "dataset")})
         if ds.tokenizer:
-            tp = Path(ds.tokenizer)
-            if not tp.is_absolute() and base_dir is not None:
-                tp = base_dir / tp
-            if not tp.is_file():
-                line, _ = _locate(root, ("workload", "dataset", "tokenizer"))
-                raise InputError(f"tokenizer file not found: {ds.tokenizer}", file=file, line=line,
-                                 field="workload.dataset.tokenizer")
-            new_ds = new_ds.model_copy(update={"tokenizer": str(tp.resolve())})
+            new_ds = new_ds.model_copy(update={"tokenizer": _existing_file(
+                ds.tokenizer, root, file, base_dir, ("workload", "dataset", "tokenizer"), "tokenizer")})
         from harness.workload.dataset import load_dataset
 
         load_dataset(new_ds, scenario.workload.seed)   # every record checked: FILE:LINE: FIELD
@@ -275,13 +277,8 @@ def _check_files(scenario: Scenario, root: yaml.Node, file: str, base_dir: Path 
             "workload": scenario.workload.model_copy(update={"dataset": new_ds})})
     tr = scenario.workload.trace
     if tr is not None:
-        p = Path(tr.path)
-        if not p.is_absolute() and base_dir is not None:
-            p = base_dir / p
-        if not p.is_file():
-            line, _ = _locate(root, ("workload", "trace", "path"))
-            raise InputError(f"trace file not found: {tr.path}", file=file, line=line, field="workload.trace.path")
-        new_tr = tr.model_copy(update={"path": str(p.resolve())})
+        new_tr = tr.model_copy(update={"path": _existing_file(
+            tr.path, root, file, base_dir, ("workload", "trace", "path"), "trace")})
         from harness.workload.trace import load_trace
 
         load_trace(new_tr)   # every record checked: FILE:LINE: FIELD

@@ -203,44 +203,36 @@ class Fixed(Strict):
     value: Tokens
 
 
-class Uniform(Strict):
-    dist: Literal["uniform"]
-    min: Tokens
-    max: Tokens
+class _Bounded(Strict):
+    """A length distribution with ``min`` and ``max`` (``max`` may be open: None)."""
 
     @model_validator(mode="after")
     def _order(self):
-        if self.max < self.min:
+        if self.max is not None and self.max < self.min:
             raise ValueError("max must be >= min")
         return self
 
 
-class Normal(Strict):
+class Uniform(_Bounded):
+    dist: Literal["uniform"]
+    min: Tokens
+    max: Tokens
+
+
+class Normal(_Bounded):
     dist: Literal["normal"]
     mean: TokensF
     std: Annotated[float, _NUM] = Field(ge=0, le=MAX_TOKENS)
     min: Tokens = 1
     max: Tokens | None = None
 
-    @model_validator(mode="after")
-    def _order(self):
-        if self.max is not None and self.max < self.min:
-            raise ValueError("max must be >= min")
-        return self
 
-
-class LogNormal(Strict):
+class LogNormal(_Bounded):
     dist: Literal["lognormal"]
     median: TokensF = Field(description="exp(mu): the median length in tokens")
     sigma: Annotated[float, _NUM] = Field(ge=0, le=10)
     min: Tokens = 1
     max: Tokens | None = None
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.max is not None and self.max < self.min:
-            raise ValueError("max must be >= min")
-        return self
 
 
 LengthDist = Annotated[Union[Fixed, Uniform, Normal, LogNormal], Field(discriminator="dist")]
@@ -380,6 +372,9 @@ class Load(Strict):
         1, description="Run each cell this many times, interleaved across the levels of a replica count.")
     auto_max_level: Level = 1024
     auto_max_cells: Annotated[int, _NUM, Field(gt=0, le=MAX_LIST)] = 8
+    auto_probe_s: SecondsOrZero = Field(
+        3.0, description="levels: auto: seconds of each of the two short probe windows (1 and 8 "
+                         "streams) that estimate where to start; 0 starts at the lowest level.")
 
     @field_validator("levels")
     @classmethod

@@ -61,21 +61,6 @@ def parse(text: str) -> list[tuple[str, dict, float]]:
     return out
 
 
-def off_loop(fn, *args):
-    """``fn(*args)`` in gevent's thread pool in a monkey-patched process (the load generator's):
-    parsing one scrape of a TGI replica (~2,000 samples) takes ~30 ms of pure Python, which on
-    the event loop would hold every stream's read; in a pool thread the loop gets the
-    interpreter back every switch interval."""
-    try:
-        from gevent import get_hub
-        from gevent.monkey import is_module_patched
-    except ImportError:
-        return fn(*args)
-    if not is_module_patched("threading"):
-        return fn(*args)
-    return get_hub().threadpool.apply(fn, args)
-
-
 def _kept(line: str) -> bool:
     """A line of a series read at every scrape, its ``# TYPE``/``# HELP`` lines included (the
     parser names a counter's samples ``..._total`` only when it knows its type)."""
@@ -91,10 +76,12 @@ def labels_text(labels: dict) -> str:
 class Scraper:
     """Scrapes ``urls`` every ``1/rate_hz`` s in a background thread and hands each replica's
     samples to ``sink(list[ServerSample])``: every sample at most every ``full_every_s`` (and
-    at the first scrape), the series of :data:`EVERY_SCRAPE` at every scrape. Parsing a TGI
-    replica's whole exposition costs ~30 ms of CPU, which the load generator's process cannot
-    spare several times a second; a server with a small exposition is parsed whole every time. ``access`` (optional,
-    :class:`harness.protocols.access.Access`) carries the target's headers and TLS settings."""
+    at the first scrape), the series of :data:`EVERY_SCRAPE` at every scrape; a server with a
+    small exposition is parsed whole every time. Parsing a TGI replica's whole exposition costs
+    ~30 ms of CPU: a run scrapes from a process of its own
+    (:mod:`harness.telemetry.scrape_process`), never the load generator's. ``access``
+    (optional, :class:`harness.protocols.access.Access`) carries the target's headers and TLS
+    settings."""
 
     def __init__(self, urls: list[str], sink: Callable[[list[ServerSample]], None], *,
                  rate_hz: float = 2.0, timeout_s: float = 1.0, access=None, run_id: str = "",
@@ -148,7 +135,7 @@ class Scraper:
             else:   # between full scrapes: only the lines of the series read at every scrape
                 text = "\n".join(x for x in text.splitlines() if _kept(x)) + "\n"
             try:
-                n = off_loop(self._keep, u, ts, text)
+                n = self._keep(u, ts, text)
             except Exception as e:  # noqa: BLE001 - text that is not Prometheus's
                 self._failed(u, f"unparsable /metrics text ({type(e).__name__}: {e})")
                 continue
@@ -170,9 +157,13 @@ class Scraper:
                         self._redact(why))
         self.last_error[url] = self._redact(why)[:200]
 
-    def _run(self) -> None:
+    def _run(self, delay_first: bool) -> None:
         opener = self._opener()
         nxt = time.monotonic()
+        if delay_first:
+            nxt += self.period
+            if self._stop.wait(self.period):
+                return
         while not self._stop.is_set():
             self.scrape_once(opener)
             nxt += self.period
@@ -183,8 +174,11 @@ class Scraper:
             if self._stop.wait(delay):
                 break
 
-    def start(self) -> "Scraper":
-        self._thread = threading.Thread(target=self._run, name="server-metrics", daemon=True)
+    def start(self, delay_first: bool = False) -> "Scraper":
+        """Scrape in a background thread; ``delay_first``: one period before its first scrape
+        (the caller has just scraped)."""
+        self._thread = threading.Thread(target=self._run, args=(delay_first,),
+                                        name="server-metrics", daemon=True)
         self._thread.start()
         return self
 

@@ -1,0 +1,52 @@
+"""Latency distributions per cell: TTFT and TPOT CDFs of the successful requests sent in each
+measured window, in ms, the whole shape rather than four percentiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from harness.analysis.summary import RunAnalysis
+from harness.report.figure import COLORS, png
+
+_MS = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+
+
+def _window_values(req: pd.DataFrame, c, col: str) -> np.ndarray:
+    """Sorted ms values of ``col`` for the cell's successful requests sent inside its window."""
+    r = req[(req["cell"] == c.cell) & req["error_class"].isna()]
+    sent = r["intended_ns"].fillna(r["start_ns"]) if "intended_ns" in r else r["start_ns"]
+    r = r[(sent >= c.start_ns) & (sent < c.end_ns)]
+    return np.sort(pd.to_numeric(r[col], errors="coerce").dropna().to_numpy(float)) * 1000
+
+
+def latency_cdfs(a: RunAnalysis) -> str | None:
+    req = a.run.requests
+    if req.empty:
+        return None
+    fig = Figure(figsize=(11, 3.8))
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    drawn = False
+    for i, c in enumerate(a.windows or a.cells):
+        style = "-" if i < len(COLORS) else "--"
+        for ax, col in zip(axes, ("ttft_s", "tpot_s")):
+            v = _window_values(req, c, col)
+            if v.size:
+                drawn = True
+                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", lw=1, ls=style,
+                        color=COLORS[i % len(COLORS)], label=c.cell)
+    if not drawn:
+        return None
+    for ax, name in zip(axes, ("TTFT", "TPOT")):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(_MS)
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_xlabel(f"{name} (ms, log scale)")
+        ax.set_ylabel("share of requests")
+        ax.set_title(f"{name} CDF per cell", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
+    return png(fig)

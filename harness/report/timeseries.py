@@ -1,0 +1,125 @@
+"""The run over time, on one clock (seconds since the first cell started): GPU power and
+tokens/s with each cell's phases shaded, and each replica's own /metrics (queue, running batch,
+KV cache) above the GPU power they share."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from harness.analysis.rundata import RunData
+from harness.report.figure import COLORS, PHASE_COLORS, png
+from harness.report.timeline import Timeline
+from harness.telemetry.server_metrics import BATCH_TOKENS, KV_CACHE, QUEUE, RUNNING
+
+# (y label, gauge names, scale): KV-cache use is a 0-1 share, shown in %
+SERVER_PANELS = (("queued requests", QUEUE, 1), ("running batch", RUNNING, 1),
+                 ("KV cache used (%)", KV_CACHE, 100), ("batch tokens", BATCH_TOKENS, 1))
+
+
+def shade_phases(axes: list[Axes], tl: Timeline, label_ax: Axes | None = None) -> None:
+    """Each cell's phases as bands (measured windows green), the cell named above ``label_ax``."""
+    for cell, phase, a, b in tl.phases:
+        for ax in axes:
+            ax.axvspan(a, b, color=PHASE_COLORS.get(phase, "#cccccc"),
+                       alpha=0.12 if phase == "measure" else 0.06, lw=0)
+            if phase == "measure":
+                ax.axvline(a, color="#2ca02c", lw=0.6)
+        if phase == "measure" and label_ax is not None:
+            label_ax.annotate(cell, ((a + b) / 2, 1.0), xycoords=label_ax.get_xaxis_transform(),
+                              ha="center", va="bottom", fontsize=7)
+
+
+def timeline_plot(tl: Timeline) -> str | None:
+    if tl.empty:
+        return None
+    fig = Figure(figsize=(13, 4.6))
+    ax_p, ax_t = fig.subplots(2, 1, sharex=True)
+    for i, (label, (t, w)) in enumerate(sorted(tl.power.items())):
+        ax_p.plot(t, w, lw=0.9, color=COLORS[i % len(COLORS)], label=label)
+    if not tl.power:
+        ax_p.text(0.5, 0.5, "no GPU samples in this run", transform=ax_p.transAxes, ha="center")
+    ax_p.set_ylabel("power (W)")
+    ax_t.plot(tl.bin_mid_s, tl.tokens_per_s, lw=1.0, color="#333333", drawstyle="steps-mid")
+    ax_t.set_ylabel(f"tokens/s ({tl.bin_s:g} s bins)")
+    ax_t.set_xlabel("seconds since the first cell started")
+    shade_phases([ax_p, ax_t], tl, ax_p)
+    if tl.power:
+        ax_p.legend(fontsize=7, loc="lower right")
+    for ax in (ax_p, ax_t):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Power and output tokens/s over the run (green: measured windows; orange: "
+                 "warm-up; grey: cool-down)", fontsize=10)
+    return png(fig)
+
+
+def replica_names(urls) -> dict[str, str]:
+    """Short legend names: ':port/path' when every replica is on one host, else host:port/path."""
+    parts = {u: urlsplit(str(u)) for u in urls}
+    one_host = len({p.hostname for p in parts.values()}) == 1
+    return {u: (f":{p.port}" if one_host and p.port else p.netloc) + p.path.rstrip("/")
+            for u, p in parts.items()}
+
+
+def _series(sm: pd.DataFrame, names: tuple[str, ...]) -> tuple[str, pd.DataFrame] | None:
+    """The first gauge of ``names`` the server exposes, summed across labels per scrape."""
+    for n in names:
+        g = sm[sm["name"] == n]
+        if not g.empty:
+            return n, g.groupby(["replica", "ts_ns"], as_index=False)["value"].sum()
+    return None
+
+
+def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
+    fig = server_metrics_figure(run, tl)
+    return None if fig is None else png(fig)
+
+
+def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | None:
+    """Queue, running batch and KV use per replica over time (each panel names the gauge it
+    shows; each line's gid: "GAUGE REPLICA_URL"), GPU power below (gid "power GPU"), on the timeline's clock with its phases; None when no known gauge
+    was scraped (TGI's batch tokens only where the server has no KV-cache gauge)."""
+    sm = run.server
+    if sm is None or sm.empty:
+        return None
+    panels = [(title, *found, scale) for title, names, scale in SERVER_PANELS
+              if (found := _series(sm, names)) is not None]
+    if any(p[1] in KV_CACHE for p in panels):
+        panels = [p for p in panels if p[1] not in BATCH_TOKENS]
+    gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
+    if not panels:
+        return None
+    t0 = tl.t0_ns if tl is not None and not tl.empty else int(sm["ts_ns"].min())
+    n = len(panels) + (0 if gpu.empty else 1)
+    fig = Figure(figsize=(13, 1.7 * n + 0.8), layout="constrained")
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    names = replica_names(sm["replica"].unique())
+    colour = {u: COLORS[i % len(COLORS)] for i, u in enumerate(sorted(names))}
+    for ax, (title, name, df, scale) in zip(axes, panels):
+        for rep, g in df.groupby("replica", sort=True):
+            g = g.sort_values("ts_ns")
+            ax.step((g["ts_ns"] - t0) / 1e9, g["value"] * scale, where="post", lw=1,
+                    color=colour[rep], label=names[rep], gid=f"{name} {rep}")
+        ax.set_ylabel(title, fontsize=8)
+        ax.text(0.005, 0.96, name, transform=ax.transAxes, fontsize=7, va="top", color="#555555")
+    axes[0].legend(fontsize=7, loc="upper right", ncol=min(4, len(names)), title="replica",
+                   title_fontsize=7)
+    if not gpu.empty:
+        ax = axes[-1]
+        for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
+            g = g.sort_values("ts_ns")
+            ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8,
+                    color="#333333" if gpu["gpu"].nunique() == 1 else COLORS[i % len(COLORS)],
+                    label=f"GPU {g_id} (shared by the replicas)", gid=f"power {g_id}")
+        ax.set_ylabel("GPU power (W)", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    if tl is not None:
+        shade_phases(list(axes), tl, axes[0])
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds since the first cell started" if tl is not None and not tl.empty
+                        else "seconds since the first scrape")
+    return fig

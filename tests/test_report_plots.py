@@ -1,0 +1,166 @@
+"""The report's trade-off figures, read back from the matplotlib artists: the frontier as a line on
+every plane of the three objectives with the third as colour, 95% interval bars on both axes,
+invalid cells crossed out and off the line, the SLO bound drawn only where it does not squeeze
+the data; and the page in headless Chromium, every figure decoded."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from harness.analysis import analyze
+from harness.analysis.synthetic import SCENARIO_YAML, ModelCell, plausible_run
+from harness.report import objectives as obj
+from harness.report import write_report
+from harness.report.slo_mark import set_limits
+from harness.report.tradeoffs import projection_figure
+
+CELLS = [
+    ModelCell(1, 4, 400, 0.05, 150),
+    ModelCell(1, 16, 900, 0.2, 170),
+    ModelCell(1, 64, 1200, 0.9, 190),
+    ModelCell(2, 4, 420, 0.05, 160),
+    ModelCell(2, 16, 1200, 0.12, 185),
+    ModelCell(2, 64, 1700, 0.45, 200),
+]
+BROKEN = "r2-c16"   # a frontier cell without failures; the fixture fails 40% of its requests
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same modeled run twice: as measured, and with BROKEN's window 40% failed under a
+    validity threshold that makes that invalid."""
+    d = tmp_path_factory.mktemp("planes")
+    good = plausible_run(d / "good", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5)
+    bad = plausible_run(d / "bad", CELLS, duration_s=5, warmup_s=1, cooldown_s=0.5,
+                        scenario_yaml=SCENARIO_YAML + "validity: {error_share_invalid: 0.2}\n")
+    p = bad / "requests.parquet"
+    req = pd.read_parquet(p)
+    hit = req.index[(req["cell"] == BROKEN) & (req["phase"] == "measure")][::5]
+    hit = hit.union(req.index[(req["cell"] == BROKEN) & (req["phase"] == "measure")][1::5])
+    req.loc[hit, "error_class"] = "http_5xx"
+    req.to_parquet(p)
+    return analyze(good), analyze(bad)
+
+
+def planes(a):
+    lat, tput, en = obj.latency(a), obj.throughput(), obj.energy()
+    return [(lat, tput, en), (tput, en, lat), (lat, en, tput), (tput, obj.per_user_speed(), en)]
+
+
+def _artist(ax, gid):
+    found = [x for x in list(ax.lines) + list(ax.collections) if x.get_gid() == gid]
+    return found[0] if found else None
+
+
+def test_every_plane_draws_the_frontier_as_a_line_with_the_third_objective_as_colour(runs):
+    a, _ = runs
+    frontier = [c for c in a.cells if c.frontier == "frontier"]
+    assert len(frontier) >= 2 and any(c.frontier == "dominated" for c in a.cells)
+    for x, y, colour in planes(a):
+        fig = projection_figure(a, x, y, colour, "t")
+        ax, bar = fig.axes
+        line = _artist(ax, "frontier")
+        assert line is not None, (x.name, y.name)
+        want = sorted((x.value(c), y.value(c)) for c in frontier)
+        assert list(zip(line.get_xdata(), line.get_ydata())) == want
+        # the colour bar spans the third objective of every cell and names it
+        assert bar.get_ylabel().startswith(colour.label)
+        lo, hi = bar.get_ylim()
+        vals = [colour.value(c) for c in a.cells]
+        assert lo == pytest.approx(min(vals)) and hi == pytest.approx(max(vals))
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "Pareto frontier (3 objectives)" in legend and "1 replica" in legend
+        assert "recommended" in legend and _artist(ax, "recommended") is not None
+        # interval bars on both axes where a repeat (here: the requests' bootstrap) gave one
+        bars = [e for e in ax.containers if e.has_xerr and e.has_yerr]
+        assert len(bars) == len(a.cells)
+
+
+def test_latency_is_in_ms_on_every_plane(runs):
+    a, _ = runs
+    c = a.cells[0]
+    fig = projection_figure(a, obj.latency(a), obj.throughput(), obj.energy(), "t")
+    assert fig.axes[0].get_xlabel() == "TTFT p99 (ms)"
+    pts = fig.axes[0].collections[0].get_offsets()
+    assert pts[0][0] == pytest.approx(c.ttft_p99_s * 1000)
+
+
+def test_an_invalid_cell_is_crossed_out_and_never_on_the_frontier_line(runs):
+    _, a = runs
+    broken = a.cell(BROKEN)
+    assert broken.verdict == "invalid" and broken.frontier == "invalid", broken.verdict_reasons
+    for x, y, colour in planes(a):
+        ax = projection_figure(a, x, y, colour, "t").axes[0]
+        cross = _artist(ax, "invalid")
+        assert cross is not None
+        assert [tuple(p) for p in cross.get_offsets()] == [(x.value(broken), y.value(broken))]
+        line = _artist(ax, "frontier")
+        assert (x.value(broken), y.value(broken)) not in set(zip(line.get_xdata(), line.get_ydata()))
+        assert "invalid: off the frontier" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _axes():
+    return Figure().add_subplot()
+
+
+def test_an_slo_far_beyond_the_data_is_a_note_at_the_edge_not_a_squeezed_axis():
+    ax = _axes()
+    assert set_limits(ax, "x", 50, 300, slo=5000) == "edge"
+    assert ax.get_xlim() == (50, 300)
+    assert [t.get_text() for t in ax.texts] == ["SLO 5,000 ms →"]
+    ax = _axes()
+    assert set_limits(ax, "x", 200, 300, slo=10) == "edge"
+    assert ax.get_xlim() == (200, 300) and "every cell is beyond it" in ax.texts[0].get_text()
+
+
+def test_an_slo_near_the_data_is_a_line_inside_the_axis():
+    ax = _axes()
+    assert set_limits(ax, "x", 50, 300, slo=320) == "line"
+    lo, hi = ax.get_xlim()
+    assert lo == 50 and 320 < hi < 50 + 1.5 * 250
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [320, 320]
+    ax = _axes()
+    assert set_limits(ax, "y", 50, 300, slo=200) == "line" and ax.get_ylim() == (50, 300)
+
+
+def test_the_report_plane_keeps_the_axis_to_the_data(runs):
+    """The synthetic SLO (TTFT p99 <= 500 ms) lies inside the cells' latencies: drawn as a line."""
+    a, _ = runs
+    ax = projection_figure(a, obj.latency(a), obj.throughput(), obj.energy(), "t").axes[0]
+    lats = [c.ttft_p99_s * 1000 for c in a.cells]
+    assert min(lats) < 500 < max(lats)
+    assert any(list(ln.get_xdata()) == [500, 500] for ln in ax.lines)
+    lo, hi = ax.get_xlim()
+    assert lo < min(lats) and max(lats) < hi < max(lats) * 1.5
+
+
+def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp_path):
+    from stack_support import Chromium
+
+    _, a = runs   # the run with an invalid cell
+    _, paths = write_report(a, out_dir=tmp_path)
+    with Chromium(tmp_path / "chromium") as browser:
+        browser.get(paths.html.as_uri())
+        imgs = browser.script(
+            "return [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
+        caps = browser.script(
+            "return [...document.querySelectorAll('#tradeoffs figcaption')].map(f => f.innerText);")
+        badges = browser.script(
+            "return [...document.querySelectorAll('#cells tbody tr')].map(r => [r.cells[0].innerText,"
+            " r.cells[1].querySelector('.badge').innerText,"
+            " getComputedStyle(r.cells[1].querySelector('.badge')).backgroundColor]);")
+    alts = [i[0] for i in imgs]
+    assert alts[:4] == ["throughput vs latency", "J/token vs throughput", "J/token vs latency",
+                        "interactivity"]
+    assert {"latency CDFs per cell", "power and tokens/s timeline"} <= set(alts)
+    for alt, complete, w, h in imgs:
+        assert complete and w > 300 and h > 200, alt
+    assert len(caps) == 4 and all("frontier as a black line" in c and "colour:" in c for c in caps)
+    # a coloured verdict badge beside each cell's name
+    assert [b[:2] for b in badges] == [[c.cell, c.verdict] for c in a.cells]
+    assert [BROKEN, "invalid"] in [b[:2] for b in badges]
+    colours = {"valid": "rgb(46, 125, 50)", "warn": "rgb(239, 108, 0)", "invalid": "rgb(198, 40, 40)"}
+    assert all(b[2] == colours[b[1]] for b in badges)
