@@ -33,10 +33,10 @@ def test_what_is_due_together_runs_in_one_wake_up(pacer):
     d = perf_counter_ns() + 3_000_000
     ran = []
     for i in range(5):
-        pacer.at(d + i, lambda i=i: ran.append(i))   # 5 deadlines within 5 ns
+        pacer.at(d + i, lambda i=i: ran.append((i, pacer.wakeups)))   # 5 deadlines within 5 ns
     gevent.sleep(0.03)
-    assert ran == [0, 1, 2, 3, 4]
-    assert pacer.wakeups == 1
+    # one wake-up ran them all (gevent's timers may wake once early, run nothing and re-arm)
+    assert [i for i, _ in ran] == [0, 1, 2, 3, 4] and len({w for _, w in ran}) == 1
 
 
 def test_a_past_deadline_runs_at_the_next_wake_up_and_cancel_drops_one(pacer):
