@@ -9,10 +9,8 @@ path prefix. ``slm-harness run`` reads the token from the environment through th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,31 +20,9 @@ from harness.loadgen.stream import StreamClient
 from harness.protocols import RequestSpec, protocol_for
 from harness.protocols.access import Access, parse_url
 from harness.protocols.probe import detect
+from tests.support.processes import harness_env, start_emulator, stop
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_Sx7TestTokenValue0123456789abcdef"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _emulator(tmp: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    pf = tmp / f"ports-{time.monotonic_ns()}.json"
-    p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", "fixed-50ms-10ms", "--port", "0",
-                          "--port-file", str(pf), *args], env=env or ENV, stdout=subprocess.DEVNULL,
-                         stderr=open(tmp / "emulator.log", "ab"))
-    deadline = time.monotonic() + 30
-    while not pf.exists():
-        assert p.poll() is None and time.monotonic() < deadline, (tmp / "emulator.log").read_text()
-        time.sleep(0.05)
-    return p, json.loads(pf.read_text())["urls"][0]
-
-
-def _stop(p: subprocess.Popen) -> None:
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +40,23 @@ def secure(cert, tmp_path_factory):
     """An https emulator that demands the bearer token, with OpenAI events framed ``data: {``."""
     crt, key = cert
     tmp = tmp_path_factory.mktemp("secure")
-    p, url = _emulator(tmp, "--tls-cert", str(crt), "--tls-key", str(key), "--require-token-env", "EMU_TOKEN",
-                       "--sse-space", env={**ENV, "EMU_TOKEN": TOKEN})
+    p, (url,) = start_emulator(tmp, "--tls-cert", str(crt), "--tls-key", str(key), "--require-token-env",
+                               "EMU_TOKEN", "--sse-space", env=harness_env(EMU_TOKEN=TOKEN))
     assert url.startswith("https://127.0.0.1:")
     yield url
-    _stop(p)
+    stop(p)
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    p, url = _emulator(tmp_path_factory.mktemp("plain"))
+    p, (url,) = start_emulator(tmp_path_factory.mktemp("plain"))
     yield url
-    _stop(p)
+    stop(p)
 
 
 def _proxy(upstream: str, prefix: str, *flags: str):
-    p = subprocess.Popen([sys.executable, str(ROOT / "tests" / "prefix_proxy.py"), upstream, prefix, *flags],
-                         stdout=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen([sys.executable, str(Path(__file__).parent / "prefix_proxy.py"), upstream, prefix, *flags],
+                         stdout=subprocess.PIPE, text=True, env=harness_env())
     line = p.stdout.readline()
     assert line.startswith("PORT "), line
     return p, f"http://127.0.0.1:{int(line.split()[1])}"
@@ -125,7 +101,7 @@ def _files_with(root: Path, needle: bytes) -> list[str]:
 
 def test_https_with_a_token_runs_and_the_token_is_nowhere(secure, cert, tmp_path):
     scen = SCENARIO.format(protocol="openai-chat", url=secure, ca=cert[0])
-    p, summary = _run(tmp_path, scen, env={**ENV, "EMU_TOKEN": TOKEN})
+    p, summary = _run(tmp_path, scen, env=harness_env(EMU_TOKEN=TOKEN))
     assert p.returncode == 0, p.stderr[-3000:]
     cell = summary["cells"][0]
     assert cell["requests"] >= 8 and cell["ok"] == cell["requests"], cell
@@ -145,7 +121,7 @@ def test_https_with_a_token_runs_and_the_token_is_nowhere(secure, cert, tmp_path
 def test_without_the_token_every_request_is_401_and_nothing_leaks(secure, cert, tmp_path):
     wrong = "wrong-token-value-0123456789"
     scen = SCENARIO.format(protocol="tgi", url=secure, ca=cert[0]) + "slo: {max_error_rate: 0.01}\n"
-    p, summary = _run(tmp_path, scen, "--url", secure, env={**ENV, "EMU_TOKEN": wrong})
+    p, summary = _run(tmp_path, scen, "--url", secure, env=harness_env(EMU_TOKEN=wrong))
     assert p.returncode in (1, 4), p.stderr[-3000:]      # every request failed: never "met"
     import pandas as pd
 
@@ -157,7 +133,7 @@ def test_without_the_token_every_request_is_401_and_nothing_leaks(secure, cert, 
 
 
 def test_a_header_naming_an_unset_variable_is_bad_input(secure, cert, tmp_path):
-    env = {k: v for k, v in ENV.items() if k != "EMU_TOKEN"}
+    env = harness_env(EMU_TOKEN=None)
     p, _ = _run(tmp_path, SCENARIO.format(protocol="tgi", url=secure, ca=cert[0]), env=env)
     assert p.returncode == 2
     assert "target.headers.Authorization" in p.stderr and "EMU_TOKEN" in p.stderr
@@ -234,11 +210,11 @@ def test_a_path_prefix_is_kept(plain, tmp_path):
         # the whole run: health check and load both under the prefix
         scen = SCENARIO.format(protocol="tgi", url=base + "/gw/llm", ca=tmp_path / "none.pem")
         scen = scen.replace('  tls: {ca_file: "' + str(tmp_path / "none.pem") + '"}\n', "")
-        p, summary = _run(tmp_path, scen, env={**ENV, "EMU_TOKEN": "unused-by-this-server"})
+        p, summary = _run(tmp_path, scen, env=harness_env(EMU_TOKEN="unused-by-this-server"))
         assert p.returncode == 0, p.stderr[-3000:]
         assert summary["cells"][0]["ok"] >= 8
     finally:
-        _stop(proxy)
+        stop(proxy)
 
 
 def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
@@ -251,7 +227,7 @@ def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
         assert found.protocol == "openai-chat" and found.model == detect(plain).model
         # a run with --protocol auto against the OpenAI-only server
         scen = SCENARIO.format(protocol="tgi", url=base + "/openai", ca="x").replace('  tls: {ca_file: "x"}\n', "")
-        p, summary = _run(tmp_path, scen, "--protocol", "auto", env={**ENV, "EMU_TOKEN": "unused"})
+        p, summary = _run(tmp_path, scen, "--protocol", "auto", env=harness_env(EMU_TOKEN="unused"))
         assert p.returncode == 0, p.stderr[-3000:]
         import pandas as pd
 
@@ -260,7 +236,7 @@ def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
         manifest = json.loads(next((tmp_path / "res").rglob("manifest.json")).read_text())
         assert manifest["protocol"] == "openai-chat" and manifest["model"] == found.model
     finally:
-        _stop(proxy)
+        stop(proxy)
     with pytest.raises(LaunchError, match="neither TGI nor OpenAI"):
         detect("http://127.0.0.1:9")   # nothing listens on the discard port
 

@@ -46,9 +46,11 @@ def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below
     # open loop: the same streams become a rate, streams / e2e (Little's law): 100 / 0.25 s
     est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", max_level=1000, min_level=0.1)
     assert est.estimate == pytest.approx(400) and est.start == 100
-    # the cap bounds the start; a round trip through the manifest keeps everything
+    # the start stays two doublings below the cap; a round trip through the manifest keeps all
     est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", max_level=64)
-    assert est.start == 64
+    assert est.start == 16
+    assert [r.level for r in _drive(KneeSearch(start=est.start, max_level=64),
+                                    lambda c: L(c, 10.0 * c, True))] == [16, 32, 64]
     assert ProbeEstimate.from_json(est.to_json()) == est
 
 
@@ -170,3 +172,24 @@ def test_slope_and_in_flight_arithmetic():
     assert s.per_s == pytest.approx(2.0) and s.half_width == pytest.approx(0.0, abs=1e-9)
     assert s.rel_rise == pytest.approx(18 / 10)
     assert list(in_flight_at(np.array([0, 1, 2]), np.array([5, 1.5, np.inf]), np.array([1, 1.5, 6]))) == [2, 1, 1]
+
+
+def test_closed_loop_needs_the_servers_queue_to_grow_too_where_they_report_one():
+    from harness.analysis.saturation import queue_depth
+
+    t = np.linspace(0, 10, 400)
+    rising = _rows(400, 0.1 + 0.3 * t, t)
+    # two replicas scraped at 2 Hz: one queue grows 3 requests a second, the other stays at 0
+    ts = np.arange(0, 10, 0.5)
+    rows = pd.DataFrame({"ts_ns": np.concatenate([ts, ts + 0.01]) * 1e9, "replica": ["a"] * 20 + ["b"] * 20,
+                         "name": "tgi_queue_size", "labels": "{}",
+                         "value": np.concatenate([3 * ts, np.zeros(20)])})
+    rows = pd.concat([rows, rows.assign(name="tgi_batch_current_size", value=64.0)])
+    when, depth = queue_depth(rows, 0, int(10e9))
+    assert len(when) == 20 and depth[-1] == pytest.approx(28.5)
+    grows = oversaturation(rising, closed_loop=True, queue=(when, depth))
+    assert grows.fired and grows.queue.per_s == pytest.approx(3.0)
+    assert "server queue +3.00/s" in grows.describe()
+    flat = (when, np.full(len(when), 192.0))   # a full queue that holds steady: no growth
+    assert not oversaturation(rising, closed_loop=True, queue=flat).fired
+    assert queue_depth(rows[rows["name"] != "tgi_queue_size"], 0, int(10e9)) is None

@@ -67,3 +67,37 @@ telemetry: {{source: emulated, rate_hz: 10}}
     assert stopped[:60] in " ".join(p.stdout.split())       # the console (wrapped lines joined)
     html = (run / "report.html").read_text()
     assert stopped.split(";")[0] in html.replace("&#x27;", "'")
+
+
+def test_the_over_saturation_test_fires_on_a_real_overloaded_replica_and_not_below_capacity(tmp_path):
+    """Open loop at a fifth of the replica's capacity and at 1.5 times it (batches of at most 64
+    sequences at 5 + 0.5 * 64 ms a step: 1,730 tok/s of 16-token answers, 108 req/s): past it the
+    router's queue, and so TTFT and the requests in flight, grow through the window."""
+    import pandas as pd
+
+    from harness.analysis.saturation import oversaturation
+
+    prof = write_profile(tmp_path, "host-bound", timing="""  mode: roofline
+  host_step_ms: 5
+  host_per_seq_ms: 0.5""", limits="  max_batch_prefill_tokens: 4096\n  max_batch_size: 64\n"
+                                           "  max_concurrent_requests: 100000")
+    scen = tmp_path / "rate.yaml"
+    scen.write_text(f"""
+name: oversat
+target: {{protocol: tgi, launcher: {{kind: emulator, profile: {prof}}}}}
+workload: {{seed: 1, prompt_tokens: {{dist: fixed, value: 8}}, output_tokens: {{dist: fixed, value: 16}}}}
+load: {{mode: rate, arrival: constant, levels: [20, 160], replicas: [1], warmup_s: 0.5, duration_s: 5.5,
+       cooldown_s: 0}}
+telemetry: {{source: emulated, rate_hz: 10}}
+""")
+    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
+                        str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"))
+    assert p.returncode in (0, 4), p.stderr[-3000:]
+    (run,) = [d for d in (tmp_path / "res").iterdir() if d.is_dir()]
+    req = pd.read_parquet(run / "requests.parquet")
+    calm = oversaturation(req[req["cell"] == "r1-q20"], closed_loop=False)
+    over = oversaturation(req[req["cell"] == "r1-q160"], closed_loop=False)
+    assert calm.ttft is not None and not calm.fired, calm
+    assert over.fired, over
+    assert over.ttft.per_s > 0 and over.in_flight.per_s > 0

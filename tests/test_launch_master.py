@@ -5,21 +5,16 @@ and the report is the one the plugin wrote."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from harness.analysis.summary import analyze
 from harness.engine.outcome import exit_code
-from tests.emulator_fixtures import emulator
-from tests.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.ports import free_port
+from tests.support.processes import LOCUSTFILE, harness_env
 
 SCENARIO = """
 name: master
@@ -31,12 +26,6 @@ telemetry: {enabled: false}
 """
 
 
-@pytest.fixture(scope="module")
-def emu():
-    with emulator(1, "fixed-50ms-10ms") as reps:
-        yield reps.urls[0]
-
-
 def _master(tmp_path: Path, url: str, duration: float) -> tuple[subprocess.Popen, Path]:
     scen = tmp_path / "master.yaml"
     scen.write_text(SCENARIO.replace("DURATION", str(duration)))
@@ -44,9 +33,9 @@ def _master(tmp_path: Path, url: str, duration: float) -> tuple[subprocess.Popen
     p = subprocess.Popen(
         [sys.executable, "-m", "harness.launch.master", "--results", str(results),
          "--linger-s", "0", "--health-timeout-s", "30", "--",
-         "-f", str(ROOT / "locustfiles" / "tgi.py"), "--scenario", str(scen), "--host", url,
+         "-f", LOCUSTFILE, "--scenario", str(scen), "--host", url,
          "--web-host", "127.0.0.1", "--web-port", str(free_port()), "--autostart"],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"),
+        cwd=tmp_path, env=harness_env(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return p, results
 

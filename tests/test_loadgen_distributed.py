@@ -4,38 +4,26 @@ truth, SLO exit codes, and every error class through the emulator's fault knob."
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.launch.base import launcher_for
 from harness.loadgen.hist import HistSet
-from harness.scenario.models import EmulatorLauncher, Target
+from tests.emulator_fixtures import emulator as emulated
+from tests.loadgen_fakes import window_tokens
+from tests.support.ports import dead_url
+from tests.support.processes import harness_env, locust_argv, locust_cluster
 
-ROOT = Path(__file__).resolve().parents[1]
-LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py")]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = harness_env()
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    target = Target(launcher=EmulatorLauncher(profile="fixed-50ms-10ms"))
-    with launcher_for(target, 2, tmp_path_factory.mktemp("emu")) as reps:
+def emulator():
+    with emulated(2, "fixed-50ms-10ms") as reps:
         yield reps.urls
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _gt(url: str) -> dict:
@@ -46,17 +34,6 @@ def _gt(url: str) -> dict:
 def _reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", data=b"",
                                                   method="POST"), timeout=5).read()
-
-
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 SCEN = """
@@ -73,22 +50,9 @@ def test_master_and_two_workers_merge_exactly_what_the_emulator_sent(emulator, t
     scen.write_text(SCEN.format(ttft_p99=1.0))
     for u in emulator:
         _reset(u)
-    port = _free_port()
-    master = subprocess.Popen(LOCUST + ["--scenario", str(scen), "--host", ",".join(emulator), "--headless",
-                                        "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
-                                        str(port), "--expect-workers", "2", "--slm-results", str(tmp_path / "res"),
-                                        "--slm-json", str(tmp_path / "sum.json"), "--only-summary"],
-                              env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    workers = [subprocess.Popen(LOCUST + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                                env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(2)]
-    try:
-        out, _ = master.communicate(timeout=120)
-        for w in workers:
-            w.wait(30)
-    finally:
-        _stop([master, *workers])
-    assert master.returncode == 0, out
+    with locust_cluster(scen, emulator, tmp_path, workers=2) as cluster:
+        out = cluster.finish(timeout=120)
+    assert cluster.master.returncode == 0, out
     gt = _gt(emulator[0])["total"]
     s = json.loads((tmp_path / "sum.json").read_text())
     (cell,) = s["cells"]
@@ -109,7 +73,6 @@ def test_master_and_two_workers_merge_exactly_what_the_emulator_sent(emulator, t
     assert 0 <= ttft_client_ms - gt["ttft_us"]["mean"] / 1e3 < 15
     assert s["slo_ok"] is True
     # throughput counts the tokens that arrived inside the window, merged from both workers
-    from tests.loadgen_fakes import window_tokens
     win = pd.read_parquet(run_dir / "windows.parquet")
     w = win[win.phase == "measure"].iloc[0]
     # records carry wall-clock stamps; the workers credit on their own perf clocks: ~1 ms apart at most
@@ -123,9 +86,9 @@ def test_slo_violation_exits_1_with_locust_processes(emulator, tmp_path):
     # a 3 s window: a busy host's emulated sampler can space power readings >1.5 s apart, and a
     # window shorter than that is an invalid measurement (exit 4), not an SLO verdict
     scen.write_text(SCEN.format(ttft_p99=0.02))
-    p = subprocess.run(LOCUST + ["--scenario", str(scen), "--host", emulator[0], "--headless", "--processes", "2",
-                                 "--slm-results", str(tmp_path / "res"), "--slm-json", str(tmp_path / "sum.json"),
-                                 "--only-summary"], env=ENV, cwd=tmp_path, capture_output=True, text=True,
+    p = subprocess.run(locust_argv("--scenario", str(scen), "--host", emulator[0], "--headless", "--processes", "2",
+                                   "--slm-results", str(tmp_path / "res"), "--slm-json", str(tmp_path / "sum.json"),
+                                   "--only-summary"), env=ENV, cwd=tmp_path, capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
     s = json.loads((tmp_path / "sum.json").read_text())
@@ -143,7 +106,7 @@ def test_bad_input_exits_2_under_locust(tmp_path, text, needle):
     if text is not None:
         (tmp_path / "bad.yaml").write_text(text)
         args += ["--scenario", str(tmp_path / "bad.yaml")]
-    p = subprocess.run(LOCUST + args, env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(locust_argv(*args), env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stdout + p.stderr
     assert needle in p.stderr and "Traceback" not in p.stderr
 
@@ -167,7 +130,7 @@ workload: {{dataset: {{path: {ds}, output_tokens_field: n, shuffle: false}}}}
 load: {{mode: concurrency, levels: [4], warmup_s: 0, duration_s: 4, cooldown_s: 0}}
 slo: {{max_error_rate: 0.99}}
 """)
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = dead_url()
     p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url", f"{emulator[0]},{dead}",
                         "--processes", "2", "--results", str(tmp_path / "res"), "--json", str(tmp_path / "sum.json")],
                        env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=180)

@@ -12,21 +12,15 @@ appear in no output.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness.loadgen.hist import HistSet, new_hist, record_array
 from tests.netns import hosts
+from tests.support.processes import harness_env, locust_cluster, start_emulator, stop
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py")]
 MASTER_PORT = 5557
 
 TOKEN = "tok_multihost_0123456789abcdefXYZ"
@@ -48,17 +42,6 @@ def _curl(host, url: str, method: str = "GET") -> str:
                           check=True).stdout
 
 
-def _stop(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 def _hist_of(values_us) -> "np.ndarray":
     h = new_hist()
     record_array(h, np.asarray(values_us, dtype=np.int64))
@@ -66,8 +49,7 @@ def _hist_of(values_us) -> "np.ndarray":
 
 
 def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path):
-    procs = []
-    env = {**ENV, "EMU_TOKEN": TOKEN}
+    env = harness_env(EMU_TOKEN=TOKEN)
     with hosts("emu", "master", "w1", "w2") as h:
         key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
@@ -75,19 +57,9 @@ def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path)
                         f"subjectAltName=IP:{h['emu'].addr}"], check=True, capture_output=True)
         scen = tmp_path / "s.yaml"
         scen.write_text(SCEN.replace('"CA"', f'"{crt}"'))
+        emu, urls = start_emulator(tmp_path, "--replicas", "2", "--host", h["emu"].addr, "--tls-cert", str(crt),
+                                   "--tls-key", str(key), "--require-token-env", "EMU_TOKEN", env=env, host=h["emu"])
         try:
-            port_file = tmp_path / "ports.json"
-            emu = subprocess.Popen(h["emu"].argv(sys.executable, "-m", "harness", "emulate", "--replicas", "2",
-                                                 "--profile", "fixed-50ms-10ms", "--host", h["emu"].addr,
-                                                 "--port", "0", "--port-file", str(port_file), "--tls-cert",
-                                                 str(crt), "--tls-key", str(key), "--require-token-env", "EMU_TOKEN"),
-                                   env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "emu.log", "wb"))
-            procs.append(emu)
-            deadline = time.monotonic() + 30
-            while not port_file.exists():
-                assert emu.poll() is None and time.monotonic() < deadline, (tmp_path / "emu.log").read_text()
-                time.sleep(0.05)
-            urls = json.loads(port_file.read_text())["urls"]
             assert all(u.startswith(f"https://{h['emu'].addr}:") for u in urls)
             port = urls[0].rsplit(":", 1)[1]
             # no loopback shortcut: the replicas answer on the bridge, not on the master's loopback
@@ -99,24 +71,13 @@ def test_master_and_workers_on_three_hosts_merge_exactly_their_records(tmp_path)
             assert bad.returncode != 0
             for u in urls:
                 _curl(h["master"], u + "/emulator/ground_truth/reset", "POST")
-            master = subprocess.Popen(
-                h["master"].argv(*LOCUST, "--scenario", str(scen), "--host", ",".join(urls), "--headless",
-                                 "--master", "--master-bind-host", h["master"].addr, "--master-bind-port",
-                                 str(MASTER_PORT), "--expect-workers", "2", "--slm-results", str(tmp_path / "res"),
-                                 "--slm-json", str(tmp_path / "sum.json"), "--only-summary"),
-                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            procs.append(master)
-            for w in ("w1", "w2"):
-                procs.append(subprocess.Popen(
-                    h[w].argv(*LOCUST, "--worker", "--master-host", h["master"].addr, "--master-port", str(MASTER_PORT)),
-                    env=env, cwd=tmp_path, stdout=open(tmp_path / f"{w}.log", "wb"), stderr=subprocess.STDOUT))
-            out, _ = master.communicate(timeout=150)
-            for p in procs[2:]:
-                p.wait(30)
-            assert master.returncode == 0, out[-4000:]
+            with locust_cluster(scen, urls, tmp_path, master_host=h["master"].addr, port=MASTER_PORT, env=env,
+                                hosts=h) as cluster:
+                out = cluster.finish(timeout=150)
+            assert cluster.master.returncode == 0, out[-4000:]
             gt = json.loads(_curl(h["master"], urls[0] + "/emulator/ground_truth"))["total"]
         finally:
-            _stop(procs)
+            stop(emu, timeout=5)
     s = json.loads((tmp_path / "sum.json").read_text())
     (cell,) = s["cells"]
     assert cell["workers"] == 2

@@ -140,7 +140,7 @@ def test_the_report_plane_keeps_the_axis_to_the_data(runs):
 def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp_path):
     from stack_support import Chromium
 
-    a, _ = runs
+    _, a = runs   # the run with an invalid cell
     _, paths = write_report(a, out_dir=tmp_path)
     with Chromium(tmp_path / "chromium") as browser:
         browser.get(paths.html.as_uri())
@@ -148,6 +148,10 @@ def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp
             "return [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
         caps = browser.script(
             "return [...document.querySelectorAll('#tradeoffs figcaption')].map(f => f.innerText);")
+        badges = browser.script(
+            "return [...document.querySelectorAll('#cells tbody tr')].map(r => [r.cells[0].innerText,"
+            " r.cells[1].querySelector('.badge').innerText,"
+            " getComputedStyle(r.cells[1].querySelector('.badge')).backgroundColor]);")
     alts = [i[0] for i in imgs]
     assert alts[:4] == ["throughput vs latency", "J/token vs throughput", "J/token vs latency",
                         "interactivity"]
@@ -155,3 +159,8 @@ def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp
     for alt, complete, w, h in imgs:
         assert complete and w > 300 and h > 200, alt
     assert len(caps) == 4 and all("frontier as a black line" in c and "colour:" in c for c in caps)
+    # a coloured verdict badge beside each cell's name
+    assert [b[:2] for b in badges] == [[c.cell, c.verdict] for c in a.cells]
+    assert [BROKEN, "invalid"] in [b[:2] for b in badges]
+    colours = {"valid": "rgb(46, 125, 50)", "warn": "rgb(239, 108, 0)", "invalid": "rgb(198, 40, 40)"}
+    assert all(b[2] == colours[b[1]] for b in badges)

@@ -5,7 +5,6 @@ writes, how a stop mid-cell is marked, and the exit codes."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,10 +16,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.emulator_fixtures import emulator
-
-ROOT = Path(__file__).resolve().parents[1]
-LOCUSTFILE = str(ROOT / "locustfiles" / "tgi.py")
+from tests.support.ports import free_port
+from tests.support.processes import LOCUSTFILE, ROOT, harness_env, stop, wait_for
 
 SCENARIO = """
 name: roads
@@ -35,10 +32,6 @@ RUN_DIR_FILES = {"requests.parquet", "windows.parquet", "gpu_samples.parquet", "
                  "server_metrics.parquet"}
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-
-
 def _scenario(tmp_path: Path, duration: float = 2.0) -> str:
     f = tmp_path / "roads.yaml"
     f.write_text(SCENARIO.replace("DURATION", str(duration)))
@@ -50,39 +43,6 @@ def _run_dir(results: Path) -> Path:
     return d
 
 
-def _free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def _wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with emulator(1, "fixed-50ms-10ms") as reps:
-        yield reps.urls[0]
-
-
-
 def _llm_tab_measuring(base: str, cell: str) -> bool:
     """Whether the LLM tab at ``base`` shows ``cell`` in its measured window."""
     try:
@@ -92,9 +52,10 @@ def _llm_tab_measuring(base: str, cell: str) -> bool:
         return False
     return rows.get("Cell", {}).get("value", "").startswith(f"{cell} (measured")
 
+
 def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "harness", "run", _scenario(tmp_path), "--results",
-                        str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=_env(),
+                        str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=harness_env(),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     d = _run_dir(tmp_path / "res")
@@ -112,12 +73,12 @@ def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_repo
 def test_locust_headless_writes_the_same_run_directory_as_run(emu, tmp_path):
     scen = _scenario(tmp_path)
     run = subprocess.run([sys.executable, "-m", "harness", "run", scen, "--url", emu, "--results",
-                          str(tmp_path / "run")], cwd=ROOT, env=_env(), capture_output=True,
+                          str(tmp_path / "run")], cwd=ROOT, env=harness_env(), capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     loc = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
                           "--scenario", scen, "--host", emu, "--slm-results", str(tmp_path / "loc"),
-                          "--csv", str(tmp_path / "locust")], cwd=tmp_path, env=_env(),
+                          "--csv", str(tmp_path / "locust")], cwd=tmp_path, env=harness_env(),
                          capture_output=True, text=True, timeout=120)
     assert loc.returncode == 0, loc.stderr[-3000:]
     a, b = _run_dir(tmp_path / "run"), _run_dir(tmp_path / "loc")
@@ -143,23 +104,23 @@ def test_locust_headless_writes_the_same_run_directory_as_run(emu, tmp_path):
 
 
 def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario",
                              _scenario(tmp_path, duration=60), "--host", emu, "--web-host",
                              "127.0.0.1", "--web-port", str(port), "--autostart",
-                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=_env(),
+                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=harness_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
-                  "the first cell's measured window")
+        wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
+                 "the first cell's measured window")
         urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"), timeout=5).read()
         mf = lambda: json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())  # noqa: E731
-        _wait_for(lambda: mf().get("status") == "stopped", 30, "the run to close")
+        wait_for(lambda: mf().get("status") == "stopped", 30, "the run to close")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
-        _stop(proc)
+        stop(proc)
     assert proc.returncode == 130, out[-3000:]
     d = _run_dir(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
@@ -177,15 +138,15 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
 def test_sigterm_on_run_closes_the_records_and_marks_the_cell_partial(emu, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
                              "--url", emu, "--results", str(tmp_path / "res")], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/windows*")),
-                  60, "the run directory")
+        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/windows*")),
+                 60, "the run directory")
         time.sleep(3)                     # into the measured window
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
-        _stop(proc)
+        stop(proc)
     assert proc.returncode == 130, out[-3000:]
     d = _run_dir(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
@@ -199,20 +160,20 @@ def test_dead_url_exits_3_with_the_reason(tmp_path):
     t = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "harness", "run", scen, "--url",
                         "http://127.0.0.1:9", "--results", str(tmp_path / "res")], cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=60)
+                       env=harness_env(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 3, p.stdout + p.stderr
     assert "no replica answers: http://127.0.0.1:9: Connection refused" in p.stderr
     assert time.monotonic() - t < 30
     loc = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
                           "--scenario", scen, "--host", "http://127.0.0.1:9"], cwd=tmp_path,
-                         env=_env(), capture_output=True, text=True, timeout=60)
+                         env=harness_env(), capture_output=True, text=True, timeout=60)
     assert loc.returncode == 3 and "no replica answers" in loc.stderr
 
 
 def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
     scen = _scenario(tmp_path, duration=60)
     p = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-u", "5",
-                        "--scenario", scen, "--host", emu], cwd=tmp_path, env=_env(),
+                        "--scenario", scen, "--host", emu], cwd=tmp_path, env=harness_env(),
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     (line,) = [x for x in p.stderr.splitlines() if "slm-harness" in x or "-u" in x]
@@ -220,7 +181,7 @@ def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
     assert "will be ignored" not in p.stderr
     t = subprocess.run([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "-t", "3",
                         "--scenario", scen, "--host", emu, "--slm-results", str(tmp_path / "res")],
-                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=90)
+                       cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=90)
     assert t.returncode == 130, t.stderr[-3000:]
     assert "Run time limit set" not in t.stderr and "will be ignored" not in t.stderr
     d = _run_dir(tmp_path / "res")
@@ -239,11 +200,11 @@ def test_a_malformed_dataset_record_is_refused_before_any_load(tmp_path):
         "workload: {seed: 4,", "workload: {dataset: {path: ds.jsonl}, seed: 4,"))
     where = f"{tmp_path / 'ds.jsonl'}:3: prompt: missing or empty prompt"
     v = subprocess.run([sys.executable, "-m", "harness", "validate", str(scen)], cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=60)
+                       env=harness_env(), capture_output=True, text=True, timeout=60)
     assert v.returncode == 2 and where in v.stderr, v.stderr
     r = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url",
                         "http://127.0.0.1:9", "--results", str(tmp_path / "res")], cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=60)
+                       env=harness_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and where in r.stderr and r.stderr.count("missing or empty") == 1
     assert not (tmp_path / "res").exists()
 
@@ -267,7 +228,7 @@ sys.exit(execute(Request({str(scen)!r}, "run", replicas=[1], levels=[4], urls=[{
                          results={str(tmp_path / 'res')!r}, quiet=True), sc))
 """
     t = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True,
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=harness_env(), capture_output=True,
                        text=True, timeout=90)
     out = p.stdout + p.stderr
     assert p.returncode == 2, out[-3000:]
@@ -279,7 +240,7 @@ sys.exit(execute(Request({str(scen)!r}, "run", replicas=[1], levels=[4], urls=[{
 
 def test_the_harness_options_are_listed_in_locusts_help():
     p = subprocess.run([sys.executable, "-m", "harness", "locust", "-f", LOCUSTFILE, "--help"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+                       cwd=ROOT, env=harness_env(), capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     for opt in ("--scenario", "--slm-levels", "--slm-replicas", "--slm-results", "--slm-json",
                 "-t/--run-time stops the plan early"):
@@ -290,16 +251,16 @@ def test_the_harness_options_are_listed_in_locusts_help():
 def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
                              "--scenario", _scenario(tmp_path, 60), "--host", emu,
-                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=_env(),
+                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=harness_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/manifest.json")),
-                  60, "the run directory")
+        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/manifest.json")),
+                 60, "the run directory")
         time.sleep(4)                     # into the measured window
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
-        _stop(proc)
+        stop(proc)
     assert proc.returncode == 130, out[-3000:]
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
@@ -307,20 +268,20 @@ def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
 
 
 def test_the_web_ui_stop_during_run_ends_it_with_the_cell_partial(emu, tmp_path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
                              "--url", emu, "--results", str(tmp_path / "res"), "--web-ui",
-                             f"127.0.0.1:{port}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                             f"127.0.0.1:{port}"], cwd=ROOT, env=harness_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
-                  "the first cell's measured window")
+        wait_for(lambda: _llm_tab_measuring(base, "r1-c4"), 60,
+                 "the first cell's measured window")
         urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"),
                                timeout=5).read()
         out, _ = proc.communicate(timeout=60)       # the run ends by itself
     finally:
-        _stop(proc)
+        stop(proc)
     assert proc.returncode == 130, out[-3000:]
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]

@@ -7,30 +7,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from harness.launch.base import launcher_for
 from harness.loadgen.hist import HistSet
-from harness.scenario.models import EmulatorLauncher, Target
+from tests.support.ports import free_port
+from tests.support.processes import harness_env, locust_argv, stop, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _json(url: str, data: bytes | None = None) -> dict:
@@ -61,14 +49,13 @@ def _rows(dom: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    target = Target(launcher=EmulatorLauncher(profile="fixed-50ms-10ms"))
-    with launcher_for(target, 1, tmp_path_factory.mktemp("emu")) as reps:
-        yield reps.urls[0]
+def _complete_run(results: Path) -> Path | None:
+    """The run directory under ``results`` once its manifest says complete."""
+    dirs = list(results.glob("*/manifest.json")) if results.exists() else []
+    return dirs[0].parent if dirs and json.loads(dirs[0].read_text())["status"] == "complete" else None
 
 
-def test_llm_tab_shows_the_runs_values_in_chromium(emulator, tmp_path):
+def test_llm_tab_shows_the_runs_values_in_chromium(emu, tmp_path):
     scen = tmp_path / "s.yaml"
     scen.write_text("""
 name: webui
@@ -77,34 +64,19 @@ workload: {output_tokens: {dist: fixed, value: 24}}
 load: {mode: concurrency, levels: [4, 6], warmup_s: 0, duration_s: 3, cooldown_s: 0}
 telemetry: {source: emulated, rate_hz: 10}
 """)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "tgi.py"),
-                             "--scenario", str(scen), "--host", emulator, "--web-host", "127.0.0.1",
-                             "--web-port", str(port), "--autostart", "--slm-results", str(tmp_path / "res")],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 90
-        run_dir = None
-        while time.monotonic() < deadline:     # until the plan is over and the run dir is complete
-            dirs = list((tmp_path / "res").glob("*/manifest.json")) if (tmp_path / "res").exists() else []
-            if dirs and json.loads(dirs[0].read_text())["status"] == "complete":
-                run_dir = dirs[0].parent
-                break
-            time.sleep(0.3)
-        assert run_dir is not None, "the run did not complete"
+    proc = subprocess.Popen(locust_argv("--scenario", str(scen), "--host", emu, "--web-host", "127.0.0.1",
+                                        "--web-port", str(port), "--autostart", "--slm-results", str(tmp_path / "res")),
+                            env=harness_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:   # until the plan is over and the run dir is complete
+        run_dir = wait_for(lambda: _complete_run(tmp_path / "res"), 90, "the run to complete", interval=0.3)
         _json(base + "/llm/power", json.dumps({"power_w": 180.0}).encode())
         api = {r["metric"]: r for r in _json(base + "/llm/stats")["rows"]}
         shot = tmp_path / "llm.png"
         dom = _chromium(base + "/?tab=llm", tmp_path, screenshot=shot)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     rows = _rows(dom)
     assert "TTFT (ms)" in rows, sorted(rows)[:20]
     # every finished cell in its own row, with the run directory's own figures

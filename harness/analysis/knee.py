@@ -129,7 +129,8 @@ def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float 
     ``(1 - min_gain) * a / (2 * min_gain * b)`` streams; each SLO limit ``L`` on a figure fitted the
     same way is reached at ``(L - a) / b``. The smaller of the two is the estimate; in open loop it
     becomes a rate by Little's law again (``streams / e2e`` requests per second). The explore
-    starts ``factor`` below the estimate, so the knee is bracketed from below in a few doublings.
+    starts ``factor`` below the estimate, so the knee is bracketed from below in a few doublings,
+    and at most a quarter of ``max_level``.
     """
     top = max(p.streams for p in points)
     sat = None
@@ -164,7 +165,8 @@ def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float 
         return r
 
     def clamp(x: float) -> float:
-        x = min(max(x, min_level), max_level)
+        # at most two doublings below the cap, so even a knee beyond it leaves a curve to read
+        x = min(max(x, min_level), max(min_level, max_level / 4))
         return float(max(1, round(x))) if integer else float(f"{x:.3g}")
 
     if not cands:

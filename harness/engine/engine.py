@@ -19,7 +19,7 @@ import pandas as pd
 from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
 from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
-from harness.analysis.saturation import oversaturation
+from harness.analysis.saturation import oversaturation, queue_depth
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
@@ -191,7 +191,10 @@ class Engine:
         while (lv := search.next_level(results)) is not None:
             cell = Cell(r, lv, self.plan.mode)
             m = self.run_cell(reps, cell)
-            sat = oversaturation(self.session.cell_requests(cell.name), closed_loop=closed)
+            wins = [w for w in self.session.windows if w.cell == cell.name and w.phase == "measure"]
+            sat = oversaturation(self.session.cell_requests(cell.name), closed_loop=closed,
+                                 queue=self._queue(cell.name),
+                                 window_s=(wins[-1].end_ns - wins[-1].start_ns) / 1e9 if wins else None)
             results.append(LevelResult(
                 lv, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False,
                 m.ttft_p50_s if m else None, m.tpot_p50_s if m else None,
@@ -200,6 +203,21 @@ class Engine:
             auto[str(r)] = [x.to_json() for x in results]
             self.session.rundir.write_manifest(auto_results=auto)
         self.hooks.on_note(r, f"levels: auto, {r} replica(s): {search.why_stopped(results)}")
+
+    def _queue(self, name: str):
+        """The servers' queue depth over the cell's measured window (scraped ``/metrics``), or
+        None when there is none to read."""
+        wins = [w for w in self.session.windows if w.cell == name and w.phase == "measure"]
+        if not wins:
+            return None
+        try:
+            from harness.records.rundir import read_table
+
+            rows = read_table(self.session.path, "server_metrics")
+            return queue_depth(rows, wins[-1].start_ns, wins[-1].end_ns)
+        except Exception as e:  # noqa: BLE001 - the search goes on with the requests alone
+            log.warning("server queue depth unreadable for %s: %s", name, e)
+            return None
 
     # -- one cell: begin, drive, drain, finish ---------------------------------------------
     def run_cell(self, reps, cell: Cell) -> CellMetrics | None:

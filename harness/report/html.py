@@ -62,7 +62,7 @@ def _tradeoffs(a: RunAnalysis) -> str:
         "through its cells in the order of the x axis (a frontier cell may look beaten in one "
         "plane by a cell it beats on the third objective, the colour). Bars: 95% intervals. Red "
         "cross: an invalid cell, never on the frontier. Star: the recommendation. Latency in ms; "
-        "an SLO far outside the cells is an arrow at the axis' edge.</p>"
+        "an SLO far outside the cells is a note above the plot, its arrow pointing where it lies.</p>"
     )
 
 
@@ -74,6 +74,8 @@ def _cells_table(a: RunAnalysis) -> str:
     )
     head = [
         "cell",
+        "verdict",
+        "SLO",
         level_head,
         "out tok/s",
         "tok/s 95% CI",
@@ -94,8 +96,6 @@ def _cells_table(a: RunAnalysis) -> str:
         "J/token 95% CI",
         "tok/J",
         "GPU util %",
-        "SLO",
-        "verdict",
         "frontier",
     ]
     rows = []
@@ -119,6 +119,8 @@ def _cells_table(a: RunAnalysis) -> str:
         )
         vals = [
             f'<td class="l">{_e(c.cell)}</td>',
+            f'<td class="l">{badge(c)}</td>',
+            f"<td>{slo}</td>",
             f"<td>{c.level:g}</td>",
             f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
             f"<td>{ci_text(c, 'output_tokens_per_s', lambda v: num(v, 4))}</td>",
@@ -139,13 +141,12 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{ci_text(c, 'j_per_token', num)}</td>",
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
-            f"<td>{slo}</td>",
-            f"<td>{badge(c)}</td>",
             f'<td class="l wrap">{_e(fr)}</td>',
         ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
     ths = "".join(
-        f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head
+        f'<th class="l">{h}</th>' if h in ("cell", "verdict", "frontier") else f"<th>{h}</th>"
+        for h in head
     )
     return (
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
