@@ -82,8 +82,11 @@ class _Rows:
 
 
 def _reply(d: dict) -> None:
-    sys.stdout.write(json.dumps(d, default=str) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(d, default=str) + "\n")
+        sys.stdout.flush()
+    except OSError:          # the run is gone (killed): its journal is closed all the same
+        pass
 
 
 def serve(cfg: dict, commands) -> None:
