@@ -41,7 +41,7 @@ def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below
     assert est.slo_streams == pytest.approx(100) and est.slo_limit == "ttft_s.p99"
     assert est.estimate == pytest.approx(100) and est.start == 25
     text = est.describe()
-    assert "probe at 1 and 8 streams" in text and "the ttft_s.p99 limit near 100 streams" in text
+    assert "probe at 1 and 8 streams" in text and "the SLO's TTFT p99 limit near 100 streams" in text
     assert text.endswith("the knee is expected near 100 streams, so the explore starts at 25 streams")
     # open loop: the same streams become a rate, streams / e2e (Little's law): 100 / 0.25 s
     est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", max_level=1000, min_level=0.1)

@@ -5,16 +5,12 @@ stopped reaches summary.json, the console and the report."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.emulator_fixtures import write_profile
+from tests.support.processes import harness
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 # Each decode step costs 5 ms plus 0.5 ms per sequence in the batch: e2e = a + b * streams, so
@@ -36,9 +32,7 @@ load: {{mode: concurrency, levels: auto, replicas: [1], warmup_s: 0.5, duration_
        cooldown_s: 0, auto_max_level: 1024, auto_max_cells: 4, auto_probe_s: 1}}
 telemetry: {{source: emulated, rate_hz: 10}}
 """)
-    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
-                        str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"))
+    p = harness("sweep", str(scen), "--results", str(tmp_path / "res"), timeout=300)
     assert p.returncode in (0, 4), p.stderr[-3000:]      # 4: a starved host may void a cell
     (run,) = [d for d in (tmp_path / "res").iterdir() if d.is_dir()]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -90,9 +84,7 @@ load: {{mode: rate, arrival: constant, levels: [20, 160], replicas: [1], warmup_
        cooldown_s: 0}}
 telemetry: {{source: emulated, rate_hz: 10}}
 """)
-    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
-                        str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1"))
+    p = harness("sweep", str(scen), "--results", str(tmp_path / "res"), timeout=300)
     assert p.returncode in (0, 4), p.stderr[-3000:]
     (run,) = [d for d in (tmp_path / "res").iterdir() if d.is_dir()]
     req = pd.read_parquet(run / "requests.parquet")

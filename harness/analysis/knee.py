@@ -101,7 +101,9 @@ class ProbeEstimate:
         if self.saturation_streams is not None:
             why.append(f"throughput saturation near {self.saturation_streams:,.0f} streams")
         if self.slo_streams is not None:
-            why.append(f"the {self.slo_limit} limit near {self.slo_streams:,.0f} streams")
+            m, q = self.slo_limit.split(".")
+            name = "e2e" if m == "e2e_s" else m[:-2].upper()
+            why.append(f"the SLO's {name} {q} limit near {self.slo_streams:,.0f} streams")
         return (f"{head} put {' and '.join(why)}: the knee is expected near {self.estimate:,.3g} "
                 f"{unit}, so the explore starts at {self.start:g} {unit}")
 

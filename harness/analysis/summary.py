@@ -79,6 +79,8 @@ CSV_COLUMNS = (
     "server_running_max",
     "server_kv_cache_mean",
     "server_kv_cache_max",
+    "breaker_opened",
+    "breaker_skipped",
 )
 
 
@@ -217,6 +219,8 @@ class RunAnalysis:
                 "ttft_p99_s",
                 "tpot_p50_s",
                 "e2e_p99_s",
+                "breaker_opened",
+                "breaker_skipped",
             ]
             w.writerow(cols)
             for c in self.windows or self.cells:

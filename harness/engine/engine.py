@@ -172,9 +172,12 @@ class Engine:
             return ProbeEstimate.from_json(kept)
         if not self.scenario.load.auto_probe_s:
             return None
-        from harness.engine.probe import run_probe
+        from harness.engine.probe import PROBE_STREAMS, run_probe
 
         self._sigterm.check()
+        self.hooks.on_note(r, f"levels: auto, {r} replica(s): probing at "
+                              f"{' and '.join(map(str, PROBE_STREAMS))} streams "
+                              f"({self.scenario.load.auto_probe_s:g} s each) to pick the start")
         est = run_probe(self.scenario, list(reps.urls), r, run_id=s.run_id,
                         log_dir=s.path / "logs", processes=self.processes)
         if est is not None:

@@ -187,6 +187,8 @@ class LoadContext:
                     pin.clear()
                     pin[spec.session] = url
             run = partial(self.client.send, url, spec, body, chain)
+        left_out = getattr(self.picker, "left_out", None)
+        skipped = [u for u in left_out() if u != url] if left_out is not None else ()
         col.inflight += 1
         try:
             res = run()
@@ -199,7 +201,8 @@ class LoadContext:
             self.picker.mark_down(url)
         outcome = getattr(self.picker, "outcome", None)
         tripped = outcome(url, res.error_class) if outcome is not None else False
-        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory, url, tripped)
+        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory, url, tripped,
+                                    skipped)
         return res
 
     def _can_send(self, seg: Segment) -> bool:
@@ -255,7 +258,7 @@ class LoadContext:
 
     def _account(self, res: StreamResult, spec, seg: Segment, intended_pc: int | None,
                  factory: RequestFactory | None = None, url: str | None = None,
-                 tripped: bool = False) -> None:
+                 tripped: bool = False, skipped=()) -> None:
         col = self.collector
         pacer = self.client._pacer_
         if pacer is not None:
@@ -272,7 +275,10 @@ class LoadContext:
             col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
                     self.measure_window_pc(seg.cell))
             if url is not None:
-                col.phase_stats(seg.cell, phase).count_replica(url, res.error_class, tripped)
+                ps = col.phase_stats(seg.cell, phase)
+                ps.count_replica(url, res.error_class, tripped)
+                if skipped:
+                    ps.count_skipped(skipped)
         finally:
             col.inflight -= 1
             now = perf_counter_ns()

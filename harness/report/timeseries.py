@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -18,6 +19,17 @@ from harness.telemetry.server_metrics import BATCH_TOKENS, KV_CACHE, QUEUE, RUNN
 # (y label, gauge names, scale): KV-cache use is a 0-1 share, shown in %
 SERVER_PANELS = (("queued requests", QUEUE, 1), ("running batch", RUNNING, 1),
                  ("KV cache used (%)", KV_CACHE, 100), ("batch tokens", BATCH_TOKENS, 1))
+
+
+def with_gaps(t, v, min_gap_s: float = 1.0):
+    """(t, v) with a NaN inserted wherever samples stop for longer than ``min_gap_s`` and 5x
+    their usual spacing, so a line breaks across a gap instead of bridging it."""
+    t, v = np.asarray(t, dtype=float), np.asarray(v, dtype=float)
+    if t.size < 3:
+        return t, v
+    dt = np.diff(t)
+    cut = np.flatnonzero(dt > max(min_gap_s, 5 * float(np.median(dt)))) + 1
+    return np.insert(t, cut, np.nan), np.insert(v, cut, np.nan)
 
 
 def shade_phases(axes: list[Axes], tl: Timeline, label_ax: Axes | None = None) -> None:
@@ -39,7 +51,7 @@ def timeline_plot(tl: Timeline) -> str | None:
     fig = Figure(figsize=(13, 4.6))
     ax_p, ax_t = fig.subplots(2, 1, sharex=True)
     for i, (label, (t, w)) in enumerate(sorted(tl.power.items())):
-        ax_p.plot(t, w, lw=0.9, color=COLORS[i % len(COLORS)], label=label)
+        ax_p.plot(*with_gaps(t, w), lw=0.9, color=COLORS[i % len(COLORS)], label=label)
     if not tl.power:
         ax_p.text(0.5, 0.5, "no GPU samples in this run", transform=ax_p.transAxes, ha="center")
     ax_p.set_ylabel("power (W)")
@@ -80,18 +92,13 @@ def server_metrics_plot(run: RunData, tl: Timeline | None = None) -> str | None:
 
 def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | None:
     """Queue, running batch and KV use per replica over time (each panel names the gauge it
-    shows; each line's gid: "GAUGE REPLICA_URL"), GPU power below (gid "power GPU"), on the timeline's clock with its phases; None when no known gauge
-    was scraped (TGI's batch tokens only where the server has no KV-cache gauge)."""
+    shows; each line's gid: "GAUGE REPLICA_URL"), GPU power below (gid "power GPU"), on the
+    timeline's clock with its phases; None when no known gauge was scraped."""
     sm = run.server
-    if sm is None or sm.empty:
-        return None
-    panels = [(title, *found, scale) for title, names, scale in SERVER_PANELS
-              if (found := _series(sm, names)) is not None]
-    if any(p[1] in KV_CACHE for p in panels):
-        panels = [p for p in panels if p[1] not in BATCH_TOKENS]
-    gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
+    panels = _server_panels(sm) if sm is not None and not sm.empty else []
     if not panels:
         return None
+    gpu = run.gpu.dropna(subset=["power_w"]) if not run.gpu.empty else run.gpu
     t0 = tl.t0_ns if tl is not None and not tl.empty else int(sm["ts_ns"].min())
     n = len(panels) + (0 if gpu.empty else 1)
     fig = Figure(figsize=(13, 1.7 * n + 0.8), layout="constrained")
@@ -108,14 +115,7 @@ def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | 
     axes[0].legend(fontsize=7, loc="upper right", ncol=min(4, len(names)), title="replica",
                    title_fontsize=7)
     if not gpu.empty:
-        ax = axes[-1]
-        for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
-            g = g.sort_values("ts_ns")
-            ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8,
-                    color="#333333" if gpu["gpu"].nunique() == 1 else COLORS[i % len(COLORS)],
-                    label=f"GPU {g_id} (shared by the replicas)", gid=f"power {g_id}")
-        ax.set_ylabel("GPU power (W)", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        _power_panel(axes[-1], gpu, t0)
     if tl is not None:
         shade_phases(list(axes), tl, axes[0])
     for ax in axes:
@@ -123,3 +123,24 @@ def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | 
     axes[-1].set_xlabel("seconds since the first cell started" if tl is not None and not tl.empty
                         else "seconds since the first scrape")
     return fig
+
+
+def _server_panels(sm: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, float]]:
+    """(y label, gauge, samples, scale) for each known gauge the servers expose; TGI's batch
+    tokens only where there is no KV-cache gauge."""
+    panels = [(title, *found, scale) for title, names, scale in SERVER_PANELS
+              if (found := _series(sm, names)) is not None]
+    if any(p[1] in KV_CACHE for p in panels):
+        panels = [p for p in panels if p[1] not in BATCH_TOKENS]
+    return panels
+
+
+def _power_panel(ax: Axes, gpu: pd.DataFrame, t0: int) -> None:
+    one = gpu["gpu"].nunique() == 1
+    for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
+        g = g.sort_values("ts_ns")
+        ax.plot(*with_gaps((g["ts_ns"] - t0) / 1e9, g["power_w"]), lw=0.8,
+                color="#333333" if one else COLORS[i % len(COLORS)],
+                label=f"GPU {g_id} (shared by the replicas)", gid=f"power {g_id}")
+    ax.set_ylabel("GPU power (W)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
