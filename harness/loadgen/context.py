@@ -102,6 +102,12 @@ class LoadContext:
         settle_heap()
         return ctx
 
+    @property
+    def pacer(self):
+        """Starts open-loop requests at their intended times (the client's
+        :class:`~harness.loadgen.pacer.Pacer`)."""
+        return self.client.pacer
+
     # ------------------------------------------------------------------------------------------
     def segment_at(self, pc: int) -> Segment | None:
         t = (pc - self.t0_pc) / 1e9
@@ -137,7 +143,7 @@ class LoadContext:
         return Arrivals(ld.arrival, self.scenario.workload.seed, stream, ld.burstiness)
 
     def one_request(self, factory: RequestFactory, seg: Segment | None, intended_pc: int | None = None,
-                    chain: Chain | None = None, pin: dict | None = None):
+                    chain: Chain | None = None, pin: dict | None = None, prepared: tuple | None = None):
         """Send one request now and account it under ``seg``'s cell and phase.
 
         Returns the :class:`StreamResult`, or None without sending when ``load.max_requests``
@@ -152,6 +158,9 @@ class LoadContext:
         A closed loop passes its :class:`Chain` (from :meth:`chain`): the reader then sends the
         stream's next request as soon as this one's end is read, and the next call collects that
         request (``seg`` is then ignored: the chain chose it when it sent).
+
+        ``prepared``: this request's (spec, body) from :meth:`take_prepared`, drawn by an open
+        loop before the intended time, so that drawing it is not between that time and the send.
         """
         col = self.collector
         pending = chain.pending if chain is not None else None
@@ -161,8 +170,10 @@ class LoadContext:
             run = partial(self.client.wait, chain)
         else:
             if not self._may_send(seg):
+                if prepared is not None and factory not in self._prepared:
+                    self._prepared[factory] = prepared     # unsent: the next request's after all
                 return None
-            spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
+            spec, body = prepared or self._prepared.pop(factory, None) or self._prepare(factory)
             url = pin.get(spec.session) if pin is not None and (spec.turn or 0) > 1 else None
             if url is not None:
                 # a sticky session's later turn: the replica of its first turn, whatever the balance
@@ -237,6 +248,10 @@ class LoadContext:
         spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
         return spec, body, seg
 
+    def take_prepared(self, factory: RequestFactory) -> tuple:
+        """``factory``'s next (spec, body): the one the accounting drew ahead, or drawn now."""
+        return self._prepared.pop(factory, None) or self._prepare(factory)
+
     def _prepare(self, factory: RequestFactory) -> tuple:
         spec = factory.next()
         return spec, self.client.protocol.body(spec)
@@ -245,6 +260,9 @@ class LoadContext:
                  factory: RequestFactory | None = None, url: str | None = None,
                  tripped: bool = False, skipped=()) -> None:
         col = self.collector
+        pacer = self.client._pacer_
+        if pacer is not None:
+            pacer.poll()     # a send due now goes before this (a wave of ends runs back to back)
         self.client.pump()   # reads first: the accounting below is the slow part of a request
         try:
             phase = seg.phase
