@@ -179,7 +179,7 @@ class Engine:
                               f"{' and '.join(map(str, PROBE_STREAMS))} streams "
                               f"({self.scenario.load.auto_probe_s:g} s each) to pick the start")
         est = run_probe(self.scenario, list(reps.urls), r, run_id=s.run_id,
-                        log_dir=s.path / "logs", processes=self.processes)
+                        run_dir=s.path, processes=self.processes)
         if est is not None:
             probes = dict(s.rundir.manifest.get("auto_probe") or {})
             probes[str(r)] = est.to_json()
