@@ -5,6 +5,7 @@ the data; and the page in headless Chromium, every figure decoded."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -174,3 +175,13 @@ def test_the_comparison_plane_carries_both_runs_interval_bars(runs):
     bars = [e for e in ax.containers if e.has_xerr and e.has_yerr]
     assert len(bars) == len(a.cells) + len([c for c in b.cells if c.ttft_p99_s is not None])
     assert ax.get_ylabel() == "TTFT p99 (ms)"
+
+
+def test_a_power_line_breaks_across_a_gap_in_the_samples():
+    from harness.report.timeseries import with_gaps
+
+    t = [0.0, 0.05, 0.1, 0.15, 5.0, 5.05]   # 20 Hz, then nothing for ~5 s (replicas restarting)
+    ts, vs = with_gaps(t, [1, 2, 3, 4, 5, 6])
+    assert list(ts[:4]) == t[:4] and np.isnan(ts[4]) and np.isnan(vs[4]) and list(ts[5:]) == t[4:]
+    ts, _ = with_gaps([0, 1, 2, 3, 4], [1, 1, 1, 1, 1])   # 1 Hz throughout: no gap
+    assert not np.isnan(ts).any()

@@ -12,6 +12,7 @@ from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.figure import latency_label
 from harness.report.fmt import energy_source_short, ms, num, pct
+from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
 
 CSS = """
@@ -252,6 +253,8 @@ def _replica_table(a: RunAnalysis) -> str:
         "TTFT p99 ms",
         "TPOT p50 ms",
         "e2e p99 ms",
+        "breaker opened",
+        "sent elsewhere",
     ]
     rows = []
     for c in a.windows or a.cells:   # with repeats: each window's replicas
@@ -273,6 +276,8 @@ def _replica_table(a: RunAnalysis) -> str:
                         f"<td>{ms(r.ttft_p99_s)}</td>",
                         f"<td>{ms(r.tpot_p50_s)}</td>",
                         f"<td>{ms(r.e2e_p99_s)}</td>",
+                        f"<td>{_count(r.breaker_opened)}</td>",
+                        f"<td>{_count(r.breaker_skipped)}</td>",
                     ]
                 )
                 + "</tr>"
@@ -282,8 +287,14 @@ def _replica_table(a: RunAnalysis) -> str:
     )
     return (
         f'<table id="replicas"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica.</p>'
+        '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica. '
+        "Breaker opened: times the replica's circuit breaker opened in the window; sent elsewhere: "
+        "requests the balancer sent to another replica while it was open.</p>"
     )
+
+
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
 
 
 def _notes(a: RunAnalysis) -> str:
@@ -358,7 +369,7 @@ def render_html(a: RunAnalysis) -> str:
 {_tradeoffs(a)}
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
-<h2>Latency distributions</h2>
+{html_section(a.sessions)}<h2>Latency distributions</h2>
 <div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}

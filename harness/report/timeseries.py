@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -18,6 +19,17 @@ from harness.telemetry.server_metrics import BATCH_TOKENS, KV_CACHE, QUEUE, RUNN
 # (y label, gauge names, scale): KV-cache use is a 0-1 share, shown in %
 SERVER_PANELS = (("queued requests", QUEUE, 1), ("running batch", RUNNING, 1),
                  ("KV cache used (%)", KV_CACHE, 100), ("batch tokens", BATCH_TOKENS, 1))
+
+
+def with_gaps(t, v, min_gap_s: float = 1.0):
+    """(t, v) with a NaN inserted wherever samples stop for longer than ``min_gap_s`` and 5x
+    their usual spacing, so a line breaks across a gap instead of bridging it."""
+    t, v = np.asarray(t, dtype=float), np.asarray(v, dtype=float)
+    if t.size < 3:
+        return t, v
+    dt = np.diff(t)
+    cut = np.flatnonzero(dt > max(min_gap_s, 5 * float(np.median(dt)))) + 1
+    return np.insert(t, cut, np.nan), np.insert(v, cut, np.nan)
 
 
 def shade_phases(axes: list[Axes], tl: Timeline, label_ax: Axes | None = None) -> None:
@@ -39,7 +51,7 @@ def timeline_plot(tl: Timeline) -> str | None:
     fig = Figure(figsize=(13, 4.6))
     ax_p, ax_t = fig.subplots(2, 1, sharex=True)
     for i, (label, (t, w)) in enumerate(sorted(tl.power.items())):
-        ax_p.plot(t, w, lw=0.9, color=COLORS[i % len(COLORS)], label=label)
+        ax_p.plot(*with_gaps(t, w), lw=0.9, color=COLORS[i % len(COLORS)], label=label)
     if not tl.power:
         ax_p.text(0.5, 0.5, "no GPU samples in this run", transform=ax_p.transAxes, ha="center")
     ax_p.set_ylabel("power (W)")
@@ -127,7 +139,7 @@ def _power_panel(ax: Axes, gpu: pd.DataFrame, t0: int) -> None:
     one = gpu["gpu"].nunique() == 1
     for i, (g_id, g) in enumerate(sorted(gpu.groupby("gpu"))):
         g = g.sort_values("ts_ns")
-        ax.plot((g["ts_ns"] - t0) / 1e9, g["power_w"], lw=0.8,
+        ax.plot(*with_gaps((g["ts_ns"] - t0) / 1e9, g["power_w"]), lw=0.8,
                 color="#333333" if one else COLORS[i % len(COLORS)],
                 label=f"GPU {g_id} (shared by the replicas)", gid=f"power {g_id}")
     ax.set_ylabel("GPU power (W)", fontsize=8)
