@@ -11,8 +11,9 @@ first, and a scrape's timestamp is still taken when its answer arrived.
 
 Protocol, one JSON object a line. The first line on stdin is the configuration; then::
 
-    {"op": "start", "urls": [...]}  -> {"op": "started", "pid": N}   (after the group's first scrape)
-    {"op": "stop"}                  -> {"op": "stopped", "summary": {scrapes, samples, failures, last_error}}
+    {"op": "start", "urls": [...]} -> {"op": "started", "pid": N}  (after the group's first scrape)
+    {"op": "stop"}                 -> {"op": "stopped", "summary": {scrapes, samples, failures,
+                                                                    last_error}}
     end of stdin                    -> {"op": "closed", "store": {...} | null, "cpu_s": S}
 
 End of stdin is also what a killed parent leaves: the journal is closed and the process exits.
