@@ -69,7 +69,8 @@ telemetry: {{enabled: false}}
     res = Path(tempfile.mkdtemp(prefix=f"res-{rate:g}-{pacer}-", dir=work))
     p = subprocess.run([*_pin(gen_core, rt), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
                         "--results", str(res)], cwd=tree, capture_output=True, text=True, timeout=seconds + 120,
-                       env=dict(os.environ, SLM_PACER=pacer, PYTHONPATH=str(tree)))
+                       env=dict(os.environ, SLM_PACER=pacer,
+                                PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))))
     if p.returncode not in (0, 4):
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
     (rd,) = list(res.iterdir())

@@ -74,6 +74,10 @@ def test_super_linear_latency_brackets_the_knee_before_throughput_flattens():
     assert ks.why_stopped(res).startswith(
         "latency grew faster than the load at 32 streams (TTFT p50 x4 for x2 load, beyond x1.5 "
         "the load's growth); the knee was bracketed between 23 and 32 streams")
+    # a p50 still under 50 ms is jitter, whatever its ratio: 5 ms -> 20 ms does not stop it
+    ks = KneeSearch(start=4, max_cells=4, latency_growth=1.5)
+    small = _drive(ks, lambda c: L(c, 100 * c ** 0.26, True, 0.005 * (c / 4) ** 2 if c <= 8 else 0.02, 0.01))
+    assert ks.why_stopped(small).startswith("the cell budget (auto_max_cells 4) ran out")
     # the same latencies within the default x2 of the load's growth do not stop it
     ks = KneeSearch(max_cells=4, start=4)
     assert ks.why_stopped(_drive(ks, fn)).startswith("the cell budget (auto_max_cells 4) ran out")
@@ -171,7 +175,8 @@ def test_slope_and_in_flight_arithmetic():
     s = slope(np.arange(10.0), 2.0 * np.arange(10.0) + 1.0)
     assert s.per_s == pytest.approx(2.0) and s.half_width == pytest.approx(0.0, abs=1e-9)
     assert s.rel_rise == pytest.approx(18 / 10)
-    assert list(in_flight_at(np.array([0, 1, 2]), np.array([5, 1.5, np.inf]), np.array([1, 1.5, 6]))) == [2, 1, 1]
+    flying = in_flight_at(np.array([0, 1, 2]), np.array([5, 1.5, np.inf]), np.array([1, 1.5, 6]))
+    assert list(flying) == [2, 1, 1]
 
 
 def test_closed_loop_needs_the_servers_queue_to_grow_too_where_they_report_one():

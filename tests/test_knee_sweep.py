@@ -93,3 +93,47 @@ telemetry: {{source: emulated, rate_hz: 10}}
     assert calm.ttft is not None and not calm.fired, calm
     assert over.fired, over
     assert over.ttft.per_s > 0 and over.in_flight.per_s > 0
+
+
+def test_a_resumed_auto_search_keeps_its_probe_and_levels_and_goes_on(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.support.processes import ROOT, harness_env
+
+    scen = tmp_path / "auto.yaml"
+    scen.write_text("""
+name: auto-resume
+target: {protocol: tgi, launcher: {kind: emulator, profile: h100-smollm2-135m}}
+workload: {seed: 2, prompt_tokens: {dist: fixed, value: 16}, output_tokens: {dist: fixed, value: 16}}
+load: {mode: concurrency, levels: auto, replicas: [1], warmup_s: 0.3, duration_s: 1, cooldown_s: 0,
+       auto_max_level: 1024, auto_max_cells: 3, auto_probe_s: 1}
+telemetry: {source: emulated, rate_hz: 10}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
+                             str(tmp_path / "res")], cwd=ROOT, env=harness_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killer = threading.Timer(120, proc.kill)
+    killer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("[r1-c") and " done:" in line:   # the first cell of the search
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.communicate(timeout=60)
+    finally:
+        killer.cancel()
+    assert proc.returncode == 130
+    (run,) = [d for d in (tmp_path / "res").iterdir() if d.is_dir()]
+    first = json.loads((run / "manifest.json").read_text())
+    kept = [x["level"] for x in first["auto_results"]["1"]]
+    assert len(kept) >= 1 and kept[0] == first["auto_probe"]["1"]["start"]
+    p = harness("sweep", str(scen), "--resume", str(run), timeout=300)
+    assert p.returncode in (0, 4), p.stderr[-3000:]
+    assert "probing at" not in p.stdout                     # the probe is not run again
+    done = json.loads((run / "manifest.json").read_text())
+    assert done["auto_probe"] == first["auto_probe"]
+    levels = [x["level"] for x in done["auto_results"]["1"]]
+    assert levels[:len(kept)] == kept and len(levels) == 3 and levels[1] == 2 * levels[0]

@@ -185,3 +185,19 @@ def test_a_power_line_breaks_across_a_gap_in_the_samples():
     assert list(ts[:4]) == t[:4] and np.isnan(ts[4]) and np.isnan(vs[4]) and list(ts[5:]) == t[4:]
     ts, _ = with_gaps([0, 1, 2, 3, 4], [1, 1, 1, 1, 1])   # 1 Hz throughout: no gap
     assert not np.isnan(ts).any()
+
+
+def test_cell_names_above_the_timeline_stand_upright_only_when_they_would_overlap():
+    from harness.report.timeline import Timeline
+    from harness.report.timeseries import shade_phases
+
+    def names(n_cells, cell_s):
+        phases = [(f"r4-c256-n{i}", "measure", i * cell_s, i * cell_s + cell_s * 0.6)
+                  for i in range(n_cells)]
+        tl = Timeline(0, 1.0, np.zeros(0), np.zeros(0), {}, phases)
+        ax = _axes()
+        shade_phases([ax], tl, ax, width_in=11.5)
+        return [t.get_rotation() for t in ax.texts]
+
+    assert names(6, 8.0) == [0.0] * 6          # the demo: six names side by side
+    assert names(27, 30.0) == [90.0] * 27      # 27 windows of a sweep with repeats

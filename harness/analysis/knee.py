@@ -5,10 +5,10 @@ fits how it grows with the load, and estimates where throughput saturates or the
 the explore starts a factor below that estimate instead of at 1. Explore: multiply the level by
 ``growth`` until a signal fires: the SLO breaks, throughput grows by less than ``min_gain`` over
 the best lower level, TTFT or TPOT p50 grows faster than the load (their growth ratio over the
-level ratio beyond ``latency_growth``), or the over-saturation test of the cell's window fires
-(:mod:`harness.analysis.saturation`). Refine: the knee lies between the highest level still
-"below" it and the lowest level "past" it (a signal, or throughput within ``min_gain`` of the
-best); bisect that bracket geometrically while cells remain. When the start is already past the
+level ratio beyond ``latency_growth``, once above ``latency_floor_s``), or the over-saturation
+test of the cell's window fires (:mod:`harness.analysis.saturation`). Refine: the knee lies
+between the highest level still "below" it and the lowest level "past" it (a signal, or
+throughput within ``min_gain`` of the best); bisect that bracket geometrically while cells remain. When the start is already past the
 knee, the search steps down by ``growth`` first. All bounded by ``max_level`` and ``max_cells``
 (cells per replica count).
 """
@@ -196,6 +196,7 @@ class KneeSearch:
     # TTFT or TPOT p50 growth ratio over the level ratio beyond which latency is "super-linear":
     # 2 is x4 latency for x2 load (closed loop: a queue forming; open loop: arrivals outpace service)
     latency_growth: float = 2.0
+    latency_floor_s: float = 0.05  # below this, a p50's growth is scheduling jitter, not a queue
     min_level: float = 1.0
     integer: bool = True
     unit: str = field(default="")
@@ -214,7 +215,7 @@ class KneeSearch:
         out = None
         for name, a, b in (("TTFT", lower.ttft_p50_s, r.ttft_p50_s),
                            ("TPOT", lower.tpot_p50_s, r.tpot_p50_s)):
-            if a and b and a > 0:
+            if a and b and a > 0 and b >= self.latency_floor_s:
                 ratio = (b / a) / (r.level / lower.level)
                 if out is None or ratio > out[0]:
                     out = (ratio, f"{name} p50 x{b / a:.2g} for x{r.level / lower.level:.2g} load")
