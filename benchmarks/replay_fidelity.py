@@ -9,6 +9,11 @@ the send lag (actual send - intended send) p50/p99/max and the share of requests
 
     python benchmarks/replay_fidelity.py                         # 200 500 1000 req/s, 5 s each
     python benchmarks/replay_fidelity.py --rates 1000 --seconds 10
+    python benchmarks/replay_fidelity.py --pacers loop timerfd --baseline /tmp/base --repeat 2 --rt
+
+``--pacers`` compares send clocks (``loop``: gevent's timers), ``--baseline`` another source
+tree, ``--rt`` runs the generator under SCHED_FIFO so a busy host's other processes cannot delay
+its wake-ups; ``cpu wait`` is the share of the window the generator waited for a CPU.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _pin(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None and os.cpu_count() and os.cpu_count() > 1 else []
+def _pin(core: int | None, rt: bool = False) -> list[str]:
+    pin = ["taskset", "-c", str(core)] if core is not None and os.cpu_count() and os.cpu_count() > 1 else []
+    # --rt: the generator under SCHED_FIFO, so other processes on its core cannot delay its wake-ups
+    return pin + (["chrt", "-f", "10"] if rt else [])
 
 
 def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
@@ -47,7 +54,8 @@ def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
     return n
 
 
-def replay(url: str, rate: float, seconds: float, work: Path, gen_core: int | None) -> dict:
+def replay(url: str, rate: float, seconds: float, work: Path, gen_core: int | None, pacer: str,
+           rt: bool = False, tree: Path = ROOT) -> dict:
     trace = work / f"trace-{rate:g}.jsonl"
     n = write_trace(trace, rate, seconds, seed=int(rate))
     sc = work / f"replay-{rate:g}.yaml"
@@ -58,9 +66,11 @@ load: {{mode: rate, levels: [{rate:g}], warmup_s: 0, duration_s: {seconds + 0.5}
 telemetry: {{enabled: false}}
 """)
     urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
-    res = work / f"res-{rate:g}"
-    p = subprocess.run([*_pin(gen_core), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
-                        "--results", str(res)], cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
+    res = Path(tempfile.mkdtemp(prefix=f"res-{rate:g}-{pacer}-", dir=work))
+    p = subprocess.run([*_pin(gen_core, rt), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
+                        "--results", str(res)], cwd=tree, capture_output=True, text=True, timeout=seconds + 120,
+                       env=dict(os.environ, SLM_PACER=pacer,
+                                PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))))
     if p.returncode not in (0, 4):
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
     (rd,) = list(res.iterdir())
@@ -69,11 +79,19 @@ telemetry: {{enabled: false}}
         raise SystemExit(f"no request records in {rd}: {p.stdout[-1500:]}\n{p.stderr[-1500:]}")
     with urllib.request.urlopen(url + "/emulator/ground_truth") as r:
         gt = json.loads(r.read())["total"]
+    checks = json.loads((rd / "summary.json").read_text())["cells"][0].get("checks", {})
     lag_ms = (req.start_ns - req.intended_ns) / 1e6
-    return {"rate": rate, "trace": n, "sent": len(req), "received": gt["requests_received"],
+    return {"rate": rate, "pacer": pacer, "trace": n, "sent": len(req), "received": gt["requests_received"],
             "errors": int(req.error_class.notna().sum()),
             "p50": lag_ms.quantile(0.5), "p99": lag_ms.quantile(0.99), "max": lag_ms.max(),
-            "late": float((lag_ms > 1.0).mean())}
+            "late": float((lag_ms > 1.0).mean()),
+            # the generator thread's share of the window waiting for a CPU (the host's noise) and
+            # running on one (its own cost): a row is only as good as its host was quiet
+            "cpu_wait": checks.get("generator_cpu_wait_share"), "cpu": checks.get("generator_cpu_share")}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def main() -> int:
@@ -82,6 +100,15 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--gen-core", type=int, default=0)
     ap.add_argument("--emu-core", type=int, default=1)
+    ap.add_argument("--pacers", nargs="*", default=["timerfd"], choices=["timerfd", "loop"],
+                    help="send clocks to compare, run alternately at each rate (loop: gevent timers)")
+    ap.add_argument("--rt", action="store_true",
+                    help="run the generator under SCHED_FIFO (chrt -f 10): on a busy host, other processes "
+                         "on its core then cannot delay its wake-ups (needs the right to, e.g. root)")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="also run the generator from this source tree (a checkout of an earlier "
+                         "commit), alternately with the others; its rows say 'baseline'")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each (rate, pacer), interleaved")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -96,12 +123,16 @@ def main() -> int:
                     raise SystemExit("the emulator did not start")
                 time.sleep(0.05)
             url = json.loads(pf.read_text())["urls"][0]
-            print(f"{'req/s':>6} {'trace':>6} {'sent':>6} {'recv':>6} {'err':>4} {'lag p50 ms':>10} "
-                  f"{'p99 ms':>8} {'max ms':>8} {'> 1 ms':>7}")
+            print(f"{'req/s':>6} {'pacer':>8} {'trace':>6} {'sent':>6} {'recv':>6} {'err':>4} {'lag p50 ms':>10} "
+                  f"{'p99 ms':>8} {'max ms':>8} {'> 1 ms':>7} {'cpu wait':>8} {'cpu':>5}")
             for rate in a.rates:
-                r = replay(url, rate, a.seconds, work, a.gen_core)
-                print(f"{r['rate']:>6g} {r['trace']:>6} {r['sent']:>6} {r['received']:>6} {r['errors']:>4} "
-                      f"{r['p50']:>10.3f} {r['p99']:>8.3f} {r['max']:>8.2f} {100 * r['late']:>6.1f}%", flush=True)
+                for _ in range(a.repeat):
+                    runs = [(p, ROOT) for p in a.pacers] + ([("baseline", a.baseline)] if a.baseline else [])
+                    for pacer, tree in runs:
+                        r = replay(url, rate, a.seconds, work, a.gen_core, pacer, a.rt, tree)
+                        print(f"{r['rate']:>6g} {r['pacer']:>8} {r['trace']:>6} {r['sent']:>6} {r['received']:>6} "
+                              f"{r['errors']:>4} {r['p50']:>10.3f} {r['p99']:>8.3f} {r['max']:>8.2f} "
+                              f"{100 * r['late']:>6.1f}% {_pct(r['cpu_wait']):>8} {_pct(r['cpu']):>5}", flush=True)
         finally:
             emu.terminate()
             emu.wait(timeout=10)

@@ -14,5 +14,5 @@ def test_replay_fidelity_prints_a_row_per_rate_with_every_request_sent_and_recei
     assert p.returncode == 0, p.stderr + p.stdout
     head, row = p.stdout.strip().splitlines()[-2:]
     assert "lag p50 ms" in head and "> 1 ms" in head
-    rate, trace, sent, recv, err = row.split()[:5]
-    assert rate == "50" and int(trace) > 20 and trace == sent == recv and err == "0"
+    rate, pacer, trace, sent, recv, err = row.split()[:6]
+    assert rate == "50" and pacer == "timerfd" and int(trace) > 20 and trace == sent == recv and err == "0"

@@ -165,7 +165,7 @@ def test_cli_console_json_and_html(runs, tmp_path):
 
 def _strict(a: Path, b: Path, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--strict",
-                        "--json", str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                        "--json", str(out)], cwd=ROOT, env=harness_env(),
                        capture_output=True, text=True, timeout=120)
     return p, json.loads(out.read_text())
 
@@ -207,9 +207,10 @@ def test_strict_exit_codes_for_ci(runs, tmp_path):
     (c / "manifest.json").write_text(json.dumps(m))
     p, d = _strict(base, c, tmp_path / "bc.json")
     assert p.returncode == 4, p.stdout + p.stderr
-    assert d["invalid_cells"] == ["r1-c4"] and "invalid measurement (its verdict) in r1-c4" in p.stdout
+    assert d["invalid_cells"] == ["r1-c4"]
+    assert "invalid measurement (its verdict) in r1-c4" in p.stdout
     # without --strict the comparison is only printed
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(a2)], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                       env=harness_env(), capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and "strict:" not in p.stdout

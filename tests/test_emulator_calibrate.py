@@ -74,3 +74,23 @@ def test_calibrate_cli_on_the_committed_gpu_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(tmp_path), "-o",
                           str(out)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode == 2 and "missing cells.csv" in bad.stderr
+
+
+def test_fit_recovers_front_end_and_paged_cache_parameters(tmp_path):
+    """A transformers-like engine (decodes inside the step budget, a paged cache with a safety margin,
+    one front-end thread): the fit finds the front end's work per request and the cache's size again."""
+    base = load_profile("h100-smollm2-135m")
+    base = base.model_copy(update={"limits": base.limits.model_copy(update={
+        "budget_includes_decode": True, "kv_admission": "paged", "kv_free_margin": 0.2})})
+    truth = cal.with_params(base, {"frontend_ms": 6.0, "frontend_per_seq": 0.05, "max_batch_total_tokens": 6000})
+    cells = cal.load_run(_synthetic_run(tmp_path, truth))
+    by = {c.name: c.measured for c in cells}
+    # the cache admits about 37 of r1-c64's 64-token prompts at once: the rest wait, the first token is late;
+    # a burst of 16 arrivals queues at the front end
+    assert by["r1-c64"]["ttft_p50_ms"] > 3 * by["r1-c16"]["ttft_p50_ms"] > 6 * by["r1-c4"]["ttft_p50_ms"], by
+    start = cal.with_params(base, {"frontend_ms": 4.0, "frontend_per_seq": 0.05, "max_batch_total_tokens": 7500})
+    fitted, preds = cal.fit(start, cells, iters=60, names=("frontend_ms", "max_batch_total_tokens"), starts=12)
+    assert abs(fitted.timing.frontend_ms - 6.0) / 6.0 < 0.1, fitted.timing
+    assert abs(fitted.limits.max_batch_total_tokens - 6000) / 6000 < 0.1, fitted.limits
+    _, worst = cal.error_table(cells, preds)
+    assert max(worst.values()) < 0.05, worst

@@ -20,8 +20,7 @@ from harness.loadgen.stream import StreamClient
 from harness.protocols import RequestSpec, protocol_for
 from harness.protocols.access import Access, parse_url
 from harness.protocols.probe import detect
-from tests.support.emulator import start_emulator
-from tests.support.processes import harness_env, prefix_proxy, stop
+from tests.support.processes import harness_env, prefix_proxy, start_emulator, stop
 
 TOKEN = "hf_Sx7TestTokenValue0123456789abcdef"
 

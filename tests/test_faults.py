@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from harness.loadgen.breaker import BreakerPicker
-from tests.support.emulator import start_emulator
-from tests.support.processes import ROOT, harness_env
+from tests.support.processes import ROOT, harness_env, start_emulator
 
 ENV = harness_env()
 
@@ -130,3 +130,55 @@ def test_breaker_opens_probes_half_open_and_closes_on_success():
         p.release(u)
     assert not p.outcome("http://a", "http_429")       # overloaded is an answer, not a fault
     assert p.breakers["http://a"].fails == 0
+
+
+def test_breaker_figures_per_replica_reach_summary_csv_and_report(tmp_path):
+    """``run`` against two replicas, one answering 500: the breaker's openings and the requests
+    sent elsewhere while it was open, per replica, in summary.json, cells.csv, replicas.csv and
+    the report's replica table (through the real CLI, the same outputs as ``sweep``)."""
+    import csv
+
+    procs = [start_emulator(tmp_path, profile="cpu-demo", timeout=60) for _ in (0, 1)]
+    good, bad = [u for _, (u,) in procs]
+    try:
+        req = urllib.request.Request(f"{bad}/emulator/fault", data=b'{"fault": "status:500"}',
+                                     method="POST", headers={"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        scen = tmp_path / "s.yaml"
+        scen.write_text(
+            "name: brk\ntarget: {protocol: tgi, breaker: {open_s: 0.3}}\n"
+            "workload: {seed: 1, prompt_tokens: {dist: fixed, value: 8}, "
+            "output_tokens: {dist: fixed, value: 8}}\n"
+            "load: {mode: concurrency, levels: [4], warmup_s: 0.3, duration_s: 3, cooldown_s: 0}\n"
+            "telemetry: {source: none, server_metrics: {enabled: false}}\n")
+        p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--url",
+                            f"{good},{bad}", "--results", str(tmp_path / "res"), "-q"], env=ENV,
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        for proc, _ in procs:
+            proc.kill()
+            proc.wait(10)
+    assert p.returncode in (0, 1, 4), p.stderr[-3000:]
+    (run,) = list((tmp_path / "res").iterdir())
+    (cell,) = json.loads((run / "summary.json").read_text())["cells"]
+    reps = {r["replica"]: r for r in cell["per_replica"]}
+    assert reps[good]["breaker_opened"] == 0 and reps[good]["breaker_skipped"] == 0
+    assert reps[bad]["breaker_opened"] >= 1
+    # every request kept off the failing replica went to the healthy one
+    sent_good = reps[good]["requests_started"]
+    assert sent_good / 2 < reps[bad]["breaker_skipped"] <= sent_good + 8
+    assert cell["breaker_opened"] == reps[bad]["breaker_opened"]
+    assert cell["breaker_skipped"] == reps[bad]["breaker_skipped"]
+    with (run / "cells.csv").open() as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert int(row["breaker_opened"]) == cell["breaker_opened"]
+    assert int(row["breaker_skipped"]) == cell["breaker_skipped"]
+    with (run / "replicas.csv").open() as fh:
+        rows = {r["replica"]: r for r in csv.DictReader(fh)}
+    assert int(rows[bad]["breaker_skipped"]) == reps[bad]["breaker_skipped"]
+    page = (run / "report.html").read_text()
+    table = page.split('id="replicas"', 1)[1].split("</table>", 1)[0]
+    assert "<th>breaker opened</th><th>sent elsewhere</th>" in table
+    row_bad = table.split(f'<td class="l">{bad}</td>', 1)[1].split("</tr>", 1)[0]
+    assert row_bad.endswith(f"<td>{reps[bad]['breaker_opened']:,}</td>"
+                            f"<td>{reps[bad]['breaker_skipped']:,}</td>")

@@ -41,14 +41,16 @@ def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below
     assert est.slo_streams == pytest.approx(100) and est.slo_limit == "ttft_s.p99"
     assert est.estimate == pytest.approx(100) and est.start == 25
     text = est.describe()
-    assert "probe at 1 and 8 streams" in text and "the ttft_s.p99 limit near 100 streams" in text
+    assert "probe at 1 and 8 streams" in text and "the SLO's TTFT p99 limit near 100 streams" in text
     assert text.endswith("the knee is expected near 100 streams, so the explore starts at 25 streams")
     # open loop: the same streams become a rate, streams / e2e (Little's law): 100 / 0.25 s
     est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", max_level=1000, min_level=0.1)
     assert est.estimate == pytest.approx(400) and est.start == 100
-    # the cap bounds the start; a round trip through the manifest keeps everything
+    # the start stays two doublings below the cap; a round trip through the manifest keeps all
     est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", max_level=64)
-    assert est.start == 64
+    assert est.start == 16
+    assert [r.level for r in _drive(KneeSearch(start=est.start, max_level=64),
+                                    lambda c: L(c, 10.0 * c, True))] == [16, 32, 64]
     assert ProbeEstimate.from_json(est.to_json()) == est
 
 
@@ -72,6 +74,10 @@ def test_super_linear_latency_brackets_the_knee_before_throughput_flattens():
     assert ks.why_stopped(res).startswith(
         "latency grew faster than the load at 32 streams (TTFT p50 x4 for x2 load, beyond x1.5 "
         "the load's growth); the knee was bracketed between 23 and 32 streams")
+    # a p50 still under 50 ms is jitter, whatever its ratio: 5 ms -> 20 ms does not stop it
+    ks = KneeSearch(start=4, max_cells=4, latency_growth=1.5)
+    small = _drive(ks, lambda c: L(c, 100 * c ** 0.26, True, 0.005 * (c / 4) ** 2 if c <= 8 else 0.02, 0.01))
+    assert ks.why_stopped(small).startswith("the cell budget (auto_max_cells 4) ran out")
     # the same latencies within the default x2 of the load's growth do not stop it
     ks = KneeSearch(max_cells=4, start=4)
     assert ks.why_stopped(_drive(ks, fn)).startswith("the cell budget (auto_max_cells 4) ran out")
@@ -169,4 +175,26 @@ def test_slope_and_in_flight_arithmetic():
     s = slope(np.arange(10.0), 2.0 * np.arange(10.0) + 1.0)
     assert s.per_s == pytest.approx(2.0) and s.half_width == pytest.approx(0.0, abs=1e-9)
     assert s.rel_rise == pytest.approx(18 / 10)
-    assert list(in_flight_at(np.array([0, 1, 2]), np.array([5, 1.5, np.inf]), np.array([1, 1.5, 6]))) == [2, 1, 1]
+    flying = in_flight_at(np.array([0, 1, 2]), np.array([5, 1.5, np.inf]), np.array([1, 1.5, 6]))
+    assert list(flying) == [2, 1, 1]
+
+
+def test_closed_loop_needs_the_servers_queue_to_grow_too_where_they_report_one():
+    from harness.analysis.saturation import queue_depth
+
+    t = np.linspace(0, 10, 400)
+    rising = _rows(400, 0.1 + 0.3 * t, t)
+    # two replicas scraped at 2 Hz: one queue grows 3 requests a second, the other stays at 0
+    ts = np.arange(0, 10, 0.5)
+    rows = pd.DataFrame({"ts_ns": np.concatenate([ts, ts + 0.01]) * 1e9, "replica": ["a"] * 20 + ["b"] * 20,
+                         "name": "tgi_queue_size", "labels": "{}",
+                         "value": np.concatenate([3 * ts, np.zeros(20)])})
+    rows = pd.concat([rows, rows.assign(name="tgi_batch_current_size", value=64.0)])
+    when, depth = queue_depth(rows, 0, int(10e9))
+    assert len(when) == 20 and depth[-1] == pytest.approx(28.5)
+    grows = oversaturation(rising, closed_loop=True, queue=(when, depth))
+    assert grows.fired and grows.queue.per_s == pytest.approx(3.0)
+    assert "server queue +3.00/s" in grows.describe()
+    flat = (when, np.full(len(when), 192.0))   # a full queue that holds steady: no growth
+    assert not oversaturation(rising, closed_loop=True, queue=flat).fired
+    assert queue_depth(rows[rows["name"] != "tgi_queue_size"], 0, int(10e9)) is None

@@ -19,8 +19,7 @@ import pandas as pd
 
 from harness.loadgen.hist import HistSet, new_hist, record_array
 from tests.netns import hosts
-from tests.support.emulator import start_emulator
-from tests.support.processes import harness_env, locust_cluster, stop
+from tests.support.processes import harness_env, locust_cluster, start_emulator, stop
 
 MASTER_PORT = 5557
 

@@ -10,7 +10,8 @@ import pandas as pd
 from harness.emulator.prefixcache import BLOCK_TOKENS, PrefixCache
 from harness.scenario.models import Workload
 from harness.workload import RequestFactory
-from tests.support.emulator import emulator_process, get_json
+from tests.support.emulator import get_json
+from tests.support.processes import emulator_process
 from tests.support.runs import run_cli, run_dir, write
 
 

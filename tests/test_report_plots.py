@@ -5,6 +5,7 @@ the data; and the page in headless Chromium, every figure decoded."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -140,7 +141,7 @@ def test_the_report_plane_keeps_the_axis_to_the_data(runs):
 def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp_path):
     from stack_support import Chromium
 
-    a, _ = runs
+    _, a = runs   # the run with an invalid cell
     _, paths = write_report(a, out_dir=tmp_path)
     with Chromium(tmp_path / "chromium") as browser:
         browser.get(paths.html.as_uri())
@@ -148,6 +149,10 @@ def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp
             "return [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
         caps = browser.script(
             "return [...document.querySelectorAll('#tradeoffs figcaption')].map(f => f.innerText);")
+        badges = browser.script(
+            "return [...document.querySelectorAll('#cells tbody tr')].map(r => [r.cells[0].innerText,"
+            " r.cells[1].querySelector('.badge').innerText,"
+            " getComputedStyle(r.cells[1].querySelector('.badge')).backgroundColor]);")
     alts = [i[0] for i in imgs]
     assert alts[:4] == ["throughput vs latency", "J/token vs throughput", "J/token vs latency",
                         "interactivity"]
@@ -155,3 +160,44 @@ def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp
     for alt, complete, w, h in imgs:
         assert complete and w > 300 and h > 200, alt
     assert len(caps) == 4 and all("frontier as a black line" in c and "colour:" in c for c in caps)
+    # a coloured verdict badge beside each cell's name
+    assert [b[:2] for b in badges] == [[c.cell, c.verdict] for c in a.cells]
+    assert [BROKEN, "invalid"] in [b[:2] for b in badges]
+    colours = {"valid": "rgb(46, 125, 50)", "warn": "rgb(239, 108, 0)", "invalid": "rgb(198, 40, 40)"}
+    assert all(b[2] == colours[b[1]] for b in badges)
+
+
+def test_the_comparison_plane_carries_both_runs_interval_bars(runs):
+    from harness.report.tradeoffs import compare_figure
+
+    a, b = runs
+    ax = compare_figure(a, b).axes[0]
+    bars = [e for e in ax.containers if e.has_xerr and e.has_yerr]
+    assert len(bars) == len(a.cells) + len([c for c in b.cells if c.ttft_p99_s is not None])
+    assert ax.get_ylabel() == "TTFT p99 (ms)"
+
+
+def test_a_power_line_breaks_across_a_gap_in_the_samples():
+    from harness.report.timeseries import with_gaps
+
+    t = [0.0, 0.05, 0.1, 0.15, 5.0, 5.05]   # 20 Hz, then nothing for ~5 s (replicas restarting)
+    ts, vs = with_gaps(t, [1, 2, 3, 4, 5, 6])
+    assert list(ts[:4]) == t[:4] and np.isnan(ts[4]) and np.isnan(vs[4]) and list(ts[5:]) == t[4:]
+    ts, _ = with_gaps([0, 1, 2, 3, 4], [1, 1, 1, 1, 1])   # 1 Hz throughout: no gap
+    assert not np.isnan(ts).any()
+
+
+def test_cell_names_above_the_timeline_stand_upright_only_when_they_would_overlap():
+    from harness.report.timeline import Timeline
+    from harness.report.timeseries import shade_phases
+
+    def names(n_cells, cell_s):
+        phases = [(f"r4-c256-n{i}", "measure", i * cell_s, i * cell_s + cell_s * 0.6)
+                  for i in range(n_cells)]
+        tl = Timeline(0, 1.0, np.zeros(0), np.zeros(0), {}, phases)
+        ax = _axes()
+        shade_phases([ax], tl, ax, width_in=11.5)
+        return [t.get_rotation() for t in ax.texts]
+
+    assert names(6, 8.0) == [0.0] * 6          # the demo: six names side by side
+    assert names(27, 30.0) == [90.0] * 27      # 27 windows of a sweep with repeats

@@ -264,11 +264,11 @@ def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influ
     """The load generator's process neither scrapes nor parses: no scraper thread in it, its
     CPU time flat while ~2,000-sample expositions are parsed 10 times a second (~0.3 s of CPU
     a second in-process), the scraper's pid another; every row in server_metrics.parquet and
-    every non-bucket row in InfluxDB's server_metric."""
+    every non-bucket row in InfluxDB's server_metric; each scrape readable as soon as it is taken."""
     import time
 
     from harness.engine.server_metrics import ServerMetrics
-    from harness.records.rundir import RunDir
+    from harness.records.rundir import RunDir, recover
     from harness.scenario.loader import parse_scenario
 
     www = tmp_path / "www"
@@ -291,6 +291,8 @@ def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influ
         assert not [t.name for t in threading.enumerate() if t.name == "server-metrics"]
         here = time.process_time() - cpu0
         sm.close()
+        # one journal group a scrape: a reader during the run (the knee search) sees each at once
+        groups = sum(1 for _ in recover(rd.path / "server_metrics.parquet"))
         rd.close()
     finally:
         srv.terminate()
@@ -302,6 +304,7 @@ def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influ
     rows = pd.read_parquet(rd.path / "server_metrics.parquet")
     assert not list(rd.path.glob("server_metrics.j*.arrows"))     # the journals compacted
     assert len(rows) == got["samples"][url] and rows["ts_ns"].nunique() == got["scrapes"][url]
+    assert groups == got["scrapes"][url]
     assert {"tgi_queue_size", "tgi_h19_bucket", "tgi_h0_sum"} <= set(rows["name"])
     kept = rows[~rows["name"].str.endswith("_bucket")]
     assert got["store"]["acked"] == len(kept) and got["store"]["spool_points"] == 0

@@ -12,7 +12,8 @@ from harness.errors import InputError
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Workload
 from harness.workload.sessions import SessionFactory
-from tests.support.emulator import emulator_process, get_json
+from tests.support.emulator import get_json
+from tests.support.processes import emulator_process
 from tests.support.runs import run_cli, run_dir, write
 
 
@@ -127,3 +128,29 @@ load: {mode: rate, arrival: constant, levels: [4], warmup_s: 0, duration_s: 2, c
         if len(s) > 1:   # a later turn is due after the previous answer and 0.1 s of thought
             assert ((s.intended_ns.iloc[1:].to_numpy() - s.end_ns.iloc[:-1].to_numpy()) / 1e9 >= 0.099).all()
     assert req.request_id.nunique() == len(req) and req.session.max() < 2**62
+    # per-turn and per-session figures: summary.json, turns.csv/sessions.csv, console, report
+    import json
+    d = run_dir(tmp_path)
+    figs = json.loads((d / "summary.json").read_text())["sessions"]
+    (cell,) = req.cell.unique()
+    turns = {t["turn"]: t for t in figs["turns"]}
+    measured = req[req.phase == "measure"]
+    assert sorted(turns) == [1, 2, 3]
+    for k, t in turns.items():
+        assert t["cell"] == cell and t["requests"] == (measured.turn == k).sum() == t["requests_ok"]
+        assert t["input_tokens_mean"] == 24 * k - 4            # the history grows turn by turn
+        assert 0.05 <= t["ttft_p50_s"] <= t["ttft_p99_s"] < 1.0
+    (s,) = figs["sessions"]
+    per = req[req.session.isin(first[first.phase == "measure"].session)].groupby("session")
+    assert s["sessions"] == per.ngroups and s["complete"] == int((per.turn.max() == 3).sum())
+    assert s["turns_mean"] == pytest.approx(per.size().mean())
+    dur = (per.end_ns.max() - per.intended_ns.min()) / 1e9
+    assert s["duration_p50_s"] == pytest.approx(dur.quantile(0.5))
+    assert s["latency_p50_s"] == pytest.approx(per.e2e_s.sum().quantile(0.5))
+    assert s["input_tokens_mean"] == pytest.approx(per.input_tokens.sum().mean())
+    tc = pd.read_csv(d / "turns.csv")
+    assert list(tc.turn) == [1, 2, 3] and list(tc.input_tokens_mean) == [20, 44, 68]
+    assert pd.read_csv(d / "sessions.csv").sessions.tolist() == [s["sessions"]]
+    assert "By turn" in p.stdout and "Per session" in p.stdout
+    html = (d / "report.html").read_text()
+    assert 'id="sessions"' in html and "<td>68</td>" in html

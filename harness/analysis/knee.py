@@ -5,10 +5,10 @@ fits how it grows with the load, and estimates where throughput saturates or the
 the explore starts a factor below that estimate instead of at 1. Explore: multiply the level by
 ``growth`` until a signal fires: the SLO breaks, throughput grows by less than ``min_gain`` over
 the best lower level, TTFT or TPOT p50 grows faster than the load (their growth ratio over the
-level ratio beyond ``latency_growth``), or the over-saturation test of the cell's window fires
-(:mod:`harness.analysis.saturation`). Refine: the knee lies between the highest level still
-"below" it and the lowest level "past" it (a signal, or throughput within ``min_gain`` of the
-best); bisect that bracket geometrically while cells remain. When the start is already past the
+level ratio beyond ``latency_growth``, once above ``latency_floor_s``), or the over-saturation
+test of the cell's window fires (:mod:`harness.analysis.saturation`). Refine: the knee lies
+between the highest level still "below" it and the lowest level "past" it (a signal, or
+throughput within ``min_gain`` of the best); bisect that bracket geometrically while cells remain. When the start is already past the
 knee, the search steps down by ``growth`` first. All bounded by ``max_level`` and ``max_cells``
 (cells per replica count).
 """
@@ -101,7 +101,9 @@ class ProbeEstimate:
         if self.saturation_streams is not None:
             why.append(f"throughput saturation near {self.saturation_streams:,.0f} streams")
         if self.slo_streams is not None:
-            why.append(f"the {self.slo_limit} limit near {self.slo_streams:,.0f} streams")
+            m, q = self.slo_limit.split(".")
+            name = "e2e" if m == "e2e_s" else m[:-2].upper()
+            why.append(f"the SLO's {name} {q} limit near {self.slo_streams:,.0f} streams")
         return (f"{head} put {' and '.join(why)}: the knee is expected near {self.estimate:,.3g} "
                 f"{unit}, so the explore starts at {self.start:g} {unit}")
 
@@ -129,7 +131,8 @@ def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float 
     ``(1 - min_gain) * a / (2 * min_gain * b)`` streams; each SLO limit ``L`` on a figure fitted the
     same way is reached at ``(L - a) / b``. The smaller of the two is the estimate; in open loop it
     becomes a rate by Little's law again (``streams / e2e`` requests per second). The explore
-    starts ``factor`` below the estimate, so the knee is bracketed from below in a few doublings.
+    starts ``factor`` below the estimate, so the knee is bracketed from below in a few doublings,
+    and at most a quarter of ``max_level``.
     """
     top = max(p.streams for p in points)
     sat = None
@@ -164,7 +167,8 @@ def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float 
         return r
 
     def clamp(x: float) -> float:
-        x = min(max(x, min_level), max_level)
+        # at most two doublings below the cap, so even a knee beyond it leaves a curve to read
+        x = min(max(x, min_level), max(min_level, max_level / 4))
         return float(max(1, round(x))) if integer else float(f"{x:.3g}")
 
     if not cands:
@@ -192,6 +196,7 @@ class KneeSearch:
     # TTFT or TPOT p50 growth ratio over the level ratio beyond which latency is "super-linear":
     # 2 is x4 latency for x2 load (closed loop: a queue forming; open loop: arrivals outpace service)
     latency_growth: float = 2.0
+    latency_floor_s: float = 0.05  # below this, a p50's growth is scheduling jitter, not a queue
     min_level: float = 1.0
     integer: bool = True
     unit: str = field(default="")
@@ -210,7 +215,7 @@ class KneeSearch:
         out = None
         for name, a, b in (("TTFT", lower.ttft_p50_s, r.ttft_p50_s),
                            ("TPOT", lower.tpot_p50_s, r.tpot_p50_s)):
-            if a and b and a > 0:
+            if a and b and a > 0 and b >= self.latency_floor_s:
                 ratio = (b / a) / (r.level / lower.level)
                 if out is None or ratio > out[0]:
                     out = (ratio, f"{name} p50 x{b / a:.2g} for x{r.level / lower.level:.2g} load")

@@ -49,6 +49,10 @@ class ReplicaMetrics:
     ttft_p99_s: float | None
     tpot_p50_s: float | None
     e2e_p99_s: float | None
+    # the balancing circuit breaker over the window (the load generator's count; None when not
+    # recorded): times it opened, and requests sent to another replica while it was open
+    breaker_opened: int | None = None
+    breaker_skipped: int | None = None
 
 
 @dataclass
@@ -126,6 +130,9 @@ class CellMetrics:
     server_running_max: float | None = None
     server_kv_cache_mean: float | None = None
     server_kv_cache_max: float | None = None
+    # the breaker's figures summed over the replicas (per replica in ``per_replica``)
+    breaker_opened: int | None = None
+    breaker_skipped: int | None = None
 
     def get(self, key: str):
         """A metric by column name, including SLO-only percentiles such as 'ttft_p999_s'."""
@@ -320,7 +327,30 @@ def compute_cell(
 
     m.slo_ok, m.slo_failures = cell_verdict(_as_metrics(m), slo)
     m.per_replica = _per_replica(cell_req, started, a, b, slo, m.output_tokens)
+    br = getattr(run.scenario.target, "breaker", None) if run.scenario is not None else None
+    if br is None or br.enabled:      # off: the figures stay empty, not zero
+        _breaker_figures(m, (run.histograms.get(m.cell) or {}).get("replicas"))
     return m
+
+
+def _breaker_figures(m: CellMetrics, counted: dict | None) -> None:
+    """The load generator's per-replica breaker counts of the measured window onto the cell's
+    replicas (a replica skipped for the whole window, so without records, gets a row too)."""
+    if not isinstance(counted, dict):
+        return
+    have = {r.replica: r for r in m.per_replica}
+    for url, c in sorted(counted.items()):
+        r = have.get(url)
+        if r is None:
+            r = ReplicaMetrics(url, 0, 0, 0, None, 0.0, 0.0, 0.0, None, None, None, None, None)
+            m.per_replica.append(r)
+        r.breaker_opened = int(c.get("breaker_opened") or 0)
+        r.breaker_skipped = int(c.get("breaker_skipped") or 0)
+    for r in m.per_replica:
+        if r.breaker_opened is None:
+            r.breaker_opened = r.breaker_skipped = 0
+    m.breaker_opened = sum(r.breaker_opened for r in m.per_replica)
+    m.breaker_skipped = sum(r.breaker_skipped for r in m.per_replica)
 
 
 def _good_share(ok: pd.DataFrame, slo: Slo | None) -> float:

@@ -68,6 +68,9 @@ def pool(run: RunData, group: list[CellMetrics], slo: Slo | None) -> CellMetrics
     for k in ("requests_started", "requests_ok", "requests_failed", "requests_completed"):
         setattr(p, k, sum(getattr(c, k) for c in group))
     p.output_tokens = sum(c.output_tokens for c in group)
+    for k in ("breaker_opened", "breaker_skipped"):
+        got = [getattr(c, k) for c in group if getattr(c, k) is not None]
+        setattr(p, k, sum(got) if got else None)
     for c in group:
         for k, n in c.errors.items():
             p.errors[k] = p.errors.get(k, 0) + n

@@ -10,7 +10,8 @@ Like guidellm (which waits 30 s and for TTFTs above 2.5 s), it stays silent on w
 window cannot tell: windows under ``min_span_s`` and TTFT rises under ``min_ttft_rise_s`` (the
 wave-like sends of a closed loop make a few tens of ms of drift within a second or two).
 Open loop: both TTFT (from the intended send time) and requests in flight must rise; closed loop
-keeps a fixed number of streams, so TTFT alone (the server's queue shows up there) decides.
+keeps a fixed number of streams, so TTFT decides, and where the servers report their queue
+(``tgi_queue_size``, ``vllm:num_requests_waiting`` in the scraped ``/metrics``) it must rise too.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Saturation:
     fired: bool
     ttft: Slope | None = None
     in_flight: Slope | None = None
+    queue: Slope | None = None      # the servers' own queue depth, summed over replicas
 
     def describe(self) -> str:
         """The trends in words, e.g. "TTFT +120.0 ms/s (+85% over the window), ..."."""
@@ -53,6 +55,8 @@ class Saturation:
         if self.in_flight is not None:
             parts.append(f"requests in flight {self.in_flight.per_s:+.2f}/s "
                          f"({self.in_flight.rel_rise:+.0%})")
+        if self.queue is not None:
+            parts.append(f"server queue {self.queue.per_s:+.2f}/s")
         return ", ".join(parts)
 
 
@@ -93,11 +97,31 @@ def in_flight_at(starts: np.ndarray, ends: np.ndarray, at: np.ndarray) -> np.nda
     return np.searchsorted(s, at, side="right") - np.searchsorted(e, at, side="right")
 
 
+def queue_depth(samples: pd.DataFrame, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scrape times, queue depth summed over replicas) within a window, from the run's server
+    metric rows; None when no replica reported a queue gauge."""
+    from harness.telemetry.server_metrics import QUEUE
+
+    if samples is None or samples.empty:
+        return None
+    q = samples[samples["name"].isin(QUEUE) & (samples["ts_ns"] >= start_ns)
+                & (samples["ts_ns"] <= end_ns)]
+    if q.empty:
+        return None
+    # one value per replica per scrape; scrapes of the replicas land within ms: bin to 100 ms
+    q = q.assign(t=(q["ts_ns"] // 100_000_000)).groupby(["t", "replica"])["value"].last()
+    tot = q.groupby(level="t").sum()
+    return tot.index.to_numpy(float) * 1e8, tot.to_numpy(float)
+
+
 def oversaturation(requests: pd.DataFrame, *, closed_loop: bool, min_rise: float = 0.5,
-                   bins: int = 10, min_span_s: float = 5.0,
-                   min_ttft_rise_s: float = 0.05) -> Saturation:
-    """Judge one cell's measured requests (the run directory's request rows of one cell);
-    ``ttft`` None: too few requests or too short a window to say."""
+                   bins: int = 10, min_span_s: float = 5.0, min_ttft_rise_s: float = 0.05,
+                   queue: tuple[np.ndarray, np.ndarray] | None = None,
+                   window_s: float | None = None) -> Saturation:
+    """Judge one cell's measured requests (the run directory's request rows of one cell), and
+    the servers' queue depth over the window when known (:func:`queue_depth`); ``window_s``: the
+    measured window's length (default: from the first to the last send); ``ttft`` None: too few
+    requests or too short a window to say."""
     if requests is None or requests.empty:
         return Saturation(False)
     df = requests[requests["phase"] == "measure"] if "phase" in requests else requests
@@ -107,15 +131,20 @@ def oversaturation(requests: pd.DataFrame, *, closed_loop: bool, min_rise: float
     sent = df["intended_ns"].to_numpy(float) if "intended_ns" in df else df["start_ns"].to_numpy(float)
     t0 = sent.min()
     span = (sent.max() - t0) / 1e9
-    if span < min_span_s:
+    if (window_s if window_s is not None else span) < min_span_s:
         return Saturation(False)
     ttft = slope((sent - t0) / 1e9, df["ttft_s"].to_numpy(float), bins=bins)
     ttft_up = bool(ttft and ttft.rising(min_rise) and ttft.per_s * span >= min_ttft_rise_s)
+    qs = None
+    if queue is not None and len(queue[0]):
+        qs = slope((np.asarray(queue[0], float) - t0) / 1e9, queue[1], bins=bins)
     if closed_loop:
-        return Saturation(ttft_up, ttft)
+        # a queue that grows by at least one request over the window, where the servers report one
+        q_up = qs is None or (qs.per_s - qs.half_width > 0 and qs.per_s * span >= 1.0)
+        return Saturation(ttft_up and q_up, ttft, None, qs)
     # every phase's requests: those sent in the warm-up are still in flight at the window's start
     ends = requests["end_ns"].to_numpy(float, na_value=np.inf)
     starts = requests["start_ns"].to_numpy(float)
     flight = slope((sent - t0) / 1e9, in_flight_at(starts, ends, sent), bins=bins)
     fired = bool(ttft_up and flight and flight.rising(min_rise))
-    return Saturation(fired, ttft, flight)
+    return Saturation(fired, ttft, flight, qs)

@@ -15,6 +15,8 @@ from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
 from harness.analysis.repeats import pooled_cells
 from harness.analysis.rundata import RunData, load_run
+from harness.analysis.sessions import SessionReport, session_figures
+from harness.analysis.sessions import write_csvs as write_session_csvs
 from harness.analysis.slo import bounds, describe
 from harness.errors import InputError
 from harness.scenario.models import Slo
@@ -77,6 +79,8 @@ CSV_COLUMNS = (
     "server_running_max",
     "server_kv_cache_mean",
     "server_kv_cache_max",
+    "breaker_opened",
+    "breaker_skipped",
 )
 
 
@@ -100,6 +104,7 @@ class RunAnalysis:
     slo: Slo | None
     notes: list[str] = field(default_factory=list)
     windows: list[CellMetrics] = field(default_factory=list)  # every measured window (repeats)
+    sessions: SessionReport | None = None   # multi-turn runs: by turn index, per session
 
     @property
     def run_id(self) -> str:
@@ -163,6 +168,7 @@ class RunAnalysis:
             "windows": [c.to_dict() for c in self.windows]
             if any(c.repeats for c in self.cells)
             else [],
+            **({"sessions": self.sessions.to_dict()} if self.sessions is not None else {}),
         }
 
     def write(self, out_dir: Path | None = None) -> tuple[Path, Path]:
@@ -213,6 +219,8 @@ class RunAnalysis:
                 "ttft_p99_s",
                 "tpot_p50_s",
                 "e2e_p99_s",
+                "breaker_opened",
+                "breaker_skipped",
             ]
             w.writerow(cols)
             for c in self.windows or self.cells:
@@ -221,6 +229,8 @@ class RunAnalysis:
                         [c.cell]
                         + ["" if getattr(r, k) is None else getattr(r, k) for k in cols[1:]]
                     )
+        if self.sessions is not None:
+            write_session_csvs(self.sessions, d)
         return sj, cp
 
 
@@ -471,4 +481,10 @@ def analyze(
         slo=slo,
         notes=notes,
         windows=windows,
+        sessions=session_figures(run.requests, _turns(run)),
     )
+
+
+def _turns(run: RunData) -> int | None:
+    sess = run.scenario.workload.sessions if run.scenario is not None else None
+    return sess.turns if sess is not None else None

@@ -34,8 +34,10 @@ LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": 
 #: timing parameters the fit moves (RooflineTiming fields), with their search bounds
 TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per_seq2_ms": (0.0, 0.05),
           "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
-          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0)}
-PREFILL_BUDGET = (16, 8192)      # limits.max_batch_prefill_tokens
+          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0),
+          "frontend_ms": (0.0, 100.0), "frontend_per_seq": (0.0, 1.0)}
+#: limits the fit moves (step token budget; the KV cache's size where admission is paged), with bounds
+LIMITS = {"max_batch_prefill_tokens": (16, 65536), "max_batch_total_tokens": (1024, 10_000_000)}
 
 
 @dataclass
@@ -192,7 +194,7 @@ def with_params(profile: Profile, x: dict[str, float]) -> Profile:
     """``profile`` with timing fields, ``max_batch_prefill_tokens`` and power fields from ``x``."""
     timing = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
     t_upd = {k: float(v) for k, v in x.items() if k in RooflineTiming.model_fields}
-    l_upd = {k: int(round(v)) for k, v in x.items() if k == "max_batch_prefill_tokens"}
+    l_upd = {k: int(round(v)) for k, v in x.items() if k in LIMITS}
     g_upd = {k: float(v) for k, v in x.items() if k in ("idle_w", "active_w", "power_exponent")}
     return profile.model_copy(update={"timing": timing.model_copy(update=t_upd),
                                       "limits": profile.limits.model_copy(update=l_upd),
@@ -271,11 +273,14 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
         log=None, starts: int = 0, seed: int = 1) -> tuple[Profile, list[dict]]:
     """Fit timing (and the prefill budget), then power; the fitted profile and its predictions."""
     t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
-    names = names or tuple(TIMING) + ("max_batch_prefill_tokens",)
-    start = {k: getattr(t, k) if k in TIMING else profile.limits.max_batch_prefill_tokens for k in names}
-    bounds = {**TIMING, "max_batch_prefill_tokens": PREFILL_BUDGET}
+    if names is None:      # the cache's size matters to admission only where it is paged
+        names = tuple(TIMING) + ("max_batch_prefill_tokens",) + (
+            ("max_batch_total_tokens",) if profile.limits.kv_admission == "paged" else ())
+    start = {k: getattr(t, k) if k in TIMING else getattr(profile.limits, k) for k in names}
+    bounds = {**TIMING, **LIMITS}
     # search in log space (a parameter at 0 starts from a small positive value)
-    x0 = np.array([math.log(max(start[k], {'host_per_seq2_ms': 2e-4, 'admission_ms': 10.0}.get(k, 1e-3) if k in TIMING else 16.0))
+    floor = {"host_per_seq2_ms": 2e-4, "admission_ms": 10.0, "frontend_ms": 1.0, "frontend_per_seq": 0.01}
+    x0 = np.array([math.log(min(max(start[k], floor.get(k, 1e-3) if k in TIMING else 16.0), bounds[k][1]))
                    for k in names])
     evals = itertools.count(1)
 

@@ -111,6 +111,13 @@ class BatchingReplica:
         self.stats = stats or NullStats()
         self.model = StepModel(profile)
         self.admission_ns = int(profile.timing.admission_ms * 1e6)
+        self.paged = profile.limits.kv_admission == "paged"
+        self.frontend_ms = profile.timing.frontend_ms
+        self.frontend_per_seq = profile.timing.frontend_per_seq
+        self._frontend: list[list] = []     # [work left in ms, seq] being taken in
+        self._frontend_t = 0
+        self._frontend_r = 1.0
+        self._frontend_gen = 0
         self.queue: deque[Seq] = deque()
         self.prefilling: list[Seq] = []
         self.running: list[Seq] = []
@@ -133,10 +140,48 @@ class BatchingReplica:
 
     def submit(self, seq: Seq, now_ns: int) -> None:
         seq.replica = self.index
-        if self.admission_ns:     # parsing, tokenising, validating: before the queue, in parallel
+        if self.frontend_ms:      # the front end takes it in, sharing its one thread with the others
+            self._frontend_advance(now_ns)
+            self._frontend.append([self.frontend_ms, seq])
+            self._frontend_arm(now_ns)
+        elif self.admission_ns:   # parsing, tokenising, validating: before the queue, in parallel
             self.timer.at(now_ns + self.admission_ns, self._enqueue, seq)
         else:
             self._enqueue(seq, now_ns)
+
+    # The front end is processor sharing: one thread interleaves every request it is taking in
+    # (an event loop), so a burst of k requests is taken in together after about k * frontend_ms,
+    # and the more sequences are streaming, the slower it goes (it writes their tokens too).
+    def _frontend_rate(self) -> float:
+        return 1.0 / (1.0 + self.frontend_per_seq * len(self.running))
+
+    def _frontend_advance(self, now_ns: int) -> None:
+        if self._frontend:
+            done_ms = (now_ns - self._frontend_t) / 1e6 * self._frontend_r / len(self._frontend)
+            for job in self._frontend:
+                job[0] -= done_ms
+        self._frontend_t = now_ns
+
+    def _frontend_arm(self, now_ns: int) -> None:
+        self._frontend_gen += 1
+        if self._frontend:
+            self._frontend_r = self._frontend_rate()
+            left = min(job[0] for job in self._frontend)
+            due = now_ns + max(0, int(left * len(self._frontend) / self._frontend_r * 1e6))
+            self.timer.at(due, self._frontend_done, self._frontend_gen)
+
+    def _frontend_done(self, gen: int, now_ns: int) -> None:
+        if gen != self._frontend_gen:
+            return                # an arrival since rescheduled it
+        self._frontend_advance(now_ns)
+        done = [job[1] for job in self._frontend if job[0] <= 1e-6]
+        self._frontend = [job for job in self._frontend if job[0] > 1e-6]
+        for seq in done:
+            if self.admission_ns:
+                self.timer.at(now_ns + self.admission_ns, self._enqueue, seq)
+            else:
+                self._enqueue(seq, now_ns)
+        self._frontend_arm(now_ns)
 
     def _enqueue(self, seq: Seq, now_ns: int) -> None:
         if seq.cancelled:
@@ -158,7 +203,7 @@ class BatchingReplica:
                 continue
             if len(self.prefilling) + len(self.running) >= max_size:
                 break
-            if self.reserved + s.reserved_tokens > lim.max_batch_total_tokens:
+            if not self.paged and self.reserved + s.reserved_tokens > lim.max_batch_total_tokens:
                 break
             q.popleft()
             s.started_ns = now_ns
@@ -181,12 +226,23 @@ class BatchingReplica:
                     self._release(s)
             self.prefilling = [s for s in self.prefilling if not s.cancelled]
         self._admit(t_ns)
-        budget = self.limits.max_batch_prefill_tokens
+        lim = self.limits
+        budget = lim.max_batch_prefill_tokens
+        if lim.budget_includes_decode:          # decodes are scheduled first, one token each
+            budget -= len(self.running)
+        if self.paged:                          # the cache holds what has been computed so far
+            free = lim.max_batch_total_tokens - sum(s.input_tokens + s.generated for s in self.running) - sum(
+                s.input_tokens - s.prefill_left for s in self.prefilling)
+            floor = lim.kv_free_margin * lim.max_batch_total_tokens
         prefill_tokens = 0
         completing: list[Seq] = []
         for s in self.prefilling:
             if budget <= 0:
                 break
+            if self.paged:
+                if s.prefill_left == s.input_tokens and free < floor:
+                    break                       # no new prompt starts inside the safety margin
+                free -= min(s.prefill_left, budget)
             chunk = min(s.prefill_left, budget)
             s.prefill_left -= chunk
             budget -= chunk

@@ -70,6 +70,17 @@ class Limits(_Strict):
     max_stop_sequences: PositiveInt = 4
     max_client_batch_size: PositiveInt = 4
     max_top_n_tokens: int = Field(5, ge=0)
+    budget_includes_decode: bool = Field(False, description="the step's token budget "
+                                         "(max_batch_prefill_tokens) also counts one token per decoding sequence, "
+                                         "which are scheduled first (transformers' continuous batching, vLLM's "
+                                         "max_num_batched_tokens); TGI budgets prefill tokens only")
+    kv_admission: Literal["reserve", "paged"] = Field("reserve", description="reserve: a request holds its "
+                                                      "prompt + max new tokens of max_batch_total_tokens from "
+                                                      "admission (TGI); paged: it holds what it has computed so far, "
+                                                      "and new prompts start only while kv_free_margin of the "
+                                                      "cache is free (transformers, vLLM)")
+    kv_free_margin: float = Field(0.0, ge=0, lt=1, description="paged: the fraction of max_batch_total_tokens "
+                                  "that must be free for a new prompt to start (transformers' safety margin 0.2)")
 
 
 class RooflineTiming(_Strict):
@@ -96,6 +107,12 @@ class RooflineTiming(_Strict):
     switch_overhead: NonNegativeFloat = 0.0
     admission_ms: NonNegativeFloat = Field(0.0, description="from a request's arrival to its place in the queue "
                                            "(HTTP, tokenising, validating), uncontended")
+    frontend_ms: NonNegativeFloat = Field(0.0, description="work of the replica's one front-end thread per "
+                                          "arriving request, one request at a time in arrival order (a Python "
+                                          "server's event loop); a burst of arrivals queues here")
+    frontend_per_seq: NonNegativeFloat = Field(0.0, description="how much each running sequence stretches that "
+                                               "work: the same thread streams every token out and shares one "
+                                               "interpreter lock with the step loop")
 
 
 class FixedTiming(_Strict):

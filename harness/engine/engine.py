@@ -19,7 +19,7 @@ import pandas as pd
 from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
 from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
-from harness.analysis.saturation import oversaturation
+from harness.analysis.saturation import oversaturation, queue_depth
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
@@ -172,11 +172,14 @@ class Engine:
             return ProbeEstimate.from_json(kept)
         if not self.scenario.load.auto_probe_s:
             return None
-        from harness.engine.probe import run_probe
+        from harness.engine.probe import PROBE_STREAMS, run_probe
 
         self._sigterm.check()
+        self.hooks.on_note(r, f"levels: auto, {r} replica(s): probing at "
+                              f"{' and '.join(map(str, PROBE_STREAMS))} streams "
+                              f"({self.scenario.load.auto_probe_s:g} s each) to pick the start")
         est = run_probe(self.scenario, list(reps.urls), r, run_id=s.run_id,
-                        log_dir=s.path / "logs", processes=self.processes)
+                        run_dir=s.path, processes=self.processes)
         if est is not None:
             probes = dict(s.rundir.manifest.get("auto_probe") or {})
             probes[str(r)] = est.to_json()
@@ -187,22 +190,45 @@ class Engine:
     def _run_auto(self, reps, r: int, results: list[LevelResult]) -> None:
         est = self._probe(reps, r) if not results else None   # resumed: the start is behind us
         search = self._knee(est.start if est else 1.0)
-        closed = self.plan.mode == "concurrency"
         while (lv := search.next_level(results)) is not None:
             cell = Cell(r, lv, self.plan.mode)
-            m = self.run_cell(reps, cell)
-            sat = oversaturation(self.session.cell_requests(cell.name), closed_loop=closed)
-            results.append(LevelResult(
-                lv, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False,
-                m.ttft_p50_s if m else None, m.tpot_p50_s if m else None,
-                sat.fired if (sat.ttft is not None) else None, sat.describe()))
-            auto = dict(self.session.rundir.manifest.get("auto_results", {}))
-            auto[str(r)] = [x.to_json() for x in results]
-            self.session.rundir.write_manifest(auto_results=auto)
+            self.run_cell(reps, cell, measured=lambda m, c=cell: self._keep_level(c, m, results))
         self.hooks.on_note(r, f"levels: auto, {r} replica(s): {search.why_stopped(results)}")
 
+    def _keep_level(self, cell: Cell, m: CellMetrics | None, results: list[LevelResult]) -> None:
+        """The finished cell's result for the search, in the manifest before the cell counts as
+        done: a run stopped in between resumes with every done cell known to the search."""
+        wins = [w for w in self.session.windows if w.cell == cell.name and w.phase == "measure"]
+        sat = oversaturation(self.session.cell_requests(cell.name),
+                             closed_loop=self.plan.mode == "concurrency",
+                             queue=self._queue(cell.name),
+                             window_s=(wins[-1].end_ns - wins[-1].start_ns) / 1e9 if wins else None)
+        results.append(LevelResult(
+            cell.level, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False,
+            m.ttft_p50_s if m else None, m.tpot_p50_s if m else None,
+            sat.fired if sat.ttft is not None else None, sat.describe()))
+        auto = dict(self.session.rundir.manifest.get("auto_results", {}))
+        auto[str(cell.replicas)] = [x.to_json() for x in results]
+        self.session.rundir.write_manifest(auto_results=auto)
+
+    def _queue(self, name: str):
+        """The servers' queue depth over the cell's measured window (scraped ``/metrics``), or
+        None when there is none to read."""
+        wins = [w for w in self.session.windows if w.cell == name and w.phase == "measure"]
+        if not wins:
+            return None
+        try:
+            from harness.records.rundir import read_table
+
+            rows = read_table(self.session.path, "server_metrics")
+            return queue_depth(rows, wins[-1].start_ns, wins[-1].end_ns)
+        except Exception as e:  # noqa: BLE001 - the search goes on with the requests alone
+            log.warning("server queue depth unreadable for %s: %s", name, e)
+            return None
+
     # -- one cell: begin, drive, drain, finish ---------------------------------------------
-    def run_cell(self, reps, cell: Cell) -> CellMetrics | None:
+    def run_cell(self, reps, cell: Cell, measured: Callable | None = None) -> CellMetrics | None:
+        """``measured(metrics)``: called once the cell is measured, before it counts as done."""
         from harness.loadgen.driver import run_plan
 
         self._sigterm.check()   # a SIGTERM whose exception was swallowed stops before the next cell
@@ -220,6 +246,8 @@ class Engine:
             raise
         self.cell_results.append(res)
         m = self.cell_metrics(cell.name, res)
+        if measured is not None:
+            measured(m)
         s.cell_ended(cell.name, partial=False)
         self.hooks.on_cell_done(cell, m, False)
         return m

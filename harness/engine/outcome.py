@@ -53,13 +53,15 @@ def exit_code(status: str, analysis=None, gate: str = "every") -> int:
 
 
 def strict_compare_code(cmp) -> tuple[int, str]:
-    """``compare --strict``'s exit code and why, for a :class:`~harness.analysis.compare.Comparison`.
+    """``compare --strict``'s exit code and why, for a
+    :class:`~harness.analysis.compare.Comparison`.
     Precedence, first match wins: 2 not like for like (workload, SLO, target, harness version or
     host hardware differ; or no common cell), 4 a common cell's measurement is invalid in A or B,
     1 a figure of a common cell is worse in B beyond the two runs' 95% intervals (where either
     side has none: by 5% or more), 0 otherwise."""
     if not cmp.comparable:
-        return EXIT_INPUT, "not like for like: the runs differ in " + ", ".join(cmp.differing_aspects())
+        aspects = ", ".join(cmp.differing_aspects())
+        return EXIT_INPUT, f"not like for like: the runs differ in {aspects}"
     if not cmp.cells:
         return EXIT_INPUT, "the runs share no cell"
     bad = cmp.invalid_cells()

@@ -49,9 +49,10 @@ def probe_scenario(scenario, window_s: float):
     return scenario.model_copy(update={"load": load})
 
 
-def run_probe(scenario, urls: list[str], replicas: int, *, run_id: str, log_dir: Path,
+def run_probe(scenario, urls: list[str], replicas: int, *, run_id: str, run_dir: Path,
               processes: int = 0) -> ProbeEstimate | None:
-    """Run the probe against ``urls`` and estimate the start; None when it measured nothing."""
+    """Run the probe against ``urls`` and estimate the start; None when it measured nothing
+    (worker processes, if any, log under ``run_dir``/logs like the cells' do)."""
     from harness.loadgen.driver import run_plan
 
     ld = scenario.load
@@ -59,7 +60,7 @@ def run_probe(scenario, urls: list[str], replicas: int, *, run_id: str, log_dir:
     cap = ld.auto_max_level if ld.mode == "concurrency" else max(PROBE_STREAMS)
     streams = sorted({int(min(s, cap)) for s in PROBE_STREAMS if s >= 1})
     sc = probe_scenario(scenario, window_s)
-    pdir = _ProbeDir(run_id, log_dir)
+    pdir = _ProbeDir(run_id, run_dir)
     results = run_plan(sc, list(urls), replicas, [float(s) for s in streams], pdir,
                        run_id=run_id, processes=processes)
     df = pd.DataFrame(list(pdir.requests))

@@ -73,6 +73,17 @@ class BreakerPicker(ReplicaPicker):
         ok = [u for u in urls if self._allowed(u, now)]
         return ok or urls
 
+    def left_out(self) -> list[str]:
+        """The replicas a request sent now cannot go to because their breaker is open (or its
+        probe is out); none when that is every replica (the load then goes out anyway)."""
+        if len(self.urls) == 1:
+            return []
+        now = self.clock()
+        out = [u for u, b in self.breakers.items()
+               if not (b.state == "closed" or (b.state == "open" and now >= b.until)
+                       or (b.state == "half-open" and not b.probing))]
+        return out if len(out) < len(self.urls) else []
+
     def _sent(self, url: str) -> None:
         b = self.breakers[url]
         if b.state == "half-open" and not b.probing:

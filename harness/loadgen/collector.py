@@ -50,19 +50,28 @@ class PhaseStats:
     gen_wall_ns: int = 0
     held: int = 0                # open loop: requests that waited for load.max_in_flight
     hist: HistSet = field(default_factory=HistSet)
-    # per replica URL: [requests, failed requests, breaker openings] (balancing under faults)
+    # per replica URL: [requests, failed requests, breaker openings, requests sent elsewhere
+    # while its breaker was open] (balancing under faults)
     replicas: dict[str, list[int]] = field(default_factory=dict)
 
     def count_replica(self, url: str, error_class: str | None, tripped: bool) -> None:
         c = self.replicas.get(url)
         if c is None:
-            c = self.replicas[url] = [0, 0, 0]
+            c = self.replicas[url] = [0, 0, 0, 0]
         c[0] += 1
         c[1] += error_class is not None
         c[2] += tripped
 
+    def count_skipped(self, urls) -> None:
+        for u in urls:
+            c = self.replicas.get(u)
+            if c is None:
+                c = self.replicas[u] = [0, 0, 0, 0]
+            c[3] += 1
+
     def replica_summary(self) -> dict[str, dict]:
-        return {u: {"requests": c[0], "errors": c[1], "breaker_opened": c[2]}
+        return {u: {"requests": c[0], "errors": c[1], "breaker_opened": c[2],
+                    "breaker_skipped": c[3] if len(c) > 3 else 0}
                 for u, c in sorted(self.replicas.items())}
 
     def generator(self) -> dict:
@@ -102,8 +111,8 @@ class PhaseStats:
             self.last_end_ns = max(self.last_end_ns or 0, d["last_end_ns"])
         self.hist.merge_encoded(d["hist"])
         for u, c in (d.get("replicas") or {}).items():
-            mine = self.replicas.setdefault(u, [0, 0, 0])
-            for i, v in enumerate(c[:3]):
+            mine = self.replicas.setdefault(u, [0, 0, 0, 0])
+            for i, v in enumerate(c[:4]):
                 mine[i] += v
 
     def error_rate(self) -> float:

@@ -102,6 +102,12 @@ class LoadContext:
         settle_heap()
         return ctx
 
+    @property
+    def pacer(self):
+        """Starts open-loop requests at their intended times (the client's
+        :class:`~harness.loadgen.pacer.Pacer`)."""
+        return self.client.pacer
+
     # ------------------------------------------------------------------------------------------
     def segment_at(self, pc: int) -> Segment | None:
         t = (pc - self.t0_pc) / 1e9
@@ -137,7 +143,7 @@ class LoadContext:
         return Arrivals(ld.arrival, self.scenario.workload.seed, stream, ld.burstiness)
 
     def one_request(self, factory: RequestFactory, seg: Segment | None, intended_pc: int | None = None,
-                    chain: Chain | None = None, pin: dict | None = None):
+                    chain: Chain | None = None, pin: dict | None = None, prepared: tuple | None = None):
         """Send one request now and account it under ``seg``'s cell and phase.
 
         Returns the :class:`StreamResult`, or None without sending when ``load.max_requests``
@@ -152,6 +158,9 @@ class LoadContext:
         A closed loop passes its :class:`Chain` (from :meth:`chain`): the reader then sends the
         stream's next request as soon as this one's end is read, and the next call collects that
         request (``seg`` is then ignored: the chain chose it when it sent).
+
+        ``prepared``: this request's (spec, body) from :meth:`take_prepared`, drawn by an open
+        loop before the intended time, so that drawing it is not between that time and the send.
         """
         col = self.collector
         pending = chain.pending if chain is not None else None
@@ -161,8 +170,10 @@ class LoadContext:
             run = partial(self.client.wait, chain)
         else:
             if not self._may_send(seg):
+                if prepared is not None and factory not in self._prepared:
+                    self._prepared[factory] = prepared     # unsent: the next request's after all
                 return None
-            spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
+            spec, body = prepared or self._prepared.pop(factory, None) or self._prepare(factory)
             url = pin.get(spec.session) if pin is not None and (spec.turn or 0) > 1 else None
             if url is not None:
                 # a sticky session's later turn: the replica of its first turn, whatever the balance
@@ -176,6 +187,8 @@ class LoadContext:
                     pin.clear()
                     pin[spec.session] = url
             run = partial(self.client.send, url, spec, body, chain)
+        left_out = getattr(self.picker, "left_out", None)
+        skipped = [u for u in left_out() if u != url] if left_out is not None else ()
         col.inflight += 1
         try:
             res = run()
@@ -188,7 +201,8 @@ class LoadContext:
             self.picker.mark_down(url)
         outcome = getattr(self.picker, "outcome", None)
         tripped = outcome(url, res.error_class) if outcome is not None else False
-        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory, url, tripped)
+        get_hub().loop.run_callback(self._account, res, spec, seg, intended_pc, factory, url, tripped,
+                                    skipped)
         return res
 
     def _can_send(self, seg: Segment) -> bool:
@@ -234,14 +248,21 @@ class LoadContext:
         spec, body = self._prepared.pop(factory, None) or self._prepare(factory)
         return spec, body, seg
 
+    def take_prepared(self, factory: RequestFactory) -> tuple:
+        """``factory``'s next (spec, body): the one the accounting drew ahead, or drawn now."""
+        return self._prepared.pop(factory, None) or self._prepare(factory)
+
     def _prepare(self, factory: RequestFactory) -> tuple:
         spec = factory.next()
         return spec, self.client.protocol.body(spec)
 
     def _account(self, res: StreamResult, spec, seg: Segment, intended_pc: int | None,
                  factory: RequestFactory | None = None, url: str | None = None,
-                 tripped: bool = False) -> None:
+                 tripped: bool = False, skipped=()) -> None:
         col = self.collector
+        pacer = self.client._pacer_
+        if pacer is not None:
+            pacer.poll()     # a send due now goes before this (a wave of ends runs back to back)
         self.client.pump()   # reads first: the accounting below is the slow part of a request
         try:
             phase = seg.phase
@@ -254,7 +275,10 @@ class LoadContext:
             col.add(res, spec, info, intended_pc if intended_pc is not None else res.start_pc,
                     self.measure_window_pc(seg.cell))
             if url is not None:
-                col.phase_stats(seg.cell, phase).count_replica(url, res.error_class, tripped)
+                ps = col.phase_stats(seg.cell, phase)
+                ps.count_replica(url, res.error_class, tripped)
+                if skipped:
+                    ps.count_skipped(skipped)
         finally:
             col.inflight -= 1
             now = perf_counter_ns()

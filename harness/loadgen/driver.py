@@ -292,6 +292,7 @@ def results_for(plan: Plan, collector: Collector, windows: list[CellWindow], sce
         res = CellResult(run_id, cell, plan.replicas, level, plan.mode, measure, phases,
                          [w for w in windows if w.cell == cell], measure_s,
                          evaluate(scenario.slo, measure, measure_s, early), workers, early)
-        rundir.write_histograms(cell, {**measure.hist.encode(), "generator": measure.generator()})
+        rundir.write_histograms(cell, {**measure.hist.encode(), "generator": measure.generator(),
+                                       "replicas": measure.replica_summary()})
         out.append(res)
     return out

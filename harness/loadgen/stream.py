@@ -32,6 +32,7 @@ from gevent import socket as gsocket
 from gevent.event import AsyncResult
 
 from harness.loadgen.native import load as load_native
+from harness.loadgen.pacer import Pacer
 from harness.loadgen.reactor import Reactor
 from harness.protocols.access import Access, parse_url
 from harness.protocols.base import DONE, ERROR, FINAL, MALFORMED, TOKEN, Final, RequestSpec, WireProtocol
@@ -182,6 +183,7 @@ class StreamClient:
         self.connect_timeout_s = connect_timeout_s
         self.max_idle = max_idle_per_replica
         self._reactor_: Reactor | None = None   # made on first use, in the thread that sends
+        self._pacer_: Pacer | None = None       # likewise: the open loop's send clock
         load_native()   # build the C pass now, before any request waits for it
         self._endpoints: dict[str, _Endpoint] = {}
         # diagnosis (SLM_SENT_HEADER=1): each chained request carries its send time (CLOCK_MONOTONIC
@@ -197,6 +199,18 @@ class StreamClient:
         if self._reactor_ is not None:
             self._reactor_.close()
             self._reactor_ = None
+        if self._pacer_ is not None:
+            self._pacer_.close()
+            self._pacer_ = None
+
+    @property
+    def pacer(self) -> Pacer:
+        """The open loop's send clock (:class:`~harness.loadgen.pacer.Pacer`), made on first use
+        in the thread that sends."""
+        p = self._pacer_
+        if p is None:
+            p = self._pacer_ = Pacer()
+        return p
 
     def _endpoint(self, url: str) -> _Endpoint:
         ep = self._endpoints.get(url)

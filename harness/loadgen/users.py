@@ -11,6 +11,7 @@ from __future__ import annotations
 from time import perf_counter_ns
 
 import gevent
+from gevent import Greenlet
 from gevent.lock import Semaphore
 from gevent.pool import Group
 from locust import User, constant, task
@@ -26,6 +27,9 @@ def _sleep_until(pc: int) -> None:
 
 
 _STEP_NS = 10_000_000
+#: how long before its intended time the open loop prepares a request (next arrival, cell, its
+#: greenlet) and hands it to the pacer, so that work is not between the wake-up and the send
+LEAD_NS = 2_000_000
 
 
 def _next_arrival(ctx: LoadContext, t_pc: int, need: float, share: int) -> int | None:
@@ -142,25 +146,36 @@ def _in_flight_cap(ctx: LoadContext, share: int) -> Semaphore | None:
 
 
 def _send_at(ctx, group, sem, factory, seg, intended_pc: int, queued: bool) -> bool:
-    """Spawn one open-loop request intended at ``intended_pc``, through the in-flight cap if any.
+    """Start one open-loop request at ``intended_pc`` (the pacer switches into it then), through
+    the in-flight cap if any.
 
     Returns whether the cap is holding requests back, so a request sent late because the cap
     was full (not merely one found locked) is counted once in the phase's ``held``.
     """
+    prepared = ctx.take_prepared(factory)
     if sem is None:
-        group.spawn(ctx.one_request, factory, seg, intended_pc)
+        _start_at(ctx, group, intended_pc, ctx.one_request, factory, seg, intended_pc, prepared=prepared)
         return queued
+    ctx.pacer.sleep_until(intended_pc)   # the cap is judged at the intended time, not before
     queued = sem.locked() or (queued and perf_counter_ns() > intended_pc)
     if queued:
         ctx.collector.phase_stats(seg.cell, seg.phase).held += 1
     sem.acquire()
-    group.spawn(_capped, ctx, sem, factory, seg, intended_pc)
+    _start_at(ctx, group, intended_pc, _capped, ctx, sem, factory, seg, intended_pc, prepared)
     return queued
 
 
-def _capped(ctx: LoadContext, sem: Semaphore, factory, seg, intended_pc: int) -> None:
+def _start_at(ctx, group, pc: int, fn, *args, **kwargs) -> None:
+    """``fn(*args, **kwargs)`` in a greenlet of ``group`` that the pacer starts at ``pc`` (at
+    once when that is past): straight from its wake-up, not queued behind other callbacks."""
+    g = Greenlet(fn, *args, **kwargs)
+    group.add(g)
+    ctx.pacer.at(pc, lambda: g.dead or g.switch())   # dead: killed before its time came
+
+
+def _capped(ctx: LoadContext, sem: Semaphore, factory, seg, intended_pc: int, prepared: tuple) -> None:
     try:
-        ctx.one_request(factory, seg, intended_pc)
+        ctx.one_request(factory, seg, intended_pc, prepared=prepared)
     finally:
         sem.release()
 
@@ -222,6 +237,7 @@ class OpenLoopUser(_LLMUser):
         need = 0.0 if arr.kind == "constant" else arr.unit()   # constant: first send at the start
         sem = _in_flight_cap(ctx, share)
         queued = False       # the previous arrival waited for the cap: later ones queue behind it
+        pacer = ctx.pacer
         sessions_started = 0
         while True:
             next_pc = _next_arrival(ctx, next_pc, need, share)
@@ -229,14 +245,12 @@ class OpenLoopUser(_LLMUser):
             if next_pc is None:
                 break
             seg = ctx.segment_at(next_pc)
-            delay = (next_pc - perf_counter_ns()) / 1e9
-            if delay > 0:
-                gevent.sleep(delay)
+            pacer.sleep_until(next_pc - LEAD_NS)
             if seg.cell in ctx.exhausted:
                 continue
             if ctx.scenario.workload.sessions is not None:
                 sessions_started += 1
-                group.spawn(_open_session, ctx, stream, sessions_started, seg, next_pc)
+                _start_at(ctx, group, next_pc, _open_session, ctx, stream, sessions_started, seg, next_pc)
                 continue
             queued = _send_at(ctx, group, sem, factory, seg, next_pc, queued)
         group.join()
@@ -260,9 +274,7 @@ class OpenLoopUser(_LLMUser):
             if ctx.ended(pc):
                 break
             seg = ctx.segment_at(pc)
-            delay = (pc - perf_counter_ns()) / 1e9
-            if delay > 0:
-                gevent.sleep(delay)
+            ctx.pacer.sleep_until(pc - LEAD_NS)
             if seg is None or seg.cell in ctx.exhausted:
                 break
             queued = _send_at(ctx, group, sem, factory, seg, pc, queued)

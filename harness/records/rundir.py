@@ -382,8 +382,14 @@ class ParquetAppender:
         try:
             # Converting Python rows holds the GIL; in slices of _SLICE rows the event loop gets it
             # back between slices (after the switch interval), not after the whole batch (~10 ms)
-            parts = [pa.Table.from_pylist(rows[i:i + _SLICE], schema=self.schema)
-                     for i in range(0, len(rows), _SLICE)]
+            parts = []
+            for i in range(0, len(rows), _SLICE):
+                if i and self.background:
+                    # hand the GIL and the CPU over between slices: on a core shared with the
+                    # event loop (a pinned generator), a loop thread that woke for a send runs now,
+                    # not after the switch interval or, under a real-time policy, the whole batch
+                    os.sched_yield()
+                parts.append(pa.Table.from_pylist(rows[i:i + _SLICE], schema=self.schema))
             t = pa.concat_tables(parts).combine_chunks()
         except Exception as e:  # a bad value: reported at close, the run goes on
             log.exception("converting rows for %s", self.path)

@@ -71,6 +71,11 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
     con = console or make_console()
     if a.cells:
         con.print(cells_table(a))
+    if a.sessions is not None:
+        from harness.report.sessions import console_tables
+
+        for t in console_tables(a.sessions):
+            con.print(t)
     from harness.hostinfo import describe
 
     hw = describe(a.run.manifest.get("hardware"))

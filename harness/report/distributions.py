@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from harness.analysis.summary import RunAnalysis
 from harness.report.figure import COLORS, png
 
+STYLES = ("-", "--", ":", "-.")   # a cell's repeats, in order
 _MS = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
 
 
@@ -22,21 +25,32 @@ def _window_values(req: pd.DataFrame, c, col: str) -> np.ndarray:
     return np.sort(pd.to_numeric(r[col], errors="coerce").dropna().to_numpy(float)) * 1000
 
 
+def _windows_by_cell(a: RunAnalysis) -> list[tuple[str, list]]:
+    """[(cell, its measured windows)]: one window per cell, or each repeat's window."""
+    by_name = {w.cell: w for w in a.windows}
+    return [(c.cell, [by_name[r] for r in c.repeats if r in by_name] or [c]) for c in a.cells]
+
+
 def latency_cdfs(a: RunAnalysis) -> str | None:
+    """One colour per cell, one line style per repeat."""
     req = a.run.requests
     if req.empty:
         return None
     fig = Figure(figsize=(11, 3.8))
     axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    groups = _windows_by_cell(a)
+    colours = COLORS if len(groups) <= len(COLORS) else [colormaps["tab20"](i % 20)
+                                                        for i in range(len(groups))]
     drawn = False
-    for i, c in enumerate(a.windows or a.cells):
-        style = "-" if i < len(COLORS) else "--"
-        for ax, col in zip(axes, ("ttft_s", "tpot_s")):
-            v = _window_values(req, c, col)
-            if v.size:
-                drawn = True
-                ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", lw=1, ls=style,
-                        color=COLORS[i % len(COLORS)], label=c.cell)
+    for i, (cell, windows) in enumerate(groups):
+        for j, w in enumerate(windows):
+            for ax, col in zip(axes, ("ttft_s", "tpot_s")):
+                v = _window_values(req, w, col)
+                if v.size:
+                    drawn = True
+                    ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", lw=1,
+                            ls=STYLES[j % len(STYLES)], color=colours[i % len(colours)],
+                            label=cell if j == 0 else None)
     if not drawn:
         return None
     for ax, name in zip(axes, ("TTFT", "TPOT")):
@@ -48,5 +62,10 @@ def latency_cdfs(a: RunAnalysis) -> str | None:
         ax.set_ylabel("share of requests")
         ax.set_title(f"{name} CDF per cell", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
+    handles, _ = axes[1].get_legend_handles_labels()
+    most = max(len(w) for _, w in groups)
+    if most > 1:
+        handles += [Line2D([], [], color="#555555", lw=1, ls=STYLES[k % len(STYLES)],
+                           label=f"repeat {k + 1}") for k in range(most)]
+    axes[1].legend(handles=handles, fontsize=6, ncol=2, loc="lower right")
     return png(fig)

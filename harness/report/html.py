@@ -12,6 +12,7 @@ from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.figure import latency_label
 from harness.report.fmt import energy_source_short, ms, num, pct
+from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
 
 CSS = """
@@ -62,7 +63,7 @@ def _tradeoffs(a: RunAnalysis) -> str:
         "through its cells in the order of the x axis (a frontier cell may look beaten in one "
         "plane by a cell it beats on the third objective, the colour). Bars: 95% intervals. Red "
         "cross: an invalid cell, never on the frontier. Star: the recommendation. Latency in ms; "
-        "an SLO far outside the cells is an arrow at the axis' edge.</p>"
+        "an SLO far outside the cells is a note above the plot, its arrow pointing where it lies.</p>"
     )
 
 
@@ -74,6 +75,8 @@ def _cells_table(a: RunAnalysis) -> str:
     )
     head = [
         "cell",
+        "verdict",
+        "SLO",
         level_head,
         "out tok/s",
         "tok/s 95% CI",
@@ -94,8 +97,6 @@ def _cells_table(a: RunAnalysis) -> str:
         "J/token 95% CI",
         "tok/J",
         "GPU util %",
-        "SLO",
-        "verdict",
         "frontier",
     ]
     rows = []
@@ -119,6 +120,8 @@ def _cells_table(a: RunAnalysis) -> str:
         )
         vals = [
             f'<td class="l">{_e(c.cell)}</td>',
+            f'<td class="l">{badge(c)}</td>',
+            f"<td>{slo}</td>",
             f"<td>{c.level:g}</td>",
             f"<td>{num(c.output_tokens_per_s, 4)}{flag}</td>",
             f"<td>{ci_text(c, 'output_tokens_per_s', lambda v: num(v, 4))}</td>",
@@ -139,13 +142,12 @@ def _cells_table(a: RunAnalysis) -> str:
             f"<td>{ci_text(c, 'j_per_token', num)}</td>",
             f"<td>{num(c.tokens_per_j)}</td>",
             f"<td>{num(c.gpu_util_pct)}</td>",
-            f"<td>{slo}</td>",
-            f"<td>{badge(c)}</td>",
             f'<td class="l wrap">{_e(fr)}</td>',
         ]
         rows.append(f'<tr class="{_e(cls)}">' + "".join(vals) + "</tr>")
     ths = "".join(
-        f'<th class="l">{h}</th>' if h in ("cell", "frontier") else f"<th>{h}</th>" for h in head
+        f'<th class="l">{h}</th>' if h in ("cell", "verdict", "frontier") else f"<th>{h}</th>"
+        for h in head
     )
     return (
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
@@ -251,6 +253,8 @@ def _replica_table(a: RunAnalysis) -> str:
         "TTFT p99 ms",
         "TPOT p50 ms",
         "e2e p99 ms",
+        "breaker opened",
+        "sent elsewhere",
     ]
     rows = []
     for c in a.windows or a.cells:   # with repeats: each window's replicas
@@ -272,6 +276,8 @@ def _replica_table(a: RunAnalysis) -> str:
                         f"<td>{ms(r.ttft_p99_s)}</td>",
                         f"<td>{ms(r.tpot_p50_s)}</td>",
                         f"<td>{ms(r.e2e_p99_s)}</td>",
+                        f"<td>{_count(r.breaker_opened)}</td>",
+                        f"<td>{_count(r.breaker_skipped)}</td>",
                     ]
                 )
                 + "</tr>"
@@ -281,8 +287,14 @@ def _replica_table(a: RunAnalysis) -> str:
     )
     return (
         f'<table id="replicas"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica.</p>'
+        '<p class="note">Replicas share one GPU, so energy and power are per cell, not per replica. '
+        "Breaker opened: times the replica's circuit breaker opened in the window; sent elsewhere: "
+        "requests the balancer sent to another replica while it was open.</p>"
     )
+
+
+def _count(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
 
 
 def _notes(a: RunAnalysis) -> str:
@@ -357,7 +369,7 @@ def render_html(a: RunAnalysis) -> str:
 {_tradeoffs(a)}
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
-<h2>Latency distributions</h2>
+{html_section(a.sessions)}<h2>Latency distributions</h2>
 <div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}

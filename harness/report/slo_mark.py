@@ -43,13 +43,17 @@ def set_limits(ax: Axes, axis: Literal["x", "y"], lo: float, hi: float,
     wide_lo, wide_hi = min(lo, slo), max(hi, slo)
     if wide_hi - wide_lo <= SQUEEZE * (hi - lo):
         margin = 0.03 * (wide_hi - wide_lo)
-        lim(min(lo, slo - margin), max(hi, slo + margin))
+        lo, hi = min(lo, slo - margin), max(hi, slo + margin)
+        lim(lo, hi)
         line = ax.axvline if axis == "x" else ax.axhline
         line(slo, color=RED, ls="--", lw=1.1, zorder=1)
-        at = (slo, 0.98) if axis == "x" else (0.01, slo)
-        ax.annotate(f" SLO {slo:,.0f} ms", at, xycoords=ax.get_xaxis_transform() if axis == "x"
-                    else ax.get_yaxis_transform(), color=RED, fontsize=8,
-                    va="top" if axis == "x" else "bottom")
+        near_end = (slo - lo) / (hi - lo) > 0.7   # the name goes on the side with room
+        if axis == "x":
+            ax.annotate(f" SLO {slo:,.0f} ms ", (slo, 0.98), xycoords=ax.get_xaxis_transform(),
+                        color=RED, fontsize=8, va="top", ha="right" if near_end else "left")
+        else:
+            ax.annotate(f" SLO {slo:,.0f} ms", (0.01, slo), xycoords=ax.get_yaxis_transform(),
+                        color=RED, fontsize=8, va="top" if near_end else "bottom")
         return "line"
     lim(lo, hi)
     beyond = slo > hi

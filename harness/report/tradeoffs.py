@@ -117,7 +117,8 @@ def _mappable(cmap: str, norm: Normalize):
     return ScalarMappable(norm=norm, cmap=cmap)
 
 
-def _error_bars(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective) -> None:
+def _error_bars(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective,
+                colour: str = "#555555") -> None:
     """95% interval bars on both axes, for cells that carry intervals."""
     for c in pts:
         cx, cy = x.value(c), y.value(c)
@@ -127,7 +128,7 @@ def _error_bars(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective) ->
         ax.errorbar([cx], [cy],
                     xerr=None if ix is None else [[max(cx - ix[0], 0)], [max(ix[1] - cx, 0)]],
                     yerr=None if iy is None else [[max(cy - iy[0], 0)], [max(iy[1] - cy, 0)]],
-                    fmt="none", ecolor="#555555", elinewidth=0.9, capsize=2.5, alpha=0.8,
+                    fmt="none", ecolor=colour, elinewidth=0.9, capsize=2.5, alpha=0.8,
                     zorder=3)
 
 
@@ -174,8 +175,14 @@ def _fit(ax: Axes, axis: str, o: Objective, pts: list[CellMetrics], a: RunAnalys
 
 
 def compare_tradeoff(a: RunAnalysis, b: RunAnalysis) -> str | None:
+    fig = compare_figure(a, b)
+    return None if fig is None else png(fig)
+
+
+def compare_figure(a: RunAnalysis, b: RunAnalysis) -> Figure | None:
     """Every cell of both runs on one throughput/latency plane (A's frontier latency, in ms), each
-    point named, so a shift between the runs is seen cell by cell; None when no cell has both."""
+    point named, with its 95% interval bars, so a shift between the runs is seen cell by cell and
+    against the noise; None when no cell has both."""
     key = a.latency_key
     tput, lat = obj.throughput(), obj.latency(a)
     fig = Figure(figsize=(7.2, 4.8))
@@ -189,6 +196,7 @@ def compare_tradeoff(a: RunAnalysis, b: RunAnalysis) -> str | None:
         drawn = True
         ax.scatter([tput.value(c) for c in pts], [lat.value(c) for c in pts], marker=marker, s=36,
                    color=col, alpha=0.85, label=f"{tag}: {run.run_id}")
+        _error_bars(ax, pts, tput, lat, colour=col)
         for c in pts:
             ax.annotate(c.cell, (tput.value(c), lat.value(c)), textcoords="offset points",
                         xytext=(5, dy), fontsize=7, color=col)
@@ -199,4 +207,4 @@ def compare_tradeoff(a: RunAnalysis, b: RunAnalysis) -> str | None:
     ax.set_title("Throughput vs latency, both runs (labels: cell)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return png(fig)
+    return fig

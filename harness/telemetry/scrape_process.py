@@ -1,8 +1,9 @@
 """The replicas' ``/metrics`` scraped by a process of its own, so the load generator's process
 spends no CPU on it (parsing one TGI exposition is ~30 ms of Python).
 
-It writes its rows itself: a journal of the run directory's ``server_metrics`` table (the run's
-writer compacts it into ``server_metrics.parquet`` at close, a reader picks it up before) and,
+It writes its rows itself: a journal of the run directory's ``server_metrics`` table, one group
+per scrape (the run's writer compacts it into ``server_metrics.parquet`` at close; a reader
+during the run, such as the knee search's queue-depth check, sees each scrape at once) and,
 with a store, measurement ``server_metric`` through an InfluxDB writer of its own (spool
 ``<spool>/server_metrics``). Timestamps are ``time.time_ns()``: the clock of request records
 and GPU samples. It runs at a lower CPU priority (nice +5): on a busy host the generator goes
@@ -10,8 +11,9 @@ first, and a scrape's timestamp is still taken when its answer arrived.
 
 Protocol, one JSON object a line. The first line on stdin is the configuration; then::
 
-    {"op": "start", "urls": [...]}  -> {"op": "started", "pid": N}   (after the group's first scrape)
-    {"op": "stop"}                  -> {"op": "stopped", "summary": {scrapes, samples, failures, last_error}}
+    {"op": "start", "urls": [...]} -> {"op": "started", "pid": N}  (after the group's first scrape)
+    {"op": "stop"}                 -> {"op": "stopped", "summary": {scrapes, samples, failures,
+                                                                    last_error}}
     end of stdin                    -> {"op": "closed", "store": {...} | null, "cpu_s": S}
 
 End of stdin is also what a killed parent leaves: the journal is closed and the process exits.
@@ -61,6 +63,7 @@ class _Rows:
 
     def __call__(self, rows) -> None:
         self.rows.extend(rows)
+        self.rows.flush()        # one journal group a scrape: readers during the run see it at once
         if time.monotonic() - self._synced > 5.0:    # what a power loss may take: ~5 s of scrapes
             self.rows.flush(sync=True)
             self._synced = time.monotonic()
@@ -80,8 +83,11 @@ class _Rows:
 
 
 def _reply(d: dict) -> None:
-    sys.stdout.write(json.dumps(d, default=str) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(d, default=str) + "\n")
+        sys.stdout.flush()
+    except OSError:          # the run is gone (killed): its journal is closed all the same
+        pass
 
 
 def serve(cfg: dict, commands) -> None:

@@ -17,11 +17,10 @@ import csv
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
-
-import orjson
+from typing import Callable
 
 from harness.errors import InputError
+from harness.workload.localfile import json_records, reading
 
 
 @dataclass(slots=True)
@@ -119,32 +118,10 @@ def _from_conversation(ds, rec: int, obj) -> _Raw | None:
     return None
 
 
-def _json_records(ds, path: Path) -> Iterator[tuple[int, object]]:
-    """(line, object) per JSONL line, or (index, object) for a file holding one JSON array."""
-    with path.open("rb") as fh:
-        head = fh.read(4096).lstrip()
-        fh.seek(0)
-        if ds.format == "sharegpt" and head.startswith(b"["):
-            try:
-                data = orjson.loads(fh.read())
-            except orjson.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e})", file=str(path)) from None
-            yield from enumerate(data, 1)
-            return
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e})", file=str(path), line=lineno) from None
-            yield lineno, obj
-
-
 def _read(ds, path: Path) -> list[_Raw]:
     raws: list[_Raw] = []
     if ds.format in ("jsonl", "sharegpt"):
-        for rec, obj in _json_records(ds, path):
+        for rec, obj in json_records(path, array=ds.format == "sharegpt"):
             if ds.format == "sharegpt":
                 r = _from_conversation(ds, rec, obj)
                 if r is not None:
@@ -183,14 +160,8 @@ def _read(ds, path: Path) -> list[_Raw]:
 def load_dataset(ds, seed: int) -> list[DatasetRow]:
     """Read ``ds`` (a scenario ``Dataset``): measure lengths, filter, sample and shuffle with ``seed``."""
     path = Path(ds.path)
-    if not path.is_file():
-        raise InputError("cannot read dataset: no such file", file=str(path))
-    try:
+    with reading(path, "dataset"):
         raws = _read(ds, path)
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
-    except OSError as e:
-        raise InputError(f"cannot read dataset: {e.strerror}", file=str(path)) from None
     if not raws:
         raise InputError("dataset has no usable records", file=str(path))
     count = token_counter(ds.tokenizer)

@@ -23,10 +23,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from harness.errors import InputError
 from harness.protocols.base import RequestSpec
+from harness.workload.localfile import json_objects, reading
 from harness.workload.prompts import synthetic_prompt
 
 MAX_ENTRIES = 10_000_000
@@ -65,23 +64,14 @@ def _time(tr, rec, v, field) -> float:
 
 def _mooncake(tr, path: Path) -> list[tuple[float, int, int, tuple]]:
     out = []
-    with path.open("rb") as fh:
-        for line, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                o = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e})", file=str(path), line=line) from None
-            if not isinstance(o, dict):
-                raise InputError("each line must be a JSON object", file=str(path), line=line)
-            ts = _time(tr, line, o.get("timestamp"), "timestamp") / 1000.0
-            n_in = _int(tr, line, o.get("input_length"), "input_length")
-            n_out = _int(tr, line, o.get("output_length"), "output_length")
-            ids = o.get("hash_ids", [])
-            if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
-                raise InputError("must be a list of integers", file=str(path), line=line, field="hash_ids")
-            out.append((ts, n_in, n_out, tuple(ids)))
+    for line, o in json_objects(path):
+        ts = _time(tr, line, o.get("timestamp"), "timestamp") / 1000.0
+        n_in = _int(tr, line, o.get("input_length"), "input_length")
+        n_out = _int(tr, line, o.get("output_length"), "output_length")
+        ids = o.get("hash_ids", [])
+        if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
+            raise InputError("must be a list of integers", file=str(path), line=line, field="hash_ids")
+        out.append((ts, n_in, n_out, tuple(ids)))
     return out
 
 
@@ -128,19 +118,13 @@ def load_trace(tr) -> list[TraceEntry]:
     """Read ``tr`` (a scenario ``Trace``): its entries in the time window, sorted by time, with
     offsets from the window's start divided by the speed-up."""
     path = Path(tr.path)
-    if not path.is_file():
-        raise InputError("cannot read trace: no such file", file=str(path))
-    try:
+    with reading(path, "trace"):
         if tr.format == "mooncake":
             raw = _mooncake(tr, path)
         elif tr.format == "azure":
             raw = _csv(tr, path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"))
         else:
             raw = _csv(tr, path, ("Timestamp", "Request tokens", "Response tokens"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
-    except OSError as e:
-        raise InputError(f"cannot read trace: {e.strerror}", file=str(path)) from None
     if not raw:
         raise InputError("trace has no requests", file=str(path))
     if len(raw) > MAX_ENTRIES:

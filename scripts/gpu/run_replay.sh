@@ -6,6 +6,9 @@
 # Writes $OUT/replay.txt: the host's facts, the command and the benchmark's table.
 set -u
 . scripts/device/env.sh
+# the benchmark starts the emulator with PYTHONPATH set to the tree alone: a .pth file keeps the
+# carried wheels in /tmp/site importable from any Python process there
+[ -d /tmp/site ] && echo /tmp/site > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/zz-slm-site.pth"
 gen=${GEN_CORE:-14} emu=${EMU_CORE:-15} main=${MAIN_CORE:-13}
 cmd="taskset -c $main python3 benchmarks/replay_fidelity.py --gen-core $gen --emu-core $emu ${REPLAY_ARGS:---rates 200 500 1000}"
 { bash scripts/gpu/host_facts.sh

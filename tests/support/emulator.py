@@ -1,20 +1,17 @@
 """The emulator in tests: replicas through the harness's own launcher, ``slm-harness emulate`` as
-its own process on ports it picks, and small HTTP helpers to talk to it."""
+its own process (tests/support/processes.py starts it), and small HTTP helpers to talk to it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 from harness.launch.emulator import EmulatorLauncher
 from harness.scenario.models import EmulatorLauncher as EmulatorCfg, Target
-from tests.support.processes import Host, harness_env, stop, wait_for_file
+from tests.support.processes import emulator_process
 
 
 @contextlib.contextmanager
@@ -23,36 +20,6 @@ def emulator(replicas: int = 2, profile: str = "cpu-demo", in_process: bool = Fa
     with tempfile.TemporaryDirectory() as d:
         with EmulatorLauncher(target, replicas, Path(d)) as reps:
             yield reps
-
-
-def start_emulator(tmp: Path, *args: str, profile: str = "fixed-50ms-10ms", env: dict | None = None,
-                   host: Host | None = None, timeout: float = 30) -> tuple[subprocess.Popen, list[str]]:
-    """``slm-harness emulate`` as its own process on ports it picks; the process and every
-    replica's URL once it has written them. Its stderr goes to ``tmp/emulator.log``."""
-    pf = tmp / f"ports-{time.monotonic_ns()}.json"
-    log = tmp / "emulator.log"
-    argv = [sys.executable, "-m", "harness", "emulate", "--profile", profile, "--port", "0",
-            "--port-file", str(pf), *args]
-    with open(log, "ab") as err:
-        p = subprocess.Popen(host.argv(*argv) if host else argv, env=env or harness_env(),
-                             stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_for_file(pf, p, timeout, log)
-    except BaseException:
-        stop(p)
-        raise
-    return p, json.loads(pf.read_text())["urls"]
-
-
-@contextlib.contextmanager
-def emulator_process(*args: str, profile: str = "fixed-50ms-10ms", env: dict | None = None):
-    """``start_emulator`` in a temporary directory; yields every replica's URL, stops it on exit."""
-    with tempfile.TemporaryDirectory() as d:
-        p, urls = start_emulator(Path(d), *args, profile=profile, env=env)
-        try:
-            yield urls
-        finally:
-            stop(p)
 
 
 @contextlib.contextmanager

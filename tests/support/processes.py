@@ -4,9 +4,11 @@ on ``PYTHONPATH``, waited for with a deadline, and stopped by PID."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -146,3 +148,33 @@ def locust_cluster(scenario: Path, urls: list[str], tmp: Path, *, workers: int =
         yield LocustCluster(master, procs[1:])
     finally:
         stop(*procs, timeout=5)
+
+
+def start_emulator(tmp: Path, *args: str, profile: str = "fixed-50ms-10ms", env: dict | None = None,
+                   host: Host | None = None, timeout: float = 30) -> tuple[subprocess.Popen, list[str]]:
+    """``slm-harness emulate`` as its own process on ports it picks; the process and every
+    replica's URL once it has written them. Its stderr goes to ``tmp/emulator.log``."""
+    pf = tmp / f"ports-{time.monotonic_ns()}.json"
+    log = tmp / "emulator.log"
+    argv = [sys.executable, "-m", "harness", "emulate", "--profile", profile, "--port", "0",
+            "--port-file", str(pf), *args]
+    with open(log, "ab") as err:
+        p = subprocess.Popen(host.argv(*argv) if host else argv, env=env or harness_env(),
+                             stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for_file(pf, p, timeout, log)
+    except BaseException:
+        stop(p)
+        raise
+    return p, json.loads(pf.read_text())["urls"]
+
+
+@contextlib.contextmanager
+def emulator_process(*args: str, profile: str = "fixed-50ms-10ms", env: dict | None = None):
+    """``start_emulator`` in a temporary directory; yields every replica's URL, stops it on exit."""
+    with tempfile.TemporaryDirectory() as d:
+        p, urls = start_emulator(Path(d), *args, profile=profile, env=env)
+        try:
+            yield urls
+        finally:
+            stop(p)
