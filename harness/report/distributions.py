@@ -11,16 +11,14 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator
 
 from harness.analysis.slo import bounds
 from harness.analysis.stats import pct_name
 from harness.analysis.summary import RunAnalysis
-from harness.report.figure import COLORS, png
+from harness.report.figure import COLORS, plain_log_ticks, png
 from harness.report.slo_mark import RED, set_limits
 
 STYLES = ("-", "--", ":", "-.")   # a cell's repeats, in order
-_MS = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
 
 
 def _window_values(req: pd.DataFrame, c, col: str) -> np.ndarray:
@@ -84,9 +82,7 @@ def cdf_figure(a: RunAnalysis) -> Figure | None:
     for ax, name, metric in zip(axes, ("TTFT", "TPOT"), ("ttft_s", "tpot_s")):
         ax.set_xscale("log")
         _fit(ax, slo.get(metric))
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(_MS)
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        plain_log_ticks(ax.xaxis)
         ax.set_xlabel(f"{name} (ms, log scale)")
         ax.set_ylabel("share of requests")
         ax.set_title(f"{name} CDF per cell", fontsize=10)
