@@ -201,3 +201,16 @@ def test_cell_names_above_the_timeline_stand_upright_only_when_they_would_overla
 
     assert names(6, 8.0) == [0.0] * 6          # the demo: six names side by side
     assert names(27, 30.0) == [90.0] * 27      # 27 windows of a sweep with repeats
+
+
+def test_the_ttft_cdf_shows_the_slo_bound_as_a_ring_at_its_percentile(runs):
+    from harness.report.distributions import cdf_figure
+
+    a, _ = runs   # SLO: TTFT p99 <= 500 ms; no TPOT bound
+    ttft, tpot = cdf_figure(a).axes
+    (ring,) = [ln for ln in ttft.lines if ln.get_gid() == "slo"]
+    assert list(ring.get_xdata()) == [500.0] and list(ring.get_ydata()) == [0.99]
+    lo, hi = ttft.get_xlim()
+    assert lo < min(c.ttft_p50_s for c in a.cells) * 1000 and max(c.ttft_p99_s for c in a.cells) * 1000 < hi
+    assert not [ln for ln in tpot.lines if ln.get_gid() == "slo"]
+    assert "p99 SLO 500 ms" in [t.get_text().strip() for t in ttft.texts]
