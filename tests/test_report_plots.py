@@ -5,6 +5,8 @@ the data; and the page in headless Chromium, every figure decoded."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,3 +234,24 @@ def test_latency_spread_over_decades_goes_on_a_log_axis(tmp_path):
     b = analyze(plausible_run(tmp_path / "b", CELLS[3:5], duration_s=5, warmup_s=1, cooldown_s=0.5))
     ax = projection_figure(b, obj.latency(b), obj.throughput(), obj.energy(), "t").axes[0]
     assert ax.get_xscale() == "linear"
+
+
+def test_the_report_says_why_it_has_no_server_metrics_figure(runs, tmp_path):
+    from harness.analysis.rundata import load_run
+    from harness.report.html import render_html
+
+    a, _ = runs
+    assert "no /metrics samples in this run" in render_html(a)
+    # a server whose gauges the report does not know (llama.cpp): its samples kept, named
+    d = tmp_path / "llamacpp"
+    shutil.copytree(a.run.path, d)
+    t0 = int(a.cells[0].start_ns)
+    pd.DataFrame({"ts_ns": [t0, t0 + 500_000_000] * 2,
+                  "replica": ["http://127.0.0.1:9000"] * 4,
+                  "name": ["llamacpp:requests_processing"] * 2 + ["llamacpp:kv_cache_usage_ratio"] * 2,
+                  "labels": ["{}"] * 4, "value": [1.0, 2.0, 0.1, 0.2],
+                  "run_id": ["synthetic"] * 4}).to_parquet(d / "server_metrics.parquet")
+    assert len(load_run(d).server) == 4
+    html = render_html(analyze(d))
+    assert "the servers expose none of the gauges plotted" in html
+    assert "4 samples of 2 series are in server_metrics.parquet" in html
