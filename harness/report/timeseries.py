@@ -147,6 +147,17 @@ def server_metrics_figure(run: RunData, tl: Timeline | None = None) -> Figure | 
     return fig
 
 
+def no_server_figure_reason(run: RunData) -> str:
+    """Why the server-metrics figure is missing, for the report to say instead."""
+    sm = run.server
+    if sm is None or sm.empty:
+        return ("no /metrics samples in this run (scraping off, or the servers answered none: "
+                "see the notes)")
+    known = ", ".join(n for _, names, _ in SERVER_PANELS for n in names)
+    return (f"the servers expose none of the gauges plotted ({known}); their "
+            f"{len(sm):,} samples of {sm['name'].nunique():,} series are in server_metrics.parquet")
+
+
 def _server_panels(sm: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame, float]]:
     """(y label, gauge, samples, scale) for each known gauge the servers expose; TGI's batch
     tokens only where there is no KV-cache gauge."""
