@@ -11,6 +11,7 @@ from harness.loadgen.stream import StreamClient, _Body
 from harness.protocols import RequestSpec, protocol_for
 from harness.records.schema import ERROR_CLASSES
 from tests.loadgen_fakes import fake_server
+from tests.support.ports import dead_url
 
 PROTOCOLS = ("tgi", "openai-completions", "openai-chat")
 
@@ -78,11 +79,7 @@ def test_tgi_error_json_message_is_kept(server):
 
 
 def test_connection_refused_is_connect():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()   # nothing listens there now
-    r = StreamClient(protocol_for("tgi")).send(f"http://127.0.0.1:{port}", RequestSpec("x", 1, 3))
+    r = StreamClient(protocol_for("tgi")).send(dead_url(), RequestSpec("x", 1, 3))
     assert r.error_class == "connect" and r.status is None
 
 
