@@ -3,7 +3,7 @@ checked request by request against the emulator's own ground truth, with the cir
 keeping the load on the healthy replica (and, switched off, the naive balancing it replaces).
 
 Two emulator processes of one replica each (so that one can be stopped or killed); one
-load-generating process runs every case as a closed-loop cell (tests/fault_driver.py).
+load-generating process runs every case as a closed-loop cell (tests/support/fault_driver.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def outcomes(tmp_path_factory):
         cases.append(case)
     (tmp / "cases.json").write_text(json.dumps(cases))
     try:
-        p = subprocess.run([sys.executable, str(ROOT / "tests" / "fault_driver.py"),
+        p = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "fault_driver.py"),
                             str(tmp / "cases.json"), str(tmp / "runs")], env=ENV, cwd=ROOT,
                            capture_output=True, text=True, timeout=150)
     finally:

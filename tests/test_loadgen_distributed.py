@@ -13,7 +13,7 @@ import pytest
 
 from harness.loadgen.hist import HistSet
 from tests.support.emulator import emulator as emulated
-from tests.loadgen_fakes import window_tokens
+from tests.support.loadgen_fakes import window_tokens
 from tests.support.ports import dead_url
 from tests.support.processes import harness_env, locust_argv, locust_cluster
 

@@ -1,6 +1,6 @@
 """A Locust master and two workers on separate network hosts (namespaces joined by veth pairs).
 
-The emulator, the master and each worker run in their own network namespace (tests/netns.py):
+The emulator, the master and each worker run in their own network namespace (tests/support/netns.py):
 no process can reach another through a loopback address, so the workers find the master by
 ``--master-host`` and the replicas by their 198.18.0.x address, as on separate machines. The
 replicas are a hosted endpoint's kind: https with a certificate made here and a bearer token,
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.loadgen.hist import HistSet, new_hist, record_array
-from tests.netns import hosts
+from tests.support.netns import hosts
 from tests.support.processes import harness_env, locust_cluster, start_emulator, stop
 
 MASTER_PORT = 5557

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.loadgen.hist import HistSet
-from tests.loadgen_fakes import fake_server
+from tests.support.loadgen_fakes import fake_server
 from tests.support.ports import free_port
 from tests.support.processes import ROOT, bare_env
 from tests.support.runs import run_cli, run_dir, write

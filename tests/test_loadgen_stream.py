@@ -10,7 +10,7 @@ import pytest
 from harness.loadgen.stream import StreamClient, _Body
 from harness.protocols import RequestSpec, protocol_for
 from harness.records.schema import ERROR_CLASSES
-from tests.loadgen_fakes import fake_server
+from tests.support.loadgen_fakes import fake_server
 from tests.support.ports import dead_url
 
 PROTOCOLS = ("tgi", "openai-completions", "openai-chat")

@@ -16,7 +16,7 @@ from harness.analysis.metrics import CellMetrics
 from harness.analysis.verdict import judge, refresh_period_s
 from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
 from harness.scenario.models import Validity
-from tests.loadgen_fakes import fake_server
+from tests.support.loadgen_fakes import fake_server
 from tests.support.processes import ROOT, bare_env
 
 TH = Validity()

@@ -22,7 +22,7 @@ LOCUSTFILE = str(ROOT / "locustfiles" / "tgi.py")
 
 
 class Host(Protocol):
-    """Somewhere else to run a command (tests/netns.py's network hosts)."""
+    """Somewhere else to run a command (tests/support/netns.py's network hosts)."""
 
     def argv(self, *cmd: str) -> list[str]: ...
 
@@ -81,8 +81,8 @@ def start_port_printer(*argv: str, env: dict | None = None) -> tuple[subprocess.
 
 
 def prefix_proxy(upstream: str, prefix: str, *flags: str) -> tuple[subprocess.Popen, str]:
-    """tests/prefix_proxy.py: ``upstream`` served under ``prefix``; its process and base URL."""
-    return start_port_printer(sys.executable, str(ROOT / "tests" / "prefix_proxy.py"), upstream, prefix, *flags)
+    """tests/support/prefix_proxy.py: ``upstream`` served under ``prefix``; its process and base URL."""
+    return start_port_printer(sys.executable, str(ROOT / "tests" / "support" / "prefix_proxy.py"), upstream, prefix, *flags)
 
 
 def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):

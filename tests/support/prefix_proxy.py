@@ -1,6 +1,6 @@
 """A reverse proxy that serves an upstream under a path prefix, as a gateway does.
 
-``python tests/prefix_proxy.py UPSTREAM PREFIX [--hide-info]`` prints ``PORT <n>`` once listening.
+``python tests/support/prefix_proxy.py UPSTREAM PREFIX [--hide-info]`` prints ``PORT <n>`` once listening.
 ``PREFIX/anything`` is forwarded to ``UPSTREAM/anything`` with the response streamed back as it
 comes (chunked); any path outside the prefix gets 404, and so does ``PREFIX/info`` with
 ``--hide-info`` (an OpenAI-only server), and ``PREFIX/metrics`` with ``--hide-metrics``. ``GET /_seen`` lists the paths requested so far.

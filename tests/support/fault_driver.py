@@ -2,7 +2,7 @@
 the whole table): for each case, set the replica-wide fault on the emulator, run one closed-loop
 cell against every replica, and print what the records and the emulator's ground truth say.
 
-Usage: python tests/fault_driver.py CASES.json OUT_DIR   (prints one JSON line per case)
+Usage: python tests/support/fault_driver.py CASES.json OUT_DIR   (prints one JSON line per case)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import locust  # noqa: F401 - monkey-patches the standard library before anything else loads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from harness.loadgen.run import run_cell  # noqa: E402

@@ -1,6 +1,6 @@
 """A small streaming server for the load generator's tests: TGI and OpenAI SSE, with faults.
 
-Runs as its own process (``python tests/loadgen_fakes.py --ttft-ms 20 --itl-ms 5``) and prints
+Runs as its own process (``python tests/support/loadgen_fakes.py --ttft-ms 20 --itl-ms 5``) and prints
 ``PORT <n>`` when listening. A request whose prompt contains ``fault=NAME`` misbehaves:
 ``http429``, ``http500``, ``http422``, ``sse_error``, ``malformed``, ``incomplete``, ``reset``,
 ``hang`` (never answers), ``multi`` (OpenAI: 3 tokens per chunk, usage exact).
