@@ -94,3 +94,11 @@ def test_fit_recovers_front_end_and_paged_cache_parameters(tmp_path):
     assert abs(fitted.limits.max_batch_total_tokens - 6000) / 6000 < 0.1, fitted.limits
     _, worst = cal.error_table(cells, preds)
     assert max(worst.values()) < 0.05, worst
+
+
+def test_pooled_repeats_replay_one_repeats_window():
+    """A sweep run with ``--repeats 3`` pools three 20 s windows per cell (duration_s 60): the replay
+    reproduces one of them."""
+    cells = cal.load_run(ROOT / "docs/results/h100-repeats-2026-12-06")
+    assert [(c.name, c.duration_s, c.warmup_s) for c in cells][:2] == [("r1-c16", 20.0, 8.0), ("r1-c64", 20.0, 8.0)]
+    assert len(cells) == 9 and all(c.measured["tok_s"] > 0 for c in cells)
