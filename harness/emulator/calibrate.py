@@ -337,7 +337,7 @@ def profile_yaml(profile: Profile, source: str, worst: dict[str, float]) -> str:
     data = profile.model_dump(mode="json", exclude_none=True)
     for k in ("power_exponent", "idle_w", "active_w"):
         data["gpu"][k] = round(data["gpu"][k], 3)
-    data["timing"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in data["timing"].items()}
+    data["timing"] = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in data["timing"].items()}
     errs = ", ".join(f"{LABELS[k]} {worst[k]:.0%}" for k in METRICS)
     head = (f"# Fitted by `slm-harness emulate --calibrate {source}` to that run's cells; worst per-cell "
             f"error in sample: {errs}.\n")
