@@ -40,7 +40,7 @@ def _pin(core: int | None, rt: bool = False) -> list[str]:
     return pin + (["chrt", "-f", "10"] if rt else [])
 
 
-def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
+def write_trace(path: Path, rate: float, seconds: float, seed: int, output_tokens: int = 2) -> int:
     rng = random.Random(seed)
     t, n = 0.0, 0
     with path.open("w") as fh:
@@ -48,16 +48,16 @@ def write_trace(path: Path, rate: float, seconds: float, seed: int) -> int:
             t += rng.expovariate(rate)
             if t >= seconds:
                 break
-            fh.write(json.dumps({"timestamp": round(t * 1000, 3), "input_length": 32, "output_length": 2,
+            fh.write(json.dumps({"timestamp": round(t * 1000, 3), "input_length": 32, "output_length": output_tokens,
                                  "hash_ids": [n]}) + "\n")
             n += 1
     return n
 
 
 def replay(url: str, rate: float, seconds: float, work: Path, gen_core: int | None, pacer: str,
-           rt: bool = False, tree: Path = ROOT) -> dict:
+           rt: bool = False, tree: Path = ROOT, output_tokens: int = 2) -> dict:
     trace = work / f"trace-{rate:g}.jsonl"
-    n = write_trace(trace, rate, seconds, seed=int(rate))
+    n = write_trace(trace, rate, seconds, seed=int(rate), output_tokens=output_tokens)
     sc = work / f"replay-{rate:g}.yaml"
     sc.write_text(f"""name: replay-{rate:g}
 target: {{protocol: tgi, request_timeout_s: 30}}
@@ -69,7 +69,8 @@ telemetry: {{enabled: false}}
     res = Path(tempfile.mkdtemp(prefix=f"res-{rate:g}-{pacer}-", dir=work))
     p = subprocess.run([*_pin(gen_core, rt), sys.executable, "-m", "harness", "run", str(sc), "--url", url,
                         "--results", str(res)], cwd=tree, capture_output=True, text=True, timeout=seconds + 120,
-                       env=dict(os.environ, SLM_PACER=pacer, PYTHONPATH=str(tree)))
+                       env=dict(os.environ, **({"SLM_PACER": pacer} if pacer != "baseline" else {}),
+                                PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))))
     if p.returncode not in (0, 4):
         raise SystemExit(f"run failed ({p.returncode}): {p.stderr[-2000:]}")
     (rd,) = list(res.iterdir())
@@ -107,6 +108,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="TREE",
                     help="also run the generator from this source tree (a checkout of an earlier "
                          "commit), alternately with the others; its rows say 'baseline'")
+    ap.add_argument("--output-tokens", type=int, default=2,
+                    help="tokens per answer (more: more streams to read while sending)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each (rate, pacer), interleaved")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -128,7 +131,7 @@ def main() -> int:
                 for _ in range(a.repeat):
                     runs = [(p, ROOT) for p in a.pacers] + ([("baseline", a.baseline)] if a.baseline else [])
                     for pacer, tree in runs:
-                        r = replay(url, rate, a.seconds, work, a.gen_core, pacer, a.rt, tree)
+                        r = replay(url, rate, a.seconds, work, a.gen_core, pacer, a.rt, tree, a.output_tokens)
                         print(f"{r['rate']:>6g} {r['pacer']:>8} {r['trace']:>6} {r['sent']:>6} {r['received']:>6} "
                               f"{r['errors']:>4} {r['p50']:>10.3f} {r['p99']:>8.3f} {r['max']:>8.2f} "
                               f"{100 * r['late']:>6.1f}% {_pct(r['cpu_wait']):>8} {_pct(r['cpu']):>5}", flush=True)

@@ -5,6 +5,8 @@ the data; and the page in headless Chromium, every figure decoded."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,7 +85,7 @@ def test_latency_is_in_ms_on_every_plane(runs):
     a, _ = runs
     c = a.cells[0]
     fig = projection_figure(a, obj.latency(a), obj.throughput(), obj.energy(), "t")
-    assert fig.axes[0].get_xlabel() == "TTFT p99 (ms)"
+    assert fig.axes[0].get_xlabel() in ("TTFT p99 (ms)", "TTFT p99 (ms, log scale)")
     pts = fig.axes[0].collections[0].get_offsets()
     assert pts[0][0] == pytest.approx(c.ttft_p99_s * 1000)
 
@@ -128,14 +130,16 @@ def test_an_slo_near_the_data_is_a_line_inside_the_axis():
 
 
 def test_the_report_plane_keeps_the_axis_to_the_data(runs):
-    """The synthetic SLO (TTFT p99 <= 500 ms) lies inside the cells' latencies: drawn as a line."""
+    """The synthetic SLO (TTFT p99 <= 500 ms) lies inside the cells' latencies: drawn as a line,
+    the axis no wider than the cells and their intervals (with a margin)."""
     a, _ = runs
     ax = projection_figure(a, obj.latency(a), obj.throughput(), obj.energy(), "t").axes[0]
     lats = [c.ttft_p99_s * 1000 for c in a.cells]
+    ends = [v * 1000 for c in a.cells for v in c.intervals["ttft_p99_s"]] + lats
     assert min(lats) < 500 < max(lats)
     assert any(list(ln.get_xdata()) == [500, 500] for ln in ax.lines)
     lo, hi = ax.get_xlim()
-    assert lo < min(lats) and max(lats) < hi < max(lats) * 1.5
+    assert min(ends) * 0.7 < lo < min(ends) and max(ends) < hi < max(ends) * 1.7
 
 
 def test_chromium_decodes_every_figure_and_shows_the_frontier_captions(runs, tmp_path):
@@ -185,3 +189,69 @@ def test_a_power_line_breaks_across_a_gap_in_the_samples():
     assert list(ts[:4]) == t[:4] and np.isnan(ts[4]) and np.isnan(vs[4]) and list(ts[5:]) == t[4:]
     ts, _ = with_gaps([0, 1, 2, 3, 4], [1, 1, 1, 1, 1])   # 1 Hz throughout: no gap
     assert not np.isnan(ts).any()
+
+
+def test_cell_names_above_the_timeline_stand_upright_only_when_they_would_overlap():
+    from harness.report.timeline import Timeline
+    from harness.report.timeseries import shade_phases
+
+    def names(n_cells, cell_s):
+        phases = [(f"r4-c256-n{i}", "measure", i * cell_s, i * cell_s + cell_s * 0.6)
+                  for i in range(n_cells)]
+        tl = Timeline(0, 1.0, np.zeros(0), np.zeros(0), {}, phases)
+        ax = _axes()
+        shade_phases([ax], tl, ax, width_in=11.5)
+        return [t.get_rotation() for t in ax.texts]
+
+    assert names(6, 8.0) == [0.0] * 6          # the demo: six names side by side
+    assert names(27, 30.0) == [90.0] * 27      # 27 windows of a sweep with repeats
+
+
+def test_the_ttft_cdf_shows_the_slo_bound_as_a_ring_at_its_percentile(runs):
+    from harness.report.distributions import cdf_figure
+
+    a, _ = runs   # SLO: TTFT p99 <= 500 ms; no TPOT bound
+    ttft, tpot = cdf_figure(a).axes
+    (ring,) = [ln for ln in ttft.lines if ln.get_gid() == "slo"]
+    assert list(ring.get_xdata()) == [500.0] and list(ring.get_ydata()) == [0.99]
+    lo, hi = ttft.get_xlim()
+    assert lo < min(c.ttft_p50_s for c in a.cells) * 1000 and max(c.ttft_p99_s for c in a.cells) * 1000 < hi
+    assert not [ln for ln in tpot.lines if ln.get_gid() == "slo"]
+    assert "p99 SLO 500 ms" in [t.get_text().strip() for t in ttft.texts]
+
+
+def test_latency_spread_over_decades_goes_on_a_log_axis(tmp_path):
+    """One cell far past the knee (TTFT ~60x the others') must not push the rest into a corner."""
+    cells = CELLS[:2] + [ModelCell(1, 64, 1250, 3.0, 190)]
+    a = analyze(plausible_run(tmp_path / "run", cells, duration_s=5, warmup_s=1, cooldown_s=0.5))
+    lats = [c.ttft_p99_s * 1000 for c in a.cells]
+    assert max(lats) > 20 * min(lats)
+    ax = projection_figure(a, obj.latency(a), obj.throughput(), obj.energy(), "t").axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "TTFT p99 (ms, log scale)"
+    lo, hi = ax.get_xlim()
+    assert lo < min(lats) and max(lats) < hi < 2 * max(lats)
+    # the demo-like spread stays linear
+    b = analyze(plausible_run(tmp_path / "b", CELLS[3:5], duration_s=5, warmup_s=1, cooldown_s=0.5))
+    ax = projection_figure(b, obj.latency(b), obj.throughput(), obj.energy(), "t").axes[0]
+    assert ax.get_xscale() == "linear"
+
+
+def test_the_report_says_why_it_has_no_server_metrics_figure(runs, tmp_path):
+    from harness.analysis.rundata import load_run
+    from harness.report.html import render_html
+
+    a, _ = runs
+    assert "no /metrics samples in this run" in render_html(a)
+    # a server whose gauges the report does not know (llama.cpp): its samples kept, named
+    d = tmp_path / "llamacpp"
+    shutil.copytree(a.run.path, d)
+    t0 = int(a.cells[0].start_ns)
+    pd.DataFrame({"ts_ns": [t0, t0 + 500_000_000] * 2,
+                  "replica": ["http://127.0.0.1:9000"] * 4,
+                  "name": ["llamacpp:requests_processing"] * 2 + ["llamacpp:kv_cache_usage_ratio"] * 2,
+                  "labels": ["{}"] * 4, "value": [1.0, 2.0, 0.1, 0.2],
+                  "run_id": ["synthetic"] * 4}).to_parquet(d / "server_metrics.parquet")
+    assert len(load_run(d).server) == 4
+    html = render_html(analyze(d))
+    assert "the servers expose none of the gauges plotted" in html
+    assert "4 samples of 2 series are in server_metrics.parquet" in html

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.processes import LOCUSTFILE, ROOT, harness_env, stop, wait_for
+from tests.support.runs import only_run
 
 SCENARIO = """
 name: roads
@@ -38,11 +39,6 @@ def _scenario(tmp_path: Path, duration: float = 2.0) -> str:
     return str(f)
 
 
-def _run_dir(results: Path) -> Path:
-    (d,) = [p for p in results.iterdir() if p.is_dir()]
-    return d
-
-
 def _llm_tab_measuring(base: str, cell: str) -> bool:
     """Whether the LLM tab at ``base`` shows ``cell`` in its measured window."""
     try:
@@ -53,12 +49,28 @@ def _llm_tab_measuring(base: str, cell: str) -> bool:
     return rows.get("Cell", {}).get("value", "").startswith(f"{cell} (measured")
 
 
+def _interrupted(argv: list[str], cwd: Path, results: Path, written: str, settle_s: float,
+                 sig: int) -> tuple[int, str]:
+    """Start ``argv``; once ``results`` holds ``written`` and ``settle_s`` more seconds have passed
+    (into the measured window), send ``sig``. Its exit code and output."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=harness_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: results.exists() and any(results.glob(written)), 60, "the run directory")
+        time.sleep(settle_s)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    return proc.returncode, out
+
+
 def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "harness", "run", _scenario(tmp_path), "--results",
                         str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=harness_env(),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     assert RUN_DIR_FILES <= {x.name for x in d.iterdir()}
     gpu = pd.read_parquet(d / "gpu_samples.parquet")
     assert len(gpu) > 20 and (gpu.source == "emulated").all() and (gpu.power_w > 0).all()
@@ -81,7 +93,7 @@ def test_locust_headless_writes_the_same_run_directory_as_run(emu, tmp_path):
                           "--csv", str(tmp_path / "locust")], cwd=tmp_path, env=harness_env(),
                          capture_output=True, text=True, timeout=120)
     assert loc.returncode == 0, loc.stderr[-3000:]
-    a, b = _run_dir(tmp_path / "run"), _run_dir(tmp_path / "loc")
+    a, b = only_run(tmp_path / "run"), only_run(tmp_path / "loc")
     assert RUN_DIR_FILES <= {x.name for x in b.iterdir()}
     assert {x.name for x in a.iterdir()} - {"logs"} == {x.name for x in b.iterdir()} - {"logs"}
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
@@ -122,7 +134,7 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
     finally:
         stop(proc)
     assert proc.returncode == 130, out[-3000:]
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["cells_partial"] == ["r1-c4"] and man["cells_done"] == []
     summary = json.loads((d / "summary.json").read_text())
@@ -136,19 +148,11 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
 
 
 def test_sigterm_on_run_closes_the_records_and_marks_the_cell_partial(emu, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
-                             "--url", emu, "--results", str(tmp_path / "res")], cwd=ROOT,
-                            env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/windows*")),
-                 60, "the run directory")
-        time.sleep(3)                     # into the measured window
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
-    assert proc.returncode == 130, out[-3000:]
-    d = _run_dir(tmp_path / "res")
+    rc, out = _interrupted([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60), "--url", emu,
+                            "--results", str(tmp_path / "res")], ROOT, tmp_path / "res", "*/windows*", 3,
+                           signal.SIGTERM)
+    assert rc == 130, out[-3000:]
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
     assert pq.ParquetFile(d / "requests.parquet").metadata.num_rows > 0
@@ -184,7 +188,7 @@ def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
                        cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=90)
     assert t.returncode == 130, t.stderr[-3000:]
     assert "Run time limit set" not in t.stderr and "will be ignored" not in t.stderr
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]
     assert "-t 3s reached" in t.stderr
@@ -249,19 +253,10 @@ def test_the_harness_options_are_listed_in_locusts_help():
 
 
 def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
-                             "--scenario", _scenario(tmp_path, 60), "--host", emu,
-                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=harness_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/manifest.json")),
-                 60, "the run directory")
-        time.sleep(4)                     # into the measured window
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
-    assert proc.returncode == 130, out[-3000:]
+    rc, out = _interrupted([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--scenario",
+                            _scenario(tmp_path, 60), "--host", emu, "--slm-results", str(tmp_path / "res")],
+                           tmp_path, tmp_path / "res", "*/manifest.json", 4, signal.SIGINT)
+    assert rc == 130, out[-3000:]
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
     assert "partial: r1-c4" in out

@@ -6,9 +6,9 @@ the explore starts a factor below that estimate instead of at 1. Explore: multip
 ``growth`` until a signal fires: the SLO breaks, throughput grows by less than ``min_gain`` over
 the best lower level, TTFT or TPOT p50 grows faster than the load (their growth ratio over the
 level ratio beyond ``latency_growth``, once above ``latency_floor_s``), or the over-saturation
-test of the cell's window fires (:mod:`harness.analysis.saturation`). Refine: the knee lies between the highest level still
-"below" it and the lowest level "past" it (a signal, or throughput within ``min_gain`` of the
-best); bisect that bracket geometrically while cells remain. When the start is already past the
+test of the cell's window fires (:mod:`harness.analysis.saturation`). Refine: the knee lies
+between the highest level still "below" it and the lowest level "past" it (a signal, or
+throughput within ``min_gain`` of the best); bisect that bracket geometrically while cells remain. When the start is already past the
 knee, the search steps down by ``growth`` first. All bounded by ``max_level`` and ``max_cells``
 (cells per replica count).
 """

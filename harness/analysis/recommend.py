@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.analysis.metrics import CellMetrics
-from harness.analysis.slo import describe, violation
+from harness.analysis.slo import describe, in_ms, violation
 from harness.scenario.models import Slo
 
 
@@ -33,7 +33,7 @@ class Recommendation:
 def _fmt_s(v: float | None) -> str:
     if v is None:
         return "n/a"
-    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+    return f"{in_ms(v)} ms"   # one time unit with the tables, plots and SLO text
 
 
 def _numbers(c: CellMetrics, latency_key: str) -> str:

@@ -1,7 +1,7 @@
 """The replicas' own ``/metrics`` during a run, used defensively like GPU telemetry.
 
 The scraping and parsing run in a process of their own
-(:mod:`harness.telemetry.scrape_process`), started with the run's session and told each replica
+(:mod:`harness.telemetry.scrape_process`), started when the run opens and told each replica
 group's URLs: the load generator's process spends no CPU on it. That process writes the rows
 itself, to the run directory's journal (compacted into ``server_metrics.parquet`` when the run
 closes) and to the store (measurement ``server_metric``; histograms' buckets only with

@@ -101,7 +101,7 @@ class Pacer:
 
     One per generator process and gevent hub; :meth:`at` schedules, :meth:`sleep_until` parks
     the calling greenlet. ``kind``: "timerfd" or "loop" (gevent timers); default from
-    ``SLM_PACER``, timerfd where the OS has it."""
+    ``SLM_PACER``, timerfd where the OS has it (anything but "loop" asks for it)."""
 
     def __init__(self, kind: str | None = None):
         self.hub = get_hub()
@@ -111,7 +111,7 @@ class Pacer:
         self._armed = 0                  # the deadline the clock is armed for (0: none)
         self._tfd: _TimerFd | None = None
         self._timer = None
-        if kind == "timerfd":
+        if kind != "loop":
             try:
                 self._tfd = _TimerFd()
             except OSError:

@@ -14,6 +14,7 @@ from harness.report.figure import latency_label
 from harness.report.fmt import energy_source_short, ms, num, pct
 from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
+from harness.report.timeseries import no_server_figure_reason
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1360px}
@@ -65,6 +66,13 @@ def _tradeoffs(a: RunAnalysis) -> str:
         "cross: an invalid cell, never on the frontier. Star: the recommendation. Latency in ms; "
         "an SLO far outside the cells is a note above the plot, its arrow pointing where it lies.</p>"
     )
+
+
+def _server_metrics(a: RunAnalysis, tl) -> str:
+    fig = plots.server_metrics_plot(a.run, tl)
+    if fig is None:
+        return f'<p class="note" id="server-metrics">{_e(no_server_figure_reason(a.run))}.</p>'
+    return f'<div class="figs">{_img(fig, "server metrics per replica")}</div>'
 
 
 def _cells_table(a: RunAnalysis) -> str:
@@ -376,7 +384,7 @@ def render_html(a: RunAnalysis) -> str:
 <h2>Timeline</h2>
 <div class="figs">{_img(plots.timeline_plot(tl), "power and tokens/s timeline")}</div>
 <h2>Server metrics per replica</h2>
-<div class="figs">{_img(plots.server_metrics_plot(a.run, tl), "server metrics per replica")}</div>
+{_server_metrics(a, tl)}
 <h2>Energy per request</h2>
 {_energy_table(a)}
 <h2>Errors by class</h2>

@@ -4,6 +4,7 @@ lies on."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -32,30 +33,37 @@ def slo_limit_ms(a: RunAnalysis, key: str | None) -> float | None:
 
 
 def set_limits(ax: Axes, axis: Literal["x", "y"], lo: float, hi: float,
-               slo: float | None = None) -> str:
+               slo: float | None = None, log: bool = False, name: str = "SLO") -> str:
     """Set the axis to the data's limits; draw ``slo`` as a dashed line when it fits within
-    SQUEEZE x the data's span, else as a note above the plot with an arrow to the side it lies
-    on. Returns what was drawn: "line", "edge" or "none"."""
+    SQUEEZE x the data's span (on a ``log`` axis: of its decades), else as a note above the plot
+    with an arrow to the side it lies on. Returns what was drawn: "line", "edge" or "none"."""
     lim = ax.set_xlim if axis == "x" else ax.set_ylim
     if slo is None:
         lim(lo, hi)
         return "none"
-    wide_lo, wide_hi = min(lo, slo), max(hi, slo)
-    if wide_hi - wide_lo <= SQUEEZE * (hi - lo):
+    fwd, inv = (math.log10, lambda v: 10 ** v) if log else (float, float)
+    flo, fhi, fslo = fwd(lo), fwd(hi), fwd(slo)
+    wide_lo, wide_hi = min(flo, fslo), max(fhi, fslo)
+    if wide_hi - wide_lo <= SQUEEZE * (fhi - flo):
         margin = 0.03 * (wide_hi - wide_lo)
-        lim(min(lo, slo - margin), max(hi, slo + margin))
+        flo, fhi = min(flo, fslo - margin), max(fhi, fslo + margin)
+        lo, hi = inv(flo), inv(fhi)
+        lim(lo, hi)
         line = ax.axvline if axis == "x" else ax.axhline
         line(slo, color=RED, ls="--", lw=1.1, zorder=1)
-        at = (slo, 0.98) if axis == "x" else (0.01, slo)
-        ax.annotate(f" SLO {slo:,.0f} ms", at, xycoords=ax.get_xaxis_transform() if axis == "x"
-                    else ax.get_yaxis_transform(), color=RED, fontsize=8,
-                    va="top" if axis == "x" else "bottom")
+        near_end = (fslo - flo) / (fhi - flo) > 0.7   # the name goes on the side with room
+        if axis == "x":
+            ax.annotate(f" {name} {slo:,.0f} ms ", (slo, 0.98), xycoords=ax.get_xaxis_transform(),
+                        color=RED, fontsize=8, va="top", ha="right" if near_end else "left")
+        else:
+            ax.annotate(f" {name} {slo:,.0f} ms", (0.01, slo), xycoords=ax.get_yaxis_transform(),
+                        color=RED, fontsize=8, va="top" if near_end else "bottom")
         return "line"
     lim(lo, hi)
     beyond = slo > hi
     arrow = ("→" if beyond else "←") if axis == "x" else ("↑" if beyond else "↓")
-    note = (f"SLO {slo:,.0f} ms {arrow}" if beyond
-            else f"{arrow} SLO {slo:,.0f} ms: every cell is beyond it")
+    note = (f"{name} {slo:,.0f} ms {arrow}" if beyond
+            else f"{arrow} {name} {slo:,.0f} ms: every cell is beyond it")
     right = axis == "x" and beyond   # above the plot, at the edge the bound lies beyond
     ax.text(1.0 if right else 0.0, 1.01, note, transform=ax.transAxes, color=RED, fontsize=8,
             ha="right" if right else "left", va="bottom")

@@ -5,6 +5,8 @@ two-run comparison plane."""
 
 from __future__ import annotations
 
+import math
+
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -13,7 +15,14 @@ from matplotlib.lines import Line2D
 from harness.analysis.metrics import CellMetrics
 from harness.analysis.summary import RunAnalysis
 from harness.report import objectives as obj
-from harness.report.figure import COLORS, MARKERS, latency_label, png, replicas_word
+from harness.report.figure import (
+    COLORS,
+    MARKERS,
+    latency_label,
+    plain_log_ticks,
+    png,
+    replicas_word,
+)
 from harness.report.objectives import Objective
 from harness.report.slo_mark import RED, data_limits, set_limits, slo_limit_ms
 
@@ -64,8 +73,8 @@ def projection_figure(a: RunAnalysis, x: Objective, y: Objective, colour: Object
                     fontsize=7, color="#333333")
     for axis, o in (("x", x), ("y", y)):
         _fit(ax, axis, o, pts, a)
-    ax.set_xlabel(x.label)
-    ax.set_ylabel(y.label)
+    ax.set_xlabel(_scaled(x.label, ax.get_xscale()))
+    ax.set_ylabel(_scaled(y.label, ax.get_yscale()))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
@@ -163,15 +172,36 @@ def _marks(ax: Axes, a: RunAnalysis, pts: list[CellMetrics], x: Objective, y: Ob
     return handles
 
 
+def _scaled(label: str, scale: str) -> str:
+    """'TTFT p99 (ms)' -> 'TTFT p99 (ms, log scale)' on a log axis."""
+    if scale != "log":
+        return label
+    return label[:-1] + ", log scale)" if label.endswith(")") else label + " (log scale)"
+
+
+LOG_SPAN = 20   # a latency axis whose cells span this ratio or more is drawn on a log scale
+
+
 def _fit(ax: Axes, axis: str, o: Objective, pts: list[CellMetrics], a: RunAnalysis) -> None:
-    """Limits from the values and their intervals; the SLO drawn where it does not squeeze them."""
+    """Limits from the values and their intervals; the SLO drawn where it does not squeeze them.
+    Latency spread over decades (cells far past the knee) goes on a log scale, so one
+    overloaded cell does not push the others into a corner."""
     vals = [o.value(c) for c in pts]
     for c in pts:
         ci = o.interval(c)
         if ci is not None:
             vals += list(ci)
-    lo, hi = data_limits(vals, pad_hi=0.14 if axis == "x" else 0.08)
-    set_limits(ax, axis, lo, hi, slo_limit_ms(a, o.latency_key) if o.latency_key else None)
+    slo = slo_limit_ms(a, o.latency_key) if o.latency_key else None
+    pad_hi = 0.14 if axis == "x" else 0.08
+    positive = [v for v in vals if v > 0]
+    if o.latency_key and positive and max(positive) >= LOG_SPAN * min(positive):
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        plain_log_ticks(ax.xaxis if axis == "x" else ax.yaxis)
+        lo, hi = data_limits([math.log10(v) for v in positive], pad_hi=pad_hi)
+        set_limits(ax, axis, 10 ** lo, 10 ** hi, slo, log=True)
+        return
+    lo, hi = data_limits(vals, pad_hi=pad_hi)
+    set_limits(ax, axis, lo, hi, slo)
 
 
 def compare_tradeoff(a: RunAnalysis, b: RunAnalysis) -> str | None:

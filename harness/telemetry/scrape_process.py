@@ -17,7 +17,7 @@ Protocol, one JSON object a line. The first line on stdin is the configuration; 
     end of stdin                    -> {"op": "closed", "store": {...} | null, "cpu_s": S}
 
 End of stdin is also what a killed parent leaves: the journal is closed and the process exits.
-It runs in a session of its own: a terminal's Ctrl-C is the run's to handle, not its.
+It is detached from the terminal's process group: Ctrl-C is the run's to handle, not its.
 Header values and tokens come from the configuration on stdin and the inherited environment,
 never from the command line.
 """
