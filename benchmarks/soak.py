@@ -88,8 +88,7 @@ def main(argv=None) -> int:
     elif args.influx_url:
         influx_url = args.influx_url.rstrip("/")
     else:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from servers import InfluxServer   # the test suite's influxd launcher (free port, temp dir)
+        from tests.support.servers import InfluxServer   # the test suite's influxd launcher
 
         influx = InfluxServer(tmp / "influxdb").start()
         influx_url = influx.url

@@ -129,7 +129,7 @@ def store_run(kind: str, points: int, offered_rate: float | None, batch: int) ->
     """Write ``points`` GPU-sample points (encoding included) through InfluxWriter; count back."""
     from harness.records.schema import GpuSample
     from harness.store import InfluxQLReader, InfluxTarget, InfluxWriter, VictoriaMetricsReader
-    from tests.servers import InfluxServer, VictoriaMetricsServer
+    from tests.support.servers import InfluxServer, VictoriaMetricsServer
 
     with tempfile.TemporaryDirectory() as d:
         srv = (InfluxServer if kind == "v1" else VictoriaMetricsServer)(Path(d) / "db").start()

@@ -129,6 +129,18 @@ def host_port_text(text: str) -> str:
     return text
 
 
+def split_host_port(text: str, field: str) -> tuple[str, int]:
+    """``HOST:PORT`` as (host, port), an empty HOST meaning 127.0.0.1; a bad one is bad input
+    for ``field``."""
+    from harness.errors import InputError
+
+    host, _, port = text.rpartition(":")
+    try:
+        return (host or "127.0.0.1", int(port))
+    except ValueError:
+        raise InputError(f"expected HOST:PORT (got {text!r})", field=field) from None
+
+
 # -- checks that need this machine ---------------------------------------------------------------
 class Deferred(str):
     """Text whose check needs this machine (files, permissions, DNS). Parsing stays pure (the docs
@@ -293,3 +305,16 @@ def preflight(scenario, path: str) -> None:
     note = defaults_note(scenario)
     if note:
         print(f"slm-harness: {path}: {note}", file=sys.stderr)
+
+
+def scenario_to_run(path: str, repeats: int | None):
+    """The scenario ``run`` and ``sweep`` execute: loaded, checked by :func:`preflight`, with
+    ``--repeats N`` (each cell N times, interleaved) in place of load.repeats."""
+    from harness.scenario.loader import load_scenario
+
+    scenario = load_scenario(path)
+    preflight(scenario, path)
+    if repeats:
+        scenario = scenario.model_copy(
+            update={"load": scenario.load.model_copy(update={"repeats": repeats})})
+    return scenario

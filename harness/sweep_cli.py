@@ -22,13 +22,8 @@ def _sweep(args: argparse.Namespace) -> int:
     import locust  # noqa: F401
 
     from harness.engine.door import Request, execute
-    from harness.scenario.loader import load_scenario
 
-    scenario = load_scenario(args.scenario)
-    cliargs.preflight(scenario, args.scenario)
-    if args.repeats:   # --repeats N: load.repeats for this run (each cell N times, interleaved)
-        scenario = scenario.model_copy(
-            update={"load": scenario.load.model_copy(update={"repeats": args.repeats})})
+    scenario = cliargs.scenario_to_run(args.scenario, args.repeats)
     if args.resume is not None and not Path(args.resume).is_dir():
         raise InputError("run directory not found", file=str(args.resume), field="--resume")
     req = Request(args.scenario, "sweep", results=args.results, resume=args.resume,

@@ -146,7 +146,6 @@ if __name__ == "__main__":
 # test helper: start the server above as a child process and stop it by PID
 # ------------------------------------------------------------------------------------------------
 import contextlib  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -154,19 +153,14 @@ from pathlib import Path  # noqa: E402
 @contextlib.contextmanager
 def fake_server(ttft_ms: float = 20, itl_ms: float = 5):
     """Yield the base URL of a fresh fake server on a free loopback port."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--ttft-ms", str(ttft_ms),
-                             "--itl-ms", str(itl_ms)], stdout=subprocess.PIPE, text=True)
+    from tests.support.processes import start_port_printer, stop
+
+    proc, url = start_port_printer(sys.executable, str(Path(__file__).resolve()), "--ttft-ms", str(ttft_ms),
+                                   "--itl-ms", str(itl_ms))
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("PORT "), f"fake server did not start: {line!r}"
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
+        yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=5)
 
 
 def window_tokens(req, ws: int, we: int) -> float:

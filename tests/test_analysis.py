@@ -143,6 +143,19 @@ def _cell_run(tmp_path, *, with_power=True, counter=None):
     return write_run(tmp_path / "run", requests=reqs, windows=wins, samples=samples)
 
 
+def test_a_percentile_without_a_field_is_kept_beside_the_fields():
+    """An SLO-only percentile (p999) has no CellMetrics field: ``put`` keeps it apart and ``get``
+    finds it as it finds a field."""
+    from harness.analysis.metrics import CellMetrics
+
+    m = CellMetrics(run_id="r", cell="r1-c1", replicas=1, level=1, level_kind="concurrency",
+                    start_ns=0, end_ns=1, duration_s=1.0)
+    m.put("ttft_p99_s", 0.5)
+    m.put("ttft_p999_s", 0.9)
+    assert m.ttft_p99_s == 0.5 and m.extra_percentiles == {"ttft_p999_s": 0.9}
+    assert (m.get("ttft_p99_s"), m.get("ttft_p999_s")) == (0.5, 0.9)
+
+
 def test_cell_metrics_hand_computed(tmp_path):
     a = analyze(_cell_run(tmp_path))
     assert len(a.cells) == 1

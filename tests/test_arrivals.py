@@ -10,13 +10,13 @@ import statistics
 
 import pandas as pd
 import pytest
-from pydantic import ValidationError
 
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Load
 from harness.workload import Arrivals, build_plan
-from tests.emulator_fixtures import emulate_process, get_json
-from tests.test_loadgen_run import run_cli, run_dir, write
+from tests.support.emulator import emulate_process, get_json
+from tests.support.processes import bare_env
+from tests.support.runs import run_cli, run_dir, write
 
 
 @pytest.mark.parametrize("k", [0.25, 1.0, 4.0])
@@ -65,11 +65,11 @@ def test_bad_arrival_fields_exit_2_at_validate(tmp_path):
     import subprocess
     import sys
 
-    from tests.test_loadgen_run import ROOT
+    from tests.support.processes import ROOT
 
     f = write(tmp_path, "name: x\nload: {mode: rate, arrival: gamma, burstiness: -1}\n")
     p = subprocess.run([sys.executable, "-m", "harness", "validate", f], cwd=ROOT, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+                       text=True, env=bare_env(), timeout=60)
     assert p.returncode == 2 and "burstiness" in p.stderr + p.stdout
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,8 @@ from harness.analysis.comparable import differences
 from harness.analysis.rundata import load_run
 from harness.analysis.summary import analyze
 from harness.analysis.synthetic import SCENARIO_YAML, request, window, write_run
+from tests.support.processes import ROOT, harness_env
 
-ROOT = Path(__file__).resolve().parents[1]
 
 HW_A = {"host": "box-a", "os": "Linux 6.1", "python": "3.11.7",
         "cpu": {"machine": "x86_64", "model": "AMD EPYC 9654", "usable_cores": 16,
@@ -133,7 +132,7 @@ def test_each_change_is_within_or_beyond_the_intervals(runs):
 
 def test_cli_console_json_and_html(runs, tmp_path):
     a, _, b = runs
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = harness_env()
     out_j, out_h = tmp_path / "c.json", tmp_path / "c.html"
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--json",
                         str(out_j), "--html", str(out_h)], cwd=ROOT, env=env, capture_output=True,
@@ -166,7 +165,7 @@ def test_cli_console_json_and_html(runs, tmp_path):
 
 def _strict(a: Path, b: Path, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--strict",
-                        "--json", str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                        "--json", str(out)], cwd=ROOT, env=harness_env(),
                        capture_output=True, text=True, timeout=120)
     return p, json.loads(out.read_text())
 
@@ -212,6 +211,6 @@ def test_strict_exit_codes_for_ci(runs, tmp_path):
     assert "invalid measurement (its verdict) in r1-c4" in p.stdout
     # without --strict the comparison is only printed
     p = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(a2)], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                       env=harness_env(), capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0 and "strict:" not in p.stdout

@@ -19,8 +19,9 @@ from harness.errors import InputError
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Dataset
 from harness.workload.dataset import load_dataset
-from tests.emulator_fixtures import emulate_process, get_json
-from tests.test_loadgen_run import ROOT, run_cli, run_dir, write
+from tests.support.emulator import emulate_process, get_json
+from tests.support.processes import ROOT, bare_env
+from tests.support.runs import run_cli, run_dir, write
 
 DATA = ROOT / "scenarios" / "data"
 TOK = str(DATA / "tokenizer.json")
@@ -144,7 +145,7 @@ def test_validate_exits_2_naming_the_record(tmp_path):
                                                  {"conversations": [{"from": "human", "value": 5}]}]))
     f = write(tmp_path, "name: x\nworkload: {dataset: {path: c.json, format: sharegpt}}\n")
     p = subprocess.run([sys.executable, "-m", "harness", "validate", f], cwd=ROOT, capture_output=True,
-                       text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+                       text=True, env=bare_env(), timeout=60)
     assert p.returncode == 2 and f"{tmp_path / 'c.json'}:2: conversations[0]: missing text" in p.stderr + p.stdout
 
 

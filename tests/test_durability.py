@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 from harness.records.rundir import journals_of, read_table
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, harness, harness_env
 
 SCENARIO = """
 name: killed
@@ -30,14 +29,10 @@ telemetry: {source: emulated, rate_hz: 20}
 """
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-
-
 def _kill_mid_second_cell(scen: Path, results: Path) -> Path:
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "sweep", str(scen), "--results", str(results)],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True,
     )
     guard = threading.Timer(150, lambda: os.killpg(proc.pid, signal.SIGKILL))
@@ -70,16 +65,13 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     wins = read_table(run, "windows")
     assert {"warmup", "measure", "cooldown"} <= set(wins[wins.cell == "r1-c4"].phase)
     # the report reads what the killed writer left (into another directory: the run stays as is)
-    p = subprocess.run([sys.executable, "-m", "harness", "report", str(run), "--out",
-                        str(tmp_path / "rep"), "-q"], cwd=ROOT, env=_env(), capture_output=True,
-                       text=True, timeout=120)
+    p = harness("report", str(run), "--out", str(tmp_path / "rep"), "-q")
     assert p.returncode in (0, 1), p.stderr[-3000:]
     cells = json.loads((tmp_path / "rep" / "summary.json").read_text())["cells"]
     (c,) = [c for c in cells if c["cell"] == "r1-c4"]
     assert c["requests_ok"] > 0
 
-    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--resume", str(run)],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150)
+    p = harness("sweep", str(scen), "--resume", str(run), timeout=150)
     assert p.returncode == 0, p.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["cells_done"] == ["r1-c4", "r1-c8"]
@@ -110,7 +102,7 @@ def test_resumed_cell_holds_only_its_final_attempt_in_influxdb(tmp_path, influxd
                                f"database: harness}}}}\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "sweep", str(scen), "--results", str(tmp_path / "res")],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     guard = threading.Timer(150, proc.kill)
     guard.start()
@@ -131,8 +123,7 @@ def test_resumed_cell_holds_only_its_final_attempt_in_influxdb(tmp_path, influxd
     stale = db.count("request", "request_id", where)
     assert stale > 0 and db.count("window", "end_ns", where + " AND phase='warmup'") == 1
 
-    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--resume", str(run)],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=150)
+    p = harness("sweep", str(scen), "--resume", str(run), timeout=150)
     assert p.returncode == 0, p.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     (d,) = manifest["discarded"]

@@ -11,7 +11,7 @@ import time
 
 import aiohttp
 
-from tests.emulator_fixtures import emulator, get_json, get_text, post, stream_tgi, write_profile
+from tests.support.emulator import emulator, get_json, get_text, post, stream_tgi, write_profile
 
 PROMPT = "alpha beta gamma delta epsilon zeta eta theta"
 

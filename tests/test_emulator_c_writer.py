@@ -16,7 +16,7 @@ import time
 import orjson
 import pytest
 
-from tests.emulator_fixtures import emulate_process, emulator, get_json, post, write_profile
+from tests.support.emulator import emulate_process, emulator, get_json, post, write_profile
 
 FIXED_1MS = """  mode: fixed
   ttft_ms: 5

@@ -9,7 +9,7 @@ import pytest
 from text_generation import AsyncClient, Client
 from text_generation.errors import OverloadedError, ValidationError
 
-from tests.emulator_fixtures import emulator, get_json, post
+from tests.support.emulator import emulator, get_json, post
 
 
 @pytest.fixture(scope="module", params=["cpu-demo", "fixed-50ms-10ms"])

@@ -21,7 +21,7 @@ import pytest
 from huggingface_hub import AsyncInferenceClient, InferenceClient
 from text_generation import Client
 
-from tests.emulator_fixtures import emulator, get_json, get_text, post
+from tests.support.emulator import emulator, get_json, get_text, post
 
 PROMPT = "one two three four five six seven eight"
 DESER = "Failed to deserialize the JSON body into the target type: "

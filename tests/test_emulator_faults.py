@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.emulator_fixtures import emulator, get_json, post
+from tests.support.emulator import emulator, get_json, post
 
 PROMPT = "a b c d"
 
@@ -155,7 +155,7 @@ def test_sse_keep_alive_comments_while_silent(tmp_path):
     """TGI (axum) sends ``:`` comments on a silent stream; clients must skip them."""
     from text_generation import Client
 
-    from tests.emulator_fixtures import emulate_process, write_profile
+    from tests.support.emulator import emulate_process, write_profile
     prof = write_profile(tmp_path, "slow-first", timing="  mode: fixed\n  ttft_ms: 1200\n  itl_ms: 5")
     with emulate_process(prof, "--keep-alive-s", "0.3") as u:
         data, how = _raw_stream(u, "truncate:1000", max_new=3)   # truncate after 1000: no effect
@@ -169,7 +169,7 @@ def test_ground_truth_reset_mid_stream_keeps_counting(url):
     """A reset while streams are open: their later tokens land in the new counts."""
     async def go():
         async with aiohttp.ClientSession() as s:
-            from tests.emulator_fixtures import stream_tgi
+            from tests.support.emulator import stream_tgi
             tasks = [asyncio.create_task(stream_tgi(s, url, PROMPT, 60)) for _ in range(4)]
             await asyncio.sleep(0.3)
             await (await s.post(url + "/emulator/ground_truth/reset")).read()

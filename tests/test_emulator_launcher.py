@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from harness.emulator.server import free_port
 from harness.errors import LaunchError
 from harness.launch.base import launcher_for
 from harness.scenario.models import EmulatorLauncher as EmulatorCfg, Target
+from tests.support.processes import harness_env
 
 
 def _alive(pid: int) -> bool:
@@ -79,7 +79,7 @@ def test_cli_port_in_use_fails_cleanly(tmp_path):
     try:
         r = subprocess.run([sys.executable, "-m", "harness", "emulate", "--port", str(port)],
                            capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+                           env=harness_env())
     finally:
         s.close()
     assert r.returncode != 0 and "cannot listen" in r.stderr

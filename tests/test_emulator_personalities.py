@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import openai
 import pytest
 
-from tests.emulator_fixtures import emulate_process, get_json, get_text
+from tests.support.emulator import emulate_process, get_json, get_text
 
 MSG = [{"role": "user", "content": "one two three"}]
 

@@ -19,9 +19,9 @@ from harness.launch.base import launcher_for
 from harness.launch.health import free_port_block, is_healthy
 from harness.launch.memory import check_budgets
 from harness.scenario.models import Target
+from tests.support.processes import ROOT, harness_env
 from stack_support import tokens_per_s
 
-ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PROFILE = "h100-smollm2-135m"
 
@@ -100,7 +100,7 @@ def test_all_at_once_budgets_differ_and_a_killed_replica_frees_its_memory(tmp_pa
             procs.append(subprocess.Popen(
                 emulate_args(state, str(base + i), "0.3", load_s=1.5),
                 stdout=open(tmp_path / f"r{i}.log", "wb"), stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)}))
+                env=harness_env()))
         urls = [f"http://127.0.0.1:{base + i}" for i in range(3)]
         deadline = time.monotonic() + 60
         while not all(is_healthy(u) for u in urls):

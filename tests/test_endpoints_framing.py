@@ -10,7 +10,6 @@ framings with LF line ends.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import orjson
@@ -19,7 +18,6 @@ import pytest
 from harness.loadgen.reactor import Reactor
 from harness.loadgen.stream import StreamResult, _Response
 from harness.protocols import FINAL, IGNORE, TOKEN, protocol_for
-from tests.test_loadgen_stream import _until_stamped
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 N = 6   # tokens per stream
@@ -140,30 +138,6 @@ class _Waiter:
 
     def set(self, v=None):
         self.done = True
-
-
-@pytest.fixture(params=["c-pass", "python"])
-def reader(request, monkeypatch):
-    from harness.loadgen import native
-
-    monkeypatch.setenv("SLM_NATIVE", "1" if request.param == "c-pass" else "0")
-    if request.param == "c-pass":
-        assert native.load() is not None, "the C reader did not build: is a C compiler (cc) installed?"
-    return request.param
-
-
-@pytest.fixture
-def tcp_pair():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    Reactor.prepare(cli)
-    _until_stamped(cli, peer)
-    yield cli, peer
-    for s in (srv, cli, peer):
-        s.close()
 
 
 def _read(cli, peer, proto, reads: list[bytes]):

@@ -20,7 +20,7 @@ from harness.loadgen.stream import StreamClient
 from harness.protocols import RequestSpec, protocol_for
 from harness.protocols.access import Access, parse_url
 from harness.protocols.probe import detect
-from tests.support.processes import harness_env, start_emulator, stop
+from tests.support.processes import harness_env, prefix_proxy, start_emulator, stop
 
 TOKEN = "hf_Sx7TestTokenValue0123456789abcdef"
 
@@ -52,14 +52,6 @@ def plain(tmp_path_factory):
     p, (url,) = start_emulator(tmp_path_factory.mktemp("plain"))
     yield url
     stop(p)
-
-
-def _proxy(upstream: str, prefix: str, *flags: str):
-    p = subprocess.Popen([sys.executable, str(Path(__file__).parent / "prefix_proxy.py"), upstream, prefix, *flags],
-                         stdout=subprocess.PIPE, text=True, env=harness_env())
-    line = p.stdout.readline()
-    assert line.startswith("PORT "), line
-    return p, f"http://127.0.0.1:{int(line.split()[1])}"
 
 
 def _access(cert, token: str | None = TOKEN, **tls) -> Access:
@@ -195,7 +187,7 @@ def test_openai_client_agrees_with_the_harness_over_tls(secure, cert):
 
 
 def test_a_path_prefix_is_kept(plain, tmp_path):
-    proxy, base = _proxy(plain, "/gw/llm")
+    proxy, base = prefix_proxy(plain, "/gw/llm")
     try:
         for proto in ("tgi", "openai-completions", "openai-chat"):
             r = StreamClient(protocol_for(proto), request_timeout_s=5).send(base + "/gw/llm/", RequestSpec("hi", 1, 4))
@@ -221,7 +213,7 @@ def test_protocol_auto_asks_the_server(plain, secure, cert, tmp_path):
     assert detect(plain).protocol == "tgi"
     found = detect(secure, _access(cert))
     assert found.protocol == "tgi" and found.model
-    proxy, base = _proxy(plain, "/openai", "--hide-info")
+    proxy, base = prefix_proxy(plain, "/openai", "--hide-info")
     try:
         found = detect(base + "/openai")
         assert found.protocol == "openai-chat" and found.model == detect(plain).model

@@ -3,12 +3,10 @@ GPU sampler as greenlets of the main thread, and a handler runs in whichever one
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, harness_env
 
 SCRIPT = """
 import locust  # gevent's monkey patching, as in every door
@@ -39,6 +37,6 @@ with sigterm_raises() as seen:
 
 def test_a_sigterm_landing_in_a_helper_greenlet_stops_the_main_one_and_spares_the_helper():
     p = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       timeout=60, env=harness_env())
     assert p.stdout.strip() == "main: stopped {'helper': 'went on'}", p.stdout + p.stderr
     assert "Traceback" not in p.stderr

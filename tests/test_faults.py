@@ -9,20 +9,16 @@ load-generating process runs every case as a closed-loop cell (tests/fault_drive
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from harness.loadgen.breaker import BreakerPicker
+from tests.support.processes import ROOT, harness_env, start_emulator
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+ENV = harness_env()
 
 # fault on replica 1 -> the class of every request it answers, and whether the emulator counts
 # the request as faulted (a refused connection or a stopped process never reaches it)
@@ -43,23 +39,11 @@ TABLE = [
 NAIVE = ("http 500, breaker off", {"fault": "status:500", "breaker": False}, "http_5xx", "faulted")
 
 
-def _emulator(tmp: Path, k: int):
-    pf = tmp / f"ports{k}.json"
-    p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", "cpu-demo",
-                          "--port", "0", "--port-file", str(pf)], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not pf.exists():
-        assert p.poll() is None and time.time() < deadline, "the emulator did not start"
-        time.sleep(0.05)
-    return p, json.loads(pf.read_text())["urls"][0]
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
-    procs = [_emulator(tmp, k) for k in (0, 1)]
-    urls = [u for _, u in procs]
+    procs = [start_emulator(tmp, profile="cpu-demo", timeout=60) for _ in (0, 1)]
+    urls = [u for _, (u,) in procs]
     cases = []
     for name, spec, _, _ in [NAIVE, *TABLE]:
         case = {"name": name, "urls": urls, "pid": procs[1][0].pid, **spec}
@@ -154,8 +138,8 @@ def test_breaker_figures_per_replica_reach_summary_csv_and_report(tmp_path):
     the report's replica table (through the real CLI, the same outputs as ``sweep``)."""
     import csv
 
-    procs = [_emulator(tmp_path, k) for k in (0, 1)]
-    (good, _), (bad, _) = [(u, p) for p, u in procs]
+    procs = [start_emulator(tmp_path, profile="cpu-demo", timeout=60) for _ in (0, 1)]
+    good, bad = [u for _, (u,) in procs]
     try:
         req = urllib.request.Request(f"{bad}/emulator/fault", data=b'{"fault": "status:500"}',
                                      method="POST", headers={"content-type": "application/json"})

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.emulator_fixtures import write_profile
+from tests.support.emulator import write_profile
 from tests.support.processes import harness
 
 pytestmark = pytest.mark.slow

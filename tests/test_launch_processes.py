@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
@@ -21,6 +20,7 @@ from harness.launch.health import free_port_block, is_healthy
 from harness.launch.memory import staggered_fractions
 from harness.launch.processes import render_args
 from harness.scenario.models import Target
+from tests.support.processes import harness_env
 
 PY = sys.executable
 
@@ -276,9 +276,8 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
         store:
           results_dir: {tmp_path / "results"}
     """))
-    root = Path(__file__).resolve().parents[1]
     r = subprocess.run([PY, "-m", "harness", "run", str(scenario), "-q"], capture_output=True,
-                       text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
+                       text=True, timeout=240, env=harness_env())
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     (run,) = list((tmp_path / "results").iterdir())
     records = pq.read_table(run / "requests.parquet").to_pandas()
@@ -330,9 +329,8 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
         store:
           results_dir: {tmp_path / "results"}
     """))
-    root = Path(__file__).resolve().parents[1]
     r = subprocess.run([PY, "-m", "harness", "run", str(scenario)], capture_output=True,
-                       text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(root)})
+                       text=True, timeout=240, env=harness_env())
     # (the verdict of this one short cell does not matter here; a launch failure would: 3)
     assert r.returncode in (0, 1, 4), r.stdout[-2000:] + r.stderr[-3000:]
     assert "replica KV budgets differ by" in r.stdout, r.stdout[-3000:]

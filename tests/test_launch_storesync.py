@@ -12,7 +12,6 @@ from pathlib import Path
 from harness.launch.storesync import sync_run_to_store
 from harness.records.rundir import journals_of
 from harness.store import InfluxQLReader, InfluxTarget
-from tests.servers import influxdb  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = time.time_ns() - 3_600 * 10**9   # an hour ago: inside every default query range
@@ -44,7 +43,7 @@ import time; time.sleep(60)
 """
 
 
-def test_a_killed_runs_records_reach_the_store_once(influxdb, tmp_path):  # noqa: F811
+def test_a_killed_runs_records_reach_the_store_once(influxdb, tmp_path):
     influxdb.query("CREATE DATABASE synced")
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(run), influxdb.url, str(T0)],

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.loadgen.hist import HistSet
-from tests.emulator_fixtures import emulator as emulated
+from tests.support.emulator import emulator as emulated
 from tests.loadgen_fakes import window_tokens
 from tests.support.ports import dead_url
 from tests.support.processes import harness_env, locust_argv, locust_cluster

@@ -5,39 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.loadgen.hist import HistSet
 from tests.loadgen_fakes import fake_server
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.ports import free_port
+from tests.support.processes import ROOT, bare_env
+from tests.support.runs import run_cli, run_dir, write
 
 
 @pytest.fixture(scope="module")
 def server():
     with fake_server(ttft_ms=40, itl_ms=10) as url:
         yield url
-
-
-def run_cli(args, tmp_path, timeout=120):
-    p = subprocess.run([sys.executable, "-m", "harness", "run", *args, "--results", str(tmp_path / "res"),
-                        "--json", str(tmp_path / "sum.json")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    return p
-
-
-def write(tmp_path, text, name="s.yaml"):
-    f = tmp_path / name
-    f.write_text(text)
-    return str(f)
-
-
-def run_dir(tmp_path) -> Path:
-    (d,) = list((tmp_path / "res").iterdir())
-    return d
 
 
 CLOSED = """
@@ -174,14 +156,10 @@ def test_max_requests_ends_the_level_early(server, tmp_path):
 
 def test_run_launches_emulated_replicas_and_serves_the_llm_tab(tmp_path):
     """No --url: the scenario's emulator launcher brings 2 replicas up; --web-ui serves the tab."""
-    import socket
     import time
     import urllib.request
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     text = """
 name: launched
 target: {protocol: openai-completions, launcher: {kind: emulator, profile: fixed-50ms-10ms}}
@@ -190,7 +168,7 @@ load: {mode: concurrency, levels: [4], replicas: [2], warmup_s: 0.5, duration_s:
 """
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", write(tmp_path, text), "--results",
                              str(tmp_path / "res"), "--json", str(tmp_path / "sum.json"), "--web-ui",
-                             f"127.0.0.1:{port}"], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                             f"127.0.0.1:{port}"], cwd=ROOT, env=bare_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = None
     try:

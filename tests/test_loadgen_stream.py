@@ -11,20 +11,12 @@ from harness.loadgen.stream import StreamClient, _Body
 from harness.protocols import RequestSpec, protocol_for
 from harness.records.schema import ERROR_CLASSES
 from tests.loadgen_fakes import fake_server
+from tests.support.ports import dead_url
 
 PROTOCOLS = ("tgi", "openai-completions", "openai-chat")
 
 
-@pytest.fixture(autouse=True, params=["c-pass", "python"])
-def reader(request, monkeypatch):
-    """Every test here runs with both stream readers: the C pass (fastread.c, built with the
-    machine's compiler; CI installs one, so it must load) and the pure-Python fallback."""
-    from harness.loadgen import native
-
-    monkeypatch.setenv("SLM_NATIVE", "1" if request.param == "c-pass" else "0")
-    if request.param == "c-pass":
-        assert native.load() is not None, "the C reader did not build: is a C compiler (cc) installed?"
-    return request.param
+pytestmark = pytest.mark.usefixtures("reader")   # every test, with both stream readers
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +79,7 @@ def test_tgi_error_json_message_is_kept(server):
 
 
 def test_connection_refused_is_connect():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()   # nothing listens there now
-    r = StreamClient(protocol_for("tgi")).send(f"http://127.0.0.1:{port}", RequestSpec("x", 1, 3))
+    r = StreamClient(protocol_for("tgi")).send(dead_url(), RequestSpec("x", 1, 3))
     assert r.error_class == "connect" and r.status is None
 
 
@@ -196,40 +184,6 @@ class _Recorder:
 
     def finished(self):
         pass
-
-
-def _until_stamped(cli, peer) -> None:
-    """Wait until the kernel stamps what ``cli`` receives. When no socket of the machine had asked
-    for stamps, Linux turns them on from a workqueue, a moment later: the first segments of such a
-    socket come unstamped (the reader then uses its read time, as documented)."""
-    import time as _time
-
-    from harness.loadgen.reactor import _ANC
-
-    for _ in range(200):
-        peer.send(b"x")
-        _data, anc, _f, _a = cli.recvmsg(16, _ANC)
-        if anc:
-            return
-        _time.sleep(0.005)
-    raise AssertionError("the kernel never stamped a received segment (SO_TIMESTAMPNS)")
-
-
-@pytest.fixture
-def tcp_pair():
-    """(client, peer): a loopback TCP connection; the client asks for kernel receive stamps."""
-    from harness.loadgen.reactor import Reactor
-
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    Reactor.prepare(cli)
-    _until_stamped(cli, peer)
-    yield cli, peer
-    for s in (srv, cli, peer):
-        s.close()
 
 
 def test_pump_reads_ready_sockets_without_the_hub(tcp_pair):

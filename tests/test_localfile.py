@@ -9,7 +9,7 @@ from harness.errors import InputError
 from harness.scenario.models import Dataset, Trace
 from harness.workload.dataset import load_dataset
 from harness.workload.trace import load_trace
-from tests.test_loadgen_run import run_cli, write
+from tests.support.runs import run_cli, write
 
 
 def _dataset(p):

@@ -3,23 +3,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.request
-from pathlib import Path
 
 import pandas as pd
 
 from harness.emulator.prefixcache import BLOCK_TOKENS, PrefixCache
 from harness.scenario.models import Workload
 from harness.workload import RequestFactory
-from tests.emulator_fixtures import get_json
-from tests.test_loadgen_run import ROOT, run_cli, run_dir, write
+from tests.support.emulator import get_json
+from tests.support.processes import emulator_process
+from tests.support.runs import run_cli, run_dir, write
 
 
 def test_the_cache_hits_whole_blocks_of_a_matching_prefix_only():
@@ -46,25 +39,6 @@ def test_requests_share_one_of_a_few_prefixes_in_every_stream():
     assert len({r.prompt for r in specs}) == len(specs)     # the rest of each prompt is its own
 
 
-@contextlib.contextmanager
-def emulator_urls(profile: str, replicas: int):
-    """``slm-harness emulate`` with several replicas as its own process; yields every URL."""
-    with tempfile.TemporaryDirectory() as d:
-        pf = Path(d) / "ports.json"
-        proc = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", profile, "--replicas",
-                                 str(replicas), "--port", "0", "--port-file", str(pf)],
-                                cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 30
-            while not pf.exists():
-                assert proc.poll() is None and time.time() < deadline, "the emulator did not start"
-                time.sleep(0.05)
-            yield json.loads(pf.read_text())["urls"]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 def _reset(url):
     urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()
 
@@ -82,7 +56,7 @@ load: {mode: rate, arrival: constant, levels: [12], warmup_s: 0, duration_s: 2, 
 """
     plain = shared.replace("shared_prefix: {count: 2, tokens: 1600}, prompt_tokens: {dist: fixed, value: 16}",
                            "prompt_tokens: {dist: fixed, value: 1616}")
-    with emulator_urls("cpu-demo", 2) as urls:
+    with emulator_process("--replicas", "2", profile="cpu-demo") as urls:
         url = urls[0]
         flags = sum((["--url", u] for u in urls), [])
         for u in urls:

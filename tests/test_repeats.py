@@ -5,18 +5,13 @@ exit code is 4 when a cell is invalid."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from harness.engine.outcome import exit_code
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import harness
 
 SCENARIO = """
 name: rep
@@ -32,9 +27,8 @@ validity: {idle_baseline_s: 0.5}
 def test_sweep_repeats_interleave_and_pool(tmp_path):
     scen = tmp_path / "rep.yaml"
     scen.write_text(SCENARIO)
-    p = subprocess.run([sys.executable, "-m", "harness", "sweep", str(scen), "--repeats", "2",
-                        "--results", str(tmp_path / "res"), "--plain"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=240, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    p = harness("sweep", str(scen), "--repeats", "2", "--results", str(tmp_path / "res"), "--plain",
+                timeout=240)
     assert p.returncode in (0, 1, 4), p.stderr[-3000:]
     (run,) = list((tmp_path / "res").iterdir())
     manifest = json.loads((run / "manifest.json").read_text())

@@ -27,9 +27,9 @@ from harness.analysis.synthetic import (
 )
 from harness.report import write_report
 from harness.report.fmt import change, compared, ms
+from tests.support.chromium import chromium as _chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CELLS = [
     ModelCell(1, 4, 400, 0.05, 150),
     ModelCell(1, 16, 900, 0.2, 170),
@@ -107,23 +107,6 @@ def test_html_is_self_contained(run_dir):
     assert len(imgs) == 6   # 3 trade-off planes, interactivity, latency CDFs, timeline (no server metrics)
     for b in imgs:
         assert base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def _chromium(args, tmp_path):
-    prof = tmp_path / "chromium-profile"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={prof}",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def test_chromium_renders_report_offline(run_dir, tmp_path):

@@ -4,10 +4,6 @@ energy from the store's GPU samples when the run directory has none."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -17,8 +13,7 @@ import pytest
 from harness.records.schema import GPU_SCHEMA, WINDOW_SCHEMA
 from harness.store.reader import InfluxQLReader
 from harness.store.target import InfluxTarget
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import harness, harness_env
 pytestmark = pytest.mark.slow
 
 SCEN = """
@@ -34,16 +29,7 @@ store:
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("INFLUXDB_TOKEN", None)
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return harness(*args, timeout=300, env=harness_env(INFLUXDB_TOKEN=None))
 
 
 def test_sweep_writes_store_and_report_reads_gpu_samples_back(influxdb, tmp_path):

@@ -4,10 +4,8 @@ clock, plotted per replica over time (emulated TGI replicas)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +13,7 @@ import pandas as pd
 from harness.analysis.rundata import load_run
 from harness.report.timeline import build_timeline
 from harness.report.timeseries import server_metrics_figure
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, harness_env, start_emulator, stop
 
 SCENARIO = """
 name: sm
@@ -32,7 +29,7 @@ def test_emulated_replicas_metrics_land_in_the_run_directory_and_report(tmp_path
     scen.write_text(SCENARIO)
     p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--results",
                         str(tmp_path / "res"), "-q"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=180, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
+                       timeout=180, env=harness_env(), check=False)
     assert p.returncode in (0, 1), p.stderr[-3000:]
     (run,) = list((tmp_path / "res").iterdir())
     sm = pd.read_parquet(run / "server_metrics.parquet")
@@ -83,24 +80,15 @@ telemetry: {{source: emulated, rate_hz: 20, server_metrics: {{rate_hz: 4}}}}
 def test_vllm_replicas_metrics_are_plotted_under_their_own_names(tmp_path):
     """The emulator as vLLM (vllm:* gauges, KV cache as a 0-1 share): the report's figure shows
     the waiting queue, the running batch and the KV cache per replica, in %."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    pf = tmp_path / "ports.json"
-    emu = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--server", "vllm", "-n", "2",
-                            "--profile", "h100-smollm2-135m", "--port", "0", "--port-file", str(pf)],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    emu, urls = start_emulator(tmp_path, "--server", "vllm", "-n", "2", profile="h100-smollm2-135m")
     try:
-        deadline = time.time() + 30
-        while not pf.exists():
-            assert emu.poll() is None and time.time() < deadline, "the emulator did not start"
-            time.sleep(0.05)
         scen = tmp_path / "v.yaml"
-        scen.write_text(VLLM.format(urls=json.dumps(json.loads(pf.read_text())["urls"])))
+        scen.write_text(VLLM.format(urls=json.dumps(urls)))
         p = subprocess.run([sys.executable, "-m", "harness", "run", str(scen), "--results",
                             str(tmp_path / "res"), "-q"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=180, env=env, check=False)
+                           timeout=180, env=harness_env(), check=False)
     finally:
-        emu.terminate()
-        emu.wait(timeout=10)
+        stop(emu)
     assert p.returncode in (0, 1), p.stderr[-3000:]
     (run,) = list((tmp_path / "res").iterdir())
     assert _panels(run) == {"vllm:num_requests_waiting": 2, "vllm:num_requests_running": 2,

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.processes import LOCUSTFILE, ROOT, harness_env, stop, wait_for
+from tests.support.runs import only_run
 
 SCENARIO = """
 name: roads
@@ -38,11 +39,6 @@ def _scenario(tmp_path: Path, duration: float = 2.0) -> str:
     return str(f)
 
 
-def _run_dir(results: Path) -> Path:
-    (d,) = [p for p in results.iterdir() if p.is_dir()]
-    return d
-
-
 def _llm_tab_measuring(base: str, cell: str) -> bool:
     """Whether the LLM tab at ``base`` shows ``cell`` in its measured window."""
     try:
@@ -58,7 +54,7 @@ def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_repo
                         str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=harness_env(),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     assert RUN_DIR_FILES <= {x.name for x in d.iterdir()}
     gpu = pd.read_parquet(d / "gpu_samples.parquet")
     assert len(gpu) > 20 and (gpu.source == "emulated").all() and (gpu.power_w > 0).all()
@@ -81,7 +77,7 @@ def test_locust_headless_writes_the_same_run_directory_as_run(emu, tmp_path):
                           "--csv", str(tmp_path / "locust")], cwd=tmp_path, env=harness_env(),
                          capture_output=True, text=True, timeout=120)
     assert loc.returncode == 0, loc.stderr[-3000:]
-    a, b = _run_dir(tmp_path / "run"), _run_dir(tmp_path / "loc")
+    a, b = only_run(tmp_path / "run"), only_run(tmp_path / "loc")
     assert RUN_DIR_FILES <= {x.name for x in b.iterdir()}
     assert {x.name for x in a.iterdir()} - {"logs"} == {x.name for x in b.iterdir()} - {"logs"}
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
@@ -122,7 +118,7 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
     finally:
         stop(proc)
     assert proc.returncode == 130, out[-3000:]
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["cells_partial"] == ["r1-c4"] and man["cells_done"] == []
     summary = json.loads((d / "summary.json").read_text())
@@ -148,7 +144,7 @@ def test_sigterm_on_run_closes_the_records_and_marks_the_cell_partial(emu, tmp_p
     finally:
         stop(proc)
     assert proc.returncode == 130, out[-3000:]
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
     assert pq.ParquetFile(d / "requests.parquet").metadata.num_rows > 0
@@ -184,7 +180,7 @@ def test_locust_refuses_users_and_stops_at_run_time(emu, tmp_path):
                        cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=90)
     assert t.returncode == 130, t.stderr[-3000:]
     assert "Run time limit set" not in t.stderr and "will be ignored" not in t.stderr
-    d = _run_dir(tmp_path / "res")
+    d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "stopped" and man["cells_partial"] == ["r1-c4"]
     assert "-t 3s reached" in t.stderr

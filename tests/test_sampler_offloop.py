@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, bare_env
 
 SCRIPT = r"""
 from gevent import monkey
@@ -50,7 +49,7 @@ print(f"{worst * 1000:.1f} {s.counts['samples']} {held}")
 def _stalls(mode: str) -> tuple[float, int, int]:
     """(worst loop stall in ms, samples read, loop turns held >= 35 ms) in one 1.5 s run."""
     p = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                       timeout=60, env=bare_env())
     assert p.returncode == 0, p.stderr[-2000:]
     ms, n, held = p.stdout.split()
     return float(ms), int(n), int(held)

@@ -8,11 +8,9 @@ import csv
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,12 +19,9 @@ from harness.store.reader import InfluxQLReader
 from harness.store.target import InfluxTarget
 from harness.telemetry.server_metrics import Scraper, parse
 
-try:
-    from tests.emulator_fixtures import emulate_process
-except ImportError:  # pytest's rootdir import mode
-    from emulator_fixtures import emulate_process
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.emulator import emulate_process
+from tests.support.ports import dead_url
+from tests.support.processes import ROOT, harness, harness_env, prefix_proxy, stop
 
 SCEN = """
 name: scrape
@@ -39,10 +34,7 @@ telemetry: {source: emulated, rate_hz: 20, server_metrics: {rate_hz: 4}}
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("INFLUXDB_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return harness(*args, timeout=300, env=harness_env(INFLUXDB_TOKEN=None))
 
 
 @pytest.mark.slow
@@ -146,19 +138,11 @@ def _serve(body: bytes, status: int = 200):
     return srv, h, f"http://127.0.0.1:{srv.server_address[1]}"
 
 
-def _closed_port() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}"
-
-
 def test_unknown_server_kept_as_is_and_failures_counted_not_raised():
     good, gh, good_url = _serve(b'# TYPE my_gauge gauge\nmy_gauge{a="x",b="y"} 3.5\nother_total 7\n')
     bad, _, bad_url = _serve(b"oops", status=500)
     junk, _, junk_url = _serve(b"this is { not prometheus\n")
-    dead = _closed_port()
+    dead = dead_url()
     got = []
     sc = Scraper([good_url, bad_url, junk_url, dead], got.extend, rate_hz=20, timeout_s=0.5)
     try:
@@ -201,15 +185,12 @@ def test_run_goes_on_when_metrics_is_dead_and_the_report_says_so(tmp_path):
     scen.write_text(SCEN.replace("levels: [2, 32]", "levels: [4]").replace("replicas: [2]", "replicas: [1]")
                     .replace("source: emulated", "source: none"))
     with emulate_process("cpu-demo") as up:
-        proxy = subprocess.Popen([sys.executable, str(ROOT / "tests" / "prefix_proxy.py"), up, "/gw",
-                                  "--hide-metrics"], stdout=subprocess.PIPE, text=True)
+        proxy, base = prefix_proxy(up, "/gw", "--hide-metrics")
         try:
-            port = int(proxy.stdout.readline().split()[1])
-            url = f"http://127.0.0.1:{port}/gw"
+            url = base + "/gw"
             p = _cli("run", str(scen), "--url", url, "--results", str(tmp_path / "res"), "-q")
         finally:
-            proxy.terminate()
-            proxy.wait(timeout=10)
+            stop(proxy)
     assert p.returncode in (0, 4), p.stderr[-3000:]
     (run,) = list((tmp_path / "res").iterdir())
     summary = json.loads((run / "summary.json").read_text())
@@ -244,7 +225,7 @@ def test_scrapes_survive_a_sigkilled_run(tmp_path):
     with emulate_process("cpu-demo") as url:
         p = subprocess.Popen([sys.executable, "-m", "harness", "run", str(scen), "--url", url,
                               "--results", str(tmp_path / "res"), "-q"], cwd=ROOT,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                             env=harness_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 60

@@ -12,9 +12,9 @@ from harness.errors import InputError
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Workload
 from harness.workload.sessions import SessionFactory
-from tests.emulator_fixtures import get_json
-from tests.test_loadgen_run import run_cli, run_dir, write
-from tests.test_prefix import emulator_urls
+from tests.support.emulator import get_json
+from tests.support.processes import emulator_process
+from tests.support.runs import run_cli, run_dir, write
 
 
 def test_each_turn_carries_the_history_and_conversations_restart():
@@ -67,7 +67,7 @@ def _run(tmp_path, urls, sticky: bool):
 
 
 def test_sticky_sessions_stay_on_one_replica_and_hit_its_prefix_cache(tmp_path):
-    with emulator_urls("cpu-demo", 4) as urls:
+    with emulator_process("--replicas", "4", profile="cpu-demo") as urls:
         sticky, gt_s = _run(tmp_path, urls, True)
         loose, gt_l = _run(tmp_path, urls, False)
     for req in (sticky, loose):
@@ -107,7 +107,7 @@ workload: {seed: 5, prompt_tokens: {dist: fixed, value: 20}, output_tokens: {dis
            sessions: {turns: 3, think_time_s: 0.1}}
 load: {mode: rate, arrival: constant, levels: [4], warmup_s: 0, duration_s: 2, cooldown_s: 0}
 """
-    from tests.emulator_fixtures import emulate_process
+    from tests.support.emulator import emulate_process
 
     with emulate_process("fixed-50ms-10ms") as url:
         urllib.request.urlopen(urllib.request.Request(url + "/emulator/ground_truth/reset", method="POST")).read()

@@ -15,6 +15,7 @@ from harness.secrets import Secret
 from harness.store import InfluxQLReader, InfluxTarget, InfluxWriter, VictoriaMetricsReader
 from harness.store.writer import writer_from_config
 from harness.telemetry.records import GpuGap, GpuProcessSample
+from tests.support.processes import harness_env
 
 T0 = time.time_ns() - 3_600 * 10**9   # an hour ago: inside every default query range
 
@@ -308,13 +309,11 @@ print(json.dumps(w.close(timeout_s=60)))
 def test_writer_works_under_gevent_monkey_patching(api, influxdb, victoria, tmp_path):
     """Locust's process is gevent-patched: the writer's threads (and WriteApi's) are greenlets."""
     import json
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     srv = influxdb if api == "v1" else victoria
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = harness_env()
     out = subprocess.run([sys.executable, "-c", GEVENT_WRITER, api, srv.url, str(tmp_path / "sp")],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -345,10 +344,8 @@ def test_records_given_as_dicts_are_written_like_objects(influxdb, tmp_path):
 
 
 def test_replay_command_empties_a_spool_left_by_a_run(influxdb, tmp_path):
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
     spool = tmp_path / "run" / "influx-spool"
     influxdb.kill()
@@ -358,7 +355,7 @@ def test_replay_command_empties_a_spool_left_by_a_run(influxdb, tmp_path):
     influxdb.start()
     sc = tmp_path / "run" / "scenario.yaml"
     sc.write_text(f'name: left\nstore:\n  influxdb: {{url: "{influxdb.url}", api: v1, database: harness}}\n')
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = harness_env()
     out = subprocess.run([sys.executable, "-m", "harness.store.replay", str(spool), "--scenario",
                           str(sc)], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

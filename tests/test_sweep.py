@@ -4,20 +4,19 @@ replica effect on the frontier, interruption by SIGTERM and --resume, a launch f
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.ports import port_open
+from tests.support.processes import ROOT, harness, harness_env
+from tests.support.runs import only_run
+
 pytestmark = pytest.mark.slow
 
 E2E = """
@@ -40,24 +39,8 @@ telemetry: {source: emulated, rate_hz: 20}
 """
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-
-
 def _sweep(args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "sweep", *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _run_dir(results: Path) -> Path:
-    (d,) = [p for p in results.iterdir() if p.is_dir()]
-    return d
+    return harness("sweep", *args, timeout=timeout)
 
 
 def _tokens_in(req: pd.DataFrame, a: int, b: int) -> float:
@@ -81,7 +64,7 @@ def e2e(tmp_path_factory):
     scen = tmp / "e2e.yaml"
     scen.write_text(E2E)
     p = _sweep([str(scen), "--results", str(tmp / "res")], timeout=400)
-    return p, _run_dir(tmp / "res")
+    return p, only_run(tmp / "res")
 
 
 def test_sweep_report_matches_raw_records(e2e):
@@ -154,20 +137,13 @@ def test_replica_effect_shows_on_the_frontier(e2e):
     assert cells["r2-c256"]["j_per_token"] < cells["r1-c256"]["j_per_token"]
 
 
-def _port_open(url: str) -> bool:
-    u = urlparse(url)
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((u.hostname, u.port)) == 0
-
-
 def test_sigterm_keeps_finished_cells_and_resume_finishes(tmp_path):
     scen = tmp_path / "small.yaml"
     scen.write_text(SMALL.replace("LEVELS", "[4, 8]"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "sweep", str(scen), "--results", str(tmp_path / "res")],
         cwd=ROOT,
-        env=_env(),
+        env=harness_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -190,7 +166,7 @@ def test_sigterm_keeps_finished_cells_and_resume_finishes(tmp_path):
     lines.append(out)
     assert proc.returncode == 130, err[-3000:]
     assert "sweep stopped: terminated (SIGTERM)" in err and "--resume" in err
-    run = _run_dir(tmp_path / "res")
+    run = only_run(tmp_path / "res")
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     done_before = manifest["cells_done"]
@@ -199,7 +175,7 @@ def test_sigterm_keeps_finished_cells_and_resume_finishes(tmp_path):
     assert [c["cell"] for c in summary["cells"]] == done_before
     assert f"report: {run / 'report.html'}" in "".join(lines)
     # the replicas were brought down
-    assert urls and not any(_port_open(u) for u in urls)
+    assert urls and not any(port_open(u) for u in urls)
     n_before = len(pd.read_parquet(run / "requests.parquet"))
     r1c4_before = summary["cells"][0]
 
@@ -232,7 +208,7 @@ def test_resume_refuses_another_scenario(tmp_path):
     scen.write_text(SMALL.replace("LEVELS", "[2]").replace("replicas: [1, 2]", "replicas: [1]"))
     p = _sweep([str(scen), "--results", str(tmp_path / "res"), "-q"])
     assert p.returncode == 0, p.stderr[-3000:]
-    run = _run_dir(tmp_path / "res")
+    run = only_run(tmp_path / "res")
     other = tmp_path / "other.yaml"
     other.write_text(scen.read_text().replace("levels: [2]", "levels: [3]"))
     p = _sweep([str(other), "--resume", str(run)])
@@ -245,7 +221,7 @@ def test_auto_levels_search_and_launch_failure(tmp_path):
     scen.write_text(SMALL.replace("LEVELS", "auto").replace("replicas: [1, 2]", "replicas: [1]"))
     p = _sweep([str(scen), "--results", str(tmp_path / "res")])
     assert p.returncode == 0, p.stderr[-3000:]
-    run = _run_dir(tmp_path / "res")
+    run = only_run(tmp_path / "res")
     manifest = json.loads((run / "manifest.json").read_text())
     # without the probe, doubling from 1 stream, at most 3 cells (throughput keeps growing at these levels)
     assert manifest["cells_done"] == ["r1-c1", "r1-c2", "r1-c4"]
@@ -259,7 +235,7 @@ def test_auto_levels_search_and_launch_failure(tmp_path):
     p = _sweep([str(bad), "--results", str(tmp_path / "bad")])
     assert p.returncode == 3
     assert "replicas could not be launched" in p.stderr and "No cell was measured" in p.stdout
-    run = _run_dir(tmp_path / "bad")
+    run = only_run(tmp_path / "bad")
     assert json.loads((run / "manifest.json").read_text())["status"] == "launch-failed"
     assert (run / "report.html").is_file()
 

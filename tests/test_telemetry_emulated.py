@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
@@ -12,17 +11,8 @@ import pytest
 
 from harness.telemetry import Sampler, Sink, open_source
 from harness.telemetry.emulated import EmulatedSource
-
-try:
-    from tests.emulator_fixtures import emulator, post
-except ImportError:
-    from emulator_fixtures import emulator, post
-
-
-def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+from tests.support.emulator import emulator, post
+from tests.support.ports import dead_url
 
 
 class Keep(Sink):

@@ -4,12 +4,10 @@ unimportable."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, harness_env
 
 SCRIPT = """
 import sys, runpy
@@ -21,8 +19,8 @@ runpy.run_path(%r, run_name='__main__')
 
 
 def test_gpu_energy_check_runs_without_heavy_packages():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", SCRIPT % str(REPO / "benchmarks" / "gpu_energy_check.py")],
+    env = harness_env()
+    out = subprocess.run([sys.executable, "-c", SCRIPT % str(ROOT / "benchmarks" / "gpu_energy_check.py")],
                          env=env, capture_output=True, text=True, timeout=120)
     # 0 PASS / 1 FAIL: the verdict depends on this shared machine's scheduling, not the point here
     assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stdout + out.stderr

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +17,7 @@ from harness.records.rundir import RunDir, read_table
 from harness.telemetry import RunDirSink, Sampler, Sink, open_source
 from harness.telemetry.fakenvml import FakeGpu, FakeNvml, square_wave
 from harness.telemetry.nvml import NvmlSource
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.processes import harness_env
 
 
 def _fake(**kw) -> FakeNvml:
@@ -206,7 +203,6 @@ def test_rundir_sink_writes_samples_processes_and_manifest(tmp_path):
     assert m["counts"]["gpu_samples"] == len(df)
 
 
-
 def test_two_samplers_of_one_run_append_processes_and_gaps(tmp_path):
     """A sweep starts one sampler per replica count: the run keeps both samplers' rows and gaps."""
     rd = RunDir(tmp_path / "run", "run-y")
@@ -256,7 +252,7 @@ GEVENT_SCRIPT = textwrap.dedent("""
 
 def test_sampler_runs_under_gevent_monkey_patching():
     """Locust patches everything; the sampler then runs as a greenlet beside the load."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = harness_env()
     out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

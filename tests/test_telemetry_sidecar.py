@@ -4,13 +4,11 @@ machine, over real HTTP and into a real InfluxDB."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -19,17 +17,8 @@ from harness.scenario.models import InfluxDB
 from harness.store import InfluxQLReader, InfluxTarget
 from harness.telemetry.fakenvml import FakeGpu, FakeNvml
 from harness.telemetry.sidecar import RemoteSampler, Sidecar, SidecarConfig
-
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.ports import free_port
+from tests.support.processes import harness_env
 
 
 def test_sidecar_serves_windows_and_latest_and_writes_store_and_run_dir(influxdb, tmp_path):
@@ -66,7 +55,7 @@ def test_sidecar_serves_windows_and_latest_and_writes_store_and_run_dir(influxdb
 
 def test_sidecar_cli_without_nvml_says_so_once_and_keeps_serving(influxdb, tmp_path):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = harness_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "sidecar", "--listen", f"127.0.0.1:{port}",
          "--run-id", "nogpu", "--results-dir", str(tmp_path / "res"), "--influx-url", influxdb.url,
@@ -104,7 +93,7 @@ def test_sidecar_cli_without_nvml_says_so_once_and_keeps_serving(influxdb, tmp_p
                                         (["--gpus", "zero"], "--gpus"),
                                         (["--listen", "nowhere"], "--listen")])
 def test_sidecar_cli_bad_input_exits_2_naming_the_flag(argv, field):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = harness_env()
     out = subprocess.run([sys.executable, "-m", "harness", "sidecar", *argv], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and field in out.stderr and "Traceback" not in out.stderr
@@ -141,7 +130,7 @@ print(json.dumps({"power_w": env.slm_ui.power_w, "source": env.slm_ui.power_sour
 
 def test_sidecar_posts_live_power_to_the_locust_web_ui_tab():
     """The real Locust web UI with the LLM tab (gevent-patched process) receives total power."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = harness_env()
     out = subprocess.run([sys.executable, "-c", LOCUST_UI_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -153,10 +142,7 @@ def test_sidecar_posts_live_power_to_the_locust_web_ui_tab():
 def test_sidecar_takes_telemetry_and_store_settings_from_a_scenario(influxdb, tmp_path):
     """`--scenario`: rate and InfluxDB section from the file; with an emulator it samples
     modeled power (this machine has no NVML), and the store gets the samples and the markers."""
-    try:
-        from tests.emulator_fixtures import emulator
-    except ImportError:
-        from emulator_fixtures import emulator
+    from tests.support.emulator import emulator
 
     sc = tmp_path / "s.yaml"
     sc.write_text(f"""name: sidecar-test
@@ -165,7 +151,7 @@ store:
   results_dir: {tmp_path / 'res'}
   influxdb: {{url: "{influxdb.url}", api: v1, database: scen, spool_dir: "{tmp_path / 'spool'}"}}
 """)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = harness_env()
     with emulator(1) as reps:
         out = subprocess.run([sys.executable, "-m", "harness", "sidecar", "--scenario", str(sc),
                               "--emulator-url", reps.urls[0], "--run-id", "scen-1",

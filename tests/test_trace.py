@@ -4,7 +4,6 @@ trace's, shared hash_ids blocks hit the emulator's prefix cache, bad records nam
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import pandas as pd
@@ -14,8 +13,9 @@ from harness.errors import InputError
 from harness.scenario.loader import parse_scenario
 from harness.scenario.models import Trace
 from harness.workload.trace import TraceFactory, load_trace
-from tests.emulator_fixtures import emulate_process, get_json
-from tests.test_loadgen_run import ROOT, run_cli, run_dir, write
+from tests.support.emulator import emulate_process, get_json
+from tests.support.processes import ROOT
+from tests.support.runs import run_cli, run_dir, write
 
 DATA = ROOT / "scenarios" / "data"
 

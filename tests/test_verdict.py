@@ -17,8 +17,8 @@ from harness.analysis.verdict import judge, refresh_period_s
 from harness.records.schema import GPU_SCHEMA, REQUEST_SCHEMA
 from harness.scenario.models import Validity
 from tests.loadgen_fakes import fake_server
+from tests.support.processes import ROOT, bare_env
 
-ROOT = Path(__file__).resolve().parents[1]
 TH = Validity()
 
 
@@ -174,7 +174,7 @@ def _run(tmp_path: Path, url: str, name: str, starve: bool) -> tuple[subprocess.
         cmd = ["taskset", "-c", str(cpu)]
         p = subprocess.run(cmd + [sys.executable, "-m", "harness", "run", str(scen), "--url", url,
                                   "--results", str(tmp_path / name)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                           text=True, timeout=120, env=bare_env())
     finally:
         for b in busy:
             b.kill()

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from harness.loadgen.hist import HistSet
+from tests.support.chromium import chromium
 from tests.support.ports import free_port
 from tests.support.processes import harness_env, locust_argv, stop, wait_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def _json(url: str, data: bytes | None = None) -> dict:
@@ -29,13 +29,10 @@ def _json(url: str, data: bytes | None = None) -> dict:
 
 
 def _chromium(url: str, tmp: Path, screenshot: Path | None = None) -> str:
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'chr'}",
-            "--window-size=1400,1700", "--virtual-time-budget=6000"]
+    size = ["--window-size=1400,1700", "--virtual-time-budget=6000"]
     if screenshot is not None:
-        subprocess.run(args + [f"--screenshot={screenshot}", url], capture_output=True, timeout=90)
-    p = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=90)
-    return p.stdout
+        chromium([*size, f"--screenshot={screenshot}", url], tmp, timeout=90)
+    return chromium([*size, "--dump-dom", url], tmp, timeout=90).stdout
 
 
 def _rows(dom: str) -> dict[str, list[str]]:

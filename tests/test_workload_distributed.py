@@ -13,9 +13,8 @@ import pandas as pd
 
 from harness.scenario.models import Trace
 from harness.workload.trace import load_trace
-from tests.emulator_fixtures import get_json
-from tests.support.processes import emulator_process, locust_cluster
-from tests.test_loadgen_run import ROOT
+from tests.support.emulator import get_json
+from tests.support.processes import ROOT, emulator_process, locust_cluster
 
 DATA = ROOT / "scenarios" / "data"
 

@@ -143,6 +143,14 @@ class CellMetrics:
             return self.extra_percentiles[key]
         return getattr(self, key, None)
 
+    def put(self, key: str, value) -> None:
+        """Set a metric by column name; a percentile with no field of its own (an SLO-only one)
+        goes to ``extra_percentiles``."""
+        if hasattr(self, key):
+            setattr(self, key, value)
+        else:
+            self.extra_percentiles[key] = value
+
     @property
     def level_label(self) -> str:
         return level_label(self.level_kind, self.level)
@@ -286,12 +294,7 @@ def compute_cell(
     qs = sorted(set(REPORTED_PERCENTILES) | {bd.q for bd in bounds(slo)})
     for metric in ("ttft", "tpot", "e2e"):
         for q in qs:
-            key = f"{metric}_{pct_name(q)}_s"
-            v = _lat(ok_started, f"{metric}_s", q)
-            if hasattr(m, key):
-                setattr(m, key, v)
-            else:
-                m.extra_percentiles[key] = v
+            m.put(f"{metric}_{pct_name(q)}_s", _lat(ok_started, f"{metric}_s", q))
     itl = _itl_from_histograms(run.histograms.get(m.cell), qs)
     if itl is not None:
         m.itl_source = "hdr-histogram"
@@ -301,11 +304,7 @@ def compute_cell(
             pct_name(q): _lat(ok_started, "itl_p50_s" if q <= 50 else "itl_p99_s", q) for q in qs
         }
     for name, v in itl.items():
-        key = f"itl_{name}_s"
-        if hasattr(m, key):
-            setattr(m, key, v)
-        else:
-            m.extra_percentiles[key] = v
+        m.put(f"itl_{name}_s", v)
 
     en = window_energy(
         run.gpu,

@@ -95,20 +95,12 @@ def pool(run: RunData, group: list[CellMetrics], slo: Slo | None) -> CellMetrics
     qs = sorted(set(REPORTED_PERCENTILES) | {b.q for b in bounds(slo)})
     for metric in ("ttft", "tpot", "e2e"):
         for q in qs:
-            key = f"{metric}_{pct_name(q)}_s"
             v = percentile(pd.to_numeric(ok[f"{metric}_s"], errors="coerce").to_numpy(float), q) \
                 if len(ok) else None
-            if hasattr(p, key):
-                setattr(p, key, v)
-            else:
-                p.extra_percentiles[key] = v
+            p.put(f"{metric}_{pct_name(q)}_s", v)
     for q in qs:
         key = f"itl_{pct_name(q)}_s"
-        v = _mean(c.get(key) for c in group)
-        if hasattr(p, key):
-            setattr(p, key, v)
-        else:
-            p.extra_percentiles[key] = v
+        p.put(key, _mean(c.get(key) for c in group))
     p.slo_ok, p.slo_failures = cell_verdict(_as_metrics(p), slo)
     worst = max(group, key=lambda c: ORDER.get(c.verdict, 0))
     p.verdict = worst.verdict

@@ -39,30 +39,14 @@ def _levels(text: str | None) -> list[float] | None:
     return lv
 
 
-def _host_port(text: str | None):
-    if not text:
-        return None
-    host, _, port = text.rpartition(":")
-    try:
-        return (host or "127.0.0.1", int(port))
-    except ValueError:
-        raise InputError(f"expected HOST:PORT (got {text!r})", field="--web-ui") from None
-
-
 def _run(args: argparse.Namespace) -> int:
     # Locust (gevent) patches the standard library when imported: do it before anything else.
     import locust  # noqa: F401
 
     from harness.engine.door import Request, execute
-    from harness.scenario.loader import load_scenario
-
     from harness.protocols.access import Access
 
-    scenario = load_scenario(args.scenario)
-    cliargs.preflight(scenario, args.scenario)
-    if args.repeats:   # --repeats N: load.repeats for this run (each cell N times, interleaved)
-        scenario = scenario.model_copy(
-            update={"load": scenario.load.model_copy(update={"repeats": args.repeats})})
+    scenario = cliargs.scenario_to_run(args.scenario, args.repeats)
     if args.protocol:
         target = scenario.target.model_copy(update={"protocol": args.protocol})
         scenario = scenario.model_copy(update={"target": target})
@@ -77,8 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     if scenario.load.mode == "concurrency" and any(x != int(x) for x in levels):
         raise InputError("concurrency levels must be whole numbers", field="--levels")
     replicas = args.replicas or (len(urls) if urls else scenario.load.replicas[0])
+    web_ui = cliargs.split_host_port(args.web_ui, "--web-ui") if args.web_ui else None
     req = Request(args.scenario, "run", replicas=[replicas], levels=levels, urls=urls or None,
-                  results=args.results, processes=args.processes, web_ui=_host_port(args.web_ui),
+                  results=args.results, processes=args.processes, web_ui=web_ui,
                   quiet=args.quiet, plain=True, json_path=args.json, gate="every")
     return execute(req, scenario)
 

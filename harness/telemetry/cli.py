@@ -19,14 +19,6 @@ def _gpus(text: str) -> list[int]:
                          field="--gpus") from None
 
 
-def _listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    try:
-        return (host or "127.0.0.1", int(port))
-    except ValueError:
-        raise InputError(f"wants HOST:PORT, got {text!r}", field="--listen") from None
-
-
 def _config(args: argparse.Namespace):
     from pydantic import ValidationError
 
@@ -62,7 +54,8 @@ def _config(args: argparse.Namespace):
         source=source, gpus=_gpus(args.gpus) if args.gpus else (tel.gpus if tel else None),
         rate_hz=rate, emulator_urls=args.emulator_url or [], run_id=args.run_id or "",
         results_dir=None if args.no_results else results_dir, influx=influx,
-        listen=_listen(args.listen) if args.listen else None, post_power_to=args.post_power_to)
+        listen=cliargs.split_host_port(args.listen, "--listen") if args.listen else None,
+        post_power_to=args.post_power_to)
 
 
 def _run(args: argparse.Namespace) -> int:

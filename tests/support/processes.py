@@ -39,6 +39,12 @@ def harness_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
+def bare_env() -> dict[str, str]:
+    """PATH (/usr/bin:/bin) and the repository on PYTHONPATH, nothing else: the command must not
+    depend on anything more in the environment."""
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+
+
 def harness(*args: str, timeout: float = 120, env: dict | None = None,
             cwd: Path | str = ROOT) -> subprocess.CompletedProcess:
     """``python -m harness ARGS`` to the end, its output captured as text."""
@@ -61,6 +67,22 @@ def stop(*procs: subprocess.Popen, timeout: float = 10) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def start_port_printer(*argv: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A helper server that prints ``PORT <n>`` once it listens on 127.0.0.1 (the fake streaming
+    server, the path-prefix gateway); its process and base URL."""
+    p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, text=True, env=env or harness_env())
+    line = p.stdout.readline()
+    if not line.startswith("PORT "):
+        stop(p)
+        raise AssertionError(f"{argv[1] if len(argv) > 1 else argv[0]} did not start: {line!r}")
+    return p, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+def prefix_proxy(upstream: str, prefix: str, *flags: str) -> tuple[subprocess.Popen, str]:
+    """tests/prefix_proxy.py: ``upstream`` served under ``prefix``; its process and base URL."""
+    return start_port_printer(sys.executable, str(ROOT / "tests" / "prefix_proxy.py"), upstream, prefix, *flags)
 
 
 def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2):

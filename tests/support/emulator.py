@@ -1,4 +1,5 @@
-"""Shared helpers for the emulator tests: a real emulator child process on free ports."""
+"""The emulator in tests: replicas through the harness's own launcher, ``slm-harness emulate`` as
+its own process (tests/support/processes.py starts it), and small HTTP helpers to talk to it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from harness.launch.emulator import EmulatorLauncher
 from harness.scenario.models import EmulatorLauncher as EmulatorCfg, Target
+from tests.support.processes import emulator_process
 
 
 @contextlib.contextmanager
@@ -24,25 +26,8 @@ def emulator(replicas: int = 2, profile: str = "cpu-demo", in_process: bool = Fa
 def emulate_process(profile: str, *args: str):
     """``slm-harness emulate`` as its own process, with CLI options the launcher does not pass
     (e.g. ``--keep-alive-s``); yields the first replica's URL."""
-    import os
-    import subprocess
-    import sys
-    import time
-    with tempfile.TemporaryDirectory() as d:
-        pf = Path(d) / "ports.json"
-        root = str(Path(__file__).resolve().parents[1])
-        p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--profile", profile, "--port", "0",
-                              "--port-file", str(pf), *args],
-                             env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 30
-            while not pf.exists():
-                assert p.poll() is None and time.time() < deadline, "the emulator did not start"
-                time.sleep(0.05)
-            yield json.loads(pf.read_text())["urls"][0]
-        finally:
-            p.terminate()
-            p.wait(timeout=10)
+    with emulator_process(*args, profile=profile) as urls:
+        yield urls[0]
 
 
 def get_json(url: str) -> dict:
