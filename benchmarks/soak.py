@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.records.rundir import read_table  # noqa: E402
 from harness.store import InfluxQLReader, InfluxTarget  # noqa: E402
+from tests.support.processes import harness_env, start_emulator  # noqa: E402  (the test suite's launchers)
 
 SCENARIO = """
 name: soak
@@ -55,19 +56,6 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _emulator(tmp: Path, replicas: int, profile: str) -> tuple[subprocess.Popen, list[str]]:
-    pf = tmp / "ports.json"
-    p = subprocess.Popen([sys.executable, "-m", "harness", "emulate", "--replicas", str(replicas),
-                          "--profile", profile, "--port", "0", "--port-file", str(pf)],
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not pf.exists():
-        if p.poll() is not None or time.time() > deadline:
-            raise SystemExit("the emulator did not start")
-        time.sleep(0.1)
-    return p, json.loads(pf.read_text())["urls"]
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -92,7 +80,7 @@ def main(argv=None) -> int:
 
         influx = InfluxServer(tmp / "influxdb").start()
         influx_url = influx.url
-    emu, urls = _emulator(tmp, args.replicas, args.profile)
+    emu, urls = start_emulator(tmp, "--replicas", str(args.replicas), profile=args.profile, timeout=60)
     results = Path(args.keep) if args.keep else tmp / "results"
     scen = tmp / "soak.yaml"
     text = SCENARIO.format(streams=args.streams, duration=args.minutes * 60, influx=influx_url)
@@ -109,7 +97,7 @@ def main(argv=None) -> int:
     try:
         # output to a file: a pipe read only at the end fills up (64 KiB) and stalls the run
         run_log = open(tmp / "run.log", "w")
-        run = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        run = subprocess.Popen(cmd, cwd=ROOT, env=harness_env(),
                                stdout=run_log, stderr=subprocess.STDOUT, text=True)
         t0 = time.monotonic()
         next_at = t0 + args.every_s                 # the first sample once the load is up

@@ -49,6 +49,22 @@ def _llm_tab_measuring(base: str, cell: str) -> bool:
     return rows.get("Cell", {}).get("value", "").startswith(f"{cell} (measured")
 
 
+def _interrupted(argv: list[str], cwd: Path, results: Path, written: str, settle_s: float,
+                 sig: int) -> tuple[int, str]:
+    """Start ``argv``; once ``results`` holds ``written`` and ``settle_s`` more seconds have passed
+    (into the measured window), send ``sig``. Its exit code and output."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=harness_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: results.exists() and any(results.glob(written)), 60, "the run directory")
+        time.sleep(settle_s)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    return proc.returncode, out
+
+
 def test_run_launched_with_emulated_telemetry_writes_gpu_samples_energy_and_report(tmp_path):
     p = subprocess.run([sys.executable, "-m", "harness", "run", _scenario(tmp_path), "--results",
                         str(tmp_path / "res"), "--levels", "8"], cwd=ROOT, env=harness_env(),
@@ -132,18 +148,10 @@ def test_web_ui_stop_mid_cell_marks_it_partial_and_exits_nonzero(emu, tmp_path):
 
 
 def test_sigterm_on_run_closes_the_records_and_marks_the_cell_partial(emu, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60),
-                             "--url", emu, "--results", str(tmp_path / "res")], cwd=ROOT,
-                            env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/windows*")),
-                 60, "the run directory")
-        time.sleep(3)                     # into the measured window
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
-    assert proc.returncode == 130, out[-3000:]
+    rc, out = _interrupted([sys.executable, "-m", "harness", "run", _scenario(tmp_path, 60), "--url", emu,
+                            "--results", str(tmp_path / "res")], ROOT, tmp_path / "res", "*/windows*", 3,
+                           signal.SIGTERM)
+    assert rc == 130, out[-3000:]
     d = only_run(tmp_path / "res")
     man = json.loads((d / "manifest.json").read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
@@ -245,19 +253,10 @@ def test_the_harness_options_are_listed_in_locusts_help():
 
 
 def test_ctrl_c_on_headless_locust_marks_the_cell_partial(emu, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless",
-                             "--scenario", _scenario(tmp_path, 60), "--host", emu,
-                             "--slm-results", str(tmp_path / "res")], cwd=tmp_path, env=harness_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: (tmp_path / "res").exists() and any((tmp_path / "res").glob("*/manifest.json")),
-                 60, "the run directory")
-        time.sleep(4)                     # into the measured window
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
-    assert proc.returncode == 130, out[-3000:]
+    rc, out = _interrupted([sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--headless", "--scenario",
+                            _scenario(tmp_path, 60), "--host", emu, "--slm-results", str(tmp_path / "res")],
+                           tmp_path, tmp_path / "res", "*/manifest.json", 4, signal.SIGINT)
+    assert rc == 130, out[-3000:]
     man = json.loads(next((tmp_path / "res").glob("*/manifest.json")).read_text())
     assert man["status"] == "interrupted" and man["cells_partial"] == ["r1-c4"]
     assert "partial: r1-c4" in out
