@@ -181,8 +181,8 @@ def test_strict_exit_codes_for_ci(runs, tmp_path):
     p, d = _strict(a, a2, tmp_path / "aa2.json")
     assert p.returncode == 1, p.stdout + p.stderr
     assert "r1-c4 TTFT p50 ms +100.0% (beyond the intervals)" in p.stdout
-    assert {(r["cell"], r["column"]) for r in d["regressions"]} == {
-        ("r1-c4", "ttft_p50_s"), ("r1-c4", "ttft_p99_s")}
+    # (its p99 of a few requests has open upper ends, A's may lie above 200 ms: not claimed)
+    assert {(r["cell"], r["column"]) for r in d["regressions"]} == {("r1-c4", "ttft_p50_s")}
     # the same e2e with a later first token: TPOT is shorter, beyond the intervals, and better
     tpot = next(c for c in d["cells"] if c["cell"] == "r1-c4")["values"]["tpot_p50_s"]
     assert tpot["noise"] == "beyond" and tpot["change"] < -0.05

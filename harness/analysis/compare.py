@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.analysis.comparable import Difference, differences
-from harness.analysis.intervals import overlaps
+from harness.analysis.intervals import overlaps, reach
 from harness.analysis.summary import RunAnalysis
 
 # (column, label, higher is better?)
@@ -196,7 +196,8 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
             ia, ib = ca.intervals.get(col), cb.intervals.get(col)
             if ia is not None or ib is not None:
                 cis[col] = (ia, ib)
-            noise[col] = noise_mark(ia, ib) if va is not None and vb is not None else None
+            noise[col] = (noise_mark(reach(ca, col), reach(cb, col))
+                          if va is not None and vb is not None else None)
         diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier, cis, noise,
                               ca.verdict, cb.verdict))
     notes = []
