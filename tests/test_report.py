@@ -196,8 +196,9 @@ def test_compare_html(run_dir, other_dir, tmp_path):
             good = verdict(ch, higher, noise)
             cls = "" if good is None else f' class="{"good" if good else "bad"}"'
             ia, ib = d.intervals.get(col, (None, None))
-            ci = [f' <span class="ci">({compared(col, x[0])}–{compared(col, x[1])})</span>'
-                  if x else "" for x in (ia, ib)]
+            oa, ob = d.open_ends.get(col, ("", ""))
+            ci = [f' <span class="ci">({compared(col, x[0])}–{"≥" if o == "upper" else ""}'
+                  f'{compared(col, x[1])})</span>' if x else "" for x, o in ((ia, oa), (ib, ob))]
             assert (
                 f'<td class="l">{label}</td><td>{compared(col, va)}{ci[0]}</td>'
                 f"<td>{compared(col, vb)}{ci[1]}</td><td{cls}>{change(ch)}</td>"

@@ -97,7 +97,8 @@ def binom_cdf(n: int, p: float) -> np.ndarray:
     return np.minimum(np.cumsum(np.exp(logpmf - logpmf.max())) * np.exp(logpmf.max()), 1.0)
 
 
-def order_ranks(n: int, q: float, confidence: float = CONFIDENCE) -> tuple[int | None, int | None]:
+def order_ranks(n: int, q: float,
+                confidence: float = CONFIDENCE) -> tuple[int | None, int | None]:
     """1-based ranks (l, u) of the equal-tailed order-statistic interval [x_(l), x_(u)] for the
     ``q`` quantile (0 < q < 1) of ``n`` values: the largest l with P(B < l) <= (1-c)/2 and the
     smallest u with P(B >= u) <= (1-c)/2, B ~ Binomial(n, q); None where no rank does (open)."""
@@ -119,7 +120,7 @@ def quantile_interval(x: np.ndarray, q: float, confidence: float = CONFIDENCE
     n = x.size
     if n == 0:
         return None
-    h = (n - 1) * q / 100.0                      # the point lies between ranks floor(h)+1, ceil(h)+1
+    h = (n - 1) * q / 100.0   # the point lies between ranks floor(h)+1 and ceil(h)+1
     lo_r, hi_r = order_ranks(n, q / 100.0, confidence) if 0 < q < 100 else (None, None)
     opened = []
     if lo_r is None:
