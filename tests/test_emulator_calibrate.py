@@ -18,6 +18,19 @@ GPU_RUN = ROOT / "docs/benchmarks/gpu_sweep-2026-11-24/h100-transformers-2026112
 CELLS = [(1, 4), (1, 16), (1, 64), (2, 16), (4, 16), (4, 64)]
 
 
+def _base():
+    """The built-in H100 profile's model and GPU with fixed timing and TGI-style scheduling, so the
+    synthetic runs below do not move when that profile is refitted."""
+    p = load_profile("h100-smollm2-135m")
+    p = cal.with_params(p, {"host_step_ms": 2.3, "host_per_seq_ms": 0.345, "host_per_seq2_ms": 2e-4,
+                            "host_per_prefill_token_ms": 0.103, "gpu_step_ms": 11.8, "gpu_per_seq_ms": 0.0525,
+                            "gpu_per_prefill_token_ms": 0.021, "switch_overhead": 0.051, "admission_ms": 0.0,
+                            "frontend_ms": 0.0, "frontend_per_seq": 0.0, "max_batch_prefill_tokens": 251,
+                            "active_w": 114.5, "power_exponent": 0.3})
+    return p.model_copy(update={"limits": p.limits.model_copy(update={
+        "budget_includes_decode": False, "kv_admission": "reserve", "kv_free_margin": 0.0})})
+
+
 def _synthetic_run(tmp: Path, profile) -> Path:
     """A run directory whose every figure is what ``profile`` predicts (prompt/output 64 tokens)."""
     run = tmp / "run"
@@ -38,7 +51,7 @@ def _synthetic_run(tmp: Path, profile) -> Path:
 
 
 def test_fit_recovers_the_profile_that_made_the_run(tmp_path):
-    base = load_profile("h100-smollm2-135m")
+    base = _base()
     truth = cal.with_params(base, {"host_per_seq_ms": 0.4, "gpu_step_ms": 9.0, "host_step_ms": 3.0,
                                    "active_w": 140.0, "power_exponent": 0.5})
     cells = cal.load_run(_synthetic_run(tmp_path, truth))
@@ -79,7 +92,7 @@ def test_calibrate_cli_on_the_committed_gpu_run(tmp_path):
 def test_fit_recovers_front_end_and_paged_cache_parameters(tmp_path):
     """A transformers-like engine (decodes inside the step budget, a paged cache with a safety margin,
     one front-end thread): the fit finds the front end's work per request and the cache's size again."""
-    base = load_profile("h100-smollm2-135m")
+    base = _base()
     base = base.model_copy(update={"limits": base.limits.model_copy(update={
         "budget_includes_decode": True, "kv_admission": "paged", "kv_free_margin": 0.2})})
     truth = cal.with_params(base, {"frontend_ms": 6.0, "frontend_per_seq": 0.05, "max_batch_total_tokens": 6000})
@@ -94,3 +107,11 @@ def test_fit_recovers_front_end_and_paged_cache_parameters(tmp_path):
     assert abs(fitted.limits.max_batch_total_tokens - 6000) / 6000 < 0.1, fitted.limits
     _, worst = cal.error_table(cells, preds)
     assert max(worst.values()) < 0.05, worst
+
+
+def test_pooled_repeats_replay_one_repeats_window():
+    """A sweep run with ``--repeats 3`` pools three 20 s windows per cell (duration_s 60): the replay
+    reproduces one of them."""
+    cells = cal.load_run(ROOT / "docs/results/h100-repeats-2026-12-06")
+    assert [(c.name, c.duration_s, c.warmup_s) for c in cells][:2] == [("r1-c16", 20.0, 8.0), ("r1-c64", 20.0, 8.0)]
+    assert len(cells) == 9 and all(c.measured["tok_s"] > 0 for c in cells)

@@ -49,19 +49,22 @@ def test_cli_unknown_profile_exit_2():
 
 
 def test_h100_profile_reproduces_the_committed_gpu_run():
-    """The built-in H100 profile is the --calibrate fit of the committed GPU run: its in-sample
-    errors (docs/calibration.md) hold, and so does the shape (replicas help at 256 streams)."""
+    """The built-in H100 profile is the --calibrate fit of the committed three-repeat GPU run: its
+    in-sample errors (docs/calibration.md) hold, and so does the shape (replicas help at 256
+    streams, where two and four replicas tie as they did on the GPU)."""
     from pathlib import Path
 
     from harness.emulator import calibrate as cal
-    run = Path(__file__).resolve().parents[1] / "docs/benchmarks/gpu_sweep-2026-11-24/h100-transformers-20261124T162622Z-1135"
+    run = Path(__file__).resolve().parents[1] / "docs/results/h100-repeats-2026-12-06"
     p = load_profile("h100-smollm2-135m")
     cells = cal.load_run(run)
     preds = [cal.predict(p, c) for c in cells]
     _, worst = cal.error_table(cells, preds)
-    assert worst["tok_s"] < 0.22 and worst["tpot_p50_ms"] < 0.30 and worst["power_w"] < 0.11, worst
+    assert worst["tok_s"] < 0.15 and worst["tpot_p50_ms"] < 0.18 and worst["power_w"] < 0.15, worst
+    assert worst["ttft_p50_ms"] < 0.25, worst
     by = {c.name: q for c, q in zip(cells, preds)}
-    assert by["r4-c256"]["tok_s"] > by["r2-c256"]["tok_s"] > by["r1-c256"]["tok_s"]
+    assert min(by["r4-c256"]["tok_s"], by["r2-c256"]["tok_s"]) > 1.5 * by["r1-c256"]["tok_s"]
+    assert abs(by["r4-c256"]["tok_s"] / by["r2-c256"]["tok_s"] - 1) < 0.15
     assert by["r1-c256"]["util"] < 0.5 < by["r4-c16"]["util"]
 
 

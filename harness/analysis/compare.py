@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.analysis.comparable import Difference, differences
-from harness.analysis.intervals import overlaps
+from harness.analysis.intervals import overlaps, reach
 from harness.analysis.summary import RunAnalysis
 
 # (column, label, higher is better?)
@@ -67,6 +67,8 @@ class CellDiff:
     noise: dict[str, str | None] = field(default_factory=dict)  # col -> within | beyond | None
     verdict_a: str = ""
     verdict_b: str = ""
+    # col -> (A's open end, B's): "upper"/"lower"/"both"/"" (harness.analysis.intervals)
+    open_ends: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def rows(self):
         """(column, label, higher is better?, a, b, change, noise) for each metric either run has."""
@@ -159,7 +161,9 @@ class Comparison:
                     "values": {
                         k: {"a": a, "b": b, "change": ch,
                             "ci_a": _ci(d.intervals.get(k), 0), "ci_b": _ci(d.intervals.get(k), 1),
-                            "noise": d.noise.get(k)}
+                            "noise": d.noise.get(k),
+                            **({"open_a": d.open_ends[k][0], "open_b": d.open_ends[k][1]}
+                               if k in d.open_ends else {})}
                         for k, (a, b, ch) in d.values.items()
                     },
                 }
@@ -189,16 +193,20 @@ def compare(a: RunAnalysis, b: RunAnalysis) -> Comparison:
     diffs = []
     for n in common:
         ca, cb = a.cell(n), b.cell(n)
-        vals, cis, noise = {}, {}, {}
+        vals, cis, noise, opened = {}, {}, {}, {}
         for col, _, _ in COMPARED:
             va, vb = ca.get(col), cb.get(col)
             vals[col] = (va, vb, rel_change(va, vb))
             ia, ib = ca.intervals.get(col), cb.intervals.get(col)
             if ia is not None or ib is not None:
                 cis[col] = (ia, ib)
-            noise[col] = noise_mark(ia, ib) if va is not None and vb is not None else None
+                how = (ca.intervals_open.get(col, ""), cb.intervals_open.get(col, ""))
+                if any(how):
+                    opened[col] = how
+            noise[col] = (noise_mark(reach(ca, col), reach(cb, col))
+                          if va is not None and vb is not None else None)
         diffs.append(CellDiff(n, vals, ca.slo_ok, cb.slo_ok, ca.frontier, cb.frontier, cis, noise,
-                              ca.verdict, cb.verdict))
+                              ca.verdict, cb.verdict, opened))
     notes = []
     setup = differences(a.run, b.run)
     if setup:

@@ -113,10 +113,13 @@ class CellMetrics:
     verdict: str = "valid"  # valid | warn | invalid (harness.analysis.verdict)
     verdict_reasons: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
-    # 95% bootstrap intervals, {figure: (low, high)}; method "requests" (one window) or
-    # "repeats+requests" (a configuration measured in several windows)
+    # 95% intervals, {figure: (low, high)} (harness.analysis.intervals); method "requests" (one
+    # window) or "repeats+requests" (a configuration measured in several windows)
     intervals: dict = field(default_factory=dict)
     interval_method: str = ""
+    # figure -> "upper"/"lower"/"both": that end is the extreme value seen, the interval is open
+    # beyond it (too few requests for the percentile)
+    intervals_open: dict = field(default_factory=dict)
     repeats: list[str] = field(default_factory=list)  # the windows a configuration pools
     # measured energy split into idle and per-request shares (harness.analysis.attribution)
     energy_attribution: dict | None = None

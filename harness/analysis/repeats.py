@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from harness.analysis.intervals import bootstrap, window_sample
+from harness.analysis.intervals import intervals, window_sample
 from harness.analysis.metrics import CellMetrics, _as_metrics, window_started
 from harness.analysis.rundata import RunData
 from harness.analysis.slo import bounds, cell_verdict, good_mask
@@ -114,6 +114,10 @@ def pool(run: RunData, group: list[CellMetrics], slo: Slo | None) -> CellMetrics
     return p
 
 
+def _put(c: CellMetrics, got) -> None:
+    c.intervals, c.interval_method, c.intervals_open = got.figures, got.method, got.open_ends
+
+
 def pooled_cells(run: RunData, windows: list[CellMetrics], slo: Slo | None) -> list[CellMetrics]:
     """One row per configuration, with intervals: windows of one configuration pooled."""
     groups: dict[str, list[CellMetrics]] = {}
@@ -124,10 +128,10 @@ def pooled_cells(run: RunData, windows: list[CellMetrics], slo: Slo | None) -> l
     for name, group in groups.items():
         group.sort(key=lambda c: repeat_of(c.cell))
         row = pool(run, group, slo)
-        row.intervals, row.interval_method = bootstrap([smp[c.cell] for c in group], name)
+        _put(row, intervals([smp[c.cell] for c in group], name))
         out.append(row)
         if len(group) > 1:   # each window keeps its own (requests-only) interval
             for c in group:
-                c.intervals, c.interval_method = bootstrap([smp[c.cell]], c.cell)
+                _put(c, intervals([smp[c.cell]], c.cell))
     out.sort(key=lambda c: (c.replicas, c.level, c.cell))
     return out

@@ -13,6 +13,7 @@ from harness.analysis.attribution import attribute
 from harness.analysis.verdict import judge
 from harness.analysis.pareto import Frontier, Point, pareto_frontier
 from harness.analysis.recommend import Recommendation, recommend
+from harness.analysis.intervals import reach
 from harness.analysis.repeats import pooled_cells
 from harness.analysis.rundata import RunData, load_run
 from harness.analysis.sessions import SessionReport, session_figures
@@ -72,6 +73,7 @@ CSV_COLUMNS = (
     "end_ns",
     "repeats",
     "interval_method",
+    "intervals_open",
     *[f"{k}_{b}" for k in INTERVAL_KEYS for b in ("lo", "hi")],
     "server_queue_mean",
     "server_queue_max",
@@ -159,8 +161,11 @@ class RunAnalysis:
             "auto_search": auto_search(self.run),
             "intervals": {
                 "confidence": 0.95,
-                "method": "percentile bootstrap: over requests within a window ('requests'); "
-                "over repeats, then requests within each ('repeats+requests')",
+                "method": "rates: percentile bootstrap over requests within a window "
+                "('requests'), over repeats then requests within each ('repeats+requests'); "
+                "latency percentiles: order-statistic (binomial) interval over the requests, "
+                "with repeats over the pooled requests widened to every repeat's own percentile; "
+                "an end in cells[].intervals_open is open (too few requests for the percentile)",
                 "ties": self.frontier.ties,
                 "recommendation_ties": self.recommendation.ties,
             },
@@ -196,6 +201,8 @@ class RunAnalysis:
                         v = " ".join(v)
                     if col == "errors":
                         v = ";".join(f"{k}={n}" for k, n in v.items())
+                    elif col == "intervals_open":
+                        v = " ".join(f"{k}:{how}" for k, how in sorted(v.items()))
                     elif col == "dominated_by":
                         v = " ".join(v)
                     elif col == "verdict_reasons":
@@ -265,8 +272,11 @@ DEFINITIONS = {
     "error_rate": "failed / sent, over requests whose intended send time is in the window",
     "energy_j": "window (sampler at the edges) > sample-counter > power-integral over the measured window; source named",
     "j_per_token": "energy_j / output tokens that arrived in the same window",
-    "intervals": "95% percentile-bootstrap intervals (<figure>_lo/_hi): requests resampled within "
-    "a window; with repeats, the repeats resampled first, then the requests within each",
+    "intervals": "95% intervals (<figure>_lo/_hi). Rates: percentile bootstrap, requests resampled "
+    "within a window; with repeats, the repeats resampled first, then the requests within each. "
+    "Latency percentiles: order-statistic (binomial) interval of the requests (pooled over repeats, "
+    "widened to every repeat's own percentile); intervals_open names the figures whose end is "
+    "the extreme value seen (upper: too few requests to bound the percentile from above)",
     "verdict": "valid / warn / invalid from the load generator's health, energy, sample size, "
     "steadiness and failed requests (docs/trust.md); invalid cells are off the frontier",
 }
@@ -362,7 +372,7 @@ def _ci(c: CellMetrics, key: str) -> dict:
     for obj, fig in (("throughput", "output_tokens_per_s"), ("latency", key),
                      ("j_per_token", "j_per_token")):
         if fig in c.intervals:
-            out[obj] = tuple(c.intervals[fig])
+            out[obj] = reach(c, fig)   # an open end reaches +-inf: no win claimed beyond it
     return out
 
 
@@ -470,7 +480,9 @@ def analyze(
     if any(c.repeats for c in cells):
         notes.append(
             "repeats pooled per configuration: rates are the mean over repeats, percentiles over "
-            "the pooled requests; intervals bootstrap the repeats, then the requests in each"
+            "the pooled requests; rate intervals bootstrap the repeats, then the requests in each; "
+            "percentile intervals are the pooled requests' order statistics, widened to every "
+            "repeat's own percentile"
         )
     return RunAnalysis(
         run=run,

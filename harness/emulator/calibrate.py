@@ -89,10 +89,12 @@ def load_run(run_dir: str | Path) -> list[Cell]:
                     return float(row[k])
                 except (KeyError, ValueError):
                     return float("nan")
+            # pooled repeats (``--repeats``): one repeat's window is what a replay reproduces
+            n_rep = max(1, len((row.get("repeats") or "").split()))
             measured = {"tok_s": num("output_tokens_per_s"), "ttft_p50_ms": num("ttft_p50_s") * 1e3,
                         "tpot_p50_ms": num("tpot_p50_s") * 1e3, "power_w": num("mean_power_w")}
             out.append(Cell(row["cell"], int(row["replicas"]), int(float(row["level"])), prompt, output, warmup,
-                            num("duration_s"), measured))
+                            num("duration_s") / n_rep, measured))
     if not out:
         raise InputError("no cells in cells.csv", file=str(cells_csv))
     return out
@@ -273,9 +275,8 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
         log=None, starts: int = 0, seed: int = 1) -> tuple[Profile, list[dict]]:
     """Fit timing (and the prefill budget), then power; the fitted profile and its predictions."""
     t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
-    if names is None:      # the cache's size matters to admission only where it is paged
-        names = tuple(TIMING) + ("max_batch_prefill_tokens",) + (
-            ("max_batch_total_tokens",) if profile.limits.kv_admission == "paged" else ())
+    # the cache's size is the server's setting (its memory share), not a fitted figure: fitted only when named
+    names = names or tuple(TIMING) + ("max_batch_prefill_tokens",)
     start = {k: getattr(t, k) if k in TIMING else getattr(profile.limits, k) for k in names}
     bounds = {**TIMING, **LIMITS}
     # search in log space (a parameter at 0 starts from a small positive value)
@@ -336,7 +337,7 @@ def profile_yaml(profile: Profile, source: str, worst: dict[str, float]) -> str:
     data = profile.model_dump(mode="json", exclude_none=True)
     for k in ("power_exponent", "idle_w", "active_w"):
         data["gpu"][k] = round(data["gpu"][k], 3)
-    data["timing"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in data["timing"].items()}
+    data["timing"] = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in data["timing"].items()}
     errs = ", ".join(f"{LABELS[k]} {worst[k]:.0%}" for k in METRICS)
     head = (f"# Fitted by `slm-harness emulate --calibrate {source}` to that run's cells; worst per-cell "
             f"error in sample: {errs}.\n")

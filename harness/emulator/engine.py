@@ -112,6 +112,7 @@ class BatchingReplica:
         self.model = StepModel(profile)
         self.admission_ns = int(profile.timing.admission_ms * 1e6)
         self.paged = profile.limits.kv_admission == "paged"
+        self.kv_total = profile.limits.max_batch_total_tokens
         self.frontend_ms = profile.timing.frontend_ms
         self.frontend_per_seq = profile.timing.frontend_per_seq
         self._frontend: list[list] = []     # [work left in ms, seq] being taken in
@@ -203,7 +204,7 @@ class BatchingReplica:
                 continue
             if len(self.prefilling) + len(self.running) >= max_size:
                 break
-            if not self.paged and self.reserved + s.reserved_tokens > lim.max_batch_total_tokens:
+            if not self.paged and self.reserved + s.reserved_tokens > self.kv_total:
                 break
             q.popleft()
             s.started_ns = now_ns
@@ -231,9 +232,9 @@ class BatchingReplica:
         if lim.budget_includes_decode:          # decodes are scheduled first, one token each
             budget -= len(self.running)
         if self.paged:                          # the cache holds what has been computed so far
-            free = lim.max_batch_total_tokens - sum(s.input_tokens + s.generated for s in self.running) - sum(
+            free = self.kv_total - sum(s.input_tokens + s.generated for s in self.running) - sum(
                 s.input_tokens - s.prefill_left for s in self.prefilling)
-            floor = lim.kv_free_margin * lim.max_batch_total_tokens
+            floor = lim.kv_free_margin * self.kv_total
         prefill_tokens = 0
         completing: list[Seq] = []
         for s in self.prefilling:

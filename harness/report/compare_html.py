@@ -31,9 +31,10 @@ def _cell_table(d: CellDiff) -> str:
         good = verdict(ch, higher_better, noise)
         cls = "" if good is None else ' class="good"' if good else ' class="bad"'
         ia, ib = d.intervals.get(col, (None, None))
+        oa, ob = d.open_ends.get(col, ("", ""))
         rows.append(
-            f'<tr><td class="l">{_e(label)}</td><td>{compared(col, va)}{_ci(col, ia)}</td>'
-            f"<td>{compared(col, vb)}{_ci(col, ib)}</td><td{cls}>{change(ch)}</td>"
+            f'<tr><td class="l">{_e(label)}</td><td>{compared(col, va)}{_ci(col, ia, oa)}</td>'
+            f"<td>{compared(col, vb)}{_ci(col, ib, ob)}</td><td{cls}>{change(ch)}</td>"
             f'<td class="noise">{_e(NOISE_TEXT.get(noise, ""))}</td></tr>'
         )
     rows.append(f'<tr><td class="l">SLO met</td>{_slo(d.slo_a)}{_slo(d.slo_b)}<td></td><td></td></tr>')
@@ -53,10 +54,13 @@ def _cell_table(d: CellDiff) -> str:
     )
 
 
-def _ci(col: str, ci) -> str:
+def _ci(col: str, ci, how: str = "") -> str:
+    """' (low–high)'; an open end (too few requests for the percentile) as '≥high' / '≤low'."""
     if ci is None:
         return ""
-    return f' <span class="ci">({compared(col, ci[0])}–{compared(col, ci[1])})</span>'
+    lo = ("≤" if how in ("lower", "both") else "") + compared(col, ci[0])
+    hi = ("≥" if how in ("upper", "both") else "") + compared(col, ci[1])
+    return f' <span class="ci">({lo}–{hi})</span>'
 
 
 def _differences(cmp: Comparison) -> str:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from harness.analysis.compare import Comparison, verdict
 from harness.analysis.summary import RunAnalysis
-from harness.report.fmt import change, compared, ms, num, pct, yes_no
+from harness.report.fmt import change, compared, interval, ms, num, pct, yes_no
 
 
 def cells_table(a: RunAnalysis) -> Table:
@@ -57,8 +57,7 @@ def cells_table(a: RunAnalysis) -> Table:
 
 
 def _ci(c, key: str, fmt=lambda v: num(v, 4)) -> str:
-    ci = c.intervals.get(key) if c.intervals else None
-    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
+    return interval(c, key, fmt)
 
 
 def make_console() -> Console:
@@ -85,9 +84,12 @@ def print_analysis(a: RunAnalysis, console: Console | None = None) -> None:
         con.print(f"note: {n}")
     methods = sorted({c.interval_method for c in a.cells if c.interval_method})
     if methods:
-        con.print("intervals: 95% bootstrap over " + " / ".join(
+        con.print("intervals: 95%; rates: bootstrap over " + " / ".join(
             "the requests of one window" if m == "requests" else "repeats, then requests"
-            for m in methods))
+            for m in methods) + "; latency percentiles: order statistics of the requests"
+            + (" (pooled, widened to each repeat's own)" if "repeats+requests" in methods else "")
+            + ("; ≥: open upper end, too few requests for the percentile"
+               if any(c.intervals_open for c in a.cells) else ""))
     for c in a.cells:
         ea = c.energy_attribution
         if ea:

@@ -19,6 +19,19 @@ def num(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def interval(c, key: str, fmt=ms) -> str:
+    """'low–high' of a cell's 95% interval, '–' without one; an open end (too few requests for
+    the percentile, harness.analysis.intervals) shows as '≥max' (or '≤min'): the figure may lie
+    beyond the extreme value seen."""
+    ci = c.intervals.get(key) if c.intervals else None
+    if ci is None:
+        return "–"
+    how = (getattr(c, "intervals_open", None) or {}).get(key, "")
+    lo = ("≤" if how in ("lower", "both") else "") + fmt(ci[0])
+    hi = ("≥" if how in ("upper", "both") else "") + fmt(ci[1])
+    return f"{lo}–{hi}"
+
+
 def pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.2g}%" if v < 0.1 else f"{v * 100:.1f}%"
 

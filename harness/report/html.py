@@ -11,7 +11,7 @@ from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.figure import latency_label
-from harness.report.fmt import energy_source_short, ms, num, pct
+from harness.report.fmt import energy_source_short, interval, ms, num, pct
 from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
 from harness.report.timeseries import no_server_figure_reason
@@ -161,9 +161,11 @@ def _cells_table(a: RunAnalysis) -> str:
         f'<div class="scroll"><table id="cells"><thead><tr>{ths}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         f'<p class="note">Frontier latency objective: {_e(lat)}; objectives: '
         f'{_e(", ".join(a.frontier.objectives))}. Highlighted: frontier cells; bold: recommended; '
-        f'~ after tokens/s: not steady within the window (see notes). Intervals: 95% percentile '
-        f'bootstrap, {_e(_methods(a))}; a cell better only inside the intervals is a tie, not a '
-        f'win.</p>'
+        f'~ after tokens/s: not steady within the window (see notes). Intervals: 95%; rates by the '
+        f'percentile bootstrap, {_e(_methods(a))}; latency percentiles by order statistics of the '
+        f'requests (distribution-free); ≥: an open upper end, too few requests for the percentile '
+        f'(the true value may lie above the slowest request); a cell better only inside the '
+        f'intervals is a tie, not a win.</p>'
     )
 
 
@@ -175,9 +177,8 @@ def _methods(a: RunAnalysis) -> str:
 
 
 def ci_text(c, key: str, fmt) -> str:
-    """'low–high' of a figure's 95% interval, '–' without one."""
-    ci = c.intervals.get(key) if c.intervals else None
-    return "–" if ci is None else f"{fmt(ci[0])}–{fmt(ci[1])}"
+    """'low–high' of a figure's 95% interval, '–' without one, '≥max' at an open end."""
+    return interval(c, key, fmt)
 
 
 def badge(c) -> str:
