@@ -56,6 +56,10 @@ class _RunState:
         self.run_time_s = run_time_s
         self.plan = build_plan(scenario.load, levels, replicas)
         self.active = False          # a run of the plan is under way (begun, not finished)
+        # finish() yields (the store's flush, the scraper process's close): the shape's next tick
+        # must not begin a new run meanwhile, nor at all once Locust is quitting
+        self.closing = False
+        self.quitting = False
         self.session = None
         self.collector: Collector | None = None
         self.master = None
@@ -171,11 +175,18 @@ class _RunState:
     # -- finish --------------------------------------------------------------------------------
     def finish(self, status: str = "complete", reason: str = "") -> int:
         """Close the run: the cell under way is partial unless the plan ended; report; exit code."""
+        self.active = False
+        self.closing = True
+        try:
+            return self._finish(status, reason)
+        finally:
+            self.closing = False
+
+    def _finish(self, status: str, reason: str) -> int:
         from harness.engine.outcome import exit_code, write_outputs
         from harness.loadgen.driver import results_for
         from harness.loadgen.summary import print_diagnostics, write_json
 
-        self.active = False
         runner = self.env.runner
         if isinstance(runner, MasterRunner):
             if not self.master.flush(runner.worker_count):
@@ -352,6 +363,7 @@ def install(default_protocol: str = "tgi"):
 
         @environment.events.quitting.add_listener
         def _quitting(environment, **kw):
+            st.quitting = True
             if st.active:            # Ctrl-C or SIGTERM
                 st.finish("interrupted", "interrupted (Ctrl-C or SIGTERM)")
 
@@ -374,6 +386,8 @@ def install(default_protocol: str = "tgi"):
             env = self.runner.environment
             st: _RunState = env.slm_run
             if not st.active:
+                if st.closing or st.quitting:   # the run is closing: no new one
+                    return None
                 st.begin()
             t = st.elapsed_s()
             bad = getattr(getattr(env, "slm", None), "input_error", None)
