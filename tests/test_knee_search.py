@@ -198,3 +198,33 @@ def test_closed_loop_needs_the_servers_queue_to_grow_too_where_they_report_one()
     flat = (when, np.full(len(when), 192.0))   # a full queue that holds steady: no growth
     assert not oversaturation(rising, closed_loop=True, queue=flat).fired
     assert queue_depth(rows[rows["name"] != "tgi_queue_size"], 0, int(10e9)) is None
+
+
+def test_the_scenarios_thresholds_reach_the_search_and_the_over_saturation_test():
+    from harness.analysis.saturation import thresholds
+    from harness.scenario import parse_scenario
+
+    def load(extra: str = ""):
+        return parse_scenario("name: x\nload:\n  levels: auto\n  auto_max_cells: 6\n" + extra).load
+
+    # throughput grows 10% per doubling: past the default 5% it keeps doubling, under a 20%
+    # minimum gain it stops at the second level
+    fn = lambda c: L(c, 100 * 1.1 ** np.log2(c), True)  # noqa: E731
+    ks = KneeSearch.for_load(load(), start=4)
+    assert ks.min_gain == 0.05 and ks.latency_growth == 2.0
+    assert ks.why_stopped(_drive(ks, fn)).startswith("the cell budget (auto_max_cells 6) ran out")
+    ks = KneeSearch.for_load(load("  auto_min_gain: 0.2\n  auto_latency_growth: 1.5\n"), start=4)
+    assert ks.latency_growth == 1.5
+    assert ks.why_stopped(_drive(ks, fn)).startswith("throughput stopped growing by 20% at 8 streams")
+    # a rising window of 3 s is too short by default, and long enough for a 2 s minimum
+    t = np.linspace(0, 3, 300)
+    rising = _rows(300, 0.1 + 0.3 * t, t)
+    assert thresholds(load()) == {"min_rise": 0.5, "min_span_s": 5.0}
+    assert oversaturation(rising, closed_loop=True, **thresholds(load())).ttft is None
+    assert oversaturation(rising, closed_loop=True,
+                          **thresholds(load("  auto_saturation_min_s: 2\n"))).fired
+    # a rise of 40% of the median over the window fires only under a minimum rise below 50%
+    mild = _rows(300, 0.6 + 0.03 * np.linspace(0, 10, 300), np.linspace(0, 10, 300))
+    assert not oversaturation(mild, closed_loop=True, **thresholds(load())).fired
+    assert oversaturation(mild, closed_loop=True,
+                          **thresholds(load("  auto_saturation_rise: 0.3\n"))).fired

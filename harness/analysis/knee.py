@@ -201,6 +201,15 @@ class KneeSearch:
     integer: bool = True
     unit: str = field(default="")
 
+    @classmethod
+    def for_load(cls, load, start: float = 1.0) -> "KneeSearch":
+        """The search a scenario's ``load`` section asks for (its ``auto_*`` bounds and signal
+        thresholds), so the run and its summary judge levels alike."""
+        return cls(start=start, max_level=float(load.auto_max_level),
+                   max_cells=int(load.auto_max_cells), min_gain=load.auto_min_gain,
+                   latency_growth=load.auto_latency_growth, min_level=min_level_for(load.mode),
+                   integer=load.mode == "concurrency")
+
     def _round(self, x: float) -> float:
         return float(max(1, round(x))) if self.integer else float(f"{x:.3g}")
 

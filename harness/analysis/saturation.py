@@ -114,6 +114,11 @@ def queue_depth(samples: pd.DataFrame, start_ns: int, end_ns: int) -> tuple[np.n
     return tot.index.to_numpy(float) * 1e8, tot.to_numpy(float)
 
 
+def thresholds(load) -> dict:
+    """:func:`oversaturation`'s knobs from a scenario's ``load`` section."""
+    return {"min_rise": load.auto_saturation_rise, "min_span_s": load.auto_saturation_min_s}
+
+
 def oversaturation(requests: pd.DataFrame, *, closed_loop: bool, min_rise: float = 0.5,
                    bins: int = 10, min_span_s: float = 5.0, min_ttft_rise_s: float = 0.05,
                    queue: tuple[np.ndarray, np.ndarray] | None = None,

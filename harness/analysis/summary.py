@@ -295,10 +295,9 @@ def auto_search(run: RunData) -> dict:
     auto = run.manifest.get("auto_results")
     if sc is None or sc.load.levels != "auto" or not isinstance(auto, dict):
         return {}
-    from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
+    from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate
 
-    ks = KneeSearch(max_level=sc.load.auto_max_level, max_cells=sc.load.auto_max_cells,
-                    min_level=min_level_for(sc.load.mode), integer=sc.load.mode == "concurrency")
+    ks = KneeSearch.for_load(sc.load)
     probes = run.manifest.get("auto_probe") or {}
     out = {}
     for r, rows in sorted(auto.items(), key=lambda kv: int(kv[0])):

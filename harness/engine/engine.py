@@ -16,10 +16,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate, min_level_for
+from harness.analysis.knee import KneeSearch, LevelResult, ProbeEstimate
 from harness.analysis.metrics import CellMetrics, compute_cell
 from harness.analysis.rundata import RunData
 from harness.analysis.saturation import oversaturation, queue_depth
+from harness.analysis.saturation import thresholds as saturation_thresholds
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
 from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
@@ -158,10 +159,7 @@ class Engine:
             self.hooks.on_group_done(r)
 
     def _knee(self, start: float = 1.0) -> KneeSearch:
-        return KneeSearch(start=start, max_level=self.plan.auto_max_level,
-                          max_cells=self.plan.auto_max_cells,
-                          min_level=min_level_for(self.plan.mode),
-                          integer=self.plan.mode == "concurrency")
+        return KneeSearch.for_load(self.scenario.load, start=start)
 
     def _probe(self, reps, r: int) -> ProbeEstimate | None:
         """The short probe that picks the explore's start (kept in the manifest: a resumed run
@@ -202,7 +200,8 @@ class Engine:
         sat = oversaturation(self.session.cell_requests(cell.name),
                              closed_loop=self.plan.mode == "concurrency",
                              queue=self._queue(cell.name),
-                             window_s=(wins[-1].end_ns - wins[-1].start_ns) / 1e9 if wins else None)
+                             window_s=(wins[-1].end_ns - wins[-1].start_ns) / 1e9 if wins else None,
+                             **saturation_thresholds(self.scenario.load))
         results.append(LevelResult(
             cell.level, m.output_tokens_per_s if m else 0.0, m.slo_ok if m else False,
             m.ttft_p50_s if m else None, m.tpot_p50_s if m else None,

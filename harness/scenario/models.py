@@ -375,6 +375,17 @@ class Load(Strict):
     auto_probe_s: SecondsOrZero = Field(
         3.0, description="levels: auto: seconds of each of the two short probe windows (1 and 8 "
                          "streams) that estimate where to start; 0 starts at the lowest level.")
+    auto_latency_growth: Annotated[float, _NUM, Field(gt=1, le=100)] = Field(
+        2.0, description="levels: auto: TTFT or TPOT p50 growing more than this many times as fast "
+                         "as the level is super-linear (2: x4 latency for x2 load) and marks the knee.")
+    auto_min_gain: Annotated[float, _NUM, Field(gt=0, lt=1)] = Field(
+        0.05, description="levels: auto: throughput growing by less than this share over the best "
+                          "lower level has stopped growing.")
+    auto_saturation_min_s: Seconds = Field(
+        5.0, description="levels: auto: windows shorter than this never fire the over-saturation test.")
+    auto_saturation_rise: Annotated[float, _NUM, Field(gt=0, le=100)] = Field(
+        0.5, description="levels: auto: the over-saturation test's least rise of TTFT (and in open "
+                         "loop of requests in flight) over the window, as a share of its median.")
 
     @field_validator("levels")
     @classmethod
