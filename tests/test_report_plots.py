@@ -255,3 +255,55 @@ def test_the_report_says_why_it_has_no_server_metrics_figure(runs, tmp_path):
     html = render_html(analyze(d))
     assert "the servers expose none of the gauges plotted" in html
     assert "4 samples of 2 series are in server_metrics.parquet" in html
+
+
+
+def _heads(ax):
+    return _r((ln.get_marker(), ln.get_xdata()[0], ln.get_ydata()[0])
+              for ln in ax.lines if ln.get_gid() == "open-end")
+
+
+def _r(heads):
+    return sorted((m, round(float(hx), 6), round(float(hy), 6)) for m, hx, hy in heads)
+
+
+def _legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_an_open_interval_end_is_drawn_as_an_arrowhead_and_named_in_the_legend(runs):
+    """A p99 the window's requests cannot bound stops at the slowest request; the plane must
+    not draw that end as a closed bar."""
+    import copy
+
+    from harness.report.tradeoffs import OPEN_LABEL, compare_figure
+
+    a, b = runs
+    key = a.latency_key
+    lat, tput, en, speed = obj.latency(a), obj.throughput(), obj.energy(), obj.per_user_speed()
+    opened = [c for c in a.cells if c.intervals_open.get(key) == "upper"]
+    assert opened, "the 5 s windows hold too few requests to bound a p99"
+    # latency on x: a right-pointing head at each open interval's top, at the cell's height
+    ax = projection_figure(a, lat, tput, en, "t").axes[0]
+    assert _heads(ax) == _r((">", lat.interval(c)[1], tput.value(c)) for c in opened)
+    assert OPEN_LABEL in _legend(ax)
+    # latency on y: upward heads
+    ax = projection_figure(a, tput, lat, en, "t").axes[0]
+    assert _heads(ax) == _r(("^", tput.value(c), lat.interval(c)[1]) for c in opened)
+    # a plane whose objectives are all bounded carries neither heads nor the legend phrase
+    assert not any(c.intervals_open.get(k) for c in a.cells
+                   for k in ("output_tokens_per_s", "j_per_token", "tpot_p50_s"))
+    for x, y in ((tput, en), (tput, speed)):
+        ax = projection_figure(a, x, y, lat, "t").axes[0]
+        assert _heads(ax) == [] and OPEN_LABEL not in _legend(ax)
+    # per-user speed is 1 / TPOT p50: a TPOT open above is a speed open below, a downward head
+    slow = copy.deepcopy(a)
+    c = slow.cells[0]
+    c.intervals_open = {**c.intervals_open, "tpot_p50_s": "upper"}
+    ax = projection_figure(slow, tput, speed, en, "t").axes[0]
+    assert _heads(ax) == _r([("v", tput.value(c), speed.interval(c)[0])])
+    # the comparison plane marks both runs' open ends
+    ax = compare_figure(a, b).axes[0]
+    n_open = sum(c.intervals_open.get(key) == "upper" for run in runs for c in run.cells
+                 if c.ttft_p99_s is not None)
+    assert [h[0] for h in _heads(ax)] == ["^"] * n_open and OPEN_LABEL in _legend(ax)

@@ -21,6 +21,13 @@ class Objective:
     interval: Callable[[CellMetrics], Interval | None]
     higher_is_better: bool
     latency_key: str | None = None   # set on the latency objective: the SLO bound it is judged by
+    # which end of the interval is open in this objective's direction: "upper", "lower", "both"
+    # or "" (a percentile with too few requests to bound it, harness.analysis.intervals)
+    open_end: Callable[[CellMetrics], str] = lambda c: ""
+
+
+def _open(c: CellMetrics, key: str) -> str:
+    return (getattr(c, "intervals_open", None) or {}).get(key, "")
 
 
 def _field(key: str, scale: float = 1.0):
@@ -35,17 +42,24 @@ def _field(key: str, scale: float = 1.0):
     return value, interval
 
 
+def _open_end(key: str):
+    return lambda c: _open(c, key)
+
+
 def throughput() -> Objective:
-    return Objective("throughput", "output tokens/s", *_field("output_tokens_per_s"), True)
+    return Objective("throughput", "output tokens/s", *_field("output_tokens_per_s"), True,
+                     open_end=_open_end("output_tokens_per_s"))
 
 
 def latency(a: RunAnalysis) -> Objective:
     key = a.latency_key
-    return Objective("latency", latency_label(key), *_field(key, 1000.0), False, latency_key=key)
+    return Objective("latency", latency_label(key), *_field(key, 1000.0), False, latency_key=key,
+                     open_end=_open_end(key))
 
 
 def energy() -> Objective:
-    return Objective("energy", "J per output token", *_field("j_per_token"), False)
+    return Objective("energy", "J per output token", *_field("j_per_token"), False,
+                     open_end=_open_end("j_per_token"))
 
 
 def per_user_speed() -> Objective:
@@ -58,5 +72,10 @@ def per_user_speed() -> Objective:
         ci = c.intervals.get("tpot_p50_s") if c.intervals else None
         return None if ci is None or ci[0] <= 0 else (1.0 / ci[1], 1.0 / ci[0])
 
+    def open_end(c: CellMetrics) -> str:
+        flip = {"upper": "lower", "lower": "upper"}   # a slow TPOT left open is a low speed
+        how = _open(c, "tpot_p50_s")
+        return flip.get(how, how)
+
     return Objective("per-user speed", "per-user output tokens/s (1 / TPOT p50)", value, interval,
-                     True)
+                     True, open_end=open_end)

@@ -66,7 +66,7 @@ def projection_figure(a: RunAnalysis, x: Objective, y: Objective, colour: Object
     fig = Figure(figsize=(6.6, 4.6))
     ax = fig.add_subplot()
     handles = _cells(fig, ax, a, pts, x, y, colour)
-    _error_bars(ax, pts, x, y)
+    handles += _error_bars(ax, pts, x, y)
     handles += _frontier(ax, pts, x, y) + _marks(ax, a, pts, x, y)
     for c in pts:
         ax.annotate(c.cell, (x.value(c), y.value(c)), textcoords="offset points", xytext=(6, 5),
@@ -126,9 +126,17 @@ def _mappable(cmap: str, norm: Normalize):
     return ScalarMappable(norm=norm, cmap=cmap)
 
 
+OPEN_LABEL = "open: too few requests to bound it"
+# the arrowhead drawn at an open end, by axis and end
+OPEN_MARKERS = {("x", "upper"): ">", ("x", "lower"): "<", ("y", "upper"): "^", ("y", "lower"): "v"}
+
+
 def _error_bars(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective,
-                colour: str = "#555555") -> None:
-    """95% interval bars on both axes, for cells that carry intervals."""
+                colour: str = "#555555") -> list:
+    """95% interval bars on both axes, for cells that carry intervals; an end that is open
+    (a percentile the window's requests cannot bound: the bar stops at the extreme value seen)
+    ends in an arrowhead pointing on. Returns the legend handle for those, if any were drawn."""
+    opened = False
     for c in pts:
         cx, cy = x.value(c), y.value(c)
         ix, iy = x.interval(c), y.interval(c)
@@ -139,6 +147,18 @@ def _error_bars(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective,
                     yerr=None if iy is None else [[max(cy - iy[0], 0)], [max(iy[1] - cy, 0)]],
                     fmt="none", ecolor=colour, elinewidth=0.9, capsize=2.5, alpha=0.8,
                     zorder=3)
+        for axis, o, ci in (("x", x, ix), ("y", y, iy)):
+            how = o.open_end(c) if ci is not None else ""
+            for end, at in (("lower", ci[0] if ci else None), ("upper", ci[1] if ci else None)):
+                if how not in (end, "both"):
+                    continue
+                px, py = (at, cy) if axis == "x" else (cx, at)
+                ax.plot([px], [py], ls="none", marker=OPEN_MARKERS[axis, end], ms=6, color=colour,
+                        zorder=3.2, gid="open-end")
+                opened = True
+    if not opened:
+        return []
+    return [Line2D([], [], ls="none", marker="^", ms=6, color=colour, label=OPEN_LABEL)]
 
 
 def _frontier(ax: Axes, pts: list[CellMetrics], x: Objective, y: Objective) -> list:
@@ -217,7 +237,7 @@ def compare_figure(a: RunAnalysis, b: RunAnalysis) -> Figure | None:
     tput, lat = obj.throughput(), obj.latency(a)
     fig = Figure(figsize=(7.2, 4.8))
     ax = fig.add_subplot()
-    drawn = False
+    drawn, opened = False, []
     # B's names go below its points so that a cell both runs put close together stays readable
     for tag, run, marker, col, dy in (("A", a, "o", COLORS[0], 4), ("B", b, "s", COLORS[1], -11)):
         pts = [c for c in run.cells if tput.value(c) is not None and lat.value(c) is not None]
@@ -226,7 +246,7 @@ def compare_figure(a: RunAnalysis, b: RunAnalysis) -> Figure | None:
         drawn = True
         ax.scatter([tput.value(c) for c in pts], [lat.value(c) for c in pts], marker=marker, s=36,
                    color=col, alpha=0.85, label=f"{tag}: {run.run_id}")
-        _error_bars(ax, pts, tput, lat, colour=col)
+        opened += _error_bars(ax, pts, tput, lat, colour=col)[:1]
         for c in pts:
             ax.annotate(c.cell, (tput.value(c), lat.value(c)), textcoords="offset points",
                         xytext=(5, dy), fontsize=7, color=col)
@@ -236,5 +256,6 @@ def compare_figure(a: RunAnalysis, b: RunAnalysis) -> Figure | None:
     ax.set_ylabel(latency_label(key, "ms"))
     ax.set_title("Throughput vs latency, both runs (labels: cell)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles = ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles + opened[:1], fontsize=8)
     return fig
