@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from host import core_ticks, cpu_latency, run_latency, variant_env, wait_file  # noqa: E402  (benchmarks/, beside this script)
+from host import core_ticks, cpu_latency, run_latency, start_emulator, variant_env, wait_file  # noqa: E402  (benchmarks/, beside this script)
 from loopback_rps import steer_loopback  # noqa: E402
 
 PROFILE = """name: bench-fixed
@@ -207,14 +207,9 @@ def _core_state(pid: int, core: int) -> dict:
 def _start_emulator(args, tmp: Path, server_core: int, variant: str) -> tuple[subprocess.Popen, list[int], str]:
     prof = tmp / "bench.yaml"
     prof.write_text(PROFILE.format(ttft=args.ttft_ms, itl=args.itl_ms))
-    port_file = tmp / "ports.json"
-    cmd = [sys.executable, "-m", "harness", "emulate", "--replicas", str(args.replicas), "--profile", str(prof),
-           "--port", "0", "--port-file", str(port_file), "--tick-us", str(args.tick_us)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               **variant_env(variant))
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              preexec_fn=lambda: os.sched_setaffinity(0, {server_core}))
-    info = json.loads(wait_file(port_file, server))
+    server, info = start_emulator(["--replicas", str(args.replicas), "--profile", str(prof), "--tick-us",
+                                   str(args.tick_us)], tmp / "ports.json", prefix=["taskset", "-c", str(server_core)],
+                                  env=variant_env(variant))
     return server, info["ports"], info["urls"][0]
 
 

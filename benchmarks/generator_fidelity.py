@@ -35,7 +35,8 @@ from pathlib import Path
 
 import psutil
 
-from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, run_latency, variant_env, wait_file
+import host
+from host import CPU_LATENCY_VAR, core_share, core_ticks, cpu_latency, run_latency, variant_env
 from loopback_rps import steer_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,14 +75,9 @@ def _pin(cpu: int | None) -> list[str]:
 
 def start_emulator(cpu: int | None, replicas: int, tmp: Path, k: int = 0,
                    extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, list[str]]:
-    port_file = tmp / f"emulator{k}.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([*_pin(cpu), sys.executable, "-m", "harness", "emulate", "--replicas",
-                             str(replicas), "--profile", "fixed-50ms-10ms", "--port", "0",
-                             "--port-file", str(port_file), *extra], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"emulator{k}.log", "wb"))
-    text = wait_file(port_file, proc, hint=f": the emulator did not start; see {tmp / f'emulator{k}.log'}")
-    return proc, json.loads(text)["urls"]
+    proc, info = host.start_emulator(["--replicas", str(replicas), "--profile", "fixed-50ms-10ms", *extra],
+                                     tmp / f"emulator{k}.json", prefix=_pin(cpu), log=tmp / f"emulator{k}.log")
+    return proc, info["urls"]
 
 
 SCENARIO = """

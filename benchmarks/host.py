@@ -4,12 +4,16 @@ the core; softirq: the kernel's network work ran on it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: /proc/stat's per-core columns, in order
 TICKS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -87,3 +91,24 @@ def wait_file(path: Path, proc: subprocess.Popen, timeout: float = 30, hint: str
             raise SystemExit(f"{path.name} was not written (process exit {proc.poll()}){hint}")
         time.sleep(0.05)
     return path.read_text()
+
+
+def start_emulator(args: list[str], port_file: Path, *, prefix: list[str] | None = None,
+                   env: dict[str, str] | None = None, log: Path | None = None,
+                   stderr: int | None = subprocess.DEVNULL, cwd: Path | None = None,
+                   ) -> tuple[subprocess.Popen, dict]:
+    """``slm-harness emulate ARGS`` from this checkout on a free port, behind ``prefix`` (e.g.
+    ``taskset``), with ``env`` added; stderr to ``log`` when given. Returns the process and its
+    port file (``urls``, ``ports``) once written; exits when the emulator ended or 30 s passed."""
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    cmd = [*(prefix or []), sys.executable, "-m", "harness", "emulate", "--port", "0",
+           "--port-file", str(port_file), *args]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": pythonpath, **(env or {})}, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb") if log else stderr)
+    hint = f": the emulator did not start; see {log}" if log else ": the emulator did not start"
+    try:
+        return proc, json.loads(wait_file(port_file, proc, hint=hint))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise

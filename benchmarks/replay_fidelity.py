@@ -25,11 +25,12 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
+
+from host import start_emulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,17 +115,10 @@ def main() -> int:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        pf = work / "ports.json"
-        emu = subprocess.Popen([*_pin(a.emu_core), sys.executable, "-m", "harness", "emulate", "--profile",
-                                "fixed-50ms-10ms", "--port", "0", "--port-file", str(pf)], cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
+        emu, info = start_emulator(["--profile", "fixed-50ms-10ms"], work / "ports.json", prefix=_pin(a.emu_core),
+                                   stderr=None, cwd=ROOT)
         try:
-            deadline = time.time() + 30
-            while not pf.exists():
-                if emu.poll() is not None or time.time() > deadline:
-                    raise SystemExit("the emulator did not start")
-                time.sleep(0.05)
-            url = json.loads(pf.read_text())["urls"][0]
+            url = info["urls"][0]
             print(f"{'req/s':>6} {'pacer':>8} {'trace':>6} {'sent':>6} {'recv':>6} {'err':>4} {'lag p50 ms':>10} "
                   f"{'p99 ms':>8} {'max ms':>8} {'> 1 ms':>7} {'cpu wait':>8} {'cpu':>5}")
             for rate in a.rates:

@@ -13,7 +13,6 @@ the per-cell prediction error and writes the fitted profile.
 from __future__ import annotations
 
 import csv
-import heapq
 import itertools
 import math
 import statistics
@@ -26,6 +25,7 @@ import yaml
 from harness.emulator.engine import Seq, make_replica
 from harness.emulator.gpu import SharedGpu
 from harness.emulator.profile import Profile, RooflineTiming
+from harness.emulator.simulate import VirtualTimer
 from harness.errors import InputError
 
 METRICS = ("tok_s", "ttft_p50_ms", "tpot_p50_ms", "power_w")
@@ -101,27 +101,6 @@ def load_run(run_dir: str | Path) -> list[Cell]:
 
 
 # -- replay in virtual time ----------------------------------------------------------------------
-class _Timer:
-    def __init__(self):
-        self.heap: list = []
-        self.n = itertools.count()
-        self.now = 0
-
-    def at(self, due_ns, fn, arg):
-        heapq.heappush(self.heap, (due_ns, next(self.n), fn, arg))
-
-    def now_ns(self) -> int:
-        return self.now
-
-    def run_until(self, t_ns: int) -> None:
-        h = self.heap
-        while h and h[0][0] <= t_ns:
-            due, _, fn, arg = heapq.heappop(h)
-            self.now = due
-            fn(arg, due)
-        self.now = t_ns
-
-
 class _Loop:
     """Closed loop as the load generator runs it: stream i stays on replica i % n, all start at 0;
     a request belongs to the window its start falls in; tokens are counted where they land."""
@@ -166,7 +145,7 @@ class _Loop:
 
 def predict(profile: Profile, cell: Cell) -> dict[str, float]:
     """What the profile predicts for one cell: tok/s, TTFT p50, TPOT p50 (ms), mean power, GPU util."""
-    timer = _Timer()
+    timer = VirtualTimer()
     gpu = SharedGpu(profile, cell.replicas)
     gpu._last_ns = 0
     reps = [make_replica(i, profile, gpu, timer) for i in range(cell.replicas)]

@@ -10,8 +10,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Hashable, Iterable
 
 from harness.emulator.profile import Profile
+
+
+def other_load(rates: Iterable[tuple[Hashable, float]], mine: Hashable) -> tuple[float, int]:
+    """Summed GPU busy fraction of every replica but ``mine`` and how many of them are busy;
+    ``rates`` pairs each replica's key with its rate (in-process index or shared-file slot)."""
+    total = 0.0
+    busy = 0
+    for key, rate in rates:
+        if key != mine and rate > 0.0:
+            total += rate
+            busy += 1
+    return total, busy
 
 
 class SharedGpu:
@@ -35,13 +48,7 @@ class SharedGpu:
 
     def others(self, replica: int) -> tuple[float, int]:
         """Utilisation of the other replicas and how many of them are busy."""
-        total = 0.0
-        busy = 0
-        for i, r in enumerate(self.rates):
-            if i != replica and r > 0.0:
-                total += r
-                busy += 1
-        return total, busy
+        return other_load(enumerate(self.rates), replica)
 
     # -- the model -------------------------------------------------------------------------
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from harness.errors import InputError
@@ -171,17 +170,9 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def parse_profile(text: str, file: str = "<profile>") -> Profile:
-    from harness.scenario.loader import _Loader, _field_path, _locate, _message
+    from harness.scenario.loader import _field_path, _locate, _message, read_yaml
 
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except InputError as e:
-        raise InputError(e.message, file=file, line=e.line, field=e.field) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=file,
-                         line=mark.line + 1 if mark else None) from None
+    root, data = read_yaml(text, file)
     if not isinstance(data, dict):
         raise InputError("a profile must be a mapping (name, model, gpu, limits, timing)", file=file, line=1)
     try:

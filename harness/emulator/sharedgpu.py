@@ -32,6 +32,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.emulator.gpu import other_load
 from harness.emulator.profile import Profile
 from harness.launch.memory import tgi_kv_bytes, tgi_warmup_tokens
 
@@ -219,13 +220,8 @@ class ProcessSharedGpu:
 
     def others(self, replica: int) -> tuple[float, int]:
         """Utilisation of the other replicas on this GPU (every process) and how many are busy."""
-        mine = self.slots[replica]
-        total, busy = 0.0, 0
-        for k, s in self.file.alive(time.monotonic_ns()):
-            if k != mine and s[3] > 0.0:
-                total += s[3]
-                busy += 1
-        return total, busy
+        alive = self.file.alive(time.monotonic_ns())
+        return other_load(((k, s[3]) for k, s in alive), self.slots[replica])
 
     @property
     def util(self) -> float:

@@ -18,6 +18,8 @@ from harness.emulator.profile import Profile, load_profile
 
 
 class VirtualTimer:
+    """The emulator's timer interface on a virtual clock: due callbacks run in order, no waiting."""
+
     def __init__(self):
         self.heap: list = []
         self.counter = itertools.count()

@@ -157,8 +157,9 @@ def _message(err: dict) -> str:
     return msg
 
 
-def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
-    """Parse YAML text; raise :class:`InputError` with file, line and field on any problem."""
+def read_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for lines) and the data of a YAML input file (scenario, emulator profile);
+    any YAML problem becomes one :class:`InputError` naming the file and line."""
     try:
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
@@ -171,6 +172,12 @@ def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = 
                          line=mark.line + 1 if mark else 1) from None
     except (ValueError, TypeError, RecursionError) as e:  # e.g. a date out of range, deep nesting
         raise InputError(f"invalid YAML: {type(e).__name__}: {e}", file=file, line=1) from None
+    return root, data
+
+
+def parse_scenario(text: str, file: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Parse YAML text; raise :class:`InputError` with file, line and field on any problem."""
+    root, data = read_yaml(text, file)
     if data is None:
         raise InputError("the file is empty", file=file, line=1)
     if not isinstance(data, dict):
