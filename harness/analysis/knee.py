@@ -230,22 +230,29 @@ class KneeSearch:
                     out = (ratio, f"{name} p50 x{b / a:.2g} for x{r.level / lower.level:.2g} load")
         return out
 
-    def _signal(self, r: LevelResult, lower: list[LevelResult]) -> str | None:
-        """Why ``r`` is past the knee judged against the lower levels run before it, or None."""
+    def signals(self, r: LevelResult, lower: list[LevelResult]) -> list[str]:
+        """Every signal that ``r`` fires against the lower levels run before it ("slo",
+        "saturated", "latency", "plateau"), in the order the search weighs them."""
+        out = []
         if r.slo_ok is False:
-            return "slo"
+            out.append("slo")
         if r.oversaturated:
-            return "saturated"
+            out.append("saturated")
         if lower:
             nearest = max(lower, key=lambda x: x.level)
             lr = self.latency_ratio(nearest, r)
             if lr and lr[0] > self.latency_growth:
-                return "latency"
+                out.append("latency")
             if r.throughput < (1.0 + self.min_gain) * max(x.throughput for x in lower):
-                return "plateau"
-        if r.level >= self.max_level:
-            return "max"
-        return None
+                out.append("plateau")
+        return out
+
+    def _signal(self, r: LevelResult, lower: list[LevelResult]) -> str | None:
+        """Why ``r`` is past the knee judged against the lower levels run before it, or None."""
+        got = self.signals(r, lower)
+        if got:
+            return got[0]
+        return "max" if r.level >= self.max_level else None
 
     def _explore_stop(self, results: list[LevelResult]) -> tuple[str, int] | None:
         """Why exploring stopped and at which result, or None; scans the history in run order,

@@ -11,6 +11,7 @@ from harness.analysis.summary import DEFINITIONS, RunAnalysis
 from harness.hostinfo import describe as describe_hw
 from harness.report import plots
 from harness.report.figure import latency_label
+from harness.report.auto_table import html_table as auto_search_table
 from harness.report.fmt import energy_source_short, interval, ms, num, pct
 from harness.report.sessions import html_section
 from harness.report.timeline import build_timeline
@@ -378,7 +379,7 @@ def render_html(a: RunAnalysis) -> str:
 {_tradeoffs(a)}
 <h2>Cells (measured windows only)</h2>
 {_cells_table(a)}
-{html_section(a.sessions)}<h2>Latency distributions</h2>
+{auto_search_table(a)}{html_section(a.sessions)}<h2>Latency distributions</h2>
 <div class="figs">{_img(plots.latency_cdfs(a), "latency CDFs per cell")}</div>
 <h2>Verdicts: can each cell's numbers be trusted?</h2>
 {_verdicts(a)}
