@@ -386,8 +386,10 @@ def install(default_protocol: str = "tgi"):
             env = self.runner.environment
             st: _RunState = env.slm_run
             if not st.active:
-                if st.closing or st.quitting:   # the run is closing: no new one
-                    return None
+                # the run is closing (finish() yields): hold the users as they are until it is
+                # done; None here would end the shape and let Locust exit before the outcome
+                if st.closing or st.quitting:
+                    return st.last_tick
                 st.begin()
             t = st.elapsed_s()
             bad = getattr(getattr(env, "slm", None), "input_error", None)
