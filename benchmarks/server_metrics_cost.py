@@ -24,19 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.exposition import tgi_sized_exposition  # noqa: E402  (the test's exposition)
+
 REPLICAS = 4
-
-
-def exposition() -> str:
-    out = ["# TYPE tgi_queue_size gauge", "tgi_queue_size 3",
-           "# TYPE tgi_batch_current_size gauge", "tgi_batch_current_size 7"]
-    for f in range(20):
-        out.append(f"# TYPE tgi_h{f} histogram")
-        for k in range(9):
-            for le in ("0.001", "0.01", "0.1", "1", "10", "100", "1000", "10000", "+Inf"):
-                out.append(f'tgi_h{f}_bucket{{method="m{k}",le="{le}"}} {k}')
-            out += [f'tgi_h{f}_sum{{method="m{k}"}} 1.5', f'tgi_h{f}_count{{method="m{k}"}} {k}']
-    return "\n".join(out) + "\n"
 
 
 def measure(kind: str, urls: list[str], secs: float, full_every_s: float, tmp: Path) -> dict:
@@ -89,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         www = tmp / "www"
-        body = exposition()
+        body = tgi_sized_exposition()
         for k in range(REPLICAS):
             (www / f"r{k}").mkdir(parents=True)
             (www / f"r{k}" / "metrics").write_text(body)

@@ -27,17 +27,10 @@ from harness.analysis.synthetic import (
 )
 from harness.report import write_report
 from harness.report.fmt import change, compared, ms
+from tests.support.cells import CELLS
 from tests.support.chromium import chromium as _chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CELLS = [
-    ModelCell(1, 4, 400, 0.05, 150),
-    ModelCell(1, 16, 900, 0.2, 170),
-    ModelCell(1, 64, 1200, 0.9, 190),
-    ModelCell(2, 4, 420, 0.05, 160),
-    ModelCell(2, 16, 1200, 0.12, 185),
-    ModelCell(2, 64, 1700, 0.45, 200),
-]
 
 
 @pytest.fixture(scope="module")

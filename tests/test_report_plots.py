@@ -18,15 +18,8 @@ from harness.report import objectives as obj
 from harness.report import write_report
 from harness.report.slo_mark import set_limits
 from harness.report.tradeoffs import projection_figure
+from tests.support.cells import CELLS
 
-CELLS = [
-    ModelCell(1, 4, 400, 0.05, 150),
-    ModelCell(1, 16, 900, 0.2, 170),
-    ModelCell(1, 64, 1200, 0.9, 190),
-    ModelCell(2, 4, 420, 0.05, 160),
-    ModelCell(2, 16, 1200, 0.12, 185),
-    ModelCell(2, 64, 1700, 0.45, 200),
-]
 BROKEN = "r2-c16"   # a frontier cell without failures; the fixture fails 40% of its requests
 
 

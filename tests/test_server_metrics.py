@@ -20,6 +20,7 @@ from harness.store.target import InfluxTarget
 from harness.telemetry.server_metrics import Scraper, parse
 
 from tests.support.emulator import emulate_process
+from tests.support.exposition import tgi_sized_exposition
 from tests.support.ports import dead_url
 from tests.support.processes import ROOT, harness, harness_env, prefix_proxy, stop
 
@@ -247,19 +248,6 @@ def test_scrapes_survive_a_sigkilled_run(tmp_path):
     assert data.server["ts_ns"].nunique() >= 2
 
 
-def _tgi_sized_exposition() -> str:
-    """~2,000 samples, like a TGI replica's /metrics (mostly histogram buckets)."""
-    out = ["# TYPE tgi_queue_size gauge", "tgi_queue_size 3",
-           "# TYPE tgi_batch_current_size gauge", "tgi_batch_current_size 7"]
-    for f in range(20):
-        out.append(f"# TYPE tgi_h{f} histogram")
-        for k in range(9):
-            for le in ("0.001", "0.01", "0.1", "1", "10", "100", "1000", "10000", "+Inf"):
-                out.append(f'tgi_h{f}_bucket{{method="m{k}",le="{le}"}} {k}')
-            out += [f'tgi_h{f}_sum{{method="m{k}"}} 1.5', f'tgi_h{f}_count{{method="m{k}"}} {k}']
-    return "\n".join(out) + "\n"
-
-
 def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influxdb, tmp_path):
     """The load generator's process neither scrapes nor parses: no scraper thread in it, its
     CPU time flat while ~2,000-sample expositions are parsed 10 times a second (~0.3 s of CPU
@@ -273,7 +261,7 @@ def test_scraping_runs_in_its_own_process_and_rows_reach_run_dir_and_store(influ
 
     www = tmp_path / "www"
     www.mkdir()
-    (www / "metrics").write_text(_tgi_sized_exposition())
+    (www / "metrics").write_text(tgi_sized_exposition())
     srv = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
                             "--directory", str(www)], stdout=subprocess.PIPE, text=True)
     try:
