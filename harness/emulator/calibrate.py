@@ -35,7 +35,8 @@ LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": 
 TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per_seq2_ms": (0.0, 0.05),
           "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
           "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0),
-          "frontend_ms": (0.0, 100.0), "frontend_per_seq": (0.0, 1.0)}
+          "frontend_ms": (0.0, 100.0), "frontend_per_seq": (0.0, 1.0), "step_jitter": (0.0, 1.0),
+          "graph_capture_ms": (0.0, 2000.0)}
 #: limits the fit moves (step token budget; the KV cache's size where admission is paged), with bounds
 LIMITS = {"max_batch_prefill_tokens": (16, 65536), "max_batch_total_tokens": (1024, 10_000_000)}
 
@@ -52,6 +53,7 @@ class Cell:
     warmup_s: float
     duration_s: float
     measured: dict[str, float]
+    repeats: int = 1              # windows pooled into this cell (``--repeats``), each ``duration_s`` long
 
 
 # -- the run directory ---------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def load_run(run_dir: str | Path) -> list[Cell]:
             measured = {"tok_s": num("output_tokens_per_s"), "ttft_p50_ms": num("ttft_p50_s") * 1e3,
                         "tpot_p50_ms": num("tpot_p50_s") * 1e3, "power_w": num("mean_power_w")}
             out.append(Cell(row["cell"], int(row["replicas"]), int(float(row["level"])), prompt, output, warmup,
-                            num("duration_s") / n_rep, measured))
+                            num("duration_s") / n_rep, measured, n_rep))
     if not out:
         raise InputError("no cells in cells.csv", file=str(cells_csv))
     return out
@@ -143,31 +145,73 @@ class _Loop:
                 self.timer.at(due, lambda _a, t: self.start(stream, t), None)
 
 
-def predict(profile: Profile, cell: Cell) -> dict[str, float]:
-    """What the profile predicts for one cell: tok/s, TTFT p50, TPOT p50 (ms), mean power, GPU util."""
+def _replay(profile: Profile, cell: Cell, graphs: list[set] | None = None) -> dict:
+    """One window of ``cell`` in virtual time: its samples, tokens, energy and GPU utilisation.
+
+    ``graphs`` are the replicas' captured CUDA graph shapes, carried from the windows the same
+    server processes ran before (updated in place)."""
     timer = VirtualTimer()
     gpu = SharedGpu(profile, cell.replicas)
     gpu._last_ns = 0
     reps = [make_replica(i, profile, gpu, timer) for i in range(cell.replicas)]
+    if graphs is not None:
+        for r, g in zip(reps, graphs):
+            r.graphs = g
     loop = _Loop(reps, timer, cell)
     for i in range(cell.streams):
         loop.start(i, 0)
     timer.run_until(loop.t0)
     e0 = gpu.snapshot(0, loop.t0)["energy_j"]
-    util, t = [], loop.t0
+    util, attention, t = [], [], loop.t0
     while t < loop.t1:
         t += 50_000_000
         timer.run_until(t)
         util.append(gpu.util)
+        attention.append(sum(gpu.attention))
     e1 = gpu.snapshot(0, loop.t1)["energy_j"]
     limit = loop.t1 + int(600e9)
     while loop.open > 0 and timer.heap and timer.now < limit:     # window requests run to their end
         timer.run_until(timer.now + 1_000_000_000)
-    dur = cell.duration_s
-    return {"tok_s": loop.tokens / dur,
-            "ttft_p50_ms": statistics.median(loop.ttft) if loop.ttft else float("nan"),
-            "tpot_p50_ms": statistics.median(loop.tpot) if loop.tpot else float("nan"),
-            "power_w": (e1 - e0) / dur, "util": statistics.fmean(util) if util else 0.0}
+    return {"tokens": loop.tokens, "ttft": loop.ttft, "tpot": loop.tpot, "energy_j": e1 - e0, "util": util,
+            "attention": attention, "duration_s": cell.duration_s}
+
+
+def _summary(windows: list[dict]) -> dict[str, float]:
+    """Pooled figures of one cell's windows, as the harness pools repeats."""
+    dur = sum(w["duration_s"] for w in windows)
+    ttft = [x for w in windows for x in w["ttft"]]
+    tpot = [x for w in windows for x in w["tpot"]]
+    util = [x for w in windows for x in w["util"]]
+    attention = [x for w in windows for x in w["attention"]]
+    return {"tok_s": sum(w["tokens"] for w in windows) / dur,
+            "ttft_p50_ms": statistics.median(ttft) if ttft else float("nan"),
+            "tpot_p50_ms": statistics.median(tpot) if tpot else float("nan"),
+            "power_w": sum(w["energy_j"] for w in windows) / dur,
+            "util": statistics.fmean(util) if util else 0.0,
+            "attention": statistics.fmean(attention) if attention else 0.0}
+
+
+def predict(profile: Profile, cell: Cell) -> dict[str, float]:
+    """What the profile predicts for one window of one cell on fresh server processes: tok/s, TTFT
+    p50, TPOT p50 (ms), mean power, GPU util."""
+    return _summary([_replay(profile, cell)])
+
+
+def predict_run(profile: Profile, cells: list[Cell]) -> list[dict[str, float]]:
+    """What the profile predicts for every cell of a run, replayed as the sweep ran it.
+
+    A sweep starts the replicas once per replica count and runs that count's levels in order, its
+    repeats interleaved (level 1, 2, 3, then level 1 again, ...); state that lives in the server
+    processes (the CUDA graphs captured so far) carries from one window to the next."""
+    out: dict[str, list[dict]] = {c.name: [] for c in cells}
+    for n in dict.fromkeys(c.replicas for c in cells):
+        group = [c for c in cells if c.replicas == n]
+        graphs: list[set] = [set() for _ in range(n)]
+        for rep in range(max(c.repeats for c in group)):
+            for c in group:
+                if rep < c.repeats:
+                    out[c.name].append(_replay(profile, c, graphs))
+    return [_summary(out[c.name]) for c in cells]
 
 
 # -- the fit -------------------------------------------------------------------------------------
@@ -176,7 +220,7 @@ def with_params(profile: Profile, x: dict[str, float]) -> Profile:
     timing = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
     t_upd = {k: float(v) for k, v in x.items() if k in RooflineTiming.model_fields}
     l_upd = {k: int(round(v)) for k, v in x.items() if k in LIMITS}
-    g_upd = {k: float(v) for k, v in x.items() if k in ("idle_w", "active_w", "power_exponent")}
+    g_upd = {k: float(v) for k, v in x.items() if k in ("idle_w", "active_w", "power_exponent", "attention_w")}
     return profile.model_copy(update={"timing": timing.model_copy(update=t_upd),
                                       "limits": profile.limits.model_copy(update=l_upd),
                                       "gpu": profile.gpu.model_copy(update=g_upd)})
@@ -224,42 +268,86 @@ def nelder_mead(f, x0: np.ndarray, step: np.ndarray, iters: int, tol: float = 1e
     return pts[i], vals[i]
 
 
-def fit_power(profile: Profile, cells: list[Cell], utils: list[float]) -> dict[str, float]:
-    """Least squares of measured mean power on idle + active * util**exponent (exponent on a grid).
+def fit_power(profile: Profile, cells: list[Cell], preds: list[dict]) -> dict[str, float]:
+    """Least squares of measured mean power on idle + active * util**exponent + attention_w * rate
+    (exponent on a grid; both coefficients non-negative), at each cell's modeled utilisation and
+    attention rate (10^6 query x cache token pairs a second).
 
-    Idle stays the profile's (the GPU's idle draw): loaded cells rarely reach low utilisation, so
-    an idle fitted to them would be an extrapolation."""
-    rows = [(u, c.measured["power_w"]) for c, u in zip(cells, utils)
-            if math.isfinite(c.measured["power_w"]) and u > 0]
+    Idle stays the profile's (the GPU's idle draw; ``load_idle_w`` reads a run's own idle window):
+    loaded cells rarely reach low utilisation, so an idle fitted to them would be an extrapolation.
+    The attention term is fitted only where the profile's engine attends through a dense mask
+    (``attention_w`` > 0 in the base profile)."""
+    rows = [(p["util"], p.get("attention", 0.0), c.measured["power_w"]) for c, p in zip(cells, preds)
+            if math.isfinite(c.measured["power_w"]) and p["util"] > 0]
     if len(rows) < 2:
         return {}
     idle = profile.gpu.idle_w
-    y = np.array([p - idle for _, p in rows])
+    y = np.array([w - idle for _, _, w in rows])
+    a = np.array([r for _, r, _ in rows]) if profile.gpu.attention_w > 0 else np.zeros(len(rows))
     best = None
     for e in np.linspace(0.05, 2.0, 79):
-        x = np.array([u ** e for u, _ in rows])
-        active = float(x @ y / (x @ x))
-        if active <= 0:
+        x = np.array([u ** e for u, _, _ in rows])
+        coef = _nonneg_lstsq(np.column_stack([x, a]), y)
+        if coef[0] <= 0:
             continue
-        pred = idle + active * x
-        err = float(np.sum(np.log(pred / (y + idle)) ** 2))
+        pred = idle + np.column_stack([x, a]) @ coef
+        err = float(np.sum(np.log(np.maximum(pred, 1e-9) / (y + idle)) ** 2))
         if best is None or err < best[0]:
-            best = (err, active, e)
+            best = (err, coef, e)
     if best is None:
         return {}
-    return {"active_w": round(best[1], 2), "power_exponent": round(float(best[2]), 3)}
+    out = {"active_w": round(float(best[1][0]), 2), "power_exponent": round(float(best[2]), 3)}
+    if profile.gpu.attention_w > 0:
+        out["attention_w"] = round(float(best[1][1]), 4)
+    return out
+
+
+def _nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (two columns: try both, then each alone)."""
+    coef = np.linalg.lstsq(x, y, rcond=None)[0] if np.any(x[:, 1]) else np.array([x[:, 0] @ y / (x[:, 0] @ x[:, 0]), 0.0])
+    if np.all(coef >= 0):
+        return coef
+    cands = []
+    for j in range(x.shape[1]):
+        col = x[:, j]
+        if col @ col > 0:
+            c = np.zeros(x.shape[1])
+            c[j] = max(0.0, col @ y / (col @ col))
+            cands.append(c)
+    return min(cands, key=lambda c: float(np.sum((x @ c - y) ** 2))) if cands else np.zeros(x.shape[1])
+
+
+def load_idle_w(run_dir: str | Path) -> float | None:
+    """The run's own idle draw: energy over duration of its idle windows (replicas up, no load), when
+    it measured one (``windows.parquet``, phase ``idle``)."""
+    path = Path(run_dir) / "windows.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["phase", "start_ns", "end_ns", "energy_j"]).to_pylist()
+    idle = [r for r in t if r["phase"] == "idle" and r["energy_j"] is not None and r["end_ns"] > r["start_ns"]]
+    if not idle:
+        return None
+    return sum(r["energy_j"] for r in idle) / sum((r["end_ns"] - r["start_ns"]) / 1e9 for r in idle)
 
 
 def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,
-        log=None, starts: int = 0, seed: int = 1) -> tuple[Profile, list[dict]]:
-    """Fit timing (and the prefill budget), then power; the fitted profile and its predictions."""
+        log=None, starts: int = 0, seed: int = 1, keep: tuple[str, ...] = ()) -> tuple[Profile, list[dict]]:
+    """Fit timing (and the prefill budget), then power; the fitted profile and its predictions.
+
+    ``keep``: parameters left as ``profile`` has them (a term the engine is known not to have)."""
     t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
     # the cache's size is the server's setting (its memory share), not a fitted figure: fitted only when named
-    names = names or tuple(TIMING) + ("max_batch_prefill_tokens",)
+    # (a graph's capture time only where the profile's engine captures graphs as it meets new shapes)
+    names = names or tuple(k for k in TIMING if k != "graph_capture_ms" or profile.limits.graph_q_interval) + (
+        "max_batch_prefill_tokens",)
+    names = tuple(k for k in names if k not in keep)
     start = {k: getattr(t, k) if k in TIMING else getattr(profile.limits, k) for k in names}
     bounds = {**TIMING, **LIMITS}
     # search in log space (a parameter at 0 starts from a small positive value)
-    floor = {"host_per_seq2_ms": 2e-4, "admission_ms": 10.0, "frontend_ms": 1.0, "frontend_per_seq": 0.01}
+    floor = {"host_per_seq2_ms": 2e-4, "admission_ms": 10.0, "frontend_ms": 1.0, "frontend_per_seq": 0.01,
+             "graph_capture_ms": 50.0, "step_jitter": 0.02}
     x0 = np.array([math.log(min(max(start[k], floor.get(k, 1e-3) if k in TIMING else 16.0), bounds[k][1]))
                    for k in names])
     evals = itertools.count(1)
@@ -269,7 +357,7 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
 
     def f(x):
         prof = with_params(profile, decode(x))
-        loss = sum(_loss(predict(prof, c), c.measured) for c in cells) / len(cells)
+        loss = sum(_loss(p, c.measured) for p, c in zip(predict_run(prof, cells), cells)) / len(cells)
         n = next(evals)
         if log is not None and n % 10 == 0:
             log(f"  fit: {n} evaluations, loss {loss:.4f}")
@@ -284,11 +372,11 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
     # step-quantised, so the simplex stalls on plateaus
     params = decode(best)
     fitted = with_params(profile, params)
-    preds = [predict(fitted, c) for c in cells]
-    power = fit_power(fitted, cells, [p["util"] for p in preds])
+    preds = predict_run(fitted, cells)
+    power = fit_power(fitted, cells, preds)
     if power:
         fitted = with_params(fitted, power)
-        preds = [predict(fitted, c) for c in cells]
+        preds = predict_run(fitted, cells)
     return fitted, preds
 
 
@@ -314,7 +402,7 @@ def error_table(cells: list[Cell], preds: list[dict]) -> tuple[str, dict[str, fl
 def profile_yaml(profile: Profile, source: str, worst: dict[str, float]) -> str:
     """The fitted profile as YAML, with a comment that says where its numbers come from."""
     data = profile.model_dump(mode="json", exclude_none=True)
-    for k in ("power_exponent", "idle_w", "active_w"):
+    for k in ("power_exponent", "idle_w", "active_w", "attention_w"):
         data["gpu"][k] = round(data["gpu"][k], 3)
     data["timing"] = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in data["timing"].items()}
     errs = ", ".join(f"{LABELS[k]} {worst[k]:.0%}" for k in METRICS)

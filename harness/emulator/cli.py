@@ -61,7 +61,7 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     from harness.emulator import calibrate as cal
     if args.check:       # out of sample: the profile as it is against a run it was not fitted to
         cells = cal.load_run(args.calibrate)
-        table, worst = cal.error_table(cells, [cal.predict(base, c) for c in cells])
+        table, worst = cal.error_table(cells, cal.predict_run(base, cells))
         print(table)
         print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%}" for k in cal.METRICS))
         return 0
@@ -69,13 +69,21 @@ def _calibrate(args: argparse.Namespace, base) -> int:
         raise InputError("--calibrate needs -o PROFILE.yaml (where the fitted profile goes)", field="-o")
     if args.iterations < 1:
         raise InputError("must be at least 1", field="--iterations")
+    for k in args.keep or ():
+        if k not in cal.TIMING and k not in cal.LIMITS:
+            raise InputError(f"{k!r} is not a fitted parameter (one of: {', '.join([*cal.TIMING, *cal.LIMITS])})",
+                             field="--keep")
     cells = cal.load_run(args.calibrate)
     out = Path(args.output)
-    before = [cal.predict(base, c) for c in cells]
+    idle = cal.load_idle_w(args.calibrate)
+    if idle is not None:      # the GPU's draw with the replicas up and no load, measured by the run itself
+        print(f"idle power from the run's idle window: {idle:.1f} W")
+        base = cal.with_params(base, {"idle_w": round(idle, 2)})
+    before = cal.predict_run(base, cells)
     _, worst0 = cal.error_table(cells, before)
     print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
     fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
-                            starts=args.starts)
+                            starts=args.starts, keep=tuple(args.keep or ()))
     fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
     table, worst = cal.error_table(cells, preds)
     print(table)
@@ -126,6 +134,8 @@ def register(sub) -> None:
                    help="with --calibrate: fit nothing, print --profile's per-cell error against RUN_DIR "
                         "(out-of-sample checks)")
     p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
+    p.add_argument("--keep", action="append", metavar="PARAM",
+                   help="--calibrate: leave this timing or limits parameter as --profile has it (repeatable)")
     p.add_argument("--starts", type=int, default=0,
                    help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)

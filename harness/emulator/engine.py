@@ -9,6 +9,7 @@ in the ground truth instead of slowing the model down.
 from __future__ import annotations
 
 import logging
+import random
 from collections import deque
 from typing import Callable, Protocol
 
@@ -119,6 +120,16 @@ class BatchingReplica:
         self._frontend_t = 0
         self._frontend_r = 1.0
         self._frontend_gen = 0
+        self.frontend_fifo = profile.timing.frontend_fifo
+        self._frontend_free = 0             # fifo: when the front end is done with what it has
+        # CUDA graphs captured on first use (transformers): the padded shapes this replica has a graph for
+        self.graph_q = profile.limits.graph_q_interval
+        self.graph_kv = profile.limits.graph_kv_interval
+        self.graph_capture_ms = profile.timing.graph_capture_ms
+        self.graphs: set[tuple[int, int]] = set()
+        self.step_jitter = profile.timing.step_jitter
+        self._rng = random.Random(index)
+        self.captures = 0
         self.queue: deque[Seq] = deque()
         self.prefilling: list[Seq] = []
         self.running: list[Seq] = []
@@ -141,7 +152,14 @@ class BatchingReplica:
 
     def submit(self, seq: Seq, now_ns: int) -> None:
         seq.replica = self.index
-        if self.frontend_ms:      # the front end takes it in, sharing its one thread with the others
+        if self.frontend_ms and self.frontend_fifo:   # one after another, each handed over when done
+            self._frontend_free = max(now_ns, self._frontend_free) + int(
+                self.frontend_ms / self._frontend_rate() * 1e6)
+            if self.admission_ns:
+                self.timer.at(self._frontend_free + self.admission_ns, self._enqueue, seq)
+            else:
+                self.timer.at(self._frontend_free, self._enqueue, seq)
+        elif self.frontend_ms:    # the front end takes it in, sharing its one thread with the others
             self._frontend_advance(now_ns)
             self._frontend.append([self.frontend_ms, seq])
             self._frontend_arm(now_ns)
@@ -236,6 +254,7 @@ class BatchingReplica:
                 s.input_tokens - s.prefill_left for s in self.prefilling)
             floor = lim.kv_free_margin * self.kv_total
         prefill_tokens = 0
+        kv_read = 0                             # cache tokens the step reads for its prompts so far
         completing: list[Seq] = []
         for s in self.prefilling:
             if budget <= 0:
@@ -244,6 +263,7 @@ class BatchingReplica:
                 if s.prefill_left == s.input_tokens and free < floor:
                     break                       # no new prompt starts inside the safety margin
                 free -= min(s.prefill_left, budget)
+            kv_read += s.input_tokens - s.prefill_left
             chunk = min(s.prefill_left, budget)
             s.prefill_left -= chunk
             budget -= chunk
@@ -263,7 +283,14 @@ class BatchingReplica:
         self.gpu.kv_tokens[self.index] = ctx + sum(s.input_tokens - s.prefill_left for s in self.prefilling)
         others, busy = self.gpu.others(self.index)
         dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy)
-        self.gpu.set_rate(self.index, min(1.0, gpu_ms / dur_ms), t_ns)
+        if self.step_jitter:
+            host = self.model.host_ms(batch, prefill_tokens)
+            dur_ms += host * max(-0.9, self.step_jitter * self._rng.gauss(0.0, 1.0))
+        if self.graph_q and self._new_graph(batch + prefill_tokens, ctx - batch + kv_read, lim.max_batch_prefill_tokens):
+            dur_ms += self.graph_capture_ms
+        # attention through one dense mask: every query token of the batch against every cache token it reads
+        pairs = (batch + prefill_tokens) * (ctx + kv_read + prefill_tokens)
+        self.gpu.set_rate(self.index, min(1.0, gpu_ms / dur_ms), t_ns, pairs / dur_ms * 1e-3)
         self.stepping = True
         self._emit = self.running
         self._completing = completing
@@ -273,6 +300,19 @@ class BatchingReplica:
         self.last_batch = batch + len(completing)
         self.stats.batch(batch + len(self.prefilling), self.reserved)
         self.timer.at(t_ns + int(dur_ms * 1e6), self._end_step, None)
+
+    def _new_graph(self, q_tokens: int, kv_tokens: int, max_q: int) -> bool:
+        """Whether this step's padded shape (query tokens, cache tokens read) needs a graph captured first.
+
+        transformers pads both dimensions (``pad_to_interval``) and keeps every graph it captured, so a
+        shape costs a capture once per server process; a closed loop meets new shapes for as long as its
+        waves keep splitting differently."""
+        key = (min(-(-q_tokens // self.graph_q) * self.graph_q, max_q), -(-max(kv_tokens, 1) // self.graph_kv))
+        if key in self.graphs:
+            return False
+        self.graphs.add(key)
+        self.captures += 1
+        return True
 
     def _end_step(self, _arg, due_ns: int) -> None:
         self.steps += 1

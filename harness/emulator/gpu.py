@@ -1,9 +1,9 @@
 """The one simulated GPU that every replica of an emulator shares.
 
-Replicas report the GPU utilisation of their current step (GPU time / step time); the sum is the
-GPU's utilisation, which drives the modeled power (idle + active * util**exponent), the energy
-integral and the contention the next step of every other replica sees. Everything here is a model
-and is labelled ``emulated`` wherever it leaves the process.
+Replicas report the GPU utilisation of their current step (GPU time / step time) and the rate of
+attention work it does; the sum is the GPU's utilisation, which with the attention rate drives the
+modeled power (:func:`power_w`), the energy integral and the contention the next step of every other
+replica sees. Everything here is a model and is labelled ``emulated`` wherever it leaves the process.
 """
 
 from __future__ import annotations
@@ -12,7 +12,20 @@ import math
 import time
 from collections.abc import Hashable, Iterable
 
-from harness.emulator.profile import Profile
+from harness.emulator.profile import GpuSpec, Profile
+
+
+def power_w(spec: GpuSpec, util: float, attention_gpairs_s: float = 0.0) -> float:
+    """Modeled draw: idle + active * util**exponent + attention_w * (10^6 attention pairs a second),
+    capped at the power limit."""
+    p = spec.idle_w + spec.active_w * (util ** spec.power_exponent if util > 0 else 0.0)
+    return min(p + spec.attention_w * attention_gpairs_s, spec.power_limit_w)
+
+
+def temperature_c(spec: GpuSpec, temp_c: float, power: float, dt_s: float) -> float:
+    """The die temperature ``dt_s`` later: first order towards idle + temp_per_w * (power - idle), 30 s."""
+    target = spec.temp_idle_c + spec.temp_per_w * (power - spec.idle_w)
+    return target + (temp_c - target) * math.exp(-dt_s / 30.0)
 
 
 def other_load(rates: Iterable[tuple[Hashable, float]], mine: Hashable) -> tuple[float, int]:
@@ -33,6 +46,7 @@ class SharedGpu:
         self.model = profile.model
         self.replicas = replicas
         self.rates = [0.0] * replicas          # GPU busy fraction per replica (current step)
+        self.attention = [0.0] * replicas      # 10^6 attention pairs a second per replica (current step)
         self.kv_tokens = [0] * replicas        # tokens held in each replica's KV cache
         self._last_ns = time.monotonic_ns()
         self._wall_offset_ns = time.time_ns() - self._last_ns
@@ -41,9 +55,10 @@ class SharedGpu:
         self._util = 0.0
 
     # -- replicas report -------------------------------------------------------------------
-    def set_rate(self, replica: int, rate: float, now_ns: int) -> None:
+    def set_rate(self, replica: int, rate: float, now_ns: int, attention: float = 0.0) -> None:
         self._advance(now_ns)
         self.rates[replica] = rate
+        self.attention[replica] = attention
         self._util = min(1.0, sum(self.rates))
 
     def others(self, replica: int) -> tuple[float, int]:
@@ -56,9 +71,7 @@ class SharedGpu:
         return self._util
 
     def power_w(self, util: float | None = None) -> float:
-        u = self._util if util is None else util
-        p = self.spec.idle_w + self.spec.active_w * (u ** self.spec.power_exponent if u > 0 else 0.0)
-        return min(p, self.spec.power_limit_w)
+        return power_w(self.spec, self._util if util is None else util, sum(self.attention))
 
     def _advance(self, now_ns: int) -> None:
         dt = (now_ns - self._last_ns) / 1e9
@@ -66,8 +79,7 @@ class SharedGpu:
             return
         p = self.power_w()
         self._energy_j += p * dt
-        target = self.spec.temp_idle_c + self.spec.temp_per_w * (p - self.spec.idle_w)
-        self._temp_c = target + (self._temp_c - target) * math.exp(-dt / 30.0)
+        self._temp_c = temperature_c(self.spec, self._temp_c, p, dt)
         self._last_ns = now_ns
 
     def mem_used_bytes(self) -> int:

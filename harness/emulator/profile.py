@@ -49,6 +49,11 @@ class GpuSpec(_Strict):
     idle_w: NonNegativeFloat
     active_w: NonNegativeFloat = Field(description="power added at 100% utilisation")
     power_exponent: PositiveFloat = Field(1.0, description="power = idle + active * util**exponent")
+    attention_w: NonNegativeFloat = Field(0.0, description="power added per 10^6 (query token x cache token) "
+                                          "pairs a second: an engine whose batches attend through one dense mask "
+                                          "(transformers' paged|sdpa) does work that grows with batch**2, which "
+                                          "draws power beyond what the busy fraction says; 0 for flash-attention "
+                                          "engines")
     power_limit_w: PositiveFloat
     sm_clock_mhz: PositiveFloat
     temp_idle_c: float = 33.0
@@ -80,6 +85,13 @@ class Limits(_Strict):
                                                       "cache is free (transformers, vLLM)")
     kv_free_margin: float = Field(0.0, ge=0, lt=1, description="paged: the fraction of max_batch_total_tokens "
                                   "that must be free for a new prompt to start (transformers' safety margin 0.2)")
+    graph_q_interval: int = Field(0, ge=0, description="CUDA graphs captured on first use: a step's query tokens "
+                                  "are padded to a multiple of this (transformers: 64), its cache reads to a "
+                                  "multiple of graph_kv_interval, and a step whose padded shape has no graph yet "
+                                  "costs timing.graph_capture_ms more; 0: no graphs (TGI and vLLM capture theirs "
+                                  "at start-up)")
+    graph_kv_interval: PositiveInt = Field(16384, description="the cache-read padding of a graph's shape "
+                                           "(transformers: 64 blocks of 256 tokens)")
 
 
 class RooflineTiming(_Strict):
@@ -112,6 +124,15 @@ class RooflineTiming(_Strict):
     frontend_per_seq: NonNegativeFloat = Field(0.0, description="how much each running sequence stretches that "
                                                "work: the same thread streams every token out and shares one "
                                                "interpreter lock with the step loop")
+    frontend_fifo: bool = Field(False, description="the front end takes requests in one after another, each "
+                                "entering the queue as soon as it is done (an async server handing each request "
+                                "over when parsed), instead of interleaving a burst so that it enters together")
+    step_jitter: NonNegativeFloat = Field(0.0, le=1.0, description="coefficient of variation of each step's host "
+                                          "time (an interpreter's collections, the scheduler's own variance), "
+                                          "seeded per replica: it shifts where step boundaries fall against "
+                                          "arrivals, so a closed loop's waves split differently from one to the next")
+    graph_capture_ms: NonNegativeFloat = Field(0.0, description="what a step with a new padded shape costs more "
+                                               "while its CUDA graph is captured (limits.graph_q_interval)")
 
 
 class FixedTiming(_Strict):

@@ -23,7 +23,6 @@ Everything here is a model and is labelled ``emulated`` wherever it leaves the p
 from __future__ import annotations
 
 import fcntl
-import math
 import mmap
 import os
 import struct
@@ -32,20 +31,21 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.emulator.gpu import other_load
+from harness.emulator.gpu import other_load, power_w, temperature_c
 from harness.emulator.profile import Profile
 from harness.launch.memory import tgi_kv_bytes, tgi_warmup_tokens
 
-MAGIC = b"SLMGPU01"
+MAGIC = b"SLMGPU02"
 NSLOTS = 64
 HEADER = struct.Struct("<8sIIqqddI")      # magic, version, nslots, total, last_ns, energy, temp, high
 HEADER_SIZE = 128
-SLOT = struct.Struct("<IIqdqqq")          # state, label, heartbeat_ns, rate, mem_bytes, kv_tokens, pid
+SLOT = struct.Struct("<IIqdqqqd")         # state, label, heartbeat_ns, rate, mem_bytes, kv_tokens, pid, attention
 SLOT_SIZE = 64
 SIZE = HEADER_SIZE + NSLOTS * SLOT_SIZE
 STALE_S = 3.0                             # a slot without heartbeat this long belongs to a dead replica
 HEARTBEAT_S = 0.5
 _RATE_OFF = 16                            # offset of `rate` inside a slot
+_ATTN_OFF = 48                            # offset of `attention` (10^6 pairs a second) inside a slot
 _HB_OFF = 8
 
 
@@ -100,8 +100,9 @@ class GpuStateFile:
     def write_slot(self, k: int, *values) -> None:
         SLOT.pack_into(self.mm, HEADER_SIZE + k * SLOT_SIZE, *values)
 
-    def set_rate(self, k: int, rate: float) -> None:
+    def set_rate(self, k: int, rate: float, attention: float = 0.0) -> None:
         struct.pack_into("<d", self.mm, HEADER_SIZE + k * SLOT_SIZE + _RATE_OFF, rate)
+        struct.pack_into("<d", self.mm, HEADER_SIZE + k * SLOT_SIZE + _ATTN_OFF, attention)
 
     def beat(self, k: int, now_ns: int) -> None:
         struct.pack_into("<q", self.mm, HEADER_SIZE + k * SLOT_SIZE + _HB_OFF, now_ns)
@@ -123,10 +124,10 @@ class GpuStateFile:
         for k in range(high):
             s = self.slot(k)
             if s[0] == 1 and s[2] < stale:
-                self.write_slot(k, 0, 0, 0, 0.0, 0, 0, 0)
+                self.write_slot(k, 0, 0, 0, 0.0, 0, 0, 0, 0.0)
         for k in range(NSLOTS):
             if self.slot(k)[0] == 0:
-                self.write_slot(k, 1, label, now_ns, 0.0, 0, 0, os.getpid())
+                self.write_slot(k, 1, label, now_ns, 0.0, 0, 0, os.getpid(), 0.0)
                 if k >= high:
                     struct.pack_into("<I", self.mm, 48, k + 1)
                 return k
@@ -175,15 +176,15 @@ class ProcessSharedGpu:
         with self.file.locked():
             self._advance(now)
             for k in self.slots:
-                self.file.write_slot(k, 0, 0, 0, 0.0, 0, 0, 0)
+                self.file.write_slot(k, 0, 0, 0, 0.0, 0, 0, 0, 0.0)
         self.file.close()
 
     # -- memory: TGI's warm-up ---------------------------------------------------------------
     def _alloc(self, replica: int, add_bytes: int, kv_tokens: int | None = None) -> None:
         k = self.slots[replica]
-        st, label, hb, rate, mem, kv, pid = self.file.slot(k)
+        st, label, hb, rate, mem, kv, pid, attn = self.file.slot(k)
         self.file.write_slot(k, st, label, time.monotonic_ns(), rate, mem + add_bytes,
-                             kv if kv_tokens is None else kv_tokens, pid)
+                             kv if kv_tokens is None else kv_tokens, pid, attn)
 
     def free_bytes(self) -> int:
         used = sum(s[4] for _, s in self.file.alive(time.monotonic_ns()))
@@ -213,10 +214,10 @@ class ProcessSharedGpu:
         return tokens
 
     # -- the engines' interface (harness.emulator.gpu.SharedGpu) ----------------------------
-    def set_rate(self, replica: int, rate: float, now_ns: int) -> None:
+    def set_rate(self, replica: int, rate: float, now_ns: int, attention: float = 0.0) -> None:
         with self.file.locked():
             self._advance(now_ns)
-            self.file.set_rate(self.slots[replica], rate)
+            self.file.set_rate(self.slots[replica], rate, attention)
 
     def others(self, replica: int) -> tuple[float, int]:
         """Utilisation of the other replicas on this GPU (every process) and how many are busy."""
@@ -227,10 +228,12 @@ class ProcessSharedGpu:
     def util(self) -> float:
         return min(1.0, sum(s[3] for _, s in self.file.alive(time.monotonic_ns())))
 
-    def power_w(self, util: float | None = None) -> float:
-        u = self.util if util is None else util
-        p = self.spec.idle_w + self.spec.active_w * (u ** self.spec.power_exponent if u > 0 else 0.0)
-        return min(p, self.spec.power_limit_w)
+    def power_w(self, util: float | None = None, attention: float | None = None) -> float:
+        if util is None or attention is None:
+            alive = self.file.alive(time.monotonic_ns())
+            util = min(1.0, sum(s[3] for _, s in alive)) if util is None else util
+            attention = sum(s[7] for _, s in alive) if attention is None else attention
+        return power_w(self.spec, util, attention)
 
     def _advance(self, now_ns: int) -> None:
         """Integrate power over the time since the last update (the lock is held)."""
@@ -242,9 +245,7 @@ class ProcessSharedGpu:
         energy += p * dt
         if temp == 0.0:
             temp = self.spec.temp_idle_c
-        target = self.spec.temp_idle_c + self.spec.temp_per_w * (p - self.spec.idle_w)
-        temp = target + (temp - target) * math.exp(-dt / 30.0)
-        self.file.set_clock(now_ns, energy, temp)
+        self.file.set_clock(now_ns, energy, temperature_c(self.spec, temp, p, dt))
 
     def mem_used_bytes(self) -> int:
         return self.spec.memory_bytes - self.free_bytes()
@@ -259,7 +260,7 @@ class ProcessSharedGpu:
         return {
             "emulated": True,
             "ts_ns": now + self._wall_offset_ns,
-            "power_w": round(self.power_w(util), 3),
+            "power_w": round(self.power_w(util, sum(s[7] for _, s in alive)), 3),
             "energy_j": round(energy, 6),
             "gpu_util_pct": round(100.0 * util, 3),
             "mem_used_bytes": sum(s[4] for _, s in alive),
