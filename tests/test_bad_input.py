@@ -12,16 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from harness.cli import main
+from tests.support.refusals import ErrorCase, assert_refused, error_table, write_case
 
 EP = "name: x\ntarget:\n  launcher:\n    kind: endpoints\n    urls: [{}]\n"
 DB = "name: x\nstore:\n  influxdb:\n    api: v1\n    database: d\n    url: {}\n"
 OUT = "name: x\nworkload:\n  output_tokens: {}\n"
 
-# (name, yaml text, line, field path, fragment of the message)
-BAD = [
+BAD: list[ErrorCase] = [
     # unbounded or non-finite numbers
     ("level_1e12", "name: x\nload:\n  levels: [1e12]\n", 3, "load.levels[0]", "less than or equal to 100000"),
     ("level_inf", "name: x\nload:\n  mode: rate\n  levels: [.inf]\n", 4, "load.levels[0]", "finite"),
@@ -144,12 +142,7 @@ BAD = [
 
 
 def _write(tmp_path: Path) -> list[Path]:
-    paths = []
-    for name, text, *_ in BAD:
-        p = tmp_path / f"{name}.yaml"
-        p.write_text(text)
-        paths.append(p)
-    return paths
+    return [write_case(tmp_path, name, text) for name, text, *_ in BAD]
 
 
 def test_table_is_large_enough():
@@ -157,22 +150,9 @@ def test_table_is_large_enough():
     assert len({b[0] for b in BAD}) == len(BAD)
 
 
-@pytest.mark.parametrize("name,text,line,field,fragment", BAD, ids=[b[0] for b in BAD])
+@error_table(BAD)
 def test_bad_scenario(tmp_path, capsys, name, text, line, field, fragment):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    rc = main(["validate", str(path)])
-    out = capsys.readouterr()
-    err = out.err.strip()
-    assert rc == 2, out
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err  # one problem in each of these files, so one line
-    prefix = f"slm-harness: error: {path}:{line}: "
-    assert err.startswith(prefix), err
-    if field is not None:
-        assert err.startswith(prefix + field + ": "), err
-    assert fragment in err, err
+    assert_refused(tmp_path, capsys, name, text, line, field, fragment)
 
 
 def test_every_problem_of_a_file_is_shown(tmp_path, capsys):

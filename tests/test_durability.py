@@ -5,19 +5,14 @@ the cell that was cut short holds only its final attempt."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.records.rundir import journals_of, read_table
-from tests.support.processes import ROOT, harness, harness_env
+from tests.support.processes import harness
+from tests.support.sweeps import resume_sweep, stop_sweep
 
 SCENARIO = """
 name: killed
@@ -29,33 +24,18 @@ telemetry: {source: emulated, rate_hz: 20}
 """
 
 
-def _kill_mid_second_cell(scen: Path, results: Path) -> Path:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "sweep", str(scen), "--results", str(results)],
-        cwd=ROOT, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True,
-    )
-    guard = threading.Timer(150, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    guard.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("[r1-c8] cell"):
-                time.sleep(2.0)              # inside r1-c8's measured window
-                break
-        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its emulated replicas, no cleanup
-        proc.wait(30)
-    finally:
-        guard.cancel()
-    assert proc.returncode == -signal.SIGKILL
-    (run,) = [p for p in results.iterdir() if p.is_dir()]
-    return run
+def _in_second_cell(line: str) -> bool:
+    return line.startswith("[r1-c8] cell")     # then 2 s on: inside r1-c8's measured window
 
 
 @pytest.mark.slow
 def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     scen = tmp_path / "s.yaml"
     scen.write_text(SCENARIO)
-    run = _kill_mid_second_cell(scen, tmp_path / "res")
+    # the sweep and its emulated replicas (its process group), with no cleanup
+    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell, after_s=2.0, sig=signal.SIGKILL)
+    assert stopped.returncode == -signal.SIGKILL
+    run = stopped.run
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "running" and manifest["cells_done"] == ["r1-c4"]
     assert journals_of(run / "requests.parquet")          # the writer never closed
@@ -71,7 +51,7 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     (c,) = [c for c in cells if c["cell"] == "r1-c4"]
     assert c["requests_ok"] > 0
 
-    p = harness("sweep", str(scen), "--resume", str(run), timeout=150)
+    p = resume_sweep(scen, run)
     assert p.returncode == 0, p.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["cells_done"] == ["r1-c4", "r1-c8"]
@@ -100,30 +80,16 @@ def test_resumed_cell_holds_only_its_final_attempt_in_influxdb(tmp_path, influxd
     scen = tmp_path / "s.yaml"
     scen.write_text(SCENARIO + f"store: {{influxdb: {{url: '{influxdb.url}', api: v1, "
                                f"database: harness}}}}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "sweep", str(scen), "--results", str(tmp_path / "res")],
-        cwd=ROOT, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    guard = threading.Timer(150, proc.kill)
-    guard.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("[r1-c8] cell"):
-                time.sleep(2.0)
-                proc.send_signal(signal.SIGTERM)
-                break
-        proc.communicate(timeout=60)
-    finally:
-        guard.cancel()
-    assert proc.returncode == 130
-    (run,) = [p for p in (tmp_path / "res").iterdir() if p.is_dir()]
+    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell, after_s=2.0)
+    assert stopped.returncode == 130
+    run = stopped.run
     run_id = json.loads((run / "manifest.json").read_text())["run_id"]
     db = InfluxQLReader(InfluxTarget(url=influxdb.url, api="v1", database="harness"))
     where = f"run_id='{run_id}' AND cell='r1-c8'"
     stale = db.count("request", "request_id", where)
     assert stale > 0 and db.count("window", "end_ns", where + " AND phase='warmup'") == 1
 
-    p = harness("sweep", str(scen), "--resume", str(run), timeout=150)
+    p = resume_sweep(scen, run)
     assert p.returncode == 0, p.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     (d,) = manifest["discarded"]

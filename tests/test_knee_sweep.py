@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.emulator import write_profile
 from tests.support.processes import harness
+from tests.support.sweeps import resume_sweep, stop_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -96,13 +97,6 @@ telemetry: {{source: emulated, rate_hz: 10}}
 
 
 def test_a_resumed_auto_search_keeps_its_probe_and_levels_and_goes_on(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import threading
-
-    from tests.support.processes import ROOT, harness_env
-
     scen = tmp_path / "auto.yaml"
     scen.write_text("""
 name: auto-resume
@@ -112,25 +106,15 @@ load: {mode: concurrency, levels: auto, replicas: [1], warmup_s: 0.3, duration_s
        auto_max_level: 1024, auto_max_cells: 3, auto_probe_s: 1}
 telemetry: {source: emulated, rate_hz: 10}
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(scen), "--results",
-                             str(tmp_path / "res")], cwd=ROOT, env=harness_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killer = threading.Timer(120, proc.kill)
-    killer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith("[r1-c") and " done:" in line:   # the first cell of the search
-                proc.send_signal(signal.SIGTERM)
-                break
-        proc.communicate(timeout=60)
-    finally:
-        killer.cancel()
-    assert proc.returncode == 130
-    (run,) = [d for d in (tmp_path / "res").iterdir() if d.is_dir()]
+    # SIGTERM once the first cell of the search is done
+    stopped = stop_sweep(scen, tmp_path / "res", lambda line: line.startswith("[r1-c") and " done:" in line,
+                         guard_s=120)
+    assert stopped.returncode == 130
+    run = stopped.run
     first = json.loads((run / "manifest.json").read_text())
     kept = [x["level"] for x in first["auto_results"]["1"]]
     assert len(kept) >= 1 and kept[0] == first["auto_probe"]["1"]["start"]
-    p = harness("sweep", str(scen), "--resume", str(run), timeout=300)
+    p = resume_sweep(scen, run, timeout=300)
     assert p.returncode in (0, 4), p.stderr[-3000:]
     assert "probing at" not in p.stdout                     # the probe is not run again
     done = json.loads((run / "manifest.json").read_text())

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.support.refusals import ErrorCase, assert_refused, error_table
 
 GOOD = Path(__file__).resolve().parent.parent / "scenarios"
 
-# (name, yaml text, expected line, expected field path, fragment of the message)
-BAD = [
+BAD: list[ErrorCase] = [
     ("unknown_top_key", "name: x\nlaod: {}\n", 2, "laod", "unknown key"),
     ("unknown_nested_key", "name: x\nload:\n  levels: [1]\n  duraton_s: 5\n", 4, "load.duraton_s", "unknown key"),
     ("negative_rate", "name: x\nload:\n  mode: rate\n  levels: [2, -1]\n", 4, "load.levels[1]", "greater than 0"),
@@ -64,20 +64,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("name,text,line,field,fragment", BAD, ids=[b[0] for b in BAD])
+@error_table(BAD)
 def test_bad_scenario_reports_file_line_field(tmp_path, capsys, name, text, line, field, fragment):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    rc = main(["validate", str(path)])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert len(err.splitlines()) == 1, err  # one message, not a traceback
-    prefix = f"slm-harness: error: {path}:{line}: "
-    assert err.startswith(prefix), err
-    if field is not None:
-        assert err.startswith(prefix + field + ": "), err
-    assert fragment in err, err
-    assert "Traceback" not in err
+    assert_refused(tmp_path, capsys, name, text, line, field, fragment)
 
 
 def test_missing_scenario_file(tmp_path, capsys):

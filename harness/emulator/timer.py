@@ -11,47 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
-import ctypes.util
 import heapq
 import itertools
-import os
-import sys
 import logging
 import time
 from typing import Callable
 
 from harness.emulator.histogram import LogHistogram
+from harness.timerfd import open_timerfd
 
 log = logging.getLogger(__name__)
 
 #: Longest stretch spent writing due tokens before letting the loop read new requests (the
 #: timer's own run, and a fixed-timing replica's drain inside one timer entry).
 SLICE_NS = 2_000_000
-
-_CLOCK_MONOTONIC = 1
-_TFD_TIMER_ABSTIME = 1
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-def _timerfd():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fd = libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
-    except (OSError, AttributeError):
-        return None
-    if fd < 0:
-        return None
-    return libc, fd
 
 
 class TimerWheel:
@@ -66,11 +39,9 @@ class TimerWheel:
         self.counter = itertools.count()  # directly (no re-arm is needed while it runs)
         self._armed: int | None = None
         self._handle: asyncio.TimerHandle | None = None
-        tfd = _timerfd() if use_timerfd else None
-        self._libc, self._fd = tfd if tfd else (None, -1)
-        self._spec = _Itimerspec()
-        if self._fd >= 0:
-            loop.add_reader(self._fd, self._on_fd)
+        self._tfd = open_timerfd() if use_timerfd else None
+        if self._tfd is not None:
+            loop.add_reader(self._tfd.fd, self._on_fd)
         self.fires = 0
         # how late each wake-up came after the time it was armed for (us): the scheduler's and
         # the event loop's share of the tokens' lateness, apart from the drain's own queueing
@@ -91,7 +62,7 @@ class TimerWheel:
 
     @property
     def precise(self) -> bool:
-        return self._fd >= 0
+        return self._tfd is not None
 
     @staticmethod
     def now_ns() -> int:
@@ -106,11 +77,8 @@ class TimerWheel:
         t = self.tick_ns
         due_ns = (due_ns + t - 1) // t * t
         self._armed = due_ns
-        if self._fd >= 0:
-            due_ns = max(due_ns, 1)
-            v = self._spec.it_value
-            v.tv_sec, v.tv_nsec = divmod(due_ns, 1_000_000_000)
-            self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None)
+        if self._tfd is not None:
+            self._tfd.arm(due_ns)
         else:
             if self._handle is not None:
                 self._handle.cancel()
@@ -124,10 +92,8 @@ class TimerWheel:
 
     def _disarm(self) -> None:
         self._armed = None
-        if self._fd >= 0:
-            v = self._spec.it_value
-            v.tv_sec = v.tv_nsec = 0
-            self._libc.timerfd_settime(self._fd, 0, ctypes.byref(self._spec), None)
+        if self._tfd is not None:
+            self._tfd.disarm()
 
     def _run(self) -> None:
         self.fires += 1
@@ -164,9 +130,9 @@ class TimerWheel:
             self._disarm()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self.loop.remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        if self._tfd is not None:
+            self.loop.remove_reader(self._tfd.fd)
+            self._tfd.close()
+            self._tfd = None
         if self._handle is not None:
             self._handle.cancel()

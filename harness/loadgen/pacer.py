@@ -19,7 +19,6 @@ runs on gevent timers.
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import os
 import sys
@@ -29,71 +28,9 @@ from time import clock_gettime_ns, perf_counter_ns, CLOCK_MONOTONIC
 from gevent import get_hub
 from greenlet import getcurrent
 
-_TFD_NONBLOCK = os.O_NONBLOCK
-_TFD_CLOEXEC = getattr(os, "O_CLOEXEC", 0o2000000)
-_TFD_TIMER_ABSTIME = 1
+from harness.timerfd import TimerFd, open_timerfd, set_timer_slack
+
 _MAXPRI = 2            # libev's EV_MAXPRI: invoked before every other ready watcher
-_PR_SET_TIMERSLACK = 29
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-def _libc():
-    try:
-        lib = ctypes.CDLL(None, use_errno=True)
-        create, settime = lib.timerfd_create, lib.timerfd_settime
-    except (OSError, AttributeError):
-        return None
-    create.argtypes = [ctypes.c_int, ctypes.c_int]
-    create.restype = ctypes.c_int
-    settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p]
-    settime.restype = ctypes.c_int
-    return create, settime
-
-
-class _TimerFd:
-    """A one-shot ``CLOCK_MONOTONIC`` timerfd armed at absolute nanoseconds."""
-
-    def __init__(self):
-        fns = _libc()
-        if fns is None:
-            raise OSError("no timerfd in this C library")
-        create, self._settime = fns
-        fd = create(CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd = fd
-        # the kernel may defer a timer by the thread's slack (50 us by default) to batch wake-ups
-        try:
-            ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-        self._spec = _Itimerspec()
-        self._ref = ctypes.byref(self._spec)
-        # perf_counter_ns is CLOCK_MONOTONIC on Linux (offset 0); measured once in case not
-        self._off = clock_gettime_ns(CLOCK_MONOTONIC) - perf_counter_ns()
-
-    def arm(self, pc: int) -> None:
-        t = max(1, pc + self._off)          # zero would disarm it
-        v = self._spec.it_value
-        v.tv_sec, v.tv_nsec = divmod(t, 1_000_000_000)
-        if self._settime(self.fd, _TFD_TIMER_ABSTIME, self._ref, None) != 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-
-    def clear(self) -> None:
-        try:
-            os.read(self.fd, 8)             # the expiry count; nothing to read after a re-arm
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class Pacer:
@@ -109,15 +46,13 @@ class Pacer:
         self._heap: list[list] = []      # [deadline_pc, seq, fn]; fn None once cancelled
         self._seq = count()
         self._armed = 0                  # the deadline the clock is armed for (0: none)
-        self._tfd: _TimerFd | None = None
+        self._tfd: TimerFd | None = open_timerfd() if kind != "loop" else None
         self._timer = None
-        if kind != "loop":
-            try:
-                self._tfd = _TimerFd()
-            except OSError:
-                self._tfd = None
+        # perf_counter_ns is CLOCK_MONOTONIC on Linux (offset 0); measured once in case not
+        self._off = clock_gettime_ns(CLOCK_MONOTONIC) - perf_counter_ns()
         self.kind = "timerfd" if self._tfd is not None else "loop"
         if self._tfd is not None:
+            set_timer_slack(1)           # else the kernel may defer each wake-up by up to 50 us
             self._watcher = self.hub.loop.io(self._tfd.fd, 1, priority=_MAXPRI)
             self._watcher.start(self._fire)
             self._watcher.ref = False    # only while something is scheduled (see _arm)
@@ -161,7 +96,7 @@ class Pacer:
     def _arm(self, pc: int) -> None:
         self._armed = pc
         if self._tfd is not None:
-            self._tfd.arm(pc)
+            self._tfd.arm(pc + self._off)
             if not self._watcher.ref:
                 self._watcher.ref = True     # a scheduled start keeps the loop alive
             return
