@@ -29,7 +29,8 @@ def _drive(search: KneeSearch, fn) -> list[L]:
 # -- the probe ------------------------------------------------------------------------------
 def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below():
     # e2e 200 ms + 0.5 ms per stream: a doubling gains < 5% beyond 0.95*0.2/(0.1*0.0005) = 3800
-    est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", max_level=100000)
+    est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", min_gain=0.05,
+                         max_level=100000)
     assert est.saturation_streams == pytest.approx(3800)
     assert est.estimate == pytest.approx(3800) and est.start == 950 and est.slo_streams is None
     # throughput there really gains < 5% from a doubling, and > 5% at half of it
@@ -37,28 +38,44 @@ def test_the_probe_estimates_saturation_by_littles_law_and_starts_a_factor_below
     assert x(2 * 3801) / x(3801) < 1.05 < x(2 * 1900) / x(1900)
     # a TTFT p99 limit of 110 ms on TTFT p99 = 10 ms + 1 ms/stream is reached at 100 streams first
     slo = Slo(ttft_s={"p99": 0.110})
-    est = estimate_start(_points(0.2, 0.0005), slo, mode="concurrency", max_level=1024)
+    est = estimate_start(_points(0.2, 0.0005), slo, mode="concurrency", min_gain=0.05, max_level=1024)
     assert est.slo_streams == pytest.approx(100) and est.slo_limit == "ttft_s.p99"
     assert est.estimate == pytest.approx(100) and est.start == 25
     text = est.describe()
     assert "probe at 1 and 8 streams" in text and "the SLO's TTFT p99 limit near 100 streams" in text
     assert text.endswith("the knee is expected near 100 streams, so the explore starts at 25 streams")
     # open loop: the same streams become a rate, streams / e2e (Little's law): 100 / 0.25 s
-    est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", max_level=1000, min_level=0.1)
+    est = estimate_start(_points(0.2, 0.0005), slo, mode="rate", min_gain=0.05, max_level=1000,
+                         min_level=0.1)
     assert est.estimate == pytest.approx(400) and est.start == 100
     # the start stays two doublings below the cap; a round trip through the manifest keeps all
-    est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", max_level=64)
+    est = estimate_start(_points(0.2, 0.0005), None, mode="concurrency", min_gain=0.05, max_level=64)
     assert est.start == 16
     assert [r.level for r in _drive(KneeSearch(start=est.start, max_level=64),
                                     lambda c: L(c, 10.0 * c, True))] == [16, 32, 64]
     assert ProbeEstimate.from_json(est.to_json()) == est
 
 
+def test_the_probes_saturation_estimate_follows_the_minimum_gain():
+    # e2e 200 ms + 0.5 ms per stream: a 20% minimum gain is missed beyond
+    # 0.8*0.2/(0.4*0.0005) = 800 streams, 4.75 times sooner than a 5% one (3800)
+    pts = _points(0.2, 0.0005)
+    est = estimate_start(pts, None, mode="concurrency", min_gain=0.2, max_level=100000)
+    assert est.saturation_streams == pytest.approx(800) and est.start == 200
+    x = lambda s: s / (0.2 + 0.0005 * s)  # noqa: E731
+    assert x(2 * 801) / x(801) < 1.2 < x(2 * 799) / x(799)
+    default = estimate_start(pts, None, mode="concurrency", min_gain=0.05, max_level=100000)
+    assert default.saturation_streams == pytest.approx(3800) and default.start == 950
+    with pytest.raises(TypeError):                   # no hidden default: the caller says which
+        estimate_start(pts, None, mode="concurrency")
+
+
 def test_a_probe_that_sees_no_slowdown_starts_at_its_top_and_a_broken_slo_at_its_bottom():
-    flat = estimate_start(_points(0.2, 0.0), None, mode="concurrency")
+    flat = estimate_start(_points(0.2, 0.0), None, mode="concurrency", min_gain=0.05)
     assert flat.estimate is None and flat.start == 8
     assert "saw no slowdown" in flat.describe()
-    broke = estimate_start(_points(0.2, 0.0005), Slo(ttft_s={"p99": 0.005}), mode="concurrency")
+    broke = estimate_start(_points(0.2, 0.0005), Slo(ttft_s={"p99": 0.005}), mode="concurrency",
+                           min_gain=0.05)
     assert broke.slo_streams == 1 and broke.start == 1
 
 

@@ -120,15 +120,16 @@ def _fit(points: list[ProbePoint], key: str) -> tuple[float, float] | None:
     return lo.latency[key] - b * lo.streams, b
 
 
-def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float = 0.05,
+def estimate_start(points: list[ProbePoint], slo, *, mode: str, min_gain: float,
                    factor: float = 4.0, max_level: float = 1024.0, min_level: float = 1.0,
                    window_s: float = 0.0) -> ProbeEstimate:
     """Where to start exploring, from the probe's closed-loop points and the SLO.
 
     Latency grows about linearly with the streams a batching server holds (each decode step does
     a fixed part plus a part per sequence): ``e2e = a + b * streams``. By Little's law throughput
-    is ``streams / e2e``, which gains less than ``min_gain`` from a doubling beyond
-    ``(1 - min_gain) * a / (2 * min_gain * b)`` streams; each SLO limit ``L`` on a figure fitted the
+    is ``streams / e2e``, which gains less than ``min_gain`` (the scenario's ``auto_min_gain``, as
+    for the explore's plateau) from a doubling beyond ``(1 - min_gain) * a / (2 * min_gain * b)``
+    streams; each SLO limit ``L`` on a figure fitted the
     same way is reached at ``(L - a) / b``. The smaller of the two is the estimate; in open loop it
     becomes a rate by Little's law again (``streams / e2e`` requests per second). The explore
     starts ``factor`` below the estimate, so the knee is bracketed from below in a few doublings,

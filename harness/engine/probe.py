@@ -73,5 +73,6 @@ def run_probe(scenario, urls: list[str], replicas: int, *, run_id: str, run_dir:
             points.append(ProbePoint.from_requests(s, ok, res.measure_s))
     if not points:
         return None
-    return estimate_start(points, scenario.slo, mode=ld.mode, max_level=float(ld.auto_max_level),
-                          min_level=min_level_for(ld.mode), window_s=window_s)
+    return estimate_start(points, scenario.slo, mode=ld.mode, min_gain=ld.auto_min_gain,
+                          max_level=float(ld.auto_max_level), min_level=min_level_for(ld.mode),
+                          window_s=window_s)
