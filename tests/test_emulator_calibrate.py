@@ -27,8 +27,11 @@ def _base():
                             "gpu_per_prefill_token_ms": 0.021, "switch_overhead": 0.051, "admission_ms": 0.0,
                             "frontend_ms": 0.0, "frontend_per_seq": 0.0, "max_batch_prefill_tokens": 251,
                             "active_w": 114.5, "power_exponent": 0.3})
-    return p.model_copy(update={"limits": p.limits.model_copy(update={
-        "budget_includes_decode": False, "kv_admission": "reserve", "kv_free_margin": 0.0})})
+    return p.model_copy(update={
+        "limits": p.limits.model_copy(update={"budget_includes_decode": False, "kv_admission": "reserve",
+                                              "kv_free_margin": 0.0, "graph_q_interval": 0}),
+        "timing": p.timing.model_copy(update={"step_jitter": 0.0, "graph_capture_ms": 0.0, "frontend_fifo": False}),
+        "gpu": p.gpu.model_copy(update={"idle_w": 100.0, "attention_w": 0.0})})
 
 
 def _synthetic_run(tmp: Path, profile) -> Path:
@@ -111,7 +114,8 @@ def test_fit_recovers_front_end_and_paged_cache_parameters(tmp_path):
 
 def test_pooled_repeats_replay_one_repeats_window():
     """A sweep run with ``--repeats 3`` pools three 20 s windows per cell (duration_s 60): the replay
-    reproduces one of them."""
+    replays each of them, in the sweep's order."""
     cells = cal.load_run(ROOT / "docs/results/h100-repeats-2026-12-06")
-    assert [(c.name, c.duration_s, c.warmup_s) for c in cells][:2] == [("r1-c16", 20.0, 8.0), ("r1-c64", 20.0, 8.0)]
+    assert [(c.name, c.duration_s, c.warmup_s, c.repeats) for c in cells][:2] == [
+        ("r1-c16", 20.0, 8.0, 3), ("r1-c64", 20.0, 8.0, 3)]
     assert len(cells) == 9 and all(c.measured["tok_s"] > 0 for c in cells)
