@@ -27,6 +27,7 @@ from harness.emulator.gpu import SharedGpu
 from harness.emulator.profile import Profile, RooflineTiming
 from harness.emulator.simulate import VirtualTimer
 from harness.errors import InputError
+from harness.records.rundir import read_table
 
 METRICS = ("tok_s", "ttft_p50_ms", "tpot_p50_ms", "power_w")
 LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": "TPOT p50 ms",
@@ -295,11 +296,11 @@ def fit_power(profile: Profile, cells: list[Cell], preds: list[dict]) -> dict[st
     a = np.array([r for _, r, _ in rows]) if profile.gpu.attention_w > 0 else np.zeros(len(rows))
     best = None
     for e in np.linspace(0.05, 2.0, 79):
-        x = np.array([u ** e for u, _, _ in rows])
-        coef = _nonneg_lstsq(np.column_stack([x, a]), y)
+        x = np.column_stack([[u ** e for u, _, _ in rows], a])
+        coef = _nonneg_lstsq(x, y)
         if coef[0] <= 0:
             continue
-        pred = idle + np.column_stack([x, a]) @ coef
+        pred = idle + x @ coef
         err = float(np.sum(np.log(np.maximum(pred, 1e-9) / (y + idle)) ** 2))
         if best is None or err < best[0]:
             best = (err, coef, e)
@@ -313,7 +314,7 @@ def fit_power(profile: Profile, cells: list[Cell], preds: list[dict]) -> dict[st
 
 def _nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient >= 0 (two columns: try both, then each alone)."""
-    coef = np.linalg.lstsq(x, y, rcond=None)[0] if np.any(x[:, 1]) else np.array([x[:, 0] @ y / (x[:, 0] @ x[:, 0]), 0.0])
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]       # a column of zeros gets 0 (the minimum-norm solution)
     if np.all(coef >= 0):
         return coef
     cands = []
@@ -329,16 +330,13 @@ def _nonneg_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def load_idle_w(run_dir: str | Path) -> float | None:
     """The run's own idle draw: energy over duration of its idle windows (replicas up, no load), when
     it measured one (``windows.parquet``, phase ``idle``)."""
-    path = Path(run_dir) / "windows.parquet"
-    if not path.is_file():
+    w = read_table(run_dir, "windows")
+    if w.empty:
         return None
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path, columns=["phase", "start_ns", "end_ns", "energy_j"]).to_pylist()
-    idle = [r for r in t if r["phase"] == "idle" and r["energy_j"] is not None and r["end_ns"] > r["start_ns"]]
-    if not idle:
+    idle = w[(w.phase == "idle") & w.energy_j.notna() & (w.end_ns > w.start_ns)]
+    if idle.empty:
         return None
-    return sum(r["energy_j"] for r in idle) / sum((r["end_ns"] - r["start_ns"]) / 1e9 for r in idle)
+    return float(idle.energy_j.sum() / ((idle.end_ns - idle.start_ns).sum() / 1e9))
 
 
 def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,

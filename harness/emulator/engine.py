@@ -90,13 +90,13 @@ class StepModel:
         return t.gpu_step_ms + t.gpu_per_seq_ms * batch + t.gpu_per_prefill_token_ms * prefill_tokens + roofline
 
     def step_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int,
-                others_util: float, others_busy: int) -> tuple[float, float]:
-        """(step duration, GPU busy time) in ms.
+                others_util: float, others_busy: int, host_scale: float = 1.0) -> tuple[float, float]:
+        """(step duration, GPU busy time) in ms; ``host_scale`` stretches this step's host part (jitter).
 
         GPU busy time is the step's GPU work plus the context-switch cost of time-slicing with the
         other busy replicas; waiting for them (processor sharing) stretches the step but is not
         this replica's busy time."""
-        host = self.host_ms(batch, prefill_tokens)
+        host = self.host_ms(batch, prefill_tokens) * host_scale
         busy = self.gpu_ms(batch, prefill_tokens, ctx_tokens) * (1.0 + self.t.switch_overhead * others_busy)
         return host + busy / (1.0 - min(others_util, self.t.contention_cap)), busy
 
@@ -155,10 +155,7 @@ class BatchingReplica:
         if self.frontend_ms and self.frontend_fifo:   # one after another, each handed over when done
             self._frontend_free = max(now_ns, self._frontend_free) + int(
                 self.frontend_ms / self._frontend_rate() * 1e6)
-            if self.admission_ns:
-                self.timer.at(self._frontend_free + self.admission_ns, self._enqueue, seq)
-            else:
-                self.timer.at(self._frontend_free, self._enqueue, seq)
+            self.timer.at(self._frontend_free + self.admission_ns, self._enqueue, seq)
         elif self.frontend_ms:    # the front end takes it in, sharing its one thread with the others
             self._frontend_advance(now_ns)
             self._frontend.append([self.frontend_ms, seq])
@@ -282,10 +279,8 @@ class BatchingReplica:
             ctx += s.input_tokens + s.generated
         self.gpu.kv_tokens[self.index] = ctx + sum(s.input_tokens - s.prefill_left for s in self.prefilling)
         others, busy = self.gpu.others(self.index)
-        dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy)
-        if self.step_jitter:
-            host = self.model.host_ms(batch, prefill_tokens)
-            dur_ms += host * max(-0.9, self.step_jitter * self._rng.gauss(0.0, 1.0))
+        jitter = 1.0 + max(-0.9, self.step_jitter * self._rng.gauss(0.0, 1.0)) if self.step_jitter else 1.0
+        dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy, jitter)
         if self.graph_q and self._new_graph(batch + prefill_tokens, ctx - batch + kv_read, lim.max_batch_prefill_tokens):
             dur_ms += self.graph_capture_ms
         # attention through one dense mask: every query token of the batch against every cache token it reads

@@ -15,11 +15,11 @@ from collections.abc import Hashable, Iterable
 from harness.emulator.profile import GpuSpec, Profile
 
 
-def power_w(spec: GpuSpec, util: float, attention_gpairs_s: float = 0.0) -> float:
+def power_w(spec: GpuSpec, util: float, attention_mpairs_s: float = 0.0) -> float:
     """Modeled draw: idle + active * util**exponent + attention_w * (10^6 attention pairs a second),
     capped at the power limit."""
     p = spec.idle_w + spec.active_w * (util ** spec.power_exponent if util > 0 else 0.0)
-    return min(p + spec.attention_w * attention_gpairs_s, spec.power_limit_w)
+    return min(p + spec.attention_w * attention_mpairs_s, spec.power_limit_w)
 
 
 def temperature_c(spec: GpuSpec, temp_c: float, power: float, dt_s: float) -> float:

@@ -224,16 +224,17 @@ class ProcessSharedGpu:
         alive = self.file.alive(time.monotonic_ns())
         return other_load(((k, s[3]) for k, s in alive), self.slots[replica])
 
+    @staticmethod
+    def _load(alive: list[tuple[int, tuple]]) -> tuple[float, float]:
+        """The GPU's utilisation and attention rate: every live replica's slot summed."""
+        return min(1.0, sum(s[3] for _, s in alive)), sum(s[7] for _, s in alive)
+
     @property
     def util(self) -> float:
-        return min(1.0, sum(s[3] for _, s in self.file.alive(time.monotonic_ns())))
+        return self._load(self.file.alive(time.monotonic_ns()))[0]
 
-    def power_w(self, util: float | None = None, attention: float | None = None) -> float:
-        if util is None or attention is None:
-            alive = self.file.alive(time.monotonic_ns())
-            util = min(1.0, sum(s[3] for _, s in alive)) if util is None else util
-            attention = sum(s[7] for _, s in alive) if attention is None else attention
-        return power_w(self.spec, util, attention)
+    def power_w(self) -> float:
+        return power_w(self.spec, *self._load(self.file.alive(time.monotonic_ns())))
 
     def _advance(self, now_ns: int) -> None:
         """Integrate power over the time since the last update (the lock is held)."""
@@ -256,11 +257,11 @@ class ProcessSharedGpu:
             self._advance(now)
             _m, _v, _n, _t, _last, energy, temp, _h = self.file.header()
             alive = self.file.alive(now)
-        util = min(1.0, sum(s[3] for _, s in alive))
+        util, attention = self._load(alive)
         return {
             "emulated": True,
             "ts_ns": now + self._wall_offset_ns,
-            "power_w": round(self.power_w(util, sum(s[7] for _, s in alive)), 3),
+            "power_w": round(power_w(self.spec, util, attention), 3),
             "energy_j": round(energy, 6),
             "gpu_util_pct": round(100.0 * util, 3),
             "mem_used_bytes": sum(s[4] for _, s in alive),
