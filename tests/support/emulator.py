@@ -68,12 +68,17 @@ timing:
     return str(p)
 
 
-async def stream_tgi(session, url: str, prompt: str, max_new: int, headers: dict | None = None) -> dict:
-    """Read one /generate_stream with a plain aiohttp client; token timing as received."""
+async def stream_tgi(session, url: str, prompt: str, max_new: int, headers: dict | None = None,
+                     events: list | None = None) -> dict:
+    """Read one /generate_stream with a plain aiohttp client; token timing as received.
+
+    ``events``, when given, is filled as tokens arrive, so a test can act mid-stream on what the
+    client has seen rather than on a sleep that a loaded machine stretches."""
     import time
 
     import orjson
-    events, stamps = [], []
+    events = [] if events is None else events
+    stamps = []
     t0 = time.perf_counter()
     async with session.post(url + "/generate_stream", json={
             "inputs": prompt, "parameters": {"max_new_tokens": max_new, "details": True}},
