@@ -69,13 +69,16 @@ def _calibrate(args: argparse.Namespace, base) -> int:
         raise InputError("--calibrate needs -o PROFILE.yaml (where the fitted profile goes)", field="-o")
     if args.iterations < 1:
         raise InputError("must be at least 1", field="--iterations")
-    for k in args.keep or ():
-        if k not in cal.TIMING and k not in cal.LIMITS:
-            raise InputError(f"{k!r} is not a fitted parameter (one of: {', '.join([*cal.TIMING, *cal.LIMITS])})",
-                             field="--keep")
+    for flag, names in (("--keep", args.keep), ("--fit", args.fit)):
+        for k in names or ():
+            if k not in cal.TIMING and k not in cal.LIMITS:
+                raise InputError(f"{k!r} is not a fitted parameter (one of: "
+                                 f"{', '.join([*cal.TIMING, *cal.LIMITS])})", field=flag)
+    if args.keep and args.fit:
+        raise InputError("give --fit (the parameters to fit) or --keep (those to leave), not both", field="--fit")
     cells = cal.load_run(args.calibrate)
     out = Path(args.output)
-    idle = cal.load_idle_w(args.calibrate)
+    idle = None if args.fit else cal.load_idle_w(args.calibrate)   # --fit leaves power as it is
     if idle is not None:      # the GPU's draw with the replicas up and no load, measured by the run itself
         print(f"idle power from the run's idle window: {idle:.1f} W")
         base = cal.with_params(base, {"idle_w": round(idle, 2)})
@@ -83,7 +86,8 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     _, worst0 = cal.error_table(cells, before)
     print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
     fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
-                            starts=args.starts, keep=tuple(args.keep or ()))
+                            starts=args.starts, keep=tuple(args.keep or ()),
+                            names=tuple(dict.fromkeys(args.fit)) if args.fit else None, power=not args.fit)
     fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
     table, worst = cal.error_table(cells, preds)
     print(table)
@@ -136,6 +140,9 @@ def register(sub) -> None:
     p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
     p.add_argument("--keep", action="append", metavar="PARAM",
                    help="--calibrate: leave this timing or limits parameter as --profile has it (repeatable)")
+    p.add_argument("--fit", action="append", metavar="PARAM",
+                   help="--calibrate: fit only this parameter, everything else (power included) as --profile "
+                        "has it (repeatable); --fit host_speed carries a profile to another host's CPU")
     p.add_argument("--starts", type=int, default=0,
                    help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)
