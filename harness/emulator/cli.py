@@ -60,7 +60,7 @@ def _calibrate(args: argparse.Namespace, base) -> int:
 
     from harness.emulator import calibrate as cal
     if args.check:       # out of sample: the profile as it is against a run it was not fitted to
-        cells = cal.load_run(args.calibrate)
+        cells = _cells(cal, args)
         table, worst = cal.error_table(cells, cal.predict_run(base, cells))
         print(table)
         print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%}" for k in cal.METRICS))
@@ -76,7 +76,7 @@ def _calibrate(args: argparse.Namespace, base) -> int:
                                  f"{', '.join([*cal.TIMING, *cal.LIMITS])})", field=flag)
     if args.keep and args.fit:
         raise InputError("give --fit (the parameters to fit) or --keep (those to leave), not both", field="--fit")
-    cells = cal.load_run(args.calibrate)
+    cells = _cells(cal, args)
     out = Path(args.output)
     idle = None if args.fit else cal.load_idle_w(args.calibrate)   # --fit leaves power as it is
     if idle is not None:      # the GPU's draw with the replicas up and no load, measured by the run itself
@@ -96,6 +96,19 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     out.write_text(cal.profile_yaml(fitted, args.calibrate, worst))
     print(f"wrote {out} (serve it: slm-harness emulate --profile {out})")
     return 0
+
+
+def _cells(cal, args) -> list:
+    """The run's cells, or those named by --cells (fit on one cell, check on the others)."""
+    cells = cal.load_run(args.calibrate)
+    if not args.cells:
+        return cells
+    names = [c.name for c in cells]
+    unknown = [n for n in args.cells if n not in names]
+    if unknown:
+        raise InputError(f"{', '.join(unknown)}: no such cell in {args.calibrate} (its cells: {', '.join(names)})",
+                         field="--cells")
+    return [c for c in cells if c.name in args.cells]
 
 
 def register(sub) -> None:
@@ -143,6 +156,8 @@ def register(sub) -> None:
     p.add_argument("--fit", action="append", metavar="PARAM",
                    help="--calibrate: fit only this parameter, everything else (power included) as --profile "
                         "has it (repeatable); --fit host_speed carries a profile to another host's CPU")
+    p.add_argument("--cells", action="append", metavar="CELL",
+                   help="--calibrate: use only this cell of RUN_DIR, e.g. r1-c32 (repeatable)")
     p.add_argument("--starts", type=int, default=0,
                    help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)
