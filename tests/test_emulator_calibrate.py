@@ -157,9 +157,10 @@ def test_calibrate_cli_fit_only_names_the_parameters_it_moves(tmp_path):
     run = ROOT / "docs/results/h100-oos-repeats-2026-12-06"
     out = tmp_path / "carried.yaml"
     r = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(run), "--profile",
-                        "h100-smollm2-135m", "--fit", "host_speed", "--iterations", "6", "-o", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+                        "h100-smollm2-135m", "--fit", "host_speed", "--cells", "r1-c32", "--iterations", "6",
+                        "-o", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+    assert "| r1-c32 |" in r.stdout and "| r1-c128 |" not in r.stdout      # fitted on the one cell named
     assert "idle power" not in r.stdout          # the power model is the profile's, untouched
     carried, builtin = load_profile(str(out)), load_profile("h100-smollm2-135m")
     assert carried.timing.host_speed > 1.2       # that host ran the CPU-bound cells faster
@@ -169,7 +170,7 @@ def test_calibrate_cli_fit_only_names_the_parameters_it_moves(tmp_path):
                  else v != getattr(builtin.timing, k))}      # the YAML keeps 4 digits
     assert moved == {"host_speed"}, moved
     for args, field in ((["--fit", "hosts_speed"], "--fit"), (["--fit", "host_speed", "--keep", "admission_ms"],
-                                                             "--fit")):
+                                                             "--fit"), (["--cells", "r2-c32"], "--cells")):
         bad = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(run), "--profile",
                               "h100-smollm2-135m", "-o", str(out), *args], capture_output=True, text=True,
                              timeout=60, cwd=ROOT)
