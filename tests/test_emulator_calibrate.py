@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from harness.emulator import calibrate as cal
@@ -119,3 +120,58 @@ def test_pooled_repeats_replay_one_repeats_window():
     assert [(c.name, c.duration_s, c.warmup_s, c.repeats) for c in cells][:2] == [
         ("r1-c16", 20.0, 8.0, 3), ("r1-c64", 20.0, 8.0, 3)]
     assert len(cells) == 9 and all(c.measured["tok_s"] > 0 for c in cells)
+
+
+def test_host_speed_divides_every_cpu_cost():
+    """``timing.host_speed`` stands for a faster CPU: the host part of a step, the admission, the
+    front end's work and a graph capture shrink by it; the GPU part does not."""
+    from harness.emulator.engine import BatchingReplica, StepModel
+    from harness.emulator.gpu import SharedGpu
+    base = cal.with_params(_base(), {"admission_ms": 4.0, "frontend_ms": 6.0, "graph_capture_ms": 200.0})
+    fast = cal.with_params(base, {"host_speed": 2.0})
+    slow, quick = StepModel(base), StepModel(fast)
+    assert quick.host_ms(32, 100) == slow.host_ms(32, 100) / 2 > 0
+    assert quick.gpu_ms(32, 100, 5000) == slow.gpu_ms(32, 100, 5000)
+    reps = [BatchingReplica(0, p, SharedGpu(p, 1), timer=None) for p in (base, fast)]
+    assert reps[1].admission_ns * 2 == reps[0].admission_ns == 4_000_000
+    assert reps[1].frontend_ms * 2 == reps[0].frontend_ms == 6.0
+    assert reps[1].graph_capture_ms * 2 == reps[0].graph_capture_ms == 200.0
+
+
+def test_fit_host_speed_carries_a_profile_to_a_faster_host(tmp_path):
+    """A run made on a host 1.6 times faster: fitting ``host_speed`` alone finds 1.6 again and leaves
+    every other term, power included, as the profile has it."""
+    base = _base()
+    cells = cal.load_run(_synthetic_run(tmp_path, cal.with_params(base, {"host_speed": 1.6})))
+    _, worst0 = cal.error_table(cells, cal.predict_run(base, cells))
+    assert worst0["tok_s"] > 0.15 and worst0["tpot_p50_ms"] > 0.15, worst0     # the slower host's profile misses
+    fitted, preds = cal.fit(base, cells, iters=40, names=("host_speed",), power=False)
+    assert abs(fitted.timing.host_speed - 1.6) / 1.6 < 0.05, fitted.timing
+    assert fitted.timing.model_copy(update={"host_speed": 1.0}) == base.timing
+    assert fitted.gpu == base.gpu and fitted.limits == base.limits
+    _, worst = cal.error_table(cells, preds)
+    assert max(worst.values()) < 0.05, worst
+
+
+def test_calibrate_cli_fit_only_names_the_parameters_it_moves(tmp_path):
+    run = ROOT / "docs/results/h100-oos-repeats-2026-12-06"
+    out = tmp_path / "carried.yaml"
+    r = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(run), "--profile",
+                        "h100-smollm2-135m", "--fit", "host_speed", "--cells", "r1-c32", "--iterations", "6",
+                        "-o", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "| r1-c32 |" in r.stdout and "| r1-c128 |" not in r.stdout      # fitted on the one cell named
+    assert "idle power" not in r.stdout          # the power model is the profile's, untouched
+    carried, builtin = load_profile(str(out)), load_profile("h100-smollm2-135m")
+    assert carried.timing.host_speed > 1.2       # that host ran the CPU-bound cells faster
+    assert carried.gpu == builtin.gpu and carried.limits == builtin.limits
+    moved = {k for k, v in carried.timing.model_dump().items()
+             if (v != pytest.approx(getattr(builtin.timing, k), rel=1e-3) if isinstance(v, float)
+                 else v != getattr(builtin.timing, k))}      # the YAML keeps 4 digits
+    assert moved == {"host_speed"}, moved
+    for args, field in ((["--fit", "hosts_speed"], "--fit"), (["--fit", "host_speed", "--keep", "admission_ms"],
+                                                             "--fit"), (["--cells", "r2-c32"], "--cells")):
+        bad = subprocess.run([sys.executable, "-m", "harness", "emulate", "--calibrate", str(run), "--profile",
+                              "h100-smollm2-135m", "-o", str(out), *args], capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+        assert bad.returncode == 2 and field in bad.stderr, bad.stderr

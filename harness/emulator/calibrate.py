@@ -37,7 +37,7 @@ TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per
           "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
           "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0),
           "frontend_ms": (0.0, 100.0), "frontend_per_seq": (0.0, 1.0), "step_jitter": (0.0, 1.0),
-          "graph_capture_ms": (0.0, 2000.0)}
+          "graph_capture_ms": (0.0, 2000.0), "host_speed": (0.05, 20.0)}
 #: limits the fit moves (step token budget; the KV cache's size where admission is paged), with bounds
 LIMITS = {"max_batch_prefill_tokens": (16, 65536), "max_batch_total_tokens": (1024, 10_000_000)}
 
@@ -340,15 +340,19 @@ def load_idle_w(run_dir: str | Path) -> float | None:
 
 
 def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str, ...] | None = None,
-        log=None, starts: int = 0, seed: int = 1, keep: tuple[str, ...] = ()) -> tuple[Profile, list[dict]]:
+        log=None, starts: int = 0, seed: int = 1, keep: tuple[str, ...] = (),
+        power: bool = True) -> tuple[Profile, list[dict]]:
     """Fit timing (and the prefill budget), then power; the fitted profile and its predictions.
 
-    ``keep``: parameters left as ``profile`` has them (a term the engine is known not to have)."""
+    ``names``: the parameters to fit (default: all but ``host_speed``). ``keep``: parameters left as
+    ``profile`` has them (a term the engine is known not to have). ``power=False`` leaves the power
+    model as it is (a profile carried to another host: ``names=("host_speed",)``)."""
     t = profile.timing if isinstance(profile.timing, RooflineTiming) else RooflineTiming()
     # the cache's size is the server's setting (its memory share), not a fitted figure: fitted only when named
-    # (a graph's capture time only where the profile's engine captures graphs as it meets new shapes)
-    names = names or tuple(k for k in TIMING if k != "graph_capture_ms" or profile.limits.graph_q_interval) + (
-        "max_batch_prefill_tokens",)
+    # (a graph's capture time only where the profile's engine captures graphs as it meets new shapes; the
+    # host's speed only when named, since it scales the host terms a full fit already moves)
+    names = names or tuple(k for k in TIMING if k != "host_speed" and (
+        k != "graph_capture_ms" or profile.limits.graph_q_interval)) + ("max_batch_prefill_tokens",)
     names = tuple(k for k in names if k not in keep)
     start = {k: getattr(t, k) if k in TIMING else getattr(profile.limits, k) for k in names}
     bounds = {**TIMING, **LIMITS}
@@ -380,9 +384,9 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
     params = decode(best)
     fitted = with_params(profile, params)
     preds = predict_run(fitted, cells)
-    power = fit_power(fitted, cells, preds)
-    if power:
-        fitted = with_params(fitted, power)
+    watts = fit_power(fitted, cells, preds) if power else {}
+    if watts:
+        fitted = with_params(fitted, watts)
         preds = predict_run(fitted, cells)
     return fitted, preds
 

@@ -60,7 +60,7 @@ def _calibrate(args: argparse.Namespace, base) -> int:
 
     from harness.emulator import calibrate as cal
     if args.check:       # out of sample: the profile as it is against a run it was not fitted to
-        cells = cal.load_run(args.calibrate)
+        cells = _cells(cal, args)
         table, worst = cal.error_table(cells, cal.predict_run(base, cells))
         print(table)
         print("worst per-cell error: " + ", ".join(f"{cal.LABELS[k]} {worst[k]:.0%}" for k in cal.METRICS))
@@ -69,13 +69,16 @@ def _calibrate(args: argparse.Namespace, base) -> int:
         raise InputError("--calibrate needs -o PROFILE.yaml (where the fitted profile goes)", field="-o")
     if args.iterations < 1:
         raise InputError("must be at least 1", field="--iterations")
-    for k in args.keep or ():
-        if k not in cal.TIMING and k not in cal.LIMITS:
-            raise InputError(f"{k!r} is not a fitted parameter (one of: {', '.join([*cal.TIMING, *cal.LIMITS])})",
-                             field="--keep")
-    cells = cal.load_run(args.calibrate)
+    for flag, names in (("--keep", args.keep), ("--fit", args.fit)):
+        for k in names or ():
+            if k not in cal.TIMING and k not in cal.LIMITS:
+                raise InputError(f"{k!r} is not a fitted parameter (one of: "
+                                 f"{', '.join([*cal.TIMING, *cal.LIMITS])})", field=flag)
+    if args.keep and args.fit:
+        raise InputError("give --fit (the parameters to fit) or --keep (those to leave), not both", field="--fit")
+    cells = _cells(cal, args)
     out = Path(args.output)
-    idle = cal.load_idle_w(args.calibrate)
+    idle = None if args.fit else cal.load_idle_w(args.calibrate)   # --fit leaves power as it is
     if idle is not None:      # the GPU's draw with the replicas up and no load, measured by the run itself
         print(f"idle power from the run's idle window: {idle:.1f} W")
         base = cal.with_params(base, {"idle_w": round(idle, 2)})
@@ -83,7 +86,8 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     _, worst0 = cal.error_table(cells, before)
     print(f"calibrating {base.name} to {len(cells)} cells of {args.calibrate} ...", flush=True)
     fitted, preds = cal.fit(base, cells, iters=args.iterations, log=lambda m: print(m, flush=True),
-                            starts=args.starts, keep=tuple(args.keep or ()))
+                            starts=args.starts, keep=tuple(args.keep or ()),
+                            names=tuple(dict.fromkeys(args.fit)) if args.fit else None, power=not args.fit)
     fitted = fitted.model_copy(update={"name": out.stem, "description": f"{base.description} (calibrated)"})
     table, worst = cal.error_table(cells, preds)
     print(table)
@@ -92,6 +96,19 @@ def _calibrate(args: argparse.Namespace, base) -> int:
     out.write_text(cal.profile_yaml(fitted, args.calibrate, worst))
     print(f"wrote {out} (serve it: slm-harness emulate --profile {out})")
     return 0
+
+
+def _cells(cal, args) -> list:
+    """The run's cells, or those named by --cells (fit on one cell, check on the others)."""
+    cells = cal.load_run(args.calibrate)
+    if not args.cells:
+        return cells
+    names = [c.name for c in cells]
+    unknown = [n for n in args.cells if n not in names]
+    if unknown:
+        raise InputError(f"{', '.join(unknown)}: no such cell in {args.calibrate} (its cells: {', '.join(names)})",
+                         field="--cells")
+    return [c for c in cells if c.name in args.cells]
 
 
 def register(sub) -> None:
@@ -136,6 +153,11 @@ def register(sub) -> None:
     p.add_argument("--iterations", type=int, default=300, help="--calibrate: Nelder-Mead iterations (default 300)")
     p.add_argument("--keep", action="append", metavar="PARAM",
                    help="--calibrate: leave this timing or limits parameter as --profile has it (repeatable)")
+    p.add_argument("--fit", action="append", metavar="PARAM",
+                   help="--calibrate: fit only this parameter, everything else (power included) as --profile "
+                        "has it (repeatable); --fit host_speed carries a profile to another host's CPU")
+    p.add_argument("--cells", action="append", metavar="CELL",
+                   help="--calibrate: use only this cell of RUN_DIR, e.g. r1-c32 (repeatable)")
     p.add_argument("--starts", type=int, default=0,
                    help="--calibrate: random starting points tried before the simplex (default 0)")
     p.set_defaults(func=_emulate)

@@ -82,7 +82,7 @@ class StepModel:
     def host_ms(self, batch: int, prefill_tokens: int) -> float:
         t = self.t
         return (t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_seq2_ms * batch * batch
-                + t.host_per_prefill_token_ms * prefill_tokens)
+                + t.host_per_prefill_token_ms * prefill_tokens) / t.host_speed
 
     def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int) -> float:
         t = self.t
@@ -111,10 +111,11 @@ class BatchingReplica:
         self.timer = timer
         self.stats = stats or NullStats()
         self.model = StepModel(profile)
-        self.admission_ns = int(profile.timing.admission_ms * 1e6)
+        speed = profile.timing.host_speed      # the CPU-side costs below run on the host's CPU
+        self.admission_ns = int(profile.timing.admission_ms / speed * 1e6)
         self.paged = profile.limits.kv_admission == "paged"
         self.kv_total = profile.limits.max_batch_total_tokens
-        self.frontend_ms = profile.timing.frontend_ms
+        self.frontend_ms = profile.timing.frontend_ms / speed
         self.frontend_per_seq = profile.timing.frontend_per_seq
         self._frontend: list[list] = []     # [work left in ms, seq] being taken in
         self._frontend_t = 0
@@ -125,7 +126,7 @@ class BatchingReplica:
         # CUDA graphs captured on first use (transformers): the padded shapes this replica has a graph for
         self.graph_q = profile.limits.graph_q_interval
         self.graph_kv = profile.limits.graph_kv_interval
-        self.graph_capture_ms = profile.timing.graph_capture_ms
+        self.graph_capture_ms = profile.timing.graph_capture_ms / speed
         self.graphs: set[tuple[int, int]] = set()
         self.step_jitter = profile.timing.step_jitter
         self._rng = random.Random(index)

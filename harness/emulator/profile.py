@@ -133,6 +133,11 @@ class RooflineTiming(_Strict):
                                           "arrivals, so a closed loop's waves split differently from one to the next")
     graph_capture_ms: NonNegativeFloat = Field(0.0, description="what a step with a new padded shape costs more "
                                                "while its CUDA graph is captured (limits.graph_q_interval)")
+    host_speed: PositiveFloat = Field(1.0, description="how many times faster this host's CPU runs the server "
+                                      "than the host the host-side terms were fitted on: every CPU cost (host_*, "
+                                      "admission_ms, frontend_ms, graph_capture_ms) is divided by it, so a profile "
+                                      "carries to another host by fitting this one number (--calibrate --fit "
+                                      "host_speed)")
 
 
 class FixedTiming(_Strict):
