@@ -68,7 +68,14 @@ def _interrupted(argv: list[str], cwd: Path, results: Path, sig: int) -> tuple[i
     try:
         wait_for(_measuring(results), 60, "the first cell's measured rows")
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            out = proc.communicate()[0]
+            lines = [ln for ln in out.splitlines() if "|" not in ln and not ln.startswith("---")]
+            raise AssertionError(f"still running 60 s after signal {sig} (lost?):\n"
+                                 + "\n".join(lines[-60:])) from None
     finally:
         stop(proc)
     return proc.returncode, out
