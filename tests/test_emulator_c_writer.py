@@ -69,7 +69,7 @@ def test_client_leaving_mid_stream_never_gets_its_tokens_onto_a_new_connection(f
         b.close()
         assert [e["index"] for e in ev] == list(range(1, 31))
         assert ev[-1]["details"] is None and ev[-1]["generated_text"] is not None
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30     # generous: a loaded machine notices the closes late
     while time.monotonic() < deadline:
         state = get_json(url + "/emulator/state")
         if state["replicas"][0]["active"] == 0:
