@@ -131,13 +131,15 @@ def test_replica_that_exits_early_is_named_with_its_log(tmp_path, server_script)
 
 def test_replica_that_never_gets_healthy_times_out_and_is_stopped(tmp_path, server_script):
     base = free_port_block(1)
+    # the timeout must outlast the server's start (a Python process, slow on a loaded machine),
+    # or its log holds no 503 yet
     t = target([PY, str(server_script), "{port}"], base_port=base, env={"NEVER": "1"},
-               timeout=2.0)
+               timeout=5.0)
     with pytest.raises(LaunchError) as e:
         with launcher_for(t, 1, tmp_path / "logs"):
             pytest.fail("must not get here")
     msg = str(e.value)
-    assert "replica 0 not healthy after 2 s" in msg and f":{base}/health" in msg
+    assert "replica 0 not healthy after 5 s" in msg and f":{base}/health" in msg
     assert "GET /health HTTP/1.1 503" in msg  # the log's tail is in the message
     # the server answered 503 while waiting and is gone now
     with pytest.raises(OSError):
