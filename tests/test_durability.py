@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.records.rundir import journals_of, read_table
 from tests.support.processes import harness
+from tests.support.runs import only_run
 from tests.support.sweeps import resume_sweep, stop_sweep
 
-# cpu-demo: steps of a few ms with no graph captures or jitter, so the second cell has finished
-# requests (rows) well before the signal 2 s into it, however loaded the machine
+# cpu-demo: steps of a few ms, so the second cell's first measured rows reach its journal long
+# before its 2.5 s measured window ends; the signal waits for them (see _rows_in_second_cell)
 SCENARIO = """
 name: killed
 target: {protocol: tgi, launcher: {kind: emulator, profile: cpu-demo}}
@@ -27,7 +29,17 @@ telemetry: {source: emulated, rate_hz: 20}
 
 
 def _in_second_cell(line: str) -> bool:
-    return line.startswith("[r1-c8] cell")     # then 2 s on: inside r1-c8's measured window
+    return line.startswith("[r1-c8] cell")
+
+
+def _rows_in_second_cell(results: Path):
+    """True once r1-c8 has measured request rows in the run directory: the sweep is then inside
+    the cell's measured window with rows written (what the test needs), however long a loaded
+    machine took to get there."""
+    def measured() -> bool:
+        rows = read_table(only_run(results), "requests", cell="r1-c8")
+        return bool((rows.phase == "measure").any())
+    return measured
 
 
 @pytest.mark.slow
@@ -35,7 +47,8 @@ def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     scen = tmp_path / "s.yaml"
     scen.write_text(SCENARIO)
     # the sweep and its emulated replicas (its process group), with no cleanup
-    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell, after_s=2.0, sig=signal.SIGKILL)
+    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell,
+                         until=_rows_in_second_cell(tmp_path / "res"), sig=signal.SIGKILL)
     assert stopped.returncode == -signal.SIGKILL
     run = stopped.run
     manifest = json.loads((run / "manifest.json").read_text())
@@ -82,7 +95,8 @@ def test_resumed_cell_holds_only_its_final_attempt_in_influxdb(tmp_path, influxd
     scen = tmp_path / "s.yaml"
     scen.write_text(SCENARIO + f"store: {{influxdb: {{url: '{influxdb.url}', api: v1, "
                                f"database: harness}}}}\n")
-    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell, after_s=2.0)
+    stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell,
+                         until=_rows_in_second_cell(tmp_path / "res"))
     assert stopped.returncode == 130
     run = stopped.run
     run_id = json.loads((run / "manifest.json").read_text())["run_id"]

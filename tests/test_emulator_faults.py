@@ -30,15 +30,19 @@ def url(request):
         mp.undo()
 
 
-def _raw_stream(url: str, fault: str, max_new: int = 10, timeout: float = 5.0,
-                path: str = "/generate_stream") -> tuple[bytes, str]:
-    """Send one request on a raw socket; return (all bytes received, how it ended)."""
+def _raw_stream(url: str, fault: str, max_new: int = 10, timeout: float = 30.0,
+                path: str = "/generate_stream", quiet_after: int | None = None,
+                quiet_s: float = 0.6) -> tuple[bytes, str]:
+    """Send one request on a raw socket; return (all bytes received, how it ended).
+
+    ``timeout`` is generous: a loaded machine may hold a token for seconds. With ``quiet_after``,
+    once that many events have arrived, ``quiet_s`` of silence ends the read ("timeout")."""
     host, port = url.removeprefix("http://").split(":")
     body = orjson.dumps({"inputs": PROMPT, "parameters": {"max_new_tokens": max_new}})
     req = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
            f"x-emulator-fault: {fault}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
     s = socket.create_connection((host, int(port)))
-    s.settimeout(timeout)
+    s.settimeout(quiet_s if quiet_after == 0 else timeout)
     s.sendall(req)
     data = b""
     try:
@@ -49,6 +53,8 @@ def _raw_stream(url: str, fault: str, max_new: int = 10, timeout: float = 5.0,
             data += chunk
             if data.endswith(b"0\r\n\r\n"):
                 return data, "complete"
+            if quiet_after is not None and len(_events(data)) >= quiet_after:
+                s.settimeout(quiet_s)
     except ConnectionResetError:
         return data, "reset"
     except socket.timeout:
@@ -95,12 +101,12 @@ def test_truncate_without_final_event(url):
 
 
 def test_stall_keeps_connection_silent(url):
-    data, how = _raw_stream(url, "stall:2", timeout=0.6)
+    data, how = _raw_stream(url, "stall:2", quiet_after=2, quiet_s=0.6)
     assert how == "timeout" and len(_events(data)) == 2
 
 
 def test_hang_sends_nothing(url):
-    data, how = _raw_stream(url, "hang", timeout=0.5)
+    data, how = _raw_stream(url, "hang", quiet_after=0, quiet_s=0.5)
     assert how == "timeout" and data == b""
 
 

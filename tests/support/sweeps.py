@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ROOT, harness, harness_env
+from tests.support.processes import ROOT, harness, harness_env, wait_for
 from tests.support.runs import only_run
 
 
@@ -32,9 +32,12 @@ class StoppedSweep:
 
 
 def stop_sweep(scen: Path, results: Path, at: Callable[[str], bool], *, after_s: float = 0.0,
+               until: Callable[[], bool] | None = None, until_s: float = 60,
                sig: signal.Signals = signal.SIGTERM, guard_s: float = 150) -> StoppedSweep:
     """Run ``slm-harness sweep SCEN --results RESULTS`` and send it ``sig`` ``after_s`` seconds
-    after the first line of its output for which ``at`` is true (nothing, if it ends first).
+    after the first line of its output for which ``at`` is true (nothing, if it ends first);
+    with ``until``, only once that is also true (polled for up to ``until_s`` seconds): a state
+    the sweep has observably reached, where a fixed delay would be a guess a loaded machine breaks.
 
     SIGKILL goes to its whole process group (its launched replicas too, with no cleanup, as a
     crash or power cut); any other signal to the sweep alone, whose output is then read to the
@@ -58,6 +61,8 @@ def stop_sweep(scen: Path, results: Path, at: Callable[[str], bool], *, after_s:
         for line in proc.stdout:
             if at(line):
                 time.sleep(after_s)
+                if until is not None:
+                    wait_for(until, until_s, "the sweep to reach the state to signal it in", 0.1)
                 send(sig)
                 break
         if group:
@@ -66,6 +71,9 @@ def stop_sweep(scen: Path, results: Path, at: Callable[[str], bool], *, after_s:
             proc.communicate(timeout=60)
     finally:
         guard.cancel()
+        if proc.poll() is None:        # the test failed before its signal: leave nothing behind
+            send(signal.SIGKILL)
+            proc.wait(30)
     return StoppedSweep(proc.returncode, results)
 
 
