@@ -380,7 +380,8 @@ class Load(Strict):
                          "as the level is super-linear (2: x4 latency for x2 load) and marks the knee.")
     auto_min_gain: Annotated[float, _NUM, Field(gt=0, lt=1)] = Field(
         0.05, description="levels: auto: throughput growing by less than this share over the best "
-                          "lower level has stopped growing.")
+                          "lower level has stopped growing (in the probe that picks the starting "
+                          "levels and in the explore after it).")
     auto_saturation_min_s: Seconds = Field(
         5.0, description="levels: auto: windows shorter than this never fire the over-saturation test.")
     auto_saturation_rise: Annotated[float, _NUM, Field(gt=0, le=100)] = Field(
