@@ -251,7 +251,7 @@ def test_a_resolver_that_never_answers_does_not_hold_the_command(monkeypatch):
     from harness import urls
 
     def stuck(*a, **k):
-        time.sleep(3)
+        time.sleep(5)         # the answer comes past both the timeout and the bound below
         raise socket.gaierror(-2, "too late")
 
     monkeypatch.setattr(urls, "RESOLVE_TIMEOUT_S", 0.3)
@@ -259,4 +259,4 @@ def test_a_resolver_that_never_answers_does_not_hold_the_command(monkeypatch):
     t0 = time.monotonic()
     with pytest.raises(ValueError, match="'slow.example' did not resolve within 0.3 s"):
         urls.resolve_host("http://slow.example:80")
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 4       # 0.3 s, with room for a loaded machine; not the 5 s
