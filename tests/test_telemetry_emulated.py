@@ -13,6 +13,7 @@ from harness.telemetry import Sampler, Sink, open_source
 from harness.telemetry.emulated import EmulatedSource
 from tests.support.emulator import emulator, post
 from tests.support.ports import dead_url
+from tests.support.processes import wait_for
 
 
 class Keep(Sink):
@@ -68,11 +69,15 @@ def test_failover_gap_and_resume_across_replica_urls():
         keep = Keep()
         s = Sampler(src, [keep], rate_hz=20)
         s.start()
-        time.sleep(0.5)
+        # each step waits for what the sampler has counted, not for a sleep a loaded machine
+        # may stretch past the sampler's ticks
+        wait_for(lambda: s.counts["samples"] >= 5, 30, "samples from the live replica", 0.05)
         src.set_urls([dead_url()])                        # the cell's replicas went away
-        time.sleep(0.6)
+        wait_for(lambda: s.counts["read_errors"] >= 3, 30, "failed reads", 0.05)
         src.set_urls([live])                              # the next cell's replicas are up
-        time.sleep(0.5)
+        resumed = s.counts["samples"]
+        wait_for(lambda: s.counts["gaps"] == 1 and s.counts["samples"] >= resumed + 3, 30,
+                 "the gap closed and sampling resumed", 0.05)
         summary = s.stop()
         src.close()
     assert len(keep.gaps) == 1 and keep.gaps[0].errors >= 3
