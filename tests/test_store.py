@@ -15,7 +15,7 @@ from harness.secrets import Secret
 from harness.store import InfluxQLReader, InfluxTarget, InfluxWriter, VictoriaMetricsReader
 from harness.store.writer import writer_from_config
 from harness.telemetry.records import GpuGap, GpuProcessSample
-from tests.support.processes import harness_env
+from tests.support.processes import harness_env, wait_for
 
 T0 = time.time_ns() - 3_600 * 10**9   # an hour ago: inside every default query range
 
@@ -124,7 +124,7 @@ def test_v1_spool_and_replay_across_a_server_kill_exactly_once(influxdb, tmp_pat
     time.sleep(1.2)
     influxdb.kill()                     # SIGKILL mid-run
     time.sleep(1.2)
-    assert w.degraded
+    wait_for(lambda: w.degraded, 30, "the writer to notice the dead server")
     influxdb.start()
     p.join()
     st = w.close(timeout_s=60)
@@ -144,7 +144,7 @@ def test_v2_spool_and_replay_across_a_server_restart_exactly_once(victoria, tmp_
     time.sleep(1.2)
     victoria.stop()                     # VictoriaMetrics acknowledges before it persists: stop it
     time.sleep(1.2)                     # gracefully (a SIGKILL loses its last second by design)
-    assert w.degraded
+    wait_for(lambda: w.degraded, 30, "the writer to notice the stopped server")
     victoria.start()
     p.join()
     st = w.close(timeout_s=60)
