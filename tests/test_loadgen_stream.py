@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 import socket
+import urllib.request
 
 import pytest
 
@@ -32,12 +34,18 @@ def test_stream_counts_and_times_every_token(server, proto):
     assert r.error_class is None, r.error
     assert r.status == 200 and r.output_tokens == 12 and r.events == 12
     assert r.finish_reason == "length"
-    ttft_ms = (r.first_pc - r.start_pc) / 1e6
-    assert 28 <= ttft_ms < 80
-    assert len(r.itl_ns) == 11
-    gaps = sorted(r.itl_ns)
-    assert 7_500_000 <= gaps[len(gaps) // 2] < 15_000_000, gaps      # the server's 8 ms cadence
-    assert 85_000_000 <= sum(gaps) < 200_000_000, gaps               # 11 gaps of >= 8 ms
+    assert (r.first_pc - r.start_pc) / 1e6 >= 28          # the server waits 30 ms to answer
+    assert len(r.itl_ns) == 11 and min(r.itl_ns) >= 0
+    # Each token's time is when it reached this host: between the server's stamps around its
+    # write (however late a loaded machine sent it), or, when it queued in the socket behind the
+    # next token, that later token's stamp (the reactor's rule). Held to what the server did, not
+    # to its nominal 8 ms cadence, which a busy host stretches.
+    sent = json.loads(urllib.request.urlopen(server + "/sent", timeout=30).read())
+    arrived = [r.first_pc + sum(r.itl_ns[:i]) for i in range(12)]
+    slack = 1_000_000                 # the kernel's stamp, moved to the perf_counter scale
+    for i, (t, (before, after)) in enumerate(zip(arrived, sent)):
+        assert t >= before - slack, (i, t - before, arrived, sent)
+        assert t <= after + slack or (i < 11 and arrived[i + 1] == t), (i, t - after, arrived, sent)
     # the connection is kept alive and reused by the next request
     r2 = c.send(server, RequestSpec("again", 1, 3))
     assert r2.error_class is None and r2.output_tokens == 3
@@ -203,6 +211,7 @@ def test_pump_reads_ready_sockets_without_the_hub(tcp_pair):
         r.add(cli, handlers[3])
         for i, (_a, b) in enumerate(pairs[:2]):
             b.send(b"tok%d" % i)
+        before = _time.perf_counter_ns()
         peer.send(b"tcp")
         sent = _time.perf_counter_ns()
         _time.sleep(0.03)        # not gevent's sleep: the hub never runs in this test
@@ -212,7 +221,9 @@ def test_pump_reads_ready_sockets_without_the_hub(tcp_pair):
         assert [d for d, _ in handlers[1].got] == [b"tok1"]
         assert handlers[2].got == []                       # nothing was sent to it
         (data, t), = handlers[3].got
-        assert data == b"tcp" and -5_000_000 < t - sent < 10_000_000   # the kernel stamp, not the read 30 ms later
+        # the kernel stamp, taken during the send (however long this thread then waited to run
+        # again), not the read 30 ms later
+        assert data == b"tcp" and before - 1_000_000 < t < sent + 10_000_000, (before, t, sent)
         r.pump()                 # a pass began < 1 ms ago: nothing to do, nothing read twice
         assert len(handlers[0].got) == 1
     finally:
@@ -234,19 +245,23 @@ def test_reader_falling_behind_is_counted_and_reported(caplog, tcp_pair):
     r = Reactor()
     try:
         r.add(cli, _Recorder())
+        t0 = _time.perf_counter_ns()
         peer.send(b"x")
         _time.sleep(0.001)
         r.pump()                          # read at once: on time
-        assert r.late_count == 0
+        took = _time.perf_counter_ns() - t0
+        # on time, unless a loaded machine held this thread 5 ms between the send and the read
+        assert r.late_count == 0 or took >= 5_000_000, (r.late_count, took)
+        early = r.late_count
         peer.send(b"y")
         _time.sleep(0.03)                 # the reader is busy elsewhere for 30 ms
         r.pass_ns = 0
         r.pump()
-        assert r.late_count == 1 and 25 <= r.lag_max_ns / 1e6 < 1000
+        assert r.late_count == early + 1 and 25 <= r.lag_max_ns / 1e6 < 1000
     finally:
         with caplog.at_level(logging.WARNING, logger="harness.loadgen.reactor"):
             r.close()
-    assert "fell behind 1 time(s)" in caplog.text
+    assert f"fell behind {early + 1} time(s)" in caplog.text
 
 
 def test_reader_does_not_spin_between_tokens():
@@ -278,7 +293,17 @@ def test_reader_batches_reads_with_an_interval(interval_us, monkeypatch):
     several streams' tokens instead of waking for each; either way every token is counted."""
     import gevent
 
+    from harness.loadgen import reactor
+
     monkeypatch.setenv("SLM_READER_INTERVAL_US", str(interval_us))
+    slept = []
+    real_sleep = reactor.gsleep
+
+    def sleep(seconds):           # the reader's designed sleeps between passes, counted
+        slept.append(seconds)
+        return real_sleep(seconds)
+
+    monkeypatch.setattr(reactor, "gsleep", sleep)
     with fake_server(ttft_ms=5, itl_ms=1) as url:
         c = StreamClient(protocol_for("tgi"), request_timeout_s=10)
         jobs = [gevent.spawn(c.send, url, RequestSpec("busy", 1, 300)) for _ in range(12)]
@@ -287,11 +312,14 @@ def test_reader_batches_reads_with_an_interval(interval_us, monkeypatch):
         passes, reads = r.passes, r.reads
         c.close()
     assert all(j.value.error_class is None and j.value.output_tokens == 300 for j in jobs)
-    assert reads >= 12 * 300 * 0.9, reads                 # not merged: ~one read per token
+    # (how many tokens each read takes is the machine's: a loaded one merges them in the socket)
     if interval_us:
+        assert slept and max(slept) <= interval_us / 1e6, slept   # the rest of a millisecond
         assert reads / passes >= 4, (reads, passes)
-    else:   # waking for every segment: 1.2-1.8 reads a pass here
-        assert reads / passes < 4, (reads, passes)
+    else:
+        # waking for every segment, never sleeping by design: 1.2-1.8 reads a pass on an idle
+        # machine; a loaded one leaves more data per wake-up, so the ratio is no test here
+        assert not slept, slept
 
 
 def test_long_streams_count_alike_in_both_readers(reader):

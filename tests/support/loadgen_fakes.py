@@ -4,6 +4,9 @@ Runs as its own process (``python tests/support/loadgen_fakes.py --ttft-ms 20 --
 ``PORT <n>`` when listening. A request whose prompt contains ``fault=NAME`` misbehaves:
 ``http429``, ``http500``, ``http422``, ``sse_error``, ``malformed``, ``incomplete``, ``reset``,
 ``hang`` (never answers), ``multi`` (OpenAI: 3 tokens per chunk, usage exact).
+``GET /sent`` answers the last finished stream's token send times: ``[before, after]`` its write
+per token event (``CLOCK_MONOTONIC`` ns, the client's ``perf_counter_ns`` scale on Linux), so a
+test can hold client stamps to when the tokens really left, however late a loaded machine sent them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import json
 import re
+import time
 
 
 def _chunk(data: bytes) -> bytes:
@@ -22,6 +26,7 @@ class Server:
     def __init__(self, ttft_s: float, itl_s: float):
         self.ttft_s = ttft_s
         self.itl_s = itl_s
+        self.sent: list[list[int]] = []     # the last finished stream's [before, after] per token
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -32,7 +37,8 @@ class Server:
                 hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 body = await reader.readexactly(int(hdrs.get("content-length", "0")))
                 if method == "GET":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    out = json.dumps(self.sent).encode() if path == "/sent" else b"ok"
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
                     await writer.drain()
                     continue
                 if not await self.generate(path, json.loads(body), writer):
@@ -79,6 +85,7 @@ class Server:
         tgi = path.endswith("/generate_stream")
         chat = path.endswith("/chat/completions")
         step = 3 if fault == "multi" else 1
+        sent = []
         i = 0
         while i < n:
             k = min(step, n - i)
@@ -111,6 +118,7 @@ class Server:
                           if chat else {"index": 0, "text": text, "finish_reason": "length" if last else None})
                 ev = {"id": "x", "object": "chunk", "choices": [choice]}
             # compact, as TGI (serde_json) and the emulator write it: the reader's in-place path
+            before = time.perf_counter_ns()
             writer.write(_chunk(b"data:" + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n"))
             if last and not tgi:
                 usage = {"id": "x", "choices": [], "usage": {"prompt_tokens": len(prompt.split()),
@@ -118,11 +126,13 @@ class Server:
                 writer.write(_chunk(b"data: " + json.dumps(usage).encode() + b"\n\n"))
                 writer.write(_chunk(b"data: [DONE]\n\n"))
             await writer.drain()
+            sent.append([before, time.perf_counter_ns()])
             i += k
             if not last:
                 await asyncio.sleep(self.itl_s)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        self.sent = sent
         return True
 
 
