@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -42,10 +43,23 @@ def test_closed_loop_levels_records_histograms_and_slo_met(server, tmp_path):
     assert req.error_class.isna().all()
     assert (req.output_tokens == 21).all() and (req.replica == server).all()
     m = req[(req.cell == "r1-c8") & (req.phase == "measure")]
-    # 8 streams of ~40 ms + 20 x 10 ms for 2 s: about 8 * 2 / 0.24 = 66 requests
-    assert 45 <= len(m) <= 75
-    assert m.ttft_s.between(0.039, 0.2).all()
-    assert m.itl_p50_s.between(0.0095, 0.02).all()
+    # 8 streams of >= 40 ms + 20 x 10 ms for 2 s: about 8 * 2 / 0.24 = 66 requests on an idle
+    # machine; a loaded one stretches the server's sleeps, so hold the records to what they show:
+    # never more than 8 in flight, and 8 at some moment (every stream busy)
+    c8 = req[req.cell == "r1-c8"]
+    edges = sorted([(t, 1) for t in c8.start_ns] + [(t, -1) for t in c8.end_ns])
+    in_flight = list(itertools.accumulate(d for _, d in edges))
+    assert max(in_flight) == 8, max(in_flight)
+    # and the streams kept sending: no more requests than 8 back-to-back streams could start, at
+    # least half what their mean duration allows (the rest is room for a busy client's gaps)
+    assert 0.5 * 8 * 2 / m.e2e_s.mean() <= len(m) <= 8 * (2 / m.e2e_s.min() + 1), \
+        (len(m), m.e2e_s.describe())
+    # the server's own floors (it waits 40 ms, then 10 ms between tokens; load only adds): TTFT,
+    # and 20 gaps after the first token; a token queued behind the next shares its stamp, so
+    # allow one gap
+    assert (m.ttft_s >= 0.039).all(), m.ttft_s.min()
+    assert (m.e2e_s - m.ttft_s >= 19 * 0.0099).all(), (m.e2e_s - m.ttft_s).min()
+    assert (m.itl_p50_s <= m.e2e_s - m.ttft_s).all() and (m.itl_mean_s >= 0.0094).all()
     s = json.loads((tmp_path / "sum.json").read_text())
     cell = next(c for c in s["cells"] if c["cell"] == "r1-c8")
     assert cell["requests"] == len(m) and cell["ok"] == len(m)
