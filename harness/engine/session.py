@@ -84,24 +84,43 @@ def _other_greenlets_main():
     return main if cur is not main and cur is not hub and main is not None else None
 
 
+def _raise_in_main(exc_type: type, seen: SigtermSeen | None = None):
+    """A signal handler raising ``exc_type`` in the main greenlet, wherever the signal lands.
+
+    Python runs a handler in whichever greenlet is current. In a helper greenlet (the GPU
+    sampler, a monkey-patched thread) the exception would end that helper alone (threading's
+    excepthook prints and swallows it) and the run would go on."""
+    def handler(signum, frame):
+        if seen is not None:
+            seen.hit = True
+        main = _other_greenlets_main()
+        if main is not None:          # stop the run itself, leave the helper alone
+            import gevent
+
+            gevent.get_hub().loop.run_callback(main.throw, exc_type())
+            return
+        raise exc_type()
+    return handler
+
+
+def ctrl_c_reaches_main() -> None:
+    """Ctrl-C raises KeyboardInterrupt in the main greenlet wherever it lands (main thread only),
+    for a door that lasts the process's lifetime (``locust -f``, whose main catches it)."""
+    try:
+        signal.signal(signal.SIGINT, _raise_in_main(KeyboardInterrupt))
+    except ValueError:  # not the main thread
+        pass
+
+
 @contextmanager
 def sigterm_raises():
-    """SIGTERM behaves like Ctrl-C while the run goes on (main thread only); yields a SigtermSeen."""
+    """SIGTERM behaves like Ctrl-C while the run goes on, and both reach the main greenlet (main
+    thread only); yields a SigtermSeen."""
     seen = SigtermSeen()
-
-    def handler(signum, frame):
-        seen.hit = True
-        main = _other_greenlets_main()
-        if main is not None:          # it landed in a helper greenlet (the GPU sampler, a
-            import gevent             # reader): stop the run itself, leave the helper alone
-
-            gevent.get_hub().loop.run_callback(main.throw, Terminated())
-            return
-        raise Terminated()
-
     _quiet(Terminated)
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = signal.signal(signal.SIGTERM, _raise_in_main(Terminated, seen))
+        old_int = signal.signal(signal.SIGINT, _raise_in_main(KeyboardInterrupt))
     except ValueError:  # not the main thread
         yield seen
         return
@@ -109,6 +128,7 @@ def sigterm_raises():
         yield seen
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 class Session(Hook):

@@ -345,6 +345,9 @@ def install(default_protocol: str = "tgi"):
             _fail(e, 3)
         except InputError as e:
             _fail(e, 2)
+        from harness.engine.session import ctrl_c_reaches_main
+
+        ctrl_c_reaches_main()         # not into the GPU sampler's greenlet, where it would be lost
         replicas = opts.slm_replicas or len(urls)
         st = environment.slm_run = _RunState(environment, scenario, opts.scenario, urls, replicas,
                                              list(levels), opts, reps, run_time_s)
