@@ -70,7 +70,8 @@ def _quiet(exc_type: type) -> None:
 
 
 def _other_greenlets_main():
-    """The main greenlet when a signal handler runs in another, non-hub greenlet; else None."""
+    """The main greenlet when a signal handler runs in another greenlet (a helper, or the hub,
+    which would print a traceback before passing the exception on); else None."""
     import sys
 
     if "gevent" not in sys.modules:
@@ -81,7 +82,7 @@ def _other_greenlets_main():
     hub = gevent.get_hub()
     main = hub.parent
     cur = getcurrent()
-    return main if cur is not main and cur is not hub and main is not None else None
+    return main if cur is not main and main is not None else None
 
 
 def _raise_in_main(exc_type: type, seen: SigtermSeen | None = None):

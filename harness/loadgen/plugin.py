@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from time import perf_counter_ns
 
+import gevent
 from locust import LoadTestShape, events
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -56,6 +57,10 @@ class _RunState:
         self.run_time_s = run_time_s
         self.plan = build_plan(scenario.load, levels, replicas)
         self.active = False          # a run of the plan is under way (begun, not finished)
+        # begin() yields while it opens the session and starts telemetry; a Ctrl-C then finishes
+        # the run from another greenlet, which waits for begin() to be done first
+        self.starting = False
+        self.begun = False
         # finish() yields (the store's flush, the scraper process's close): the shape's next tick
         # must not begin a new run meanwhile, nor at all once Locust is quitting
         self.closing = False
@@ -76,10 +81,27 @@ class _RunState:
 
     # -- begin ---------------------------------------------------------------------------------
     def begin(self) -> None:
+        """Open the session, start telemetry and hand the plan to the users (or the workers)."""
+        self.active = True
+        self.starting, self.begun = True, False
+        # in a greenlet of its own: Ctrl-C makes Locust kill the shape's greenlet (this caller)
+        # before it fires test_stop, and a session killed half-open would stay "running"
+        g = gevent.spawn(self._begin_whole)
+        g.join()
+        if g.ready() and not g.successful():
+            raise g.exception
+
+    def _begin_whole(self) -> None:
+        try:
+            self._begin()
+            self.begun = True
+        finally:
+            self.starting = False
+
+    def _begin(self) -> None:
         from harness.engine.hooks import Hooks
         from harness.engine.session import Session
 
-        self.active = True
         self.drain_deadline = None
         self.cells_over = set()
         self.current = None
@@ -178,9 +200,26 @@ class _RunState:
         self.active = False
         self.closing = True
         try:
+            deadline = time.monotonic() + 30
+            while self.starting and time.monotonic() < deadline:   # stopped while begin() runs
+                gevent.sleep(0.05)
+            if not self.begun:
+                return self._finish_unbegun(status, reason)
             return self._finish(status, reason)
         finally:
             self.closing = False
+
+    def _finish_unbegun(self, status: str, reason: str) -> int:
+        """begin() failed or did not end in time: close what it opened; no cell ran."""
+        from harness.engine.outcome import exit_code
+
+        if self.session is not None:
+            self.session.close(status, reason)
+            print(f"results: {self.session.path}")
+        print(f"locust stopped before the first cell: {reason or status}", file=sys.stderr)
+        code = exit_code(status, None, "every")
+        self.env.process_exit_code = self.exit_code = code
+        return code
 
     def _finish(self, status: str, reason: str) -> int:
         from harness.engine.outcome import exit_code, write_outputs

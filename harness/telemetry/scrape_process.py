@@ -138,7 +138,10 @@ def serve(cfg: dict, commands) -> None:
 
 
 def main() -> None:
-    cfg = json.loads(sys.stdin.readline())
+    line = sys.stdin.readline()
+    if not line.strip():      # the run ended (a Ctrl-C while it was starting) before configuring us
+        return
+    cfg = json.loads(line)
     logging.basicConfig(level=int(cfg.get("log_level", logging.WARNING)),
                         format="%(levelname)s %(name)s: %(message)s")
     try:
