@@ -227,9 +227,10 @@ def with_params(profile: Profile, x: dict[str, float]) -> Profile:
                                       "gpu": profile.gpu.model_copy(update=g_upd)})
 
 
-#: relative error beyond which a cell's miss costs ten times more: the fit aims at every cell within
-#: a target (15%), not only at a small mean
+#: relative error beyond which a cell's miss costs a hundred times more (``HINGE_WEIGHT``): the fit
+#: aims at every cell within a target (15%), not only at a small mean
 HINGE = math.log(1.12)
+HINGE_WEIGHT = 100.0
 
 
 def _loss(pred: dict, meas: dict, keys=("tok_s", "ttft_p50_ms", "tpot_p50_ms")) -> float:
@@ -242,7 +243,7 @@ def _loss(pred: dict, meas: dict, keys=("tok_s", "ttft_p50_ms", "tpot_p50_ms")) 
             out += 25.0
             continue
         e = abs(math.log(p / m))
-        out += e * e + 10.0 * max(0.0, e - HINGE) ** 2
+        out += e * e + HINGE_WEIGHT * max(0.0, e - HINGE) ** 2
     return out
 
 
