@@ -60,8 +60,9 @@ def test_h100_profile_reproduces_the_committed_gpu_run():
     cells = cal.load_run(run)
     preds = cal.predict_run(p, cells)
     _, worst = cal.error_table(cells, preds)
-    assert worst["tok_s"] < 0.16 and worst["tpot_p50_ms"] < 0.15 and worst["power_w"] < 0.10, worst
-    assert worst["ttft_p50_ms"] < 0.18, worst
+    # every cell within the 15% the profile is held to, on all four metrics
+    assert max(worst["tok_s"], worst["ttft_p50_ms"], worst["tpot_p50_ms"]) < 0.15, worst
+    assert worst["power_w"] < 0.10, worst
     by = {c.name: q for c, q in zip(cells, preds)}
     assert min(by["r4-c256"]["tok_s"], by["r2-c256"]["tok_s"]) > 1.5 * by["r1-c256"]["tok_s"]
     assert abs(by["r4-c256"]["tok_s"] / by["r2-c256"]["tok_s"] - 1) < 0.15
