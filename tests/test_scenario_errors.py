@@ -19,7 +19,6 @@ BAD: list[ErrorCase] = [
     ("unknown_nested_key", "name: x\nload:\n  levels: [1]\n  duraton_s: 5\n", 4, "load.duraton_s", "unknown key"),
     ("negative_rate", "name: x\nload:\n  mode: rate\n  levels: [2, -1]\n", 4, "load.levels[1]", "greater than 0"),
     ("zero_concurrency", "name: x\nload:\n  levels:\n    - 4\n    - 0\n", 5, "load.levels[1]", "greater than 0"),
-    ("fractional_concurrency", "name: x\nload:\n  levels: [2.5]\n", 3, "load.levels[0]", "whole number"),
     ("wrong_type_duration", "name: x\nload:\n  duration_s: soon\n", 3, "load.duration_s", "valid number"),
     ("missing_name", "load:\n  levels: [1]\n", 1, "name", "required"),
     ("bad_protocol", "name: x\ntarget:\n  protocol: grpc\n", 3, "target.protocol", "tgi"),
