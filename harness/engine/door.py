@@ -11,7 +11,7 @@ from harness.engine.engine import Engine
 from harness.engine.hooks import Hooks, ProgressHook
 from harness.engine.outcome import exit_code, partial_line, write_outputs
 from harness.engine.plan import RunPlan
-from harness.engine.session import Session
+from harness.engine.session import Session, signals_held, sigterm_raises, stop_message
 
 
 @dataclass
@@ -42,29 +42,43 @@ def execute(req: Request, scenario) -> int:
     text = Path(req.scenario_path).read_text()
     plan_done = ()
     hooks = Hooks()
-    session = Session(scenario, text, Path(req.results or scenario.store.results_dir),
-                      command=req.command, resume=Path(req.resume) if req.resume else None,
-                      hooks=hooks, replicas=req.replicas, levels=req.levels)
-    plan = RunPlan.from_scenario(scenario, replicas=req.replicas, levels=req.levels,
-                                 done=session.cells_done or plan_done)
-    engine = Engine(session, plan, urls=req.urls, processes=req.processes, web_ui=req.web_ui,
-                    launcher_factory=req.launcher_factory)
-    console = make_console()
-    progress = None
-    if not req.quiet:
-        ld = scenario.load
-        cell_s = sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + \
-            ld.cooldown_s + 2.0
-        progress = SweepProgress(console, list(plan.replicas),
-                                 None if plan.auto else list(plan.levels), plan.mode,
-                                 plan.total_cells(), cell_s, plain=True if req.plain else None)
-        hooks.add(ProgressHook(progress))
-        progress.__enter__()
-    try:
-        result = engine.run()
-    finally:
-        if progress is not None:
-            progress.__exit__(None, None, None)
+    session = progress = None
+    # a stop before the engine runs (its own handlers take over there) closes the run directory
+    # as interrupted, like one during the run; SIGTERM behaves as Ctrl-C from here on
+    with sigterm_raises():
+        try:
+            with signals_held():
+                session = Session(scenario, text, Path(req.results or scenario.store.results_dir),
+                                  command=req.command, resume=Path(req.resume) if req.resume else None,
+                                  hooks=hooks, replicas=req.replicas, levels=req.levels)
+            plan = RunPlan.from_scenario(scenario, replicas=req.replicas, levels=req.levels,
+                                         done=session.cells_done or plan_done)
+            engine = Engine(session, plan, urls=req.urls, processes=req.processes, web_ui=req.web_ui,
+                            launcher_factory=req.launcher_factory)
+            console = make_console()
+            if not req.quiet:
+                ld = scenario.load
+                cell_s = sum(s.duration_s for s in ld.stages) + ld.warmup_s + ld.duration_s + \
+                    ld.cooldown_s + 2.0
+                progress = SweepProgress(console, list(plan.replicas),
+                                         None if plan.auto else list(plan.levels), plan.mode,
+                                         plan.total_cells(), cell_s, plain=True if req.plain else None)
+                hooks.add(ProgressHook(progress))
+                progress.__enter__()
+        except KeyboardInterrupt as e:
+            if progress is not None:
+                progress.__exit__(None, None, None)
+            if session is None:
+                raise
+            session.close("interrupted", stop_message(e))
+            print(f"{req.command} stopped before its first cell: {stop_message(e)}", file=sys.stderr)
+            print(f"results: {session.path}")
+            return exit_code("interrupted")
+        try:
+            result = engine.run()
+        finally:
+            if progress is not None:
+                progress.__exit__(None, None, None)
     a, paths = write_outputs(result.run_dir, latency_key=req.latency)
     if not req.quiet and a is not None:
         print_analysis(a, console)

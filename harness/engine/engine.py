@@ -23,7 +23,7 @@ from harness.analysis.saturation import oversaturation, queue_depth
 from harness.analysis.saturation import thresholds as saturation_thresholds
 from harness.engine.hooks import Hooks
 from harness.engine.plan import Cell, RunPlan
-from harness.engine.session import Session, Stopped, Terminated, sigterm_raises
+from harness.engine.session import Session, Stopped, sigterm_raises, stop_message
 from harness.errors import InputError, LaunchError
 from harness.launch.memory import kv_budget_fields
 from harness.records.schema import GPU_SCHEMA
@@ -84,7 +84,7 @@ class Engine:
         except Stopped:
             status, message = "stopped", "stopped from the web UI"
         except KeyboardInterrupt as e:
-            message = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+            message = stop_message(e)
         finally:
             s.close(status, message)
         return RunResult(s.path, status, list(s.cells_done), list(s.cells_partial), message,

@@ -132,6 +132,34 @@ def sigterm_raises():
         signal.signal(signal.SIGINT, old_int)
 
 
+@contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait for the block to end, then raise as usual (KeyboardInterrupt,
+    :class:`Terminated`): the run directory is opened whole, never left half-made and "running"."""
+    got: list[int] = []
+
+    def hold(signum, frame):
+        got.append(signum)
+
+    try:
+        old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    if got:
+        raise Terminated() if got[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def stop_message(e: KeyboardInterrupt) -> str:
+    """How a stop by signal is written in the manifest and printed."""
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+
+
 class Session(Hook):
     """Owns the run directory for one run; see the module docstring.
 
