@@ -57,10 +57,9 @@ class _RunState:
         self.run_time_s = run_time_s
         self.plan = build_plan(scenario.load, levels, replicas)
         self.active = False          # a run of the plan is under way (begun, not finished)
-        # begin() yields while it opens the session and starts telemetry; a Ctrl-C then finishes
-        # the run from another greenlet, which waits for begin() to be done first
-        self.starting = False
-        self.begun = False
+        # begin()'s greenlet: it yields while it opens the session and starts telemetry, and a
+        # Ctrl-C then finishes the run from another greenlet, which waits for it first
+        self.beginning: gevent.Greenlet | None = None
         # finish() yields (the store's flush, the scraper process's close): the shape's next tick
         # must not begin a new run meanwhile, nor at all once Locust is quitting
         self.closing = False
@@ -83,20 +82,12 @@ class _RunState:
     def begin(self) -> None:
         """Open the session, start telemetry and hand the plan to the users (or the workers)."""
         self.active = True
-        self.starting, self.begun = True, False
         # in a greenlet of its own: Ctrl-C makes Locust kill the shape's greenlet (this caller)
         # before it fires test_stop, and a session killed half-open would stay "running"
-        g = gevent.spawn(self._begin_whole)
+        self.beginning = g = gevent.spawn(self._begin)
         g.join()
-        if g.ready() and not g.successful():
+        if not g.successful():
             raise g.exception
-
-    def _begin_whole(self) -> None:
-        try:
-            self._begin()
-            self.begun = True
-        finally:
-            self.starting = False
 
     def _begin(self) -> None:
         from harness.engine.hooks import Hooks
@@ -200,10 +191,10 @@ class _RunState:
         self.active = False
         self.closing = True
         try:
-            deadline = time.monotonic() + 30
-            while self.starting and time.monotonic() < deadline:   # stopped while begin() runs
-                gevent.sleep(0.05)
-            if not self.begun:
+            g = self.beginning
+            if g is not None:
+                g.join(timeout=30)          # stopped while begin() runs
+            if g is None or not g.successful():
                 return self._finish_unbegun(status, reason)
             return self._finish(status, reason)
         finally:
