@@ -13,11 +13,11 @@ import pytest
 
 from harness.records.rundir import journals_of, read_table
 from tests.support.processes import harness
-from tests.support.runs import only_run
+from tests.support.runs import measuring
 from tests.support.sweeps import resume_sweep, stop_sweep
 
 # cpu-demo: steps of a few ms, so the second cell's first measured rows reach its journal long
-# before its 2.5 s measured window ends; the signal waits for them (see _rows_in_second_cell)
+# before its 2.5 s measured window ends; the signal waits for them (tests.support.runs.measuring)
 SCENARIO = """
 name: killed
 target: {protocol: tgi, launcher: {kind: emulator, profile: cpu-demo}}
@@ -32,23 +32,13 @@ def _in_second_cell(line: str) -> bool:
     return line.startswith("[r1-c8] cell")
 
 
-def _rows_in_second_cell(results: Path):
-    """True once r1-c8 has measured request rows in the run directory: the sweep is then inside
-    the cell's measured window with rows written (what the test needs), however long a loaded
-    machine took to get there."""
-    def measured() -> bool:
-        rows = read_table(only_run(results), "requests", cell="r1-c8")
-        return bool((rows.phase == "measure").any())
-    return measured
-
-
 @pytest.mark.slow
 def test_sigkilled_sweep_resumes_with_every_finished_row(tmp_path):
     scen = tmp_path / "s.yaml"
     scen.write_text(SCENARIO)
     # the sweep and its emulated replicas (its process group), with no cleanup
     stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell,
-                         until=_rows_in_second_cell(tmp_path / "res"), sig=signal.SIGKILL)
+                         until=measuring(tmp_path / "res", "r1-c8"), sig=signal.SIGKILL)
     assert stopped.returncode == -signal.SIGKILL
     run = stopped.run
     manifest = json.loads((run / "manifest.json").read_text())
@@ -96,7 +86,7 @@ def test_resumed_cell_holds_only_its_final_attempt_in_influxdb(tmp_path, influxd
     scen.write_text(SCENARIO + f"store: {{influxdb: {{url: '{influxdb.url}', api: v1, "
                                f"database: harness}}}}\n")
     stopped = stop_sweep(scen, tmp_path / "res", _in_second_cell,
-                         until=_rows_in_second_cell(tmp_path / "res"))
+                         until=measuring(tmp_path / "res", "r1-c8"))
     assert stopped.returncode == 130
     run = stopped.run
     run_id = json.loads((run / "manifest.json").read_text())["run_id"]

@@ -10,17 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harness.records.rundir import read_table
 from tests.support.ports import free_port
 from tests.support.processes import LOCUSTFILE, ROOT, harness_env, stop, wait_for
-from tests.support.runs import only_run
+from tests.support.runs import measuring, only_run
 
 SCENARIO = """
 name: roads
@@ -51,22 +49,13 @@ def _llm_tab_measuring(base: str, cell: str) -> bool:
     return rows.get("Cell", {}).get("value", "").startswith(f"{cell} (measured")
 
 
-def _measuring(results: Path) -> Callable[[], bool]:
-    """True once the run under ``results`` has request rows of a measured window in its journal:
-    the first cell is then under way with rows written, however long a loaded machine took."""
-    def rows() -> bool:
-        runs = [d for d in results.glob("*") if d.is_dir() and not d.is_symlink()]
-        return bool(runs) and bool((read_table(runs[0], "requests").phase == "measure").any())
-    return rows
-
-
 def _interrupted(argv: list[str], cwd: Path, results: Path, sig: int) -> tuple[int, str]:
-    """Start ``argv``; once its first cell is measuring (:func:`_measuring`), send ``sig``. Its
+    """Start ``argv``; once its first cell is measuring (:func:`measuring`), send ``sig``. Its
     exit code and output."""
     proc = subprocess.Popen(argv, cwd=cwd, env=harness_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(_measuring(results), 60, "the first cell's measured rows")
+        wait_for(measuring(results), 60, "the first cell's measured rows")
         proc.send_signal(sig)
         try:
             out, _ = proc.communicate(timeout=60)

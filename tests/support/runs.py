@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from harness.records.rundir import read_table
 from tests.support.processes import ROOT, bare_env
 
 
@@ -33,3 +35,13 @@ def only_run(results: Path) -> Path:
 def run_dir(tmp_path: Path) -> Path:
     """The one run directory under ``tmp_path/res``."""
     return only_run(tmp_path / "res")
+
+
+def measuring(results: Path, cell: str | None = None) -> Callable[[], bool]:
+    """A predicate for ``wait_for``: True once the run under ``results`` has request rows of a
+    measured window (of ``cell``, else of any cell) in its journal; a signal sent then meets a run
+    inside a cell with rows written, however long a loaded machine took to get there."""
+    def rows() -> bool:
+        runs = [d for d in results.glob("*") if d.is_dir() and not d.is_symlink()]
+        return bool(runs) and bool((read_table(runs[0], "requests", cell=cell).phase == "measure").any())
+    return rows
