@@ -133,7 +133,11 @@ def test_replica_effect_shows_on_the_frontier(e2e):
     assert r2 > 1.2 * r1
     top = max(cells.values(), key=lambda c: c["output_tokens_per_s"])
     assert top["replicas"] == 2 and top["frontier"] == "frontier"
-    assert cells["r2-c256"]["ttft_p99_s"] < cells["r1-c256"]["ttft_p99_s"]
+    # two replicas halve each one's queue: the median first token comes sooner (0.16-0.32 s against
+    # 0.55-0.69 s on a quiet or a loaded 2-core machine). The p99 of the ~140 requests of a 3 s window
+    # is decided by the two or three that met a wave boundary, and came out level once in CI.
+    assert cells["r2-c256"]["ttft_p50_s"] < cells["r1-c256"]["ttft_p50_s"]
+    assert cells["r2-c256"]["e2e_p99_s"] < cells["r1-c256"]["e2e_p99_s"]
     assert cells["r2-c256"]["j_per_token"] < cells["r1-c256"]["j_per_token"]
 
 
