@@ -167,6 +167,8 @@ def test_a_slow_database_spools_and_replays_without_duplicates(influxdb, tmp_pat
     time.sleep(0.8)
     influxdb.pause()
     time.sleep(1.5)
+    # resumed once a write has timed out into the spool, however late a loaded machine ran it
+    wait_for(lambda: w.stats()["spooled"] > 0, 30, "a write to the stopped server to time out")
     influxdb.resume()
     p.join()
     st = w.close(timeout_s=60)
