@@ -63,6 +63,25 @@ def test_a_new_padded_shape_costs_one_capture_and_the_same_shape_again_none():
     assert rep._new_graph(20000, 0, 8192) is True and (8192, 1) in rep.graphs     # capped at the budget
 
 
+def test_dense_mask_attention_costs_gpu_time_per_pair():
+    """gpu_per_mpair_ms: a step attending through one dense mask pays for every (query token, cache
+    token) pair of the whole batch. The first of 64 prompts of 128 tokens steps alone (128 x 128
+    pairs); the other 63 share the next step with its decode: (1 + 63 x 128) query tokens against
+    (129 + 63 x 128) cache tokens. A decode step of 64 sequences is 64 x (64 x 129): the prefill
+    pays about 128 times what the decode does, where a per-sequence cost would charge both alike."""
+    burst = [(i, 0) for i in range(64)]
+    plain, _ = _one(_profile(), burst, output=2)
+    dense, rep = _one(_profile(gpu_per_mpair_ms=0.5), burst, output=2)
+    assert abs(dense[0] - plain[0] - 0.5 * 128 * 128 / 1e6) < 1e-3, (dense[0], plain[0])
+    wave = 0.5 * 128 * 128 / 1e6 + 0.5 * (1 + 63 * 128) * (129 + 63 * 128) / 1e6
+    assert all(abs(dense[i] - plain[i] - wave) < 1e-3 for i in range(1, 64)), (dense, plain)
+    m = rep.model
+    decode = m.step_ms(64, 0, 64 * 129, 0.0, 0, pairs=64 * 64 * 129)[0] - m.step_ms(64, 0, 64 * 129, 0.0, 0)[0]
+    assert abs(decode - 0.5 * 64 * 64 * 129 / 1e6) < 1e-9
+    # a flash-attention profile (the default 0) pays nothing for the same pairs
+    assert _profile().timing.gpu_per_mpair_ms == 0.0
+
+
 def test_graphs_off_by_default_capture_nothing():
     _, rep = _one(_profile(graph_capture_ms=150.0), [(1, 0), (2, 1000)])
     assert rep.captures == 0 and not rep.graphs

@@ -35,7 +35,7 @@ LABELS = {"tok_s": "output tok/s", "ttft_p50_ms": "TTFT p50 ms", "tpot_p50_ms": 
 #: timing parameters the fit moves (RooflineTiming fields), with their search bounds
 TIMING = {"host_step_ms": (0.0, 200.0), "host_per_seq_ms": (0.0, 5.0), "host_per_seq2_ms": (0.0, 0.05),
           "host_per_prefill_token_ms": (0.0, 2.0), "gpu_step_ms": (0.0, 200.0), "gpu_per_seq_ms": (0.0, 5.0),
-          "gpu_per_prefill_token_ms": (0.0, 2.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0),
+          "gpu_per_prefill_token_ms": (0.0, 2.0), "gpu_per_mpair_ms": (0.0, 10.0), "switch_overhead": (0.0, 2.0), "admission_ms": (0.0, 500.0),
           "frontend_ms": (0.0, 100.0), "frontend_per_seq": (0.0, 1.0), "step_jitter": (0.0, 1.0),
           "graph_capture_ms": (0.0, 2000.0), "host_speed": (0.05, 20.0)}
 #: limits the fit moves (step token budget; the KV cache's size where admission is paged), with bounds
@@ -352,13 +352,17 @@ def fit(profile: Profile, cells: list[Cell], iters: int = 120, names: tuple[str,
     # the cache's size is the server's setting (its memory share), not a fitted figure: fitted only when named
     # (a graph's capture time only where the profile's engine captures graphs as it meets new shapes; the
     # host's speed only when named, since it scales the host terms a full fit already moves)
+    # (the dense-mask attention time only where the profile's engine attends through one: attention power
+    # or attention time already in the profile)
+    dense = profile.gpu.attention_w > 0 or t.gpu_per_mpair_ms > 0
     names = names or tuple(k for k in TIMING if k != "host_speed" and (
-        k != "graph_capture_ms" or profile.limits.graph_q_interval)) + ("max_batch_prefill_tokens",)
+        k != "graph_capture_ms" or profile.limits.graph_q_interval) and (
+        k != "gpu_per_mpair_ms" or dense)) + ("max_batch_prefill_tokens",)
     names = tuple(k for k in names if k not in keep)
     start = {k: getattr(t, k) if k in TIMING else getattr(profile.limits, k) for k in names}
     bounds = {**TIMING, **LIMITS}
     # search in log space (a parameter at 0 starts from a small positive value)
-    floor = {"host_per_seq2_ms": 2e-4, "admission_ms": 10.0, "frontend_ms": 1.0, "frontend_per_seq": 0.01,
+    floor = {"host_per_seq2_ms": 2e-4, "gpu_per_mpair_ms": 0.02, "admission_ms": 10.0, "frontend_ms": 1.0, "frontend_per_seq": 0.01,
              "graph_capture_ms": 50.0, "step_jitter": 0.02}
     x0 = np.array([math.log(min(max(start[k], floor.get(k, 1e-3) if k in TIMING else 16.0), bounds[k][1]))
                    for k in names])

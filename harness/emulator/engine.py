@@ -84,20 +84,22 @@ class StepModel:
         return (t.host_step_ms + t.host_per_seq_ms * batch + t.host_per_seq2_ms * batch * batch
                 + t.host_per_prefill_token_ms * prefill_tokens) / t.host_speed
 
-    def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int) -> float:
+    def gpu_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int, pairs: int = 0) -> float:
         t = self.t
         roofline = self.weights_ms + self.kv_ms_per_token * ctx_tokens + self.prefill_ms_per_token * prefill_tokens
-        return t.gpu_step_ms + t.gpu_per_seq_ms * batch + t.gpu_per_prefill_token_ms * prefill_tokens + roofline
+        return (t.gpu_step_ms + t.gpu_per_seq_ms * batch + t.gpu_per_prefill_token_ms * prefill_tokens + roofline
+                + t.gpu_per_mpair_ms * pairs * 1e-6)
 
     def step_ms(self, batch: int, prefill_tokens: int, ctx_tokens: int,
-                others_util: float, others_busy: int, host_scale: float = 1.0) -> tuple[float, float]:
-        """(step duration, GPU busy time) in ms; ``host_scale`` stretches this step's host part (jitter).
+                others_util: float, others_busy: int, host_scale: float = 1.0, pairs: int = 0) -> tuple[float, float]:
+        """(step duration, GPU busy time) in ms; ``host_scale`` stretches this step's host part (jitter),
+        ``pairs`` are the step's dense-mask attention pairs (query tokens x cache tokens read).
 
         GPU busy time is the step's GPU work plus the context-switch cost of time-slicing with the
         other busy replicas; waiting for them (processor sharing) stretches the step but is not
         this replica's busy time."""
         host = self.host_ms(batch, prefill_tokens) * host_scale
-        busy = self.gpu_ms(batch, prefill_tokens, ctx_tokens) * (1.0 + self.t.switch_overhead * others_busy)
+        busy = self.gpu_ms(batch, prefill_tokens, ctx_tokens, pairs) * (1.0 + self.t.switch_overhead * others_busy)
         return host + busy / (1.0 - min(others_util, self.t.contention_cap)), busy
 
 
@@ -281,11 +283,11 @@ class BatchingReplica:
         self.gpu.kv_tokens[self.index] = ctx + sum(s.input_tokens - s.prefill_left for s in self.prefilling)
         others, busy = self.gpu.others(self.index)
         jitter = 1.0 + max(-0.9, self.step_jitter * self._rng.gauss(0.0, 1.0)) if self.step_jitter else 1.0
-        dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy, jitter)
-        if self.graph_q and self._new_graph(batch + prefill_tokens, ctx - batch + kv_read, lim.max_batch_prefill_tokens):
-            dur_ms += self.graph_capture_ms
         # attention through one dense mask: every query token of the batch against every cache token it reads
         pairs = (batch + prefill_tokens) * (ctx + kv_read + prefill_tokens)
+        dur_ms, gpu_ms = self.model.step_ms(batch, prefill_tokens, ctx, others, busy, jitter, pairs)
+        if self.graph_q and self._new_graph(batch + prefill_tokens, ctx - batch + kv_read, lim.max_batch_prefill_tokens):
+            dur_ms += self.graph_capture_ms
         self.gpu.set_rate(self.index, min(1.0, gpu_ms / dur_ms), t_ns, pairs / dur_ms * 1e-3)
         self.stepping = True
         self._emit = self.running

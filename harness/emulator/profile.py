@@ -100,7 +100,8 @@ class RooflineTiming(_Strict):
     host_ms = host_step_ms + host_per_seq_ms * batch + host_per_seq2_ms * batch**2
               + host_per_prefill_token_ms * prefill_tokens
     gpu_ms  = gpu_step_ms + gpu_per_seq_ms * batch + (weights + KV read) / bandwidth
-              + 2 * params * prefill_tokens / (peak * mfu)
+              + 2 * params * prefill_tokens / (peak * mfu) + gpu_per_mpair_ms * pairs / 1e6
+    (pairs: the step's query tokens times the cache tokens they attend through one dense mask)
     The GPU part is stretched by processor sharing: 1 / (1 - utilisation of the other replicas)
     (capped by ``contention_cap``), plus ``switch_overhead`` per other busy replica.
     """
@@ -114,6 +115,12 @@ class RooflineTiming(_Strict):
     gpu_step_ms: NonNegativeFloat = 0.0
     gpu_per_seq_ms: NonNegativeFloat = 0.0
     gpu_per_prefill_token_ms: NonNegativeFloat = 0.0
+    gpu_per_mpair_ms: NonNegativeFloat = Field(0.0, description="GPU time per million (query token, cache token) "
+                                               "pairs of a step's attention, for an engine that attends through one "
+                                               "dense mask over the whole batch (transformers' paged|sdpa: every "
+                                               "query token of the step against every cache token the step reads); "
+                                               "0 for flash-attention engines, whose work per step follows each "
+                                               "sequence's own length")
     contention_cap: float = Field(0.95, ge=0, lt=1)
     switch_overhead: NonNegativeFloat = 0.0
     admission_ms: NonNegativeFloat = Field(0.0, description="from a request's arrival to its place in the queue "
