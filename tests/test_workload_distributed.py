@@ -58,9 +58,10 @@ load: {{mode: rate, levels: [1], warmup_s: 0, duration_s: 2.5, cooldown_s: 0}}
     assert list(req.output_tokens) == [e.output_tokens for e in want]
     # the emulator's ground truth: it received each one, near its trace time, with its length
     assert gt["requests_received"] == len(want) == len(log)
-    read_s = sorted((e[0] - log[0][0]) / 1e9 for e in log)
-    late = [r - w.offset_s for r, w in zip(read_s, want)]
-    assert sorted(late)[len(late) // 2] < 0.02 and max(abs(x) for x in late) < 0.5
+    # (wall clock, the records' clock: the k-th read no earlier than the k-th intended send, the
+    # median within 20 ms; not timed from the first read, and no max: see test_trace)
+    delay = (pd.Series(sorted(e[0] for e in log)) - sorted(req.intended_ns)) / 1e9
+    assert delay.min() > -0.001 and delay.median() < 0.02 and delay.quantile(0.75) < 0.5, delay.describe()
     assert sorted(e[1] for e in log) == sorted(e.input_tokens for e in want)
     # both workers write a hash id's block the same way: a prefix one worker sent is a cache hit
     # for the other's request too
