@@ -17,9 +17,10 @@ import pytest
 
 from harness.emulator.profile import load_profile
 from harness.launch.base import launcher_for
-from harness.launch.health import free_port_block, is_healthy
+from harness.launch.health import is_healthy
 from harness.launch.memory import check_budgets, tgi_warmup_tokens
 from harness.scenario.models import Target
+from tests.support.ports import port_block
 from tests.support.processes import ROOT, harness_env
 from stack_support import tokens_per_s
 
@@ -47,7 +48,7 @@ def processes_target(state: Path, base: int) -> Target:
 
 def test_one_after_another_equal_budgets_contention_and_one_power_series(tmp_path):
     state = tmp_path / "gpu.state"
-    base = free_port_block(3)
+    base = port_block(3)
     with launcher_for(processes_target(state, base), 3, tmp_path / "logs") as reps:
         budgets = reps.extra["kv_budgets"]
         # replica i got 0.9 * i / 3 of the GPU and the same KV budget as the others
@@ -98,7 +99,7 @@ def test_one_after_another_equal_budgets_contention_and_one_power_series(tmp_pat
 
 def test_all_at_once_budgets_differ_and_a_killed_replica_frees_its_memory(tmp_path):
     state = tmp_path / "gpu.state"
-    base = free_port_block(3)
+    base = port_block(3)
     procs = []
     try:
         for i in range(3):
@@ -110,7 +111,8 @@ def test_all_at_once_budgets_differ_and_a_killed_replica_frees_its_memory(tmp_pa
         deadline = time.monotonic() + 60
         while not all(is_healthy(u) for u in urls):
             assert time.monotonic() < deadline, "emulators not healthy"
-            assert all(p.poll() is None for p in procs)
+            assert all(p.poll() is None for p in procs), \
+                [(tmp_path / f"r{i}.log").read_text()[-500:] for i, p in enumerate(procs) if p.poll() is not None]
             time.sleep(0.2)
         lines = []
         out = check_budgets(urls, echo=lines.append)

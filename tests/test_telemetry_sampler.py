@@ -92,14 +92,20 @@ def test_sampling_rate_timestamps_processes_and_counter_reads_only_at_edges():
     sink = ListSink()
     s = Sampler(src, [sink], rate_hz=100, run_id="run-a", host="hostA", process_interval_s=0.25)
     s.start()
+    started_ns = time.time_ns()          # at or after the t0 of the sampler's deadlines
     time.sleep(1.0)
     summary = s.stop()
     n = len(sink.got)
-    # 100 Hz: never more ticks than the sampler's measured running time holds, and every deadline
-    # either sampled or counted as missed; the floor is loose (a shared 2-core machine misses some)
-    assert 40 <= n <= 100 * summary["wall_s"] + 1, (n, summary)
-    assert n + summary["missed_ticks"] >= 100 * summary["wall_s"] - 3, (n, summary)
     ts = [x.ts_ns for x in sink.got]
+    # 100 Hz: never more ticks than the sampler's measured running time holds, and every deadline
+    # up to a sample either sampled or counted as missed: sample i (tick i + 1, one GPU) comes at
+    # deadline i + 1 + (missed before it), a little late. Checked at the last three samples, not at
+    # the end of stop(): deadlines passing while a loaded machine is slow to run the stopping
+    # thread are never reached, and one late tick is not a lost one. The floor is loose.
+    assert 40 <= n <= 100 * summary["wall_s"] + 1, (n, summary)
+    behind = [100 * (t - started_ns) / 1e9 - (i + 1) - summary["missed_ticks"]
+              for i, t in enumerate(ts)]
+    assert min(behind[-3:]) < 2, (n, behind[-3:], summary)
     assert ts == sorted(ts) and len(set(ts)) == n
     assert all(x.run_id == "run-a" and x.host == "hostA" and x.gpu == 0 for x in sink.got)
     assert all(x.power_w is not None for x in sink.got)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
+
+from harness.launch.health import free_port_block
 
 
 def free_port() -> int:
@@ -11,6 +14,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_block(n: int) -> int:
+    """The first of ``n`` consecutive free ports below the kernel's ephemeral range: a server
+    that binds one seconds later (after its start-up) cannot find it taken by the local port of
+    some client's outgoing connection, as one in that range can be."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return free_port_block(n, start=min(20000, low // 2), end=low)
 
 
 def dead_url() -> str:
