@@ -24,7 +24,9 @@ from tests.support.processes import harness_env, locust_argv, stop, wait_for
 def _json(url: str, data: bytes | None = None) -> dict:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
+    # the run's end (report, plots) keeps Locust's event loop busy a while: 30 s, not 5, for
+    # a loaded machine (5 s ran out under 2 CPU hogs)
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
 
