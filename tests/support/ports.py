@@ -10,10 +10,9 @@ from harness.launch.health import free_port_block
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that no one listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that no one listens on right now, below the ephemeral range (see
+    :func:`port_block`): the server given it binds it seconds later, after its start-up."""
+    return port_block(1)
 
 
 def port_block(n: int) -> int:
