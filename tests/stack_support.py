@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from harness.launch.health import free_port_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,15 +76,9 @@ def build_images(log_path: Path) -> dict[str, str]:
 
 
 def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+    """``n`` free ports for the stack's published services (see ``free_port_block``)."""
+    base = free_port_block(n)
+    return list(range(base, base + n))
 
 
 def http_json(url: str, data: bytes | None = None, method: str | None = None,

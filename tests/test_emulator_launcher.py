@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 
-from harness.emulator.server import free_port
 from harness.errors import LaunchError
 from harness.launch.base import launcher_for
 from harness.scenario.models import EmulatorLauncher as EmulatorCfg, Target
+from tests.support.ports import free_port
 from tests.support.processes import harness_env
 
 

@@ -17,10 +17,9 @@ import pytest
 
 from harness.emulator.profile import load_profile
 from harness.launch.base import launcher_for
-from harness.launch.health import is_healthy
+from harness.launch.health import free_port_block, is_healthy
 from harness.launch.memory import check_budgets, tgi_warmup_tokens
 from harness.scenario.models import Target
-from tests.support.ports import port_block
 from tests.support.processes import ROOT, harness_env
 from stack_support import tokens_per_s
 
@@ -48,7 +47,7 @@ def processes_target(state: Path, base: int) -> Target:
 
 def test_one_after_another_equal_budgets_contention_and_one_power_series(tmp_path):
     state = tmp_path / "gpu.state"
-    base = port_block(3)
+    base = free_port_block(3)
     with launcher_for(processes_target(state, base), 3, tmp_path / "logs") as reps:
         budgets = reps.extra["kv_budgets"]
         # replica i got 0.9 * i / 3 of the GPU and the same KV budget as the others
@@ -99,7 +98,7 @@ def test_one_after_another_equal_budgets_contention_and_one_power_series(tmp_pat
 
 def test_all_at_once_budgets_differ_and_a_killed_replica_frees_its_memory(tmp_path):
     state = tmp_path / "gpu.state"
-    base = port_block(3)
+    base = free_port_block(3)
     procs = []
     try:
         for i in range(3):

@@ -16,11 +16,10 @@ import pytest
 
 from harness.errors import InputError, LaunchError
 from harness.launch.base import launcher_for
-from harness.launch.health import is_healthy
+from harness.launch.health import free_port_block, is_healthy
 from harness.launch.memory import staggered_fractions
 from harness.launch.processes import render_args
 from harness.scenario.models import Target
-from tests.support.ports import port_block
 from tests.support.processes import harness_env
 
 PY = sys.executable
@@ -72,7 +71,7 @@ def get_json(url):
 
 
 def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
-    base = port_block(3)
+    base = free_port_block(3)
     t = target([PY, str(server_script), "{port}", "--replica", "{replica}", "--model", "{model}",
                 "--fraction", "{fraction}"], base_port=base, env={"DELAY": "0.5"}, model="tiny")
     children = []
@@ -107,7 +106,7 @@ def test_three_replicas_up_healthy_logged_and_stopped(tmp_path, server_script):
 
 
 def test_replica_that_exits_early_is_named_with_its_log(tmp_path, server_script):
-    base = port_block(2)
+    base = free_port_block(2)
     crash = tmp_path / "crash.py"
     crash.write_text(textwrap.dedent(f"""
         import runpy, sys
@@ -131,7 +130,7 @@ def test_replica_that_exits_early_is_named_with_its_log(tmp_path, server_script)
 
 
 def test_replica_that_never_gets_healthy_times_out_and_is_stopped(tmp_path, server_script):
-    base = port_block(1)
+    base = free_port_block(1)
     # the timeout must outlast the server's start (a Python process, slow on a loaded machine),
     # or its log holds no 503 yet
     t = target([PY, str(server_script), "{port}"], base_port=base, env={"NEVER": "1"},
@@ -148,7 +147,7 @@ def test_replica_that_never_gets_healthy_times_out_and_is_stopped(tmp_path, serv
 
 
 def test_stubborn_replica_is_killed_after_grace(tmp_path):
-    base = port_block(1)
+    base = free_port_block(1)
     script = tmp_path / "stubborn.py"
     script.write_text(textwrap.dedent("""
         import http.server, signal, sys
@@ -168,7 +167,7 @@ def test_stubborn_replica_is_killed_after_grace(tmp_path):
 
 
 def test_port_already_taken_is_refused(tmp_path, server_script):
-    base = port_block(1)
+    base = free_port_block(1)
     t = target([PY, str(server_script), "{port}"], base_port=base)
     with launcher_for(t, 1, tmp_path / "a"):
         with pytest.raises(LaunchError, match=f"port 127.0.0.1:{base} is already in use"):
@@ -177,11 +176,11 @@ def test_port_already_taken_is_refused(tmp_path, server_script):
 
 
 def test_missing_command_and_bad_placeholder(tmp_path):
-    t = target(["no-such-server-binary-xyz", "{port}"], base_port=port_block(1))
+    t = target(["no-such-server-binary-xyz", "{port}"], base_port=free_port_block(1))
     with pytest.raises(LaunchError, match="'no-such-server-binary-xyz' not found"):
         with launcher_for(t, 1, tmp_path):
             pass
-    t = target([PY, "-c", "pass", "{gpu}"], base_port=port_block(1))
+    t = target([PY, "-c", "pass", "{gpu}"], base_port=free_port_block(1))
     with pytest.raises(InputError) as e:
         with launcher_for(t, 1, tmp_path):
             pass
@@ -204,7 +203,7 @@ def test_templates_for_tgi_and_transformers_serve():
 
 
 def test_endpoints_launcher_checks_health_and_takes_first_n(tmp_path, server_script):
-    base = port_block(2)
+    base = free_port_block(2)
     t = target([PY, str(server_script), "{port}"], base_port=base)
     with launcher_for(t, 2, tmp_path / "logs") as started:
         ep = Target.model_validate({"launcher": {"kind": "endpoints",
@@ -223,7 +222,7 @@ def test_endpoints_launcher_checks_health_and_takes_first_n(tmp_path, server_scr
 
 
 def test_ctrl_c_while_waiting_stops_replicas(tmp_path, server_script):
-    base = port_block(1)
+    base = free_port_block(1)
     t = target([PY, str(server_script), "{port}"], base_port=base, env={"NEVER": "1"},
                timeout=30.0)
     launcher = launcher_for(t, 1, tmp_path / "logs")
@@ -251,7 +250,7 @@ def test_three_emulator_replicas_from_a_template_serve_a_run_and_are_stopped(tmp
     Locust run through all of them (per-replica attribution), every process gone afterwards."""
     import pyarrow.parquet as pq
 
-    base = port_block(3)
+    base = free_port_block(3)
     scenario = tmp_path / "procs.yaml"
     scenario.write_text(textwrap.dedent(f"""
         name: procs
@@ -307,7 +306,7 @@ def test_unequal_kv_budgets_are_a_loud_warning_in_console_manifest_and_report(tm
     """Replicas given the naive 0.9/N each (not {fraction}): started one after another on one
     simulated GPU, the first takes its share and the second keeps its warm-up blocks; the run
     says so on the console, in the manifest and in report.html."""
-    base = port_block(2)
+    base = free_port_block(2)
     scenario = tmp_path / "naive.yaml"
     scenario.write_text(textwrap.dedent(f"""
         name: naive

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 from pathlib import Path
 
 from harness.emulator.app import ReplicaApp
@@ -194,8 +193,3 @@ def serve(profile: Profile, replicas: int, host: str, base_port: int, port_file:
     if gpu is not None:
         gpu.close()
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -6,6 +6,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def is_healthy(url: str, path: str = "/health", timeout_s: float = 2.0, access=None) -> bool:
@@ -48,10 +49,21 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def free_port_block(n: int, host: str = "127.0.0.1", start: int = 20000, end: int = 60000) -> int:
-    """The first port of ``n`` consecutive ports nobody listens on and the OS lets us bind."""
+def free_port_block(n: int, host: str = "127.0.0.1", start: int | None = None, end: int | None = None) -> int:
+    """The first port of ``n`` consecutive ports nobody listens on and the OS lets us bind.
+
+    By default from below the kernel's ephemeral range: a server given the block binds it seconds
+    later, after its start-up, and there the local port of some client's outgoing connection can
+    never take one first."""
     import random
 
+    if end is None:
+        try:
+            end = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            end = 32768
+    if start is None:
+        start = min(20000, end // 2)
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(start, end - n)
